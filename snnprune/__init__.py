@@ -1,0 +1,54 @@
+"""snnprune: soft-threshold weight pruning for spiking (SpikingJelly) and artificial neural networks.
+
+The public API is re-exported here lazily, so ``import snnprune`` stays light (no matplotlib, no CuPy)
+and each name is imported from its home module on first use:
+
+* thresholding core (:mod:`snnprune.threshold`): :func:`soft_threshold`, :class:`SoftThreshold`,
+  :func:`register_soft_threshold`, :func:`remove_soft_threshold`, :func:`sparsity`, :func:`finalize`;
+* pruning methods (:mod:`snnprune.methods`): :func:`sparsify`, :class:`Pruner`, :data:`METHODS`,
+  :func:`lr_total`;
+* analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
+* neurons with fused CuPy kernels (:mod:`snnprune.neuron`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # thresholding core
+    "soft_threshold": "snnprune.threshold",
+    "SoftThreshold": "snnprune.threshold",
+    "register_soft_threshold": "snnprune.threshold",
+    "remove_soft_threshold": "snnprune.threshold",
+    "sparsity": "snnprune.threshold",
+    "finalize": "snnprune.threshold",
+    # methods
+    "sparsify": "snnprune.methods",
+    "Pruner": "snnprune.methods",
+    "METHODS": "snnprune.methods",
+    "lr_total": "snnprune.methods",
+    # analytics
+    "analyze": "snnprune.analysis",
+    "compare": "snnprune.analysis",
+    "EnergyModel": "snnprune.analysis",
+    "Report": "snnprune.analysis",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snnprune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
