@@ -1,0 +1,107 @@
+"""Soft-threshold operator :math:`S_d(\\theta)` and its three backward variants.
+
+.. math::
+    S_d(\\theta) = \\operatorname{sign}(\\theta)\\,\\max(|\\theta| - d, 0)
+
+with :math:`\\operatorname{sign}(0) = 0` (PyTorch semantics). See ``methods.md`` section 2.2 for the
+three gradient variants (exact autograd, straight-through ``stmod``, ST-3 dense straight-through).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["GRAD_MODES", "soft_threshold"]
+
+GRAD_MODES: tuple[str, ...] = ("exact", "ste", "dense")
+
+
+class _ReLUStraightThrough(torch.autograd.Function):
+    """``relu`` forward, identity backward (the ``ReLUmod`` of the LATS/STDS code)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
+class _DenseStraightThrough(torch.autograd.Function):
+    """ST-3 form: ``w = scale * S_d(theta)`` forward, ``dL/dtheta = dL/dw`` for every entry."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, threshold: Tensor | float, scale: Tensor | None) -> Tensor:
+        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
+        if scale is not None:
+            out = out * scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad, None, None
+
+
+def _check_grad(grad: str) -> None:
+    if grad not in GRAD_MODES:
+        raise ValueError(f"unknown grad mode {grad!r}; use one of {GRAD_MODES}")
+
+
+def _soft_threshold(
+    theta: Tensor, threshold: Tensor | float, grad: str, scale: Tensor | None = None
+) -> Tensor:
+    """Soft threshold with an optional (gradient-free) multiplicative ``scale`` (ST-3 rescaling)."""
+    if grad == "dense":
+        return _DenseStraightThrough.apply(theta, threshold, scale)
+    if grad == "exact":
+        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
+    else:
+        out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
+    if scale is not None:
+        out = out * scale
+    return out
+
+
+def soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "exact") -> Tensor:
+    """Soft-threshold ``theta``: :math:`S_d(\\theta) = \\operatorname{sign}(\\theta)\\max(|\\theta|-d, 0)`.
+
+    Entries with :math:`|\\theta| \\le d` become exactly zero; survivors shrink toward 0 by ``d``.
+
+    Args:
+        theta: raw weight tensor :math:`\\theta`.
+        threshold: :math:`d \\ge 0`; a Python float, a 0-d tensor, or a tensor that broadcasts against
+            ``theta`` (e.g. ``[C_out, 1, 1, 1]`` for one threshold per output channel). Tensor thresholds
+            are not checked for sign here (that would cost a host sync); the registration functions check.
+        grad: backward variant.
+
+            * ``"exact"``: plain autograd, :math:`\\partial w/\\partial\\theta = 1[|\\theta| > d]`
+              (STR); the threshold receives :math:`-\\operatorname{sign}(\\theta)1[|\\theta|>d]`.
+            * ``"ste"``: the ReLU is straight-through, so
+              :math:`\\partial w/\\partial\\theta = \\operatorname{sign}(\\theta)^2` (1 everywhere except
+              exactly at :math:`\\theta = 0`): pruned weights keep receiving :math:`\\partial L/\\partial w`
+              and can regrow (LATS/STDS ``stmod``).
+            * ``"dense"``: ST-3 dense straight-through, :math:`w` is computed without grad and
+              :math:`\\partial L/\\partial\\theta = \\partial L/\\partial w` for every entry (zeros included);
+              the threshold gets no gradient.
+
+    Returns:
+        The effective weight :math:`w`, same shape as ``theta``.
+
+    Raises:
+        ValueError: unknown ``grad`` or negative/NaN float ``threshold``.
+
+    Example::
+
+        >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0)
+        tensor([-1.,  0.,  2.])
+    """
+    _check_grad(grad)
+    if isinstance(threshold, (int, float)):
+        if math.isnan(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}; pass a non-negative value")
+        threshold = float(threshold)
+    return _soft_threshold(theta, threshold, grad)

@@ -1,0 +1,370 @@
+"""Parametrizations that turn a layer's raw weight :math:`\\theta` into its sparse effective weight.
+
+All are registered with :mod:`torch.nn.utils.parametrize` on ``weight``: the optimizer trains
+``<layer>.parametrizations.weight.original`` (:math:`\\theta`), ``<layer>.weight`` is the effective
+weight, and thresholds/masks live in the parametrization module, hence in ``state_dict``. A
+load-state-dict pre-hook lets a dense checkpoint (key ``<layer>.weight``) load into a parametrized model.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from snnprune.threshold.functional import _check_grad, _soft_threshold
+
+__all__ = [
+    "PRUNABLE_TYPES",
+    "LearnedThresholdMask",
+    "MagnitudeMask",
+    "SoftThreshold",
+    "finalize",
+    "is_prunable",
+    "register_parametrization",
+    "register_soft_threshold",
+    "remove_soft_threshold",
+    "sparsity",
+]
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_HOOKS_ATTR = "_snnprune_compat_hooks"
+
+
+def is_prunable(module: nn.Module) -> bool:
+    """True for ``nn.Conv1d/2d/3d`` and ``nn.Linear`` (and subclasses, e.g. SpikingJelly's layers).
+
+    Uses :func:`torch.nn.utils.parametrize.type_before_parametrizations`, so a parametrized layer is
+    still recognized.
+    """
+    return issubclass(parametrize.type_before_parametrizations(module), PRUNABLE_TYPES)
+
+
+def _channel_rescale(theta: Tensor, threshold: Tensor) -> Tensor:
+    """ST-3 per-output-channel rescale :math:`c_o = 1.01/(r_o + 0.01)` (no grad).
+
+    :math:`r_o = (\\operatorname{mean}(|\\theta|\\,M) + 10^{-6}) / (\\operatorname{mean}(|\\theta|) + 10^{-6})`
+    over all dims but the first, with :math:`M = 1[|\\theta| > t]`.
+    """
+    with torch.no_grad():
+        mag = theta.abs()
+        dims = tuple(range(1, theta.dim()))
+        kept = (mag * (mag > threshold)).mean(dim=dims, keepdim=True)
+        ratio = (kept + 1e-6) / (mag.mean(dim=dims, keepdim=True) + 1e-6)
+        return 1.01 / (ratio + 0.01)
+
+
+class SoftThreshold(nn.Module):
+    """Soft-threshold parametrization :math:`w = S_d(\\theta)` (optionally ST-3-rescaled).
+
+    .. math::
+        w = c \\odot \\operatorname{sign}(\\theta)\\max(|\\theta| - d, 0)
+
+    with :math:`c = 1` unless ``rescale`` (ST-3: :math:`c_o = 1.01/(r_o + 0.01)` per output channel).
+
+    Args:
+        threshold: initial :math:`d \\ge 0` (float or broadcastable tensor), or the logit :math:`s` when
+            ``logit=True`` (any real value; :math:`d = \\sigma(s)`, STR).
+        grad: ``"exact"``, ``"ste"`` or ``"dense"`` (see :func:`snnprune.soft_threshold`).
+        learnable: hold the threshold (or logit) as an ``nn.Parameter`` instead of a buffer.
+        logit: the stored value is :math:`s` and :math:`d = \\operatorname{sigmoid}(s)` (STR).
+        rescale: apply the ST-3 per-output-channel rescale.
+
+    Raises:
+        ValueError: negative threshold (when ``logit=False``) or unknown ``grad``.
+    """
+
+    def __init__(
+        self,
+        threshold: float | Tensor = 0.0,
+        grad: str = "ste",
+        learnable: bool = False,
+        logit: bool = False,
+        rescale: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_grad(grad)
+        value = torch.as_tensor(threshold, dtype=torch.get_default_dtype()).detach().clone()
+        if not logit and bool(torch.isnan(value).any() or (value < 0).any()):
+            raise ValueError(f"threshold must be >= 0, got {threshold}; pass a non-negative threshold")
+        self.grad = grad
+        self.learnable = learnable
+        self.logit = logit
+        self.rescale = rescale
+        attr = "threshold_logit" if logit else "threshold"
+        if learnable:
+            self.register_parameter(attr, nn.Parameter(value))
+        else:
+            self.register_buffer(attr, value)
+
+    def effective_threshold(self) -> Tensor:
+        """The threshold :math:`d` actually applied (``sigmoid(s)`` for the logit form)."""
+        if self.logit:
+            return torch.sigmoid(self.threshold_logit)
+        return self.threshold
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """Return the effective weight for raw weight ``theta``."""
+        d = self.effective_threshold()
+        scale = _channel_rescale(theta, d) if self.rescale else None
+        return _soft_threshold(theta, d, self.grad, scale)
+
+    def extra_repr(self) -> str:
+        stored = self.threshold_logit if self.logit else self.threshold
+        value = f"{stored.item():.6g}" if stored.numel() == 1 else f"shape={tuple(stored.shape)}"
+        name = "threshold_logit" if self.logit else "threshold"
+        return f"{name}={value}, grad={self.grad!r}, learnable={self.learnable}, rescale={self.rescale}"
+
+
+class LearnedThresholdMask(nn.Module):
+    """LTP soft/hard mask on the squared weight with a learned per-layer threshold :math:`\\tau`.
+
+    .. math::
+        w = \\theta\\,\\sigma\\!\\left(\\frac{\\theta^2 - \\tau}{T}\\right) \\ (\\text{train}),\\qquad
+        w = \\theta\\,1[\\theta^2 > \\tau] \\ (\\text{eval}),\\qquad
+        T = t_{\\mathrm{rel}}\\cdot\\operatorname{mean}(\\theta^2)
+
+    The temperature is relative to the layer's current weight scale (recomputed each forward,
+    detached), so one ``temperature`` fits every layer and survives weight-scale drift under BN.
+    Gradients are plain autograd through the sigmoid (both terms of :math:`\\partial w/\\partial\\theta`).
+
+    Args:
+        tau: initial :math:`\\tau` (units of :math:`\\theta^2`; 0 = nothing pruned at eval).
+        temperature: :math:`t_{\\mathrm{rel}} > 0`.
+    """
+
+    def __init__(self, tau: float = 0.0, temperature: float = 1e-2) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.tau = nn.Parameter(torch.tensor(float(tau)))
+
+    def _temperature(self, theta: Tensor) -> Tensor:
+        return (self.temperature * theta.detach().pow(2).mean()).clamp_min(1e-30)
+
+    def soft_mask(self, theta: Tensor) -> Tensor:
+        """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`)."""
+        return torch.sigmoid((theta.pow(2) - self.tau) / self._temperature(theta))
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """Soft mask in training mode, hard mask in eval mode."""
+        if self.training:
+            return theta * self.soft_mask(theta)
+        return theta * (theta.pow(2) > self.tau)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x mean(theta^2))"
+
+
+class MagnitudeMask(nn.Module):
+    """Hard binary mask :math:`w = \\theta \\odot M` (GMP); ``mask`` is a bool buffer set by the pruner.
+
+    Args:
+        shape: shape of the weight.
+    """
+
+    def __init__(self, shape: torch.Size | tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """Return ``theta * mask`` (pruned entries get zero gradient)."""
+        return theta * self.mask
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.mask.shape)}"
+
+
+def _dense_checkpoint_compat_hook(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: Any,
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+    name: str = "weight",
+) -> None:
+    """Map a dense ``<prefix>weight`` to ``<prefix>parametrizations.weight.original``.
+
+    The parametrization's own tensors (threshold, mask, ...) missing from the checkpoint keep their
+    current values.
+    """
+    if not parametrize.is_parametrized(module, name):
+        return
+    dense_key = prefix + name
+    base = f"{prefix}parametrizations.{name}."
+    if dense_key not in state_dict or base + "original" in state_dict:
+        return
+    state_dict[base + "original"] = state_dict.pop(dense_key)
+    for i, p in enumerate(module.parametrizations[name]):
+        for key, value in p.state_dict().items():
+            state_dict.setdefault(f"{base}{i}.{key}", value.detach().clone())
+
+
+def register_parametrization(module: nn.Module, name: str, parametrization: nn.Module) -> nn.Module:
+    """Register ``parametrization`` on ``module.<name>`` plus the dense-checkpoint compat hook.
+
+    Args:
+        module: layer holding the tensor.
+        name: tensor name (``"weight"``).
+        parametrization: module mapping :math:`\\theta` to the effective tensor.
+
+    Returns:
+        ``module``.
+
+    Raises:
+        ValueError: ``module`` has no tensor ``name``, or it is already parametrized.
+    """
+    if not isinstance(getattr(module, name, None), Tensor):
+        raise ValueError(f"{type(module).__name__} has no tensor {name!r} to prune; pass an existing name")
+    if parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{parametrize.type_before_parametrizations(module).__name__}.{name} is already parametrized; "
+            "call snnprune.finalize(model) or remove_soft_threshold(module) first"
+        )
+    parametrize.register_parametrization(module, name, parametrization)
+    hooks = module.__dict__.setdefault(_HOOKS_ATTR, {})
+    if name not in hooks:
+        hook = functools.partial(_dense_checkpoint_compat_hook, name=name)
+        hooks[name] = module._register_load_state_dict_pre_hook(hook, with_module=True)
+    return module
+
+
+def register_soft_threshold(
+    module: nn.Module,
+    name: str = "weight",
+    threshold: float | Tensor = 0.0,
+    grad: str = "ste",
+    learnable: bool = False,
+    logit: bool = False,
+    rescale: bool = False,
+) -> nn.Module:
+    """Reparametrize ``module.<name>`` as :math:`S_d(\\theta)` with a :class:`SoftThreshold`.
+
+    Args:
+        module: e.g. ``nn.Conv2d``, ``nn.Linear``, ``spikingjelly.activation_based.layer.Conv2d``.
+        name: tensor to reparametrize.
+        threshold: initial threshold (or logit, see :class:`SoftThreshold`).
+        grad: ``"exact"``, ``"ste"`` (default, LATS/STDS) or ``"dense"`` (ST-3).
+        learnable: threshold as an ``nn.Parameter`` (STR).
+        logit: store :math:`s` with :math:`d = \\sigma(s)`.
+        rescale: ST-3 per-output-channel rescale.
+
+    Returns:
+        ``module`` (now ``module.<name>`` is the sparse effective weight).
+
+    Example::
+
+        >>> conv = register_soft_threshold(nn.Conv2d(3, 8, 3), threshold=0.05)
+        >>> conv.parametrizations.weight[0].threshold.fill_(0.1)  # move the threshold in place
+    """
+    return register_parametrization(
+        module, name, SoftThreshold(threshold, grad=grad, learnable=learnable, logit=logit, rescale=rescale)
+    )
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give ``module`` a private copy of its ``Parametrized*`` class before removing a parametrization.
+
+    ``copy.deepcopy`` of a parametrized module shares the dynamically created class, and
+    ``remove_parametrizations`` deletes the property from that class, which would break the other copy
+    (e.g. finalizing a deep copy for export while training goes on with the original).
+    """
+    cls = type(module)
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+
+
+def remove_soft_threshold(
+    module: nn.Module, name: str = "weight", leave_parametrized: bool = True
+) -> nn.Module:
+    """Remove the parametrization of ``module.<name>`` (and the compat hook).
+
+    Args:
+        module: a parametrized layer.
+        name: tensor name.
+        leave_parametrized: keep the current effective (sparse) values (default) instead of :math:`\\theta`.
+
+    Returns:
+        ``module``, a plain layer again.
+
+    Raises:
+        ValueError: ``module.<name>`` is not parametrized.
+    """
+    if not parametrize.is_parametrized(module, name):
+        raise ValueError(f"{type(module).__name__}.{name} is not parametrized; nothing to remove")
+    for p in module.parametrizations[name]:
+        p.eval()
+    _own_class(module)
+    parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
+    handle = module.__dict__.get(_HOOKS_ATTR, {}).pop(name, None)
+    if handle is not None:
+        handle.remove()
+    return module
+
+
+def _sparsity_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    layers = [(n, m) for n, m in model.named_modules() if parametrize.is_parametrized(m, "weight")]
+    if not layers:
+        layers = [(n, m) for n, m in model.named_modules() if is_prunable(m)]
+    return layers
+
+
+@torch.no_grad()
+def sparsity(model: nn.Module) -> dict[str, Any]:
+    """Fraction of exact zeros of the effective weights, in one pass with one host sync.
+
+    Counts the layers whose ``weight`` is parametrized; for a model with none (dense, or finalized),
+    every Conv/Linear layer.
+
+    Args:
+        model: the (possibly parametrized, possibly DDP-wrapped) model.
+
+    Returns:
+        ``{"overall": zeros / weights, "layers": {qualified_name: fraction}}`` (``overall`` 0.0 and
+        empty ``layers`` when the model has no prunable layer).
+    """
+    layers = _sparsity_layers(model)
+    if not layers:
+        return {"overall": 0.0, "layers": {}}
+    weights = [m.weight for _, m in layers]
+    device = weights[0].device
+    zeros = torch.stack([(w == 0).sum().to(device) for w in weights]).tolist()
+    numels = [w.numel() for w in weights]
+    return {
+        "overall": sum(zeros) / max(sum(numels), 1),
+        "layers": {name: z / n for (name, _), z, n in zip(layers, zeros, numels, strict=True)},
+    }
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Remove every parametrization, leaving plain layers whose weights are exactly sparse.
+
+    Learned masks (LTP) are evaluated in their hard (eval) form. :func:`sparsity` is unchanged, the
+    model still runs, and its ``state_dict`` has plain ``<layer>.weight`` keys.
+
+    Args:
+        model: a model prepared with :func:`snnprune.sparsify` / :func:`register_soft_threshold`.
+
+    Returns:
+        ``model`` (modified in place).
+    """
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                remove_soft_threshold(module, name, leave_parametrized=True)
+    return model
+
+
+def _check_nonnegative(value: float, what: str = "threshold") -> float:
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}; pass a non-negative value")
+    return value

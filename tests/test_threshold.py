@@ -1,0 +1,257 @@
+"""Tests of the thresholding core: soft_threshold, parametrizations, sparsity, finalize."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from spikingjelly.activation_based import layer
+from torch import nn
+from torch.nn.utils import parametrize
+
+from snnprune import (
+    SoftThreshold,
+    finalize,
+    register_soft_threshold,
+    remove_soft_threshold,
+    soft_threshold,
+    sparsity,
+)
+from snnprune.threshold import LearnedThresholdMask, MagnitudeMask, register_parametrization
+
+
+def _away_from_kinks(shape, d, seed=0, alive_only=False):
+    """Random float64 values with |theta| - d and theta kept >= 0.1 away from 0."""
+    g = torch.Generator().manual_seed(seed)
+    mag = torch.rand(shape, generator=g, dtype=torch.float64) * 1.0
+    if alive_only:
+        mag = d + 0.1 + mag
+    else:
+        # half well below d (but > 0.1 away from 0), half well above
+        low = 0.1 + mag * (d - 0.2)
+        high = d + 0.1 + mag
+        mag = torch.where(torch.rand(shape, generator=g) < 0.5, low, high)
+    sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0).double()
+    return mag * sign
+
+
+def test_forward_values_and_sign_zero():
+    theta = torch.tensor([-2.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+    expected = torch.tensor([-1.0, 0.0, 0.0, 0.0, 0.0, 2.0])
+    for grad in ("exact", "ste", "dense"):
+        assert torch.equal(soft_threshold(theta, 1.0, grad), expected)
+        assert torch.equal(soft_threshold(theta, torch.tensor(1.0), grad), expected)
+    # d = 0 is the identity
+    assert torch.equal(soft_threshold(theta, 0.0), theta)
+
+
+def test_per_channel_threshold_broadcasts():
+    theta = torch.randn(4, 3, 2, 2)
+    d = torch.tensor([0.0, 0.5, 1.0, 100.0]).view(4, 1, 1, 1)
+    w = soft_threshold(theta, d, "ste")
+    for c in range(4):
+        ref = torch.sign(theta[c]) * torch.clamp(theta[c].abs() - d[c], min=0)
+        assert torch.equal(w[c], ref)
+    assert (w[3] == 0).all()
+
+
+@pytest.mark.parametrize("grad", ["exact", "ste", "dense"])
+def test_gradcheck_alive_region(grad):
+    """Away from the kinks and with every entry alive all three modes equal the true derivative."""
+    d = 0.3
+    theta = _away_from_kinks((5, 4), d, alive_only=True).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: soft_threshold(t, d, grad), (theta,))
+    # non-contiguous input
+    theta_nc = _away_from_kinks((4, 6), d, seed=1, alive_only=True).t().requires_grad_()
+    assert not theta_nc.is_contiguous()
+    assert torch.autograd.gradcheck(lambda t: soft_threshold(t, d, grad), (theta_nc,))
+
+
+def test_gradcheck_exact_mixed_and_threshold_grad():
+    d = 0.5
+    theta = _away_from_kinks((6, 5), d, seed=2).requires_grad_()
+    assert ((theta.abs() - d).abs() > 0.05).all()
+    thr = torch.tensor(d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, s: soft_threshold(t, s, "exact"), (theta, thr))
+    per_channel = torch.full((6, 1), d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, s: soft_threshold(t, s, "exact"), (theta, per_channel))
+
+
+def test_backward_of_pruned_entries():
+    theta = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], requires_grad=True)
+    upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    expected = {
+        "exact": torch.tensor([1.0, 0.0, 0.0, 0.0, 5.0]),  # ReLU mask
+        "ste": torch.tensor([1.0, 2.0, 0.0, 4.0, 5.0]),  # identity except sign(0) = 0
+        "dense": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]),  # identity everywhere (ST-3)
+    }
+    for grad, ref in expected.items():
+        theta.grad = None
+        soft_threshold(theta, 1.0, grad).backward(upstream)
+        assert torch.equal(theta.grad, ref), grad
+
+
+def test_soft_threshold_bad_input():
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        soft_threshold(torch.ones(2), -0.1)
+    with pytest.raises(ValueError, match="unknown grad mode 'bogus'"):
+        soft_threshold(torch.ones(2), 0.1, grad="bogus")
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        SoftThreshold(torch.tensor([0.1, -0.2]))
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        SoftThreshold(float("nan"))
+
+
+LAYERS = [
+    lambda: nn.Conv1d(3, 4, 3),
+    lambda: nn.Conv2d(3, 4, 3),
+    lambda: nn.Conv3d(2, 4, 3),
+    lambda: nn.Linear(5, 4),
+    lambda: layer.Conv2d(3, 4, 3),
+    lambda: layer.Linear(5, 4),
+]
+
+
+@pytest.mark.parametrize("make", LAYERS)
+def test_register_on_every_layer_type(make):
+    torch.manual_seed(0)
+    module = make()
+    cls = type(module)
+    theta = module.weight.detach().clone()
+    register_soft_threshold(module, threshold=0.1)
+    assert parametrize.type_before_parametrizations(module) is cls
+    assert torch.equal(module.parametrizations.weight.original, theta)
+    assert torch.equal(module.weight, soft_threshold(theta, 0.1))
+    module.parametrizations.weight[0].threshold.fill_(0.2)
+    assert torch.equal(module.weight, soft_threshold(theta, 0.2))
+    keys = set(module.state_dict())
+    assert {"parametrizations.weight.original", "parametrizations.weight.0.threshold"} <= keys
+    remove_soft_threshold(module)
+    assert type(module) is cls
+    assert torch.equal(module.weight, soft_threshold(theta, 0.2))
+
+
+def test_extra_repr_shows_settings():
+    st = SoftThreshold(0.25, grad="exact", learnable=True)
+    text = repr(st)
+    assert "threshold=0.25" in text and "grad='exact'" in text and "learnable=True" in text
+    assert isinstance(st.threshold, nn.Parameter)
+    st = SoftThreshold(-4.0, logit=True, learnable=True)
+    assert "threshold_logit=-4" in repr(st)
+    assert torch.allclose(st.effective_threshold(), torch.sigmoid(torch.tensor(-4.0)))
+    assert "temperature=0.05" in repr(LearnedThresholdMask(temperature=0.05))
+    assert "shape=(2, 3)" in repr(MagnitudeMask((2, 3)))
+
+
+def _net():
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+    )
+
+
+def test_dense_checkpoint_loads_into_parametrized_model():
+    torch.manual_seed(0)
+    dense = _net()
+    ckpt = dense.state_dict()
+    torch.manual_seed(1)
+    model = _net()
+    for m in (model[0], model[4]):
+        register_soft_threshold(m, threshold=0.05)
+        m.parametrizations.weight[0].threshold.fill_(0.07)
+    result = model.load_state_dict(ckpt)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(model[0].parametrizations.weight.original, dense[0].weight)
+    assert torch.equal(model[4].weight, soft_threshold(dense[4].weight, 0.07))
+    assert model[0].parametrizations.weight[0].threshold.item() == pytest.approx(0.07)
+    # and the parametrized checkpoint round-trips into a fresh parametrized model
+    fresh = _net()
+    for m in (fresh[0], fresh[4]):
+        register_soft_threshold(m)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh[4].weight, model[4].weight)
+
+
+def test_register_errors():
+    conv = nn.Conv2d(1, 1, 1)
+    register_soft_threshold(conv)
+    with pytest.raises(ValueError, match="already parametrized"):
+        register_soft_threshold(conv)
+    with pytest.raises(ValueError, match="has no tensor 'kernel'"):
+        register_soft_threshold(nn.Linear(2, 2), name="kernel")
+    with pytest.raises(ValueError, match="not parametrized"):
+        remove_soft_threshold(nn.Linear(2, 2))
+
+
+def test_sparsity_values_and_single_sync(monkeypatch):
+    torch.manual_seed(0)
+    model = _net()
+    register_soft_threshold(model[0], threshold=0.1)
+    register_soft_threshold(model[4], threshold=0.05)
+    z0 = int((soft_threshold(model[0].parametrizations.weight.original, 0.1) == 0).sum())
+    z4 = int((soft_threshold(model[4].parametrizations.weight.original, 0.05) == 0).sum())
+    calls = {"tolist": 0}
+    real_tolist = torch.Tensor.tolist
+
+    def counting_tolist(self):
+        calls["tolist"] += 1
+        return real_tolist(self)
+
+    def no_item(self):
+        raise AssertionError("sparsity() must not call .item()")
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    monkeypatch.setattr(torch.Tensor, "item", no_item)
+    s = sparsity(model)
+    monkeypatch.undo()
+    assert calls["tolist"] == 1
+    assert s["layers"] == {"0": z0 / 72, "4": z4 / 192}
+    assert s["overall"] == pytest.approx((z0 + z4) / (72 + 192))
+    # dense model: all conv/linear layers, 0 zeros
+    assert sparsity(_net())["overall"] == 0.0
+    assert sparsity(nn.ReLU()) == {"overall": 0.0, "layers": {}}
+
+
+def test_finalize_round_trip():
+    torch.manual_seed(0)
+    model = _net().eval()
+    register_soft_threshold(model[0], threshold=0.15)
+    register_soft_threshold(model[4], threshold=0.05, grad="exact")
+    register_parametrization(model[4], "bias", SoftThreshold(0.0))
+    x = torch.randn(2, 2, 6, 6)
+    before, s_before = model(x), sparsity(model)
+    assert s_before["overall"] > 0.2
+    out = finalize(model)
+    assert out is model
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert torch.equal(model(x), before)
+    assert sparsity(model) == s_before
+    assert "0.weight" in model.state_dict() and "0.parametrizations.weight.original" not in model.state_dict()
+    assert model[0].weight.requires_grad
+    # finalizing a deep copy leaves the original parametrized model working
+    model2 = _net().eval()
+    register_soft_threshold(model2[0], threshold=0.15)
+    export = finalize(copy.deepcopy(model2))
+    assert parametrize.is_parametrized(model2[0]) and torch.equal(export(x), model2(x))
+    # a plain checkpoint of the finalized model loads into a fresh dense model
+    fresh = _net().eval()
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh(x), before)
+
+
+def test_learned_threshold_mask_soft_and_hard():
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 6)
+    theta = lin.weight.detach().clone()
+    register_parametrization(lin, "weight", LearnedThresholdMask(tau=0.01, temperature=0.1))
+    temp = 0.1 * theta.pow(2).mean()
+    assert torch.allclose(lin.weight, theta * torch.sigmoid((theta.pow(2) - 0.01) / temp))
+    lin.eval()
+    assert torch.equal(lin.weight, theta * (theta.pow(2) > 0.01))
+    lin.train()
+    lin.weight.sum().backward()
+    assert lin.parametrizations.weight[0].tau.grad is not None
+    finalize(lin)
+    assert torch.equal(lin.weight, theta * (theta.pow(2) > 0.01))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        LearnedThresholdMask(temperature=0.0)
