@@ -1,0 +1,40 @@
+"""Pruning methods on the thresholding core: :func:`sparsify`, :class:`Pruner`, :data:`METHODS`, :func:`lr_total`.
+
+| method | effective weight | threshold | gradient |
+|---|---|---|---|
+| dense | unchanged | - | - |
+| lats / slats / pgh / stds | :math:`S_d(\\theta)` | global scalar, scheduled | straight-through |
+| str | :math:`S_{\\sigma(s_l)}(\\theta)` | learned per layer | exact |
+| ltp | :math:`\\theta\\sigma((\\theta^2-\\tau_l)/T)` | learned per layer + soft L0 | exact |
+| st3 / st3sigma | :math:`c\\odot S_t(\\theta)` | global quantile, cubic ratio | dense straight-through |
+| gmp | :math:`\\theta\\odot M` | per-layer top-k, cubic ratio | masked |
+"""
+
+from snnprune.methods import dense, gmp, lats, learned, st3  # noqa: F401  (register the methods)
+from snnprune.methods.base import METHODS, Pruner, register_method, select_layers, sparsify
+from snnprune.methods.dense import DensePruner
+from snnprune.methods.gmp import GMPPruner
+from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
+from snnprune.methods.learned import LTPPruner, STRPruner
+from snnprune.methods.lr_total import lr_total
+from snnprune.methods.st3 import ST3Pruner, ST3SigmaPruner
+
+__all__ = [
+    "METHODS",
+    "DensePruner",
+    "GMPPruner",
+    "LATSPruner",
+    "LTPPruner",
+    "PGHPruner",
+    "Pruner",
+    "SLATSPruner",
+    "ST3Pruner",
+    "ST3SigmaPruner",
+    "STDSPruner",
+    "STRPruner",
+    "ScheduledThresholdPruner",
+    "lr_total",
+    "register_method",
+    "select_layers",
+    "sparsify",
+]
