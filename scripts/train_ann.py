@@ -1,0 +1,67 @@
+"""Train an ANN (ResNet twin, ResNet-50, MobileNet-V1) with soft-threshold pruning: the ANN entry point.
+
+The default command ``python scripts/train_ann.py --method lats`` trains the ANN twin of the default SEW
+run (small-stem ResNet-18, width 16, ReLU) on the embedded MNIST subset. Paper recipes:
+``--config scripts/configs/resnet50_lats.yaml`` / ``mobilenet_v1_lats.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the top-level `models` package
+
+import models
+from snnprune.training import Task, get_args_parser
+from snnprune.training import main as engine_main
+
+__all__ = ["DEFAULTS", "build_model", "get_parser", "main", "task"]
+
+DEFAULTS: dict[str, Any] = {
+    "model": "ann_resnet18",
+    "stem": "small",
+    "width": 16,
+    "epochs": 8,
+    "batch_size": 64,
+    "opt": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "lr_scheduler": "cosine",
+    "final_threshold": 0.1,
+    "target_sparsity": 0.9,
+    "beta": 0.1,
+}
+
+
+def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) -> nn.Module:
+    """Build ``args.model`` from the ``models`` registry (None options keep the model's defaults)."""
+    kw: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels, "stem": args.stem}
+    accepted = models.model_kwargs(args.model)
+    if "width" in accepted:
+        kw["width"] = args.width
+    elif args.width not in (None, DEFAULTS["width"]):
+        raise ValueError(f"--width is not an option of {args.model!r} (its options: {sorted(accepted)})")
+    return models.create_model(args.model, **kw)
+
+
+task = Task(kind="ann", build_model=build_model)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The ANN training parser with this script's defaults."""
+    return get_args_parser(snn=False, defaults=DEFAULTS)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the ANN training; returns the summary dict."""
+    return engine_main(task, get_parser(), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Atomic checkpoints (one dict of state_dicts) and RNG-state capture for exact resume."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or not a snnprune training checkpoint."""
+
+
+_REQUIRED_KEYS = ("model", "epoch", "global_step")
+
+
+def get_rng_state() -> dict[str, Any]:
+    """RNG states of Python, NumPy, torch CPU and (if available) every CUDA device.
+
+    Returns:
+        A dict that :func:`set_rng_state` restores.
+    """
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG is what we restore)
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`get_rng_state`.
+
+    Args:
+        state: the dict from :func:`get_rng_state`.
+    """
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` atomically: save to a temp file in the same folder, then ``os.replace``.
+
+    A crash mid-write leaves the previous file intact (the rename is atomic on POSIX and Windows).
+
+    Args:
+        state: the checkpoint dict (state_dicts and plain values).
+        path: destination file.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on CPU).
+
+    Args:
+        path: checkpoint file.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: missing file, corrupt/truncated file, or a dict without the training keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; pass an existing .pth file or --resume auto"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
+            "delete it or resume from another checkpoint (e.g. best.pth)"
+        ) from None
+    if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_KEYS):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
+            "pass a checkpoint.pth/best.pth written by the training scripts"
+        )
+    return state

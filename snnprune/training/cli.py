@@ -1,0 +1,290 @@
+"""Command-line interface shared by the training scripts: :func:`get_args_parser` and adapters.
+
+Configuration flows one way: YAML file (``--config``) -> parser defaults -> command line -> ``args``;
+:func:`pruner_kwargs` turns ``args`` into the keyword arguments of :func:`snnprune.sparsify` before
+anything from the library is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "get_args_parser", "load_config", "parse_args", "pruner_kwargs", "run_name"]
+
+# method -> the CLI-driven keyword arguments it takes (besides total_steps/start_step, which all take)
+_METHOD_KWARGS: dict[str, tuple[str, ...]] = {
+    "dense": (),
+    "lats": ("final_threshold", "schedule"),
+    "slats": ("final_threshold",),
+    "pgh": ("final_threshold", "beta"),
+    "stds": ("final_threshold", "shape"),
+    "str": (),
+    "ltp": (),
+    "st3": ("target_sparsity",),
+    "st3sigma": ("target_sparsity",),
+    "gmp": ("target_sparsity",),
+}
+
+
+class ConfigError(ValueError):
+    """A ``--config`` YAML file is missing, malformed, or has keys that are not CLI options."""
+
+
+def get_args_parser(
+    *, add_help: bool = True, snn: bool = True, defaults: dict[str, Any] | None = None
+) -> argparse.ArgumentParser:
+    """The training parser (returned, not parsed, so scripts can extend it).
+
+    Args:
+        add_help: add ``-h/--help``.
+        snn: add the SNN-only options (``--T``, ``--neuron``, ``--surrogate``, ``--cnf``).
+        defaults: script-specific defaults (applied with ``set_defaults``; a YAML ``--config`` overrides
+            them and the command line overrides both).
+
+    Returns:
+        The parser.
+    """
+    p = argparse.ArgumentParser(
+        description="snnprune training (one engine for SNN and ANN)", add_help=add_help
+    )
+    p.add_argument(
+        "--config", default=None, metavar="FILE", help="YAML file of defaults; CLI flags override it"
+    )
+
+    g = p.add_argument_group("pruning")
+    g.add_argument("--method", default="lats", help="pruning method, one of snnprune.METHODS")
+    g.add_argument("--final-threshold", type=float, default=None, metavar="D", help="final threshold D")
+    g.add_argument(
+        "--target-sparsity", type=float, default=None, metavar="P", help="st3/st3sigma/gmp, in (0,1)"
+    )
+    g.add_argument("--beta", type=float, default=None, help="PGH decay beta (>0; 1 = S-LATS)")
+    g.add_argument("--stds-shape", choices=("sine", "linear"), default="sine", help="STDS schedule shape")
+    g.add_argument("--lats-schedule", choices=("lr", "closed_form"), default="lr", help="LATS schedule")
+    g.add_argument(
+        "--prune-start-epoch", type=int, default=0, metavar="E", help="start of the pruning window"
+    )
+    g.add_argument("--prune-exclude", nargs="*", default=None, metavar="GLOB", help="layers kept dense")
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default="sew_resnet18" if snn else "ann_resnet18", help="models.create_model name"
+    )
+    g.add_argument("--width", type=int, default=None, help="base width (64 = the paper's)")
+    g.add_argument("--stem", choices=("imagenet", "small"), default=None, help="imagenet or small-image stem")
+    if snn:
+        g.add_argument("--T", type=int, default=4, help="time steps (also frames_number of DVS datasets)")
+        g.add_argument("--neuron", choices=("if", "lif", "plif"), default="if", help="spiking neuron")
+        g.add_argument("--surrogate", choices=("atan", "sigmoid"), default="atan", help="surrogate gradient")
+        g.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default="ADD", help="SEW connect function")
+        g.add_argument("--neuron-backend", choices=("spikingjelly", "cupy", "auto"), default="spikingjelly")
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default="embedded_mnist",
+        help="embedded_mnist (offline), mnist, fashion_mnist, "
+        "cifar10, cifar100, imagenet, dvs128_gesture, cifar10_dvs",
+    )
+    g.add_argument("--data-path", default=None, metavar="DIR", help="dataset root")
+    g.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument(
+        "--limit-train-batches", type=int, default=None, metavar="N", help="train on N batches/epoch"
+    )
+    g.add_argument("--limit-test-batches", type=int, default=None, metavar="N", help="test on N batches")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, default=90)
+    g.add_argument("--batch-size", type=int, default=32, help="per process")
+    g.add_argument("--opt", choices=("sgd", "adam"), default="sgd")
+    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="applied to theta (as the papers)")
+    g.add_argument("--norm-weight-decay", type=float, default=None, help="weight decay of BN (default: same)")
+    g.add_argument("--lr-scheduler", choices=("cosine", "step", "constant"), default="cosine")
+    g.add_argument("--lr-step-size", type=int, default=30, help="step scheduler: epochs per decay")
+    g.add_argument("--lr-gamma", type=float, default=0.1, help="step scheduler: decay factor")
+    g.add_argument("--lr-warmup-epochs", type=int, default=0)
+    g.add_argument("--lr-warmup-decay", type=float, default=0.01, help="warm-up start factor")
+    g.add_argument("--lr-step-per-iter", action="store_true", help="step the lr scheduler every iteration")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--clip-grad-norm", type=float, default=None)
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--seed", type=int, default=2020)
+    g.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
+    g.add_argument(
+        "--analyze-batches", type=int, default=4, help="test batches for the final snnprune.analyze"
+    )
+
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", default="./runs", metavar="DIR")
+    g.add_argument("--run-name", default=None, help="default: <model>_<method>[_D<d>|_P<p>]")
+    g.add_argument("--resume", default=None, metavar="PATH|auto", help="checkpoint to continue from")
+    g.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stop after epoch K (checkpoint written; continue with --resume auto)",
+    )
+    g.add_argument("--test-only", action="store_true", help="evaluate the --resume checkpoint and exit")
+    g.add_argument("--export", action="store_true", help="write the finalized sparse model_sparse.pth")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    if defaults:
+        p.set_defaults(**defaults)
+    return p
+
+
+def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a YAML config and map its keys (``lr``, ``final-threshold`` or ``final_threshold``) to dests.
+
+    Args:
+        path: YAML file with a flat mapping of option -> value.
+        parser: the parser whose options the keys must name.
+
+    Returns:
+        ``{dest: value}`` for ``parser.set_defaults``.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, not a mapping, or unknown keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        import yaml
+    except ImportError:  # PyYAML absent: the flat subset the configs use
+        data = _parse_flat_yaml(text, path)
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must be a mapping of option: value")
+    dests = {a.dest for a in parser._actions} - {"help", "config"}
+    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(out) - dests)
+    if unknown:
+        raise ConfigError(
+            f"config file {str(path)!r} has unknown keys {unknown}; valid keys are the CLI options "
+            f"(e.g. {', '.join(sorted(dests)[:6])}, ...)"
+        )
+    return out
+
+
+def _scalar(token: str) -> Any:
+    token = token.strip()
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        return token[1:-1]
+    low = token.lower()
+    if low in ("null", "~", "none", ""):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for cast in (int, float):
+        try:
+            return cast(token)
+        except ValueError:
+            pass
+    return token
+
+
+def _parse_flat_yaml(text: str, path: Path) -> dict[str, Any]:
+    """Parse the flat YAML subset of the configs (``key: scalar`` and ``key: [a, b]``, ``#`` comments)."""
+    out: dict[str, Any] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or raw[0].isspace() or not key.strip():
+            raise ConfigError(
+                f"config file {str(path)!r} line {lineno}: expected 'key: value' (flat mapping), got {raw!r}"
+            )
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            out[key.strip()] = [_scalar(v) for v in value[1:-1].split(",") if v.strip()]
+        else:
+            out[key.strip()] = _scalar(value)
+    return out
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with ``--config`` YAML values as defaults (command line wins).
+
+    Args:
+        parser: from :func:`get_args_parser`.
+        argv: arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The parsed namespace.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_config(known.config, parser))
+    return parser.parse_args(argv)
+
+
+def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
+    """Map CLI options to :func:`snnprune.sparsify` keyword arguments for ``args.method``.
+
+    ``total_steps = epochs * steps_per_epoch`` and ``start_step = prune_start_epoch * steps_per_epoch``.
+
+    Args:
+        args: parsed arguments.
+        steps_per_epoch: optimizer steps per epoch.
+
+    Returns:
+        The method's keyword arguments (None values are dropped by ``sparsify``).
+
+    Raises:
+        ValueError: unknown method or a pruning window outside the run.
+    """
+    if args.method not in _METHOD_KWARGS:
+        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(_METHOD_KWARGS)}")
+    total = args.epochs * steps_per_epoch
+    start = args.prune_start_epoch * steps_per_epoch
+    if not 0 <= args.prune_start_epoch < args.epochs:
+        raise ValueError(
+            f"--prune-start-epoch must be in [0, --epochs={args.epochs}), got {args.prune_start_epoch}"
+        )
+    values = {
+        "final_threshold": args.final_threshold,
+        "target_sparsity": args.target_sparsity,
+        "beta": args.beta,
+        "shape": args.stds_shape,
+        "schedule": args.lats_schedule,
+    }
+    kw: dict[str, Any] = {"total_steps": total, "start_step": start}
+    kw.update({k: values[k] for k in _METHOD_KWARGS[args.method]})
+    if args.prune_exclude:
+        kw["exclude"] = list(args.prune_exclude)
+    return kw
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set."""
+    name = f"{args.model}_{args.method}"
+    keys = _METHOD_KWARGS.get(args.method, ())
+    if "final_threshold" in keys and args.final_threshold is not None:
+        name += f"_D{args.final_threshold:g}"
+    if "target_sparsity" in keys and args.target_sparsity is not None:
+        name += f"_P{args.target_sparsity:g}"
+    if "beta" in keys and args.beta is not None:
+        name += f"_b{args.beta:g}"
+    return name

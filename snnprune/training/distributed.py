@@ -1,0 +1,71 @@
+"""torchrun/DDP helpers: initialisation from the environment, rank queries, metric all-reduce."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["all_reduce_sum", "cleanup", "get_rank", "get_world_size", "init_distributed", "is_main_process"]
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Initialise the default process group when launched by ``torchrun`` (``WORLD_SIZE > 1``).
+
+    Uses NCCL on CUDA devices and gloo on CPU.
+
+    Args:
+        device: the training device of this process (``cuda`` selects ``cuda:LOCAL_RANK``).
+
+    Returns:
+        True when running distributed.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False
+    if dist.is_initialized():
+        return True
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def get_rank() -> int:
+    """Global rank (0 when not distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0: the only process that writes files."""
+    return get_rank() == 0
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a list of floats over all processes (identity when not distributed).
+
+    Args:
+        values: local sums (e.g. loss sum, correct count, sample count).
+        device: device of the communication tensor (CUDA for NCCL).
+
+    Returns:
+        The global sums.
+    """
+    if get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def cleanup() -> None:
+    """Destroy the process group if one was initialised."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

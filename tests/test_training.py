@@ -1,0 +1,251 @@
+"""Tests of the shared training engine and both training scripts (tiny runs on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import snnprune
+from snnprune.training import (
+    CheckpointError,
+    ConfigError,
+    get_args_parser,
+    load_checkpoint,
+    parse_args,
+    pruner_kwargs,
+    save_checkpoint,
+)
+from snnprune.training.engine import METRICS_COLUMNS, STEPS_COLUMNS, _device
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+TINY = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2",
+        "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+SNN_TINY = [*TINY, "--T", "2"]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_snnprune_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sew():
+    return _load("train_sew")
+
+
+@pytest.fixture(scope="module")
+def ann():
+    return _load("train_ann")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.mark.parametrize("method", snnprune.METHODS)
+def test_smoke_sew_every_method(sew, tmp_path, method):
+    summary = sew.main(["--method", method, *SNN_TINY, "--output-dir", str(tmp_path)])
+    run = Path(summary["run_dir"])
+    assert summary["kind"] == "snn" and summary["method"] == method
+    assert 0.0 <= summary["sparsity"] <= 1.0 and summary["epochs"] == 1
+    assert 0.0 <= summary["firing_rate"] <= 1.0
+    header, rows = _read_csv(run / "metrics.csv")
+    assert header == METRICS_COLUMNS and len(rows) == 1
+    assert float(rows[0]["sparsity"]) == pytest.approx(summary["sparsity"], abs=1e-6)
+    header, rows = _read_csv(run / "steps.csv")
+    assert header == STEPS_COLUMNS and [int(r["step"]) for r in rows] == [1, 2]
+    written = json.loads((run / "summary.json").read_text())
+    assert set(written) == {"kind", "model", "method", "dataset", "test_top1", "test_top5", "sparsity",
+                            "nonzero_params", "params", "firing_rate", "energy_pj", "sops", "macs",
+                            "threshold", "wall_time_s", "epochs"}  # fmt: skip
+    assert 0 < written["nonzero_params"] <= written["params"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "snn" and config["method"] == method and config["dataset"] == "embedded_mnist"
+    assert (run / "checkpoint.pth").is_file() and (run / "best.pth").is_file()
+    assert any((run / "tb").iterdir())
+    if method == "dense":
+        assert summary["sparsity"] == 0.0
+
+
+@pytest.mark.parametrize("method", snnprune.METHODS)
+def test_smoke_ann_every_method(ann, tmp_path, method):
+    summary = ann.main(["--method", method, *TINY, "--output-dir", str(tmp_path)])
+    assert summary["kind"] == "ann" and summary["firing_rate"] is None
+    _, rows = _read_csv(Path(summary["run_dir"]) / "metrics.csv")
+    assert rows[0]["firing_rate"] == ""
+
+
+def test_lats_reaches_final_threshold_and_export(sew, tmp_path):
+    summary = sew.main(["--method", "lats", "--final-threshold", "0.04", *SNN_TINY, "--export",
+                        "--output-dir", str(tmp_path)])  # fmt: skip
+    assert summary["threshold"] == pytest.approx(0.04, rel=1e-6)  # final eval uses d = D (methods.md 12.6)
+    run = Path(summary["run_dir"])
+    sparse = torch.load(run / "model_sparse.pth")
+    assert not any("parametrizations" in k for k in sparse)
+    ckpt = load_checkpoint(run / "checkpoint.pth")
+    weights = [v for k, v in sparse.items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros / sum(w.numel() for w in weights) == pytest.approx(summary["sparsity"], abs=1e-6)
+    assert ckpt["pruner"]["method"] == "lats" and ckpt["epoch"] == 0 and ckpt["global_step"] == 2
+
+
+def test_resume_equals_uninterrupted(sew, tmp_path):
+    base = ["--method", "lats", "--width", "8", "--T", "2", "--epochs", "3", "--batch-size", "16",
+            "--limit-train-batches", "3", "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+    full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
+    part = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "0"])
+    assert part["epochs"] == 1
+    resumed = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a = load_checkpoint(Path(full["run_dir"]) / "checkpoint.pth")
+    b = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.pth")
+    assert a["global_step"] == b["global_step"] == 9
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["pruner"] == b["pruner"]
+    assert resumed["test_top1"] == full["test_top1"] and resumed["sparsity"] == full["sparsity"]
+    sa = (Path(full["run_dir"]) / "steps.csv").read_text()
+    sb = (Path(resumed["run_dir"]) / "steps.csv").read_text()
+    assert sa == sb
+    _, rows = _read_csv(Path(resumed["run_dir"]) / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+
+
+def test_test_only_reproduces_final_accuracy(ann, tmp_path):
+    summary = ann.main(["--method", "slats", *TINY, "--output-dir", str(tmp_path)])
+    ckpt = Path(summary["run_dir"]) / "checkpoint.pth"
+    before = ckpt.read_bytes()
+    res = ann.main(
+        ["--method", "slats", *TINY, "--output-dir", str(tmp_path), "--test-only", "--resume", str(ckpt)]
+    )
+    assert res["test_top1"] == pytest.approx(summary["test_top1"])
+    assert res["sparsity"] == pytest.approx(summary["sparsity"])
+    assert ckpt.read_bytes() == before
+
+
+def test_bad_data_path_one_line_exit_2(sew, tmp_path, capsys):
+    missing = tmp_path / "nope"
+    with pytest.raises(SystemExit) as exc:
+        sew.main(
+            ["--dataset", "cifar10", "--data-path", str(missing), *SNN_TINY, "--output-dir", str(tmp_path)]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(missing) in err[0] and "--download" in err[0]
+    with pytest.raises(SystemExit):
+        sew.main(["--dataset", "imagenet", "--data-path", str(tmp_path), *SNN_TINY])
+    err = capsys.readouterr().err
+    assert "train" in err and "ImageFolder" in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_clear_error_nothing_overwritten(sew, tmp_path, capsys):
+    run = tmp_path / "r" / "x"
+    run.mkdir(parents=True)
+    junk = b"this is not a checkpoint" * 10
+    (run / "checkpoint.pth").write_bytes(junk)
+    with pytest.raises(SystemExit) as exc:
+        sew.main([*SNN_TINY, "--output-dir", str(tmp_path / "r"), "--run-name", "x", "--resume", "auto"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "checkpoint.pth" in err
+    assert (run / "checkpoint.pth").read_bytes() == junk
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pth"]
+
+
+def test_save_checkpoint_is_atomic(tmp_path):
+    path = tmp_path / "c.pth"
+    save_checkpoint({"model": {"w": torch.ones(2)}, "epoch": 0, "global_step": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 (pickling error type varies)
+        save_checkpoint({"model": {}, "epoch": 1, "global_step": 2, "bad": lambda: 0}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+    torch.save({"x": 1}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a snnprune training checkpoint"):
+        load_checkpoint(tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_config_yaml_and_cli_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.05\nepochs: 3\nfinal-threshold: 0.2\nopt: adam\n")
+    parser = get_args_parser(snn=True, defaults={"lr": 0.1, "epochs": 9})
+    args = parse_args(parser, ["--config", str(cfg), "--epochs", "1"])
+    assert (args.lr, args.epochs, args.final_threshold, args.opt) == (0.05, 1, 0.2, "adam")
+    for name in ("sew_resnet18_imagenet_lats", "stds_cifar10", "resnet50_lats", "mobilenet_v1_lats"):
+        a = parse_args(get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / f"{name}.yaml")])
+        assert a.method in snnprune.METHODS
+    a = parse_args(
+        get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / "sew_resnet18_imagenet_lats.yaml")]
+    )
+    assert (a.T, a.neuron, a.cnf, a.lr, a.epochs, a.batch_size, a.amp) == (
+        4,
+        "if",
+        "ADD",
+        0.1,
+        320,
+        32,
+        "fp16",
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nlearning_rate: 3\n")
+    with pytest.raises(ConfigError, match="unknown keys \\['learning_rate'\\]"):
+        parse_args(get_args_parser(), ["--config", str(bad)])
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_args(get_args_parser(), ["--config", str(tmp_path / "none.yaml")])
+
+
+def test_pruner_kwargs_mapping():
+    args = get_args_parser().parse_args(["--method", "pgh", "--final-threshold", "0.3", "--beta", "0.5",
+                                         "--epochs", "4", "--prune-start-epoch", "1"])  # fmt: skip
+    assert pruner_kwargs(args, 10) == {
+        "total_steps": 40,
+        "start_step": 10,
+        "final_threshold": 0.3,
+        "beta": 0.5,
+    }
+    args.method = "gmp"
+    args.target_sparsity = 0.7
+    assert pruner_kwargs(args, 10) == {"total_steps": 40, "start_step": 10, "target_sparsity": 0.7}
+    args.prune_start_epoch = 4
+    with pytest.raises(ValueError, match="prune-start-epoch"):
+        pruner_kwargs(args, 10)
+    args.method = "nope"
+    with pytest.raises(ValueError, match="unknown --method"):
+        pruner_kwargs(args, 10)
+
+
+def test_fp16_on_cpu_is_a_clear_error():
+    args = get_args_parser().parse_args(["--amp", "fp16", "--device", "cpu"])
+    with pytest.raises(RuntimeError, match="bf16"):
+        _device(args)
+
+
+def test_ddp_two_processes_gloo_same_sparsity(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(SCRIPTS / "train_sew.py"), "--method", "lats", *SNN_TINY, "--device", "cpu",
+           "--output-dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = sorted(line for line in out.stdout.splitlines() if line.startswith("[rank "))
+    assert [line[:8] for line in lines] == ["[rank 0]", "[rank 1]"]
+    assert lines[0].split("]", 1)[1] == lines[1].split("]", 1)[1]  # same sparsity/threshold/accuracy
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1 and (runs[0] / "metrics.csv").is_file()
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["world_size"] == 2
