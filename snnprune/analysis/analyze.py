@@ -1,0 +1,220 @@
+"""``analyze(model, data)``: spikes, sparsity, synaptic operations and energy of a network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .counting import Collector, is_spiking_model
+from .energy import EnergyModel
+from .report import Report, build_report
+
+__all__ = ["analyze"]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, int]:
+    """Return ``(input, number of samples)`` of one batch (a tensor or an ``(input, target, ...)`` pair)."""
+    target = None
+    if isinstance(batch, Tensor):
+        x = batch
+    elif isinstance(batch, tuple | list) and batch and isinstance(batch[0], Tensor):
+        x = batch[0]
+        target = batch[1] if len(batch) > 1 else None
+    else:
+        raise ValueError(
+            f"each batch must be a tensor or an (input, target) pair with a tensor input, got "
+            f"{type(batch).__name__}; wrap dict-style loaders, e.g. ((b['image'], b['label']) for b in loader)"
+        )
+    if x.dim() == 0:
+        raise ValueError("an input batch must have a batch dimension, got a 0-d tensor")
+    if isinstance(target, Tensor) and target.dim() >= 1:
+        samples = int(target.shape[0])
+    else:
+        samples = int(x.shape[0])
+    return x, samples
+
+
+def _is_single_pair(data: Any) -> bool:
+    return (
+        isinstance(data, tuple | list)
+        and len(data) == 2
+        and isinstance(data[0], Tensor)
+        and isinstance(data[1], Tensor)
+        and not data[1].is_floating_point()
+        and data[1].dim() <= 1
+        and data[0].dim() >= 2
+    )
+
+
+class _ModelState:
+    """Training flags and neuron memories of every module, restored exactly after analysis."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.flags = [(m, m.training) for m in model.modules()]
+        self.memories: list[tuple[nn.Module, dict[str, Any], dict[str, Any]]] = []
+        for m in model.modules():
+            mem = m.__dict__.get("_memories")
+            if isinstance(mem, dict):
+                extra = {k: m.__dict__[k] for k in ("v_seq",) if k in m.__dict__}
+                self.memories.append((m, dict(mem), extra))
+
+    def restore(self) -> None:
+        for m, flag in self.flags:
+            m.training = flag
+        for m, mem, extra in self.memories:
+            m._memories.clear()
+            m._memories.update(mem)
+            m.__dict__.update(extra)
+
+
+def analyze(
+    model: nn.Module,
+    data: Tensor | Iterable[Any],
+    *,
+    time_steps: int | None = None,
+    energy: EnergyModel | str | None = None,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Count spikes, synaptic operations (SOPs), MACs, sparsity and energy of ``model`` on ``data``.
+
+    The model runs in eval mode under ``torch.no_grad()`` (and ``parametrize.cached()``, so soft-threshold
+    parametrizations are evaluated once); forward hooks on every synaptic layer (``Conv1d/2d/3d``,
+    ``Linear`` and their subclasses, e.g. ``spikingjelly.activation_based.layer.Conv2d``) and on every
+    spiking neuron (any ``spikingjelly.activation_based.neuron.BaseNode``) accumulate on the model's
+    device; the host reads them once at the end. Afterwards the model is exactly as it was found: every
+    module's training flag, its hook dictionaries and the neuron memories (``v``...) are restored, also
+    when the model raises.
+
+    Counting rules (all counts are **per sample, summed over time steps**; ``*_per_step`` = per sample / T):
+
+    * A synaptic layer fed with spikes counts SOPs exactly:
+      :math:`\\mathrm{SOP} = \\sum_{\\text{out}} \\mathrm{conv}(x, 1[W \\neq 0])` (or the matmul), so pruned
+      synapses, padding, stride, dilation and groups are accounted for. Inputs whose every element is a
+      non-negative integer count each unit of value as one accumulate (SEW ``ADD`` outputs: 2 counts
+      twice). Real-valued inputs (the encoding layer, anything after an average) count
+      ``output positions x nnz(W)`` MACs (multiplications by non-zero weights).
+    * The decision spike/real is taken per forward call, on the device.
+    * In a model without spiking neurons (ANN; or ``model.is_spiking is False``) every layer counts MACs; ``dense_macs`` (all weights,
+      padding included) is reported for every synaptic layer in both cases.
+    * Counts are summed over all forward calls and divided by the number of samples. A layer that runs once
+      per sample (the encoding conv of the ``models`` SEW ResNets, whose output is repeated T times) is
+      counted once; a model that repeats the input before the first conv (SpikingJelly's zoo) has it
+      counted T times.
+    * ``firing_rate``: for neurons, spikes per neuron per time step (mean output); for synaptic layers, the
+      input event rate = mean input value over the spike/count calls (fraction of ones for binary
+      spikes; mean count for SEW integer inputs), ``None`` for real-valued inputs.
+      ``totals["firing_rate"]`` is the neuron-count-weighted mean over all spiking neurons.
+    * ``energy_pj = sops * E_AC + macs * E_MAC`` with the chosen :class:`EnergyModel`.
+
+    Args:
+        model: an SNN (multi-step or single-step SpikingJelly neurons) or an ANN, parametrized or not.
+        data: one input batch (a tensor, or an ``(input, target)`` pair) or an iterable of batches, each a
+            tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``). Statistics are streamed.
+            The number of samples of a batch is ``len(target)`` when a target tensor is given, else
+            ``input.shape[0]`` (give targets for time-first ``[T, N, ...]`` inputs).
+        time_steps: T used for the per-time-step values; default ``model.T``, else inferred from the
+            neurons (first dim in multi-step mode, calls per batch in single-step mode), else 1.
+        energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
+        max_batches: stop after this many batches.
+        progress: show a tqdm progress bar for iterables.
+
+    Returns:
+        A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
+
+    Example:
+        >>> report = analyze(model, test_loader, max_batches=10)  # doctest: +SKIP
+        >>> print(report)  # doctest: +SKIP
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if time_steps is not None and (not isinstance(time_steps, int) or time_steps < 1):
+        raise ValueError(f"time_steps must be a positive int or None, got {time_steps!r}")
+    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    energy_model = EnergyModel.resolve(energy)
+
+    if isinstance(data, Tensor) or _is_single_pair(data):
+        batches: Iterable[Any] = [data]
+        total = 1
+        show = False
+    elif isinstance(data, Mapping) or isinstance(data, str | bytes) or not isinstance(data, Iterable):
+        raise ValueError(
+            f"data must be a tensor batch or an iterable of batches (e.g. a DataLoader), got "
+            f"{type(data).__name__}"
+        )
+    else:
+        batches = data
+        try:
+            total = len(data)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        if total is not None and max_batches is not None:
+            total = min(total, max_batches)
+        show = progress
+
+    device = _model_device(model)
+    flag = getattr(model, "is_spiking", None)
+    spiking = flag if isinstance(flag, bool) else is_spiking_model(model)
+    state = _ModelState(model)
+    collector: Collector | None = None
+    try:
+        model.eval()
+        with torch.no_grad(), parametrize.cached():
+            collector = Collector(model, spiking=spiking, device=device)
+            collector.attach()
+            iterator = iter(batches)
+            if show:
+                from tqdm.auto import tqdm
+
+                iterator = iter(tqdm(iterator, total=total, desc="analyze", leave=False))
+            reset_net = None
+            if spiking:
+                from spikingjelly.activation_based.functional import reset_net
+            for batch in iterator:
+                x, samples = _split_batch(batch)
+                x = x.to(device, non_blocking=True)
+                if reset_net is not None:
+                    reset_net(model)
+                model(x)
+                collector.end_batch(samples)
+                if max_batches is not None and collector.batches >= max_batches:
+                    break
+            if collector.batches == 0:
+                raise ValueError("data yielded no batches; pass a non-empty tensor or DataLoader")
+            raw = collector.finish()
+    finally:
+        if collector is not None:
+            collector.detach()
+        state.restore()
+
+    if time_steps is not None:
+        t, source = time_steps, "argument"
+    elif isinstance(getattr(model, "T", None), int) and model.T >= 1:
+        t, source = int(model.T), "model.T"
+    elif collector.inferred_time_steps is not None:
+        t, source = collector.inferred_time_steps, "inferred from the neurons"
+    else:
+        t, source = 1, "default"
+    meta = {
+        "spiking": spiking,
+        "samples": collector.samples,
+        "batches": collector.batches,
+        "time_steps": t,
+        "time_steps_source": source,
+        "device": str(device),
+        "energy_model": energy_model.to_dict(),
+    }
+    return build_report(raw, meta, energy_model)

@@ -1,0 +1,368 @@
+"""The :class:`Report` returned by :func:`snnprune.analyze`: rows per layer, totals, table, JSON/CSV, plot."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from .energy import EnergyModel
+
+__all__ = ["CSV_COLUMNS", "Report", "build_report", "format_count", "format_energy"]
+
+#: Column order of :meth:`Report.to_csv` (rows may hold ``None`` = not applicable -> empty cell).
+CSV_COLUMNS: tuple[str, ...] = (
+    "name",
+    "kind",
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "firing_rate",
+    "sops",
+    "macs",
+    "dense_macs",
+    "energy_pj",
+    "sops_per_step",
+    "macs_per_step",
+    "energy_pj_per_step",
+    "input",
+    "neurons",
+    "spikes",
+    "calls",
+)
+
+_SUMMED = ("params", "nonzero_params", "sops", "macs", "dense_macs", "energy_pj")
+
+
+def format_count(x: float | None) -> str:
+    """Human-readable count: ``1234567 -> '1.23M'``; ``None -> '-'``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    ax = abs(x)
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if ax >= scale:
+            return f"{x / scale:.2f}{suffix}"
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.3g}"
+
+
+def format_energy(pj: float | None) -> str:
+    """Human-readable energy from picojoules: ``2.5e6 -> '2.50 µJ'``."""
+    if pj is None:
+        return "-"
+    for scale, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.2f} {unit}"
+    return f"{pj:.2f} pJ"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
+
+
+def build_report(raw_rows: list[dict[str, Any]], meta: dict[str, Any], energy: EnergyModel) -> Report:
+    """Normalise the raw accumulators of :class:`~snnprune.analysis.counting.Collector` into a Report.
+
+    Args:
+        raw_rows: rows of :meth:`Collector.finish` (sums over all forward calls).
+        meta: ``samples``, ``time_steps`` and the other run facts.
+        energy: the energy model used for ``energy_pj``.
+    """
+    samples = max(int(meta["samples"]), 1)
+    t = max(int(meta["time_steps"]), 1)
+    spiking = bool(meta.get("spiking", True))
+    layers: list[dict[str, Any]] = []
+    for raw in raw_rows:
+        row: dict[str, Any] = {
+            "name": raw["name"],
+            "kind": raw["kind"],
+            "params": raw["params"],
+            "nonzero_params": raw["nonzero_params"],
+            "sparsity": None,
+            "firing_rate": None,
+            "sops": None,
+            "macs": None,
+            "dense_macs": None,
+            "energy_pj": None,
+        }
+        if "sops" in raw:
+            sops = raw["sops"] / samples
+            macs = raw["macs"] / samples
+            e = energy.energy_pj(sops=sops, macs=macs)
+            calls = raw["calls"]
+            if calls == 0:
+                kind_in = None
+            elif not spiking:
+                kind_in = "ann"
+            elif raw["real_calls"] == calls:
+                kind_in = "real"
+            elif raw["real_calls"] > 0:
+                kind_in = "mixed"
+            else:
+                kind_in = "spikes" if raw["max_in"] <= 1 else "counts"
+            row.update(
+                sparsity=1.0 - raw["weight_nonzero"] / raw["weight_numel"] if raw["weight_numel"] else 0.0,
+                firing_rate=raw["in_events"] / raw["in_elems"] if raw["in_elems"] > 0 else None,
+                sops=sops,
+                macs=macs,
+                dense_macs=raw["dense_macs"] / samples,
+                energy_pj=e,
+                sops_per_step=sops / t,
+                macs_per_step=macs / t,
+                energy_pj_per_step=e / t,
+                input=kind_in,
+                calls=calls,
+                weight_params=raw["weight_numel"],
+                weight_nonzero=raw["weight_nonzero"],
+            )
+        if "spikes" in raw:
+            row.update(
+                firing_rate=raw["spikes"] / raw["elems"] if raw["elems"] else None,
+                neurons=raw["neurons"],
+                spikes=raw["spikes"] / samples,
+            )
+        layers.append(row)
+
+    totals: dict[str, Any] = {k: sum(r[k] or 0 for r in layers) for k in _SUMMED}
+    w_numel = sum(r.get("weight_params", 0) for r in layers)
+    w_nonzero = sum(r.get("weight_nonzero", 0) for r in layers)
+    neuron_rows = [r for r in layers if r["kind"] == "neuron" and r["firing_rate"] is not None]
+    n_neurons = sum(r["neurons"] for r in neuron_rows)
+    totals.update(
+        sparsity=1.0 - w_nonzero / w_numel if w_numel else 0.0,
+        model_sparsity=1.0 - totals["nonzero_params"] / totals["params"] if totals["params"] else 0.0,
+        firing_rate=(
+            sum(r["firing_rate"] * r["neurons"] for r in neuron_rows) / n_neurons if n_neurons else None
+        ),
+        neurons=n_neurons,
+        spikes=sum(r["spikes"] for r in neuron_rows),
+        dense_energy_pj=energy.energy_pj(macs=totals["dense_macs"]),
+        sops_per_step=totals["sops"] / t,
+        macs_per_step=totals["macs"] / t,
+        energy_pj_per_step=totals["energy_pj"] / t,
+        samples=int(meta["samples"]),
+        time_steps=t,
+    )
+    return Report(layers, totals, meta)
+
+
+class Report:
+    """Per-layer and total statistics of one :func:`snnprune.analyze` run.
+
+    Rows (``report.layers``, dicts) have ``name``, ``kind`` (``conv``, ``linear``, ``neuron``, ``norm``,
+    ``other``), ``params``, ``nonzero_params`` and, where they apply (else ``None``): ``sparsity`` (zeros
+    of the weight), ``firing_rate``, ``sops``, ``macs`` (effective), ``dense_macs``, ``energy_pj``,
+    ``*_per_step``, ``input`` (``spikes``/``counts``/``real``/``mixed``/``ann``), ``neurons``, ``spikes``.
+    ``sops``/``macs``/``energy_pj`` are per sample, summed over time steps. ``report.totals`` sums the
+    additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
+    ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
+    ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples`` and ``time_steps``.
+    ``report.meta`` says which energy model, T and data were used.
+
+    Args:
+        layers: row dicts.
+        totals: totals dict.
+        meta: run facts (``energy_model`` dict, ``time_steps``, ``samples``...).
+    """
+
+    def __init__(self, layers: list[dict[str, Any]], totals: dict[str, Any], meta: dict[str, Any]) -> None:
+        self.layers = layers
+        self.totals = totals
+        self.meta = meta
+
+    # ------------------------------------------------------------------ access
+    @property
+    def energy_model(self) -> EnergyModel:
+        """The :class:`EnergyModel` used for ``energy_pj``."""
+        return EnergyModel(**self.meta["energy_model"])
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        for row in self.layers:
+            if row["name"] == name:
+                return row
+        raise KeyError(f"no layer named {name!r} in the report; names: {[r['name'] for r in self.layers]}")
+
+    def __repr__(self) -> str:
+        t = self.totals
+        return (
+            f"Report(layers={len(self.layers)}, sops={format_count(t['sops'])}, "
+            f"macs={format_count(t['macs'])}, energy={format_energy(t['energy_pj'])})"
+        )
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """``{"layers": [...], "totals": {...}, "meta": {...}}`` (a deep copy, JSON-serialisable)."""
+        return {
+            "layers": copy.deepcopy(self.layers),
+            "totals": copy.deepcopy(self.totals),
+            "meta": copy.deepcopy(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """Rebuild a report from :meth:`to_dict` output (e.g. a run folder's ``analyze.json``)."""
+        if not isinstance(d, dict) or "layers" not in d or "totals" not in d:
+            raise ValueError("expected a dict with 'layers' and 'totals' (the output of Report.to_dict())")
+        meta = d.get("meta") or {"energy_model": EnergyModel().to_dict()}
+        return cls(copy.deepcopy(d["layers"]), copy.deepcopy(d["totals"]), copy.deepcopy(meta))
+
+    def to_json(self, path: str | os.PathLike[str]) -> str:
+        """Write :meth:`to_dict` as JSON to ``path`` and return the path."""
+        path = os.fspath(path)
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Report:
+        """Load a report written by :meth:`to_json`."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no report at {os.fspath(path)!r}; write one with Report.to_json(path)")
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def to_csv(self, path: str | os.PathLike[str]) -> str:
+        """Write one line per layer plus a final ``total`` line (columns :data:`CSV_COLUMNS`)."""
+        path = os.fspath(path)
+        total_row = {"name": "total", "kind": "total", **self.totals}
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            for row in [*self.layers, total_row]:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+        return path
+
+    # ------------------------------------------------------------------ table
+    def table(self, kinds: Iterable[str] | None = ("conv", "linear", "neuron")) -> str:
+        """Per-layer table plus totals; ``kinds=None`` shows every row (norm layers too)."""
+        shown = [r for r in self.layers if kinds is None or r["kind"] in set(kinds)]
+        head = ("layer", "kind", "params", "nonzero", "sparsity", "rate", "input", "SOPs", "MACs", "energy")
+        lines = [
+            (
+                r["name"],
+                r["kind"],
+                format_count(r["params"]),
+                format_count(r["nonzero_params"]),
+                _pct(r["sparsity"]),
+                _rate(r["firing_rate"]),
+                r.get("input") or "-",
+                format_count(r["sops"]),
+                format_count(r["macs"]),
+                format_energy(r["energy_pj"]),
+            )
+            for r in shown
+        ]
+        t = self.totals
+        total = (
+            "total",
+            "",
+            format_count(t["params"]),
+            format_count(t["nonzero_params"]),
+            _pct(t["sparsity"]),
+            _rate(t["firing_rate"]),
+            "",
+            format_count(t["sops"]),
+            format_count(t["macs"]),
+            format_energy(t["energy_pj"]),
+        )
+        widths = [max(len(str(c[i])) for c in [head, *lines, total]) for i in range(len(head))]
+
+        def fmt(cells: tuple) -> str:
+            return "  ".join(
+                str(c).ljust(w) if i < 2 or i == 6 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        rule = "-" * len(fmt(head))
+        hidden = [r for r in self.layers if r not in shown]
+        out = [fmt(head), rule, *(fmt(line) for line in lines), rule, fmt(total)]
+        if hidden:
+            out.append(
+                f"(+ {len(hidden)} rows of other kinds with {format_count(sum(r['params'] for r in hidden))} "
+                "params, counted in the totals; table(kinds=None) shows them)"
+            )
+        m = self.meta
+        out.append(
+            f"per sample, summed over T={t['time_steps']} ({m.get('time_steps_source', '?')}); "
+            f"per step: SOPs {format_count(t['sops_per_step'])}, MACs {format_count(t['macs_per_step'])}, "
+            f"energy {format_energy(t['energy_pj_per_step'])}"
+        )
+        out.append(
+            f"model sparsity {_pct(t['model_sparsity'])}; dense MACs {format_count(t['dense_macs'])} "
+            f"({format_energy(t['dense_energy_pj'])} if dense); {t['samples']} samples in "
+            f"{m.get('batches', '?')} batches; energy model {self.energy_model}"
+        )
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def summary(self) -> str:
+        """One line of totals (what the training scripts print at the end of a run)."""
+        t = self.totals
+        rate = "" if t["firing_rate"] is None else f", firing rate {_rate(t['firing_rate'])}"
+        return (
+            f"SOPs {format_count(t['sops'])}, MACs {format_count(t['macs'])} "
+            f"(dense {format_count(t['dense_macs'])}), energy {format_energy(t['energy_pj'])} per sample "
+            f"({self.energy_model.name}), sparsity {_pct(t['sparsity'])}, "
+            f"nonzero params {format_count(t['nonzero_params'])}/{format_count(t['params'])}{rate}"
+        )
+
+    # ------------------------------------------------------------------ plot
+    def plot(self, figsize: tuple[float, float] | None = None) -> Any:
+        """Per-layer weight sparsity, firing rate and share of the energy as three bar charts.
+
+        Args:
+            figsize: matplotlib figure size; default grows with the number of layers.
+
+        Returns:
+            A ``matplotlib.figure.Figure`` (created without pyplot, so it works on headless machines;
+            ``fig.savefig(path)`` to write it).
+        """
+        from matplotlib.figure import Figure
+
+        syn = [r for r in self.layers if r["kind"] in ("conv", "linear")]
+        neu = [r for r in self.layers if r["kind"] == "neuron"]
+        n = max(len(syn), len(neu), 1)
+        fig = Figure(figsize=figsize or (13.0, 1.5 + 0.22 * n), layout="constrained")
+        axes = fig.subplots(1, 3)
+        total_e = self.totals["energy_pj"] or 1.0
+        panels = (
+            (axes[0], syn, [100 * (r["sparsity"] or 0) for r in syn], "weight sparsity (%)", "tab:blue"),
+            (
+                axes[1],
+                neu,
+                [r["firing_rate"] or 0 for r in neu],
+                "firing rate (spikes/neuron/step)",
+                "tab:red",
+            ),
+            (
+                axes[2],
+                syn,
+                [100 * (r["energy_pj"] or 0) / total_e for r in syn],
+                "energy share (%)",
+                "tab:green",
+            ),
+        )
+        for ax, rows, values, title, color in panels:
+            names = [r["name"] for r in rows]
+            ax.barh(range(len(rows)), values, color=color)
+            ax.set_yticks(range(len(rows)), names, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_title(title, fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(
+            f"energy {format_energy(self.totals['energy_pj'])} / sample, "
+            f"sparsity {_pct(self.totals['sparsity'])} ({self.energy_model.name})",
+            fontsize=10,
+        )
+        return fig
