@@ -1,0 +1,363 @@
+"""Run a grid of pruning methods x sparsity levels for a SEW ResNet-18 SNN and its ANN twin.
+
+Every run goes through the normal training scripts (``scripts/train_sew.py`` / ``scripts/train_ann.py``)
+in a subprocess and writes its run folder into one results folder. Run names are deterministic from
+(kind, method, level), so the sweep is resumable: a run whose ``summary.json`` exists is skipped.
+A failed run is reported and the sweep continues; the exit code is 1 if any run failed.
+
+Examples::
+
+    python scripts/sweep.py --quick --output-dir runs/sweep_quick          # ~45 min on 2 CPU cores
+    python scripts/sweep.py --quick --dry-run                              # print the commands only
+    python scripts/sweep.py --full --dataset cifar10 --data-path ~/data --output-dir runs/sweep_c10
+    python scripts/make_figures.py runs/sweep_quick --out figures/
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "FULL_GRID",
+    "QUICK_GRID",
+    "GridEntry",
+    "RunSpec",
+    "build_command",
+    "main",
+    "plan",
+    "run_name",
+    "run_sweep",
+]
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------------------------------------------------
+# Grid constants. The threshold values D that give a useful spread of sparsity on the tiny quick models can
+# only be found by running: these are first guesses to be tuned by the lead after a first --quick sweep
+# (look at the "sparsity" column of each summary.json; aim for roughly 50 % and 90 %).
+# ---------------------------------------------------------------------------------------------------------
+QUICK_LATS_D: tuple[float, ...] = (0.05, 0.2)  # lats / slats final thresholds (raw-weight units)
+QUICK_PGH_D: tuple[float, ...] = (0.05, 0.2)  # pgh final thresholds
+QUICK_PGH_BETA: float = 0.1
+QUICK_STDS_D: tuple[float, ...] = (0.05, 0.2)  # stds sine / linear final thresholds
+QUICK_TARGETS: tuple[float, ...] = (0.5, 0.9)  # gmp target sparsities
+QUICK_EPOCHS: int = 3
+QUICK_WIDTH: int = 8
+QUICK_T: int = 2
+QUICK_LIMIT_TRAIN_BATCHES: int | None = None  # set e.g. 40 if runs exceed ~1.5 min
+
+FULL_LATS_D: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.5)
+FULL_STDS_D: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.5)  # STDS ImageNet logs use D in 0.1..5
+FULL_PGH_BETA: float = 0.1
+FULL_TARGETS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98)
+FULL_EPOCHS: dict[str, int] = {"embedded_mnist": 20, "cifar10": 200, "imagenet": 320}
+
+
+@dataclass(frozen=True)
+class GridEntry:
+    """One method (with fixed extra flags) and the levels it is swept over.
+
+    Args:
+        method: method name from ``snnprune.METHODS``.
+        levels: final thresholds D (``level_flag="--final-threshold"``) or target sparsities.
+        level_flag: training CLI flag that receives the level (``None`` for dense).
+        extra: additional fixed CLI flags, e.g. ``("--stds-shape", "sine")``.
+        tag: suffix distinguishing variants of the same method in run names (e.g. ``"sine"``).
+    """
+
+    method: str
+    levels: tuple[float | None, ...] = (None,)
+    level_flag: str | None = None
+    extra: tuple[str, ...] = ()
+    tag: str = ""
+
+
+@dataclass
+class RunSpec:
+    """A planned training run.
+
+    Args:
+        kind: ``"snn"`` or ``"ann"``.
+        name: deterministic run name (folder name under the results folder).
+        command: full subprocess argv.
+        run_dir: the run folder the training script will write.
+        done: True when ``run_dir/summary.json`` already exists.
+    """
+
+    kind: str
+    name: str
+    command: list[str] = field(default_factory=list)
+    run_dir: Path = Path()
+    done: bool = False
+
+
+def _grid(lats_d, pgh_d, stds_d, targets, beta) -> tuple[GridEntry, ...]:
+    return (
+        GridEntry("dense"),
+        GridEntry("lats", tuple(lats_d), "--final-threshold", ("--lats-schedule", "lr")),
+        GridEntry("slats", tuple(lats_d), "--final-threshold"),
+        GridEntry("pgh", tuple(pgh_d), "--final-threshold", ("--beta", str(beta))),
+        GridEntry("stds", tuple(stds_d), "--final-threshold", ("--stds-shape", "sine"), "sine"),
+        GridEntry("stds", tuple(stds_d), "--final-threshold", ("--stds-shape", "linear"), "linear"),
+        GridEntry("gmp", tuple(targets), "--target-sparsity"),
+    )
+
+
+QUICK_GRID = _grid(QUICK_LATS_D, QUICK_PGH_D, QUICK_STDS_D, QUICK_TARGETS, QUICK_PGH_BETA)
+FULL_GRID = (
+    *_grid(FULL_LATS_D, FULL_LATS_D, FULL_STDS_D, FULL_TARGETS, FULL_PGH_BETA),
+    GridEntry("st3", FULL_TARGETS, "--target-sparsity"),
+)
+
+
+def run_name(kind: str, method: str, level: float | None, tag: str = "") -> str:
+    """Deterministic run name from (kind, method, level).
+
+    Example: ``run_name("snn", "stds", 0.2, "sine") == "snn_stds-sine_0.2"``; dense runs are
+    ``"snn_dense"``.
+    """
+    label = f"{method}-{tag}" if tag else method
+    return f"{kind}_{label}" if level is None else f"{kind}_{label}_{level:g}"
+
+
+def build_command(
+    kind: str,
+    entry: GridEntry,
+    level: float | None,
+    name: str,
+    output_dir: Path,
+    common: Sequence[str],
+    python: str = sys.executable,
+) -> list[str]:
+    """Subprocess argv for one run of ``scripts/train_sew.py`` (snn) or ``scripts/train_ann.py`` (ann)."""
+    if kind not in ("snn", "ann"):
+        raise ValueError(f"kind must be 'snn' or 'ann', got {kind!r}")
+    script = SCRIPTS_DIR / ("train_sew.py" if kind == "snn" else "train_ann.py")
+    model = "sew_resnet18" if kind == "snn" else "ann_resnet18"
+    cmd = [python, str(script), "--model", model, "--method", entry.method]
+    if level is not None:
+        if entry.level_flag is None:
+            raise ValueError(f"grid entry {entry.method!r} has a level but no level_flag")
+        cmd += [entry.level_flag, f"{level:g}"]
+    cmd += list(entry.extra)
+    cmd += ["--output-dir", str(output_dir), "--run-name", name]
+    for tok in common:
+        cmd.append(tok)
+    return cmd
+
+
+def plan(
+    output_dir: Path,
+    grid: Sequence[GridEntry],
+    kinds: Sequence[str],
+    common: Sequence[str],
+    snn_only: Sequence[str] = (),
+    methods: Sequence[str] | None = None,
+    python: str = sys.executable,
+) -> list[RunSpec]:
+    """Expand the grid into ``RunSpec`` objects, marking runs already finished (summary.json exists).
+
+    Args:
+        output_dir: results folder; run folders are ``output_dir/<run name>``.
+        grid: grid entries.
+        kinds: subset of ``("snn", "ann")``.
+        common: flags passed to every run.
+        snn_only: flags passed to SNN runs only (``--T``).
+        methods: optional filter on method names (``"stds-sine"`` style labels also accepted).
+        python: interpreter for the subprocesses.
+    """
+    specs = []
+    for kind in kinds:
+        for entry in grid:
+            label = f"{entry.method}-{entry.tag}" if entry.tag else entry.method
+            if methods and entry.method not in methods and label not in methods:
+                continue
+            for level in entry.levels:
+                name = run_name(kind, entry.method, level, entry.tag)
+                flags = list(common) + (list(snn_only) if kind == "snn" else [])
+                cmd = build_command(kind, entry, level, name, output_dir, flags, python)
+                run_dir = output_dir / name
+                specs.append(RunSpec(kind, name, cmd, run_dir, (run_dir / "summary.json").exists()))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("grid produces duplicate run names; give variants of one method distinct tags")
+    return specs
+
+
+def _subprocess_runner(cmd: list[str], log_path: Path, timeout: float | None = None) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        try:
+            return subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            log.write(f"\n[sweep] killed after the --run-timeout of {timeout} s\n")
+            return 124
+
+
+def run_sweep(
+    specs: Sequence[RunSpec],
+    runner: Callable[[list[str], Path], int] = _subprocess_runner,
+    dry_run: bool = False,
+    log=print,
+) -> dict[str, list[str]]:
+    """Run the planned runs in order, skipping finished ones.
+
+    Args:
+        specs: output of :func:`plan`.
+        runner: ``runner(cmd, log_path) -> returncode``; the default runs a subprocess and writes its
+            output to ``<results>/logs/<name>.log``.
+        dry_run: print the commands, run nothing.
+        log: printing function.
+
+    Returns:
+        dict with lists of run names under ``"ran"``, ``"skipped"``, ``"failed"``.
+    """
+    out: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": []}
+    for i, spec in enumerate(specs, 1):
+        head = f"[{i}/{len(specs)}] {spec.name}"
+        if spec.done or (spec.run_dir / "summary.json").exists():
+            log(f"{head}: skipped (finished: {spec.run_dir / 'summary.json'} exists)")
+            out["skipped"].append(spec.name)
+            continue
+        if dry_run:
+            log(f"{head}: {shlex.join(spec.command)}")
+            continue
+        t0 = time.time()
+        log_path = spec.run_dir.parent / "logs" / f"{spec.name}.log"
+        try:
+            rc = runner(spec.command, log_path)
+        except Exception as exc:  # a broken run must not stop the sweep
+            log(f"{head}: FAILED ({type(exc).__name__}: {exc})")
+            rc = -1
+        dt = time.time() - t0
+        if rc == 0 and (spec.run_dir / "summary.json").exists():
+            log(f"{head}: done in {dt:.0f} s")
+            out["ran"].append(spec.name)
+        else:
+            if rc == 0:
+                log(f"{head}: FAILED (exit 0 but no summary.json in {spec.run_dir}); see {log_path}")
+            elif rc != -1:
+                log(f"{head}: FAILED (exit code {rc}) after {dt:.0f} s; see {log_path}")
+            out["failed"].append(spec.name)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0]
+        + " Grid: dense, LATS, S-LATS, PGH (beta), STDS sine and linear over final thresholds D, and GMP "
+        "(full grid also ST-3) over target sparsities; the threshold/target constants are at the top of "
+        "scripts/sweep.py. Runs named <kind>_<method>[-<variant>]_<level> (e.g. snn_stds-sine_0.2) in "
+        "--output-dir; subprocess logs in --output-dir/logs/. Resumable: runs with summary.json are "
+        "skipped. Exit code 1 if any run failed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="small CPU grid on embedded_mnist (default): "
+        f"width {QUICK_WIDTH}, T={QUICK_T}, {QUICK_EPOCHS} epochs, 26 runs of ~1.5 min, <45 min on 2 cores",
+    )
+    g.add_argument(
+        "--full",
+        action="store_true",
+        help="paper-scale grid for GPUs (more levels, longer "
+        "training; use with --dataset cifar10|imagenet --data-path DIR)",
+    )
+    p.add_argument(
+        "--output-dir", type=Path, default=Path("runs/sweep"), help="results folder (default runs/sweep)"
+    )
+    p.add_argument("--dataset", default="embedded_mnist", help="dataset name passed to the training scripts")
+    p.add_argument("--data-path", default=None, help="dataset root (cifar10/imagenet)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("snn", "ann"),
+        default=["snn", "ann"],
+        help="which nets to run (default both)",
+    )
+    p.add_argument(
+        "--methods", nargs="+", default=None, help="only these methods/variants, e.g. lats stds-sine dense"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the grid's epochs")
+    p.add_argument("--width", type=int, default=None, help="override the base width")
+    p.add_argument("--T", type=int, default=None, help="override the SNN time steps")
+    p.add_argument("--seed", type=int, default=0, help="seed for every run (default 0)")
+    p.add_argument("--limit-train-batches", type=int, default=None, help="cap train batches per epoch")
+    p.add_argument(
+        "--run-timeout",
+        type=float,
+        default=None,
+        help="kill a run after this many seconds and count it as failed (exit code 124); default no limit",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the commands (and skips) and run nothing")
+    p.add_argument(
+        "--extra",
+        default="",
+        help="extra flags appended to every training command, quoted, "
+        "e.g. --extra '--device cuda --amp bf16'",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 all ok, 1 if any run failed)."""
+    args = _parser().parse_args(argv)
+    full = args.full
+    grid = FULL_GRID if full else QUICK_GRID
+    epochs = args.epochs or (FULL_EPOCHS.get(args.dataset, 100) if full else QUICK_EPOCHS)
+    width = args.width or (64 if full else QUICK_WIDTH)
+    T = args.T or (4 if full else QUICK_T)
+    limit = (
+        args.limit_train_batches
+        if args.limit_train_batches is not None
+        else (None if full else QUICK_LIMIT_TRAIN_BATCHES)
+    )
+    common = [
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(epochs),
+        "--width",
+        str(width),
+        "--seed",
+        str(args.seed),
+        "--quiet",
+    ]
+    if args.data_path:
+        common += ["--data-path", str(args.data_path)]
+    if limit:
+        common += ["--limit-train-batches", str(limit)]
+    common += shlex.split(args.extra)
+    specs = plan(args.output_dir, grid, args.kinds, common, ["--T", str(T)], args.methods)
+    if not specs:
+        raise ValueError(
+            f"no runs selected: --methods {args.methods} matches nothing in the grid; use names "
+            "like dense lats slats pgh stds-sine stds-linear gmp st3"
+        )
+    todo = sum(not s.done for s in specs)
+    print(f"sweep: {len(specs)} runs ({todo} to do) -> {args.output_dir}")
+    runner = functools.partial(_subprocess_runner, timeout=args.run_timeout)
+    res = run_sweep(specs, runner=runner, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(
+            f"sweep: ran {len(res['ran'])}, skipped {len(res['skipped'])}, failed {len(res['failed'])}"
+            + (f": {', '.join(res['failed'])}" if res["failed"] else "")
+        )
+    return 1 if res["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Tests for scripts/make_figures.py, scripts/sweep.py and scripts/reference_points.csv (synthetic runs)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(f"_fig_test_{name}", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+mf = _load("make_figures")
+sweep = _load("sweep")
+
+METRIC_COLS = (
+    "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"
+)
+RUNS = [  # kind, method, shape, D, sparsity, top1
+    ("snn", "dense", None, 0.0, 0.0, 95.0),
+    ("snn", "lats", None, 0.2, 0.8, 93.0),
+    ("snn", "stds", "sine", 0.2, 0.7, 91.0),
+    ("ann", "dense", None, 0.0, 0.0, 97.0),
+    ("ann", "lats", None, 0.2, 0.75, 96.0),
+    ("ann", "stds", "sine", 0.2, 0.9, 94.0),
+]
+LAYERS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "fc"]
+
+
+def _write_run(root: Path, kind, method, shape, D, sp, top1, epochs=2, steps_per_epoch=5) -> Path:
+    name = f"{kind}_{method}" + (f"-{shape}" if shape else "") + ("" if method == "dense" else f"_{D:g}")
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {
+        "kind": kind,
+        "model": "sew_resnet18" if kind == "snn" else "ann_resnet18",
+        "method": method,
+        "dataset": "embedded_mnist",
+        "final_threshold": D if method != "dense" else None,
+        "stds_shape": shape or "sine",
+        "epochs": epochs,
+    }
+    (d / "config.json").write_text(json.dumps(cfg))
+    n = epochs * steps_per_epoch
+    with open(d / "steps.csv", "w") as f:
+        f.write("step,epoch,lr,threshold,loss\n")
+        for k in range(n):
+            lr = 0.1 * (1 + math.cos(math.pi * k / n)) / 2
+            thr = 0.0 if method == "dense" else D * (k + 1) / n
+            f.write(f"{k},{k // steps_per_epoch},{lr},{thr},{1.0 / (k + 1)}\n")
+    with open(d / "metrics.csv", "w") as f:
+        f.write(METRIC_COLS + "\n")
+        for e in range(epochs):
+            fr = "0.1" if kind == "snn" else ""
+            f.write(f"{e},0.1,1.0,50,1.0,{top1},99,{sp * (e + 1) / epochs},{D},{fr},1.0\n")
+    energy = 1e6 * (1 - sp) * (0.9 if kind == "snn" else 4.6)
+    layers = [
+        {
+            "name": ln,
+            "kind": "linear" if ln == "fc" else "conv",
+            "params": 100,
+            "nonzero_params": int(100 * (1 - sp)),
+            "sparsity": sp,
+            "firing_rate": None,
+            "sops": 0,
+            "macs": 0,
+            "energy_pj": 0,
+        }
+        for ln in LAYERS
+    ]
+    if kind == "snn":
+        layers += [
+            {
+                "name": f"sn{i}",
+                "kind": "neuron",
+                "params": 0,
+                "nonzero_params": 0,
+                "sparsity": 0.0,
+                "firing_rate": 0.2 - 0.05 * i * sp,
+                "sops": 0,
+                "macs": 0,
+                "energy_pj": 0,
+            }
+            for i in range(3)
+        ]
+    (d / "analyze.json").write_text(json.dumps({"layers": layers, "totals": {"sparsity": sp}}))
+    summary = {
+        "kind": kind,
+        "model": cfg["model"],
+        "method": method,
+        "dataset": "embedded_mnist",
+        "test_top1": top1,
+        "test_top5": 99.0,
+        "sparsity": sp,
+        "nonzero_params": 1,
+        "params": 2,
+        "firing_rate": 0.1 if kind == "snn" else None,
+        "energy_pj": energy,
+        "sops": 1,
+        "macs": 1,
+        "threshold": D,
+        "wall_time_s": 1.0,
+        "epochs": epochs,
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    for r in RUNS:
+        _write_run(root / "sweep", *r)
+    out = root / "figs"
+    written = mf.main([str(root), "--out", str(out)])
+    return out, written
+
+
+STEMS = [
+    "fig1_top1_vs_sparsity",
+    "fig2_energy_vs_top1",
+    "fig3_threshold_schedules",
+    "fig4_layer_sparsity",
+    "fig5_firing_rate",
+]
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_every_figure_written(figures, stem):
+    out, written = figures
+    for ext in ("png", "svg", "csv"):
+        p = out / f"{stem}.{ext}"
+        assert p.exists() and p.stat().st_size > 0, p
+        assert p in written
+    assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:2000]
+
+
+def test_fig1_csv_one_row_per_run(figures):
+    rows = _rows(figures[0] / "fig1_top1_vs_sparsity.csv")
+    ours = {r["run"]: r for r in rows if r["kind"] in ("snn", "ann")}
+    assert len(ours) == len(RUNS)
+    assert float(ours["snn_lats_0.2"]["sparsity"]) == pytest.approx(0.8)
+    assert float(ours["snn_lats_0.2"]["connectivity_pct"]) == pytest.approx(20.0)
+    assert ours["ann_stds-sine_0.2"]["method"] == "stds-sine"
+    assert float(ours["ann_stds-sine_0.2"]["test_top1"]) == pytest.approx(94.0)
+    published = [r for r in rows if r["kind"] == "published"]
+    n_ref = sum(1 for r in mf.load_reference_points() if r["top1"])
+    assert len(published) == n_ref > 0
+
+
+def test_fig2_energy_in_uj(figures):
+    rows = {r["run"]: r for r in _rows(figures[0] / "fig2_energy_vs_top1.csv")}
+    assert len(rows) == len(RUNS)
+    assert float(rows["ann_dense"]["energy_uj"]) == pytest.approx(4.6)
+    assert float(rows["snn_lats_0.2"]["energy_uj"]) == pytest.approx(0.9 * 0.2)
+
+
+def test_fig3_implied_l1_matches_formula(figures):
+    rows = [r for r in _rows(figures[0] / "fig3_threshold_schedules.csv") if r["method"] == "lats"]
+    step_rows = [r for r in rows if r["row"] == "step"]
+    assert rows[0]["run"] == "snn_lats_0.2" and len(step_rows) == 10
+    n = 10
+    for k in range(n - 1):
+        lr = 0.1 * (1 + math.cos(math.pi * k / n)) / 2
+        assert float(step_rows[k]["implied_l1"]) == pytest.approx((0.2 / n) / lr)
+    epoch_rows = [r for r in rows if r["row"] == "epoch"]
+    assert [float(r["sparsity"]) for r in epoch_rows] == pytest.approx([0.4, 0.8])
+    assert [int(r["step"]) for r in epoch_rows] == [4, 9]
+
+
+def test_fig4_pairs_and_fig5_firing(figures):
+    rows = _rows(figures[0] / "fig4_layer_sparsity.csv")
+    assert {r["method"] for r in rows} == {"lats", "stds-sine"}
+    lats = [r for r in rows if r["method"] == "lats"]
+    assert [r["layer"] for r in lats] == LAYERS
+    assert float(lats[0]["snn_sparsity_pct"]) == pytest.approx(80.0)
+    assert float(lats[0]["ann_sparsity_pct"]) == pytest.approx(75.0)
+    fr = _rows(figures[0] / "fig5_firing_rate.csv")
+    assert {r["run"] for r in fr} == {"snn_dense", "snn_lats_0.2", "snn_stds-sine_0.2"}
+    last = next(r for r in fr if r["run"] == "snn_lats_0.2" and r["index"] == "2")
+    assert float(last["firing_rate"]) == pytest.approx(0.2 - 0.1 * 0.8)
+
+
+def test_make_figures_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run folders"):
+        mf.main([str(tmp_path), "--out", str(tmp_path / "o")])
+    bad = tmp_path / "ref.csv"
+    bad.write_text(
+        "model,dataset,method,sparsity,top1,top5,metric_note,source\nr50,imagenet,str,0.9,74,,x,\n"
+    )
+    with pytest.raises(ValueError, match="without a source"):
+        mf.load_reference_points(bad)
+
+
+def test_reference_points_have_sources():
+    rows = mf.load_reference_points()
+    assert len(rows) >= 20
+    for r in rows:
+        assert r["source"].strip()
+        assert 0.0 <= float(r["sparsity"]) < 1.0
+        assert r["top1"] or r["top5"]
+        assert "unverified" not in " ".join(r.values()).lower()
+    str90 = [
+        r for r in rows if r["method"] == "str" and r["model"] == "resnet50" and r["sparsity"] == "0.9023"
+    ]
+    assert float(str90[0]["top1"]) == pytest.approx(74.31)
+
+
+def test_sweep_quick_plan_and_names(tmp_path):
+    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn", "ann"], ["--epochs", "3"], ["--T", "2"])
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names)) and 20 <= len(names) <= 28
+    assert {"snn_dense", "ann_dense", "snn_stds-sine_0.2", "snn_stds-linear_0.2", "ann_gmp_0.9"} <= set(names)
+    snn = next(s for s in specs if s.name == "snn_pgh_0.2")
+    assert snn.command[1].endswith("train_sew.py")
+    assert snn.command[snn.command.index("--final-threshold") + 1] == "0.2"
+    assert snn.command[snn.command.index("--beta") + 1] == str(sweep.QUICK_PGH_BETA)
+    assert snn.command[snn.command.index("--run-name") + 1] == "snn_pgh_0.2"
+    ann = next(s for s in specs if s.name == "ann_gmp_0.5")
+    assert ann.command[1].endswith("train_ann.py") and "--T" not in ann.command
+    assert ann.command[ann.command.index("--target-sparsity") + 1] == "0.5"
+
+
+def test_sweep_resume_skips_finished_and_reports_failures(tmp_path):
+    (tmp_path / "snn_lats_0.2").mkdir()
+    (tmp_path / "snn_lats_0.2" / "summary.json").write_text("{}")
+    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn"], [], methods=["lats", "dense"])
+    assert [s.name for s in specs] == ["snn_dense", "snn_lats_0.05", "snn_lats_0.2"]
+    called, logs = [], []
+
+    def fake_runner(cmd, log_path):
+        name = cmd[cmd.index("--run-name") + 1]
+        called.append(name)
+        if name == "snn_lats_0.05":
+            return 3
+        run_dir = Path(cmd[cmd.index("--output-dir") + 1]) / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text("{}")
+        return 0
+
+    res = sweep.run_sweep(specs, runner=fake_runner, log=logs.append)
+    assert called == ["snn_dense", "snn_lats_0.05"]
+    assert res == {"ran": ["snn_dense"], "skipped": ["snn_lats_0.2"], "failed": ["snn_lats_0.05"]}
+    assert any("skipped" in m and "snn_lats_0.2" in m for m in logs)
+    assert any("FAILED (exit code 3)" in m for m in logs)
+    # second pass: the finished runs are skipped, only the failed one is retried
+    called.clear()
+    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn"], [], methods=["lats", "dense"])
+    res = sweep.run_sweep(specs, runner=fake_runner, log=logs.append)
+    assert called == ["snn_lats_0.05"] and res["skipped"] == ["snn_dense", "snn_lats_0.2"]
+
+
+def test_sweep_dry_run_main(tmp_path, capsys):
+    (tmp_path / "ann_dense").mkdir()
+    (tmp_path / "ann_dense" / "summary.json").write_text("{}")
+    rc = sweep.main(
+        [
+            "--quick",
+            "--dry-run",
+            "--output-dir",
+            str(tmp_path),
+            "--kinds",
+            "ann",
+            "--methods",
+            "dense",
+            "stds-linear",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "ann_dense: skipped" in out
+    assert "--stds-shape linear" in out and "--run-name ann_stds-linear_0.2" in out
+    assert "--stds-shape sine" not in out
+    assert not any(p.name != "ann_dense" for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="no runs selected"):
+        sweep.main(["--dry-run", "--output-dir", str(tmp_path), "--methods", "nosuch"])
