@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -505,3 +506,18 @@ def test_bad_inputs():
     assert pruner.step_count == 0 and pruner.threshold == 0.0  # a failed step is not counted
     with pytest.raises(ValueError, match="learning rate at step 0 is nan"):
         lr_total(opt, None, 3)
+
+
+def test_gmp_default_frequency_prunes_short_runs_gradually():
+    # Zhu & Gupta's 100-step interval, capped at a tenth of the ramp: a 60-step ramp updates every 6 steps,
+    # so the sparsity rises in small increments instead of one jump at the end.
+    pruner = sparsify(_mlp(), "gmp", target_sparsity=0.8, total_steps=80, end_step=60)
+    assert pruner.frequency == 6
+    assert sparsify(_mlp(), "gmp", target_sparsity=0.8, total_steps=5000).frequency == 100
+    seen = []
+    for _ in range(80):
+        pruner.step()
+        seen.append(pruner.threshold)
+    jumps = [b - a for a, b in itertools.pairwise(seen) if b != a]
+    assert len(jumps) >= 9 and max(jumps) < 0.3
+    assert seen[-1] == pytest.approx(0.8)

@@ -221,6 +221,14 @@ def test_pruner_kwargs_mapping():
     args.method = "gmp"
     args.target_sparsity = 0.7
     assert pruner_kwargs(args, 10) == {"total_steps": 40, "start_step": 10, "target_sparsity": 0.7}
+    args.prune_end_epoch = 3  # ramp ends after epoch 3, one epoch of fine-tuning with the final mask
+    assert pruner_kwargs(args, 10)["end_step"] == 30
+    args.prune_end_epoch = 5
+    with pytest.raises(
+        ValueError, match=r"--prune-end-epoch must be in \(--prune-start-epoch=1, --epochs=4\]"
+    ):
+        pruner_kwargs(args, 10)
+    args.prune_end_epoch = None
     args.prune_start_epoch = 4
     with pytest.raises(ValueError, match="prune-start-epoch"):
         pruner_kwargs(args, 10)

@@ -29,8 +29,11 @@ class GMPPruner(Pruner):
     whole weights).
 
     Keyword arguments: ``target_sparsity`` (required), ``total_steps`` (required), ``start_step=0``,
-    ``end_step=None`` (= ``total_steps``), ``initial_sparsity=0.0``, ``frequency=100`` (Zhu & Gupta's
-    :math:`\\Delta t`).
+    ``end_step=None`` (= ``total_steps``), ``initial_sparsity=0.0``, ``frequency=None`` (Zhu & Gupta's
+    :math:`\\Delta t`; by default their 100 steps, capped at a tenth of the ramp
+    ``end_step - start_step`` so that a short run still prunes in about ten increments instead of one or
+    two large jumps). Zhu & Gupta end the ramp before the end of training and fine-tune with the mask
+    fixed: pass ``end_step`` (``--prune-end-epoch`` on the command line) to do so.
     """
 
     def __init__(
@@ -40,7 +43,7 @@ class GMPPruner(Pruner):
         target_sparsity: float | None = None,
         end_step: int | None = None,
         initial_sparsity: float = 0.0,
-        frequency: int = 100,
+        frequency: int | None = None,
         **kwargs: Any,
     ) -> None:
         if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
@@ -49,16 +52,17 @@ class GMPPruner(Pruner):
             )
         if not 0.0 <= initial_sparsity <= target_sparsity:
             raise ValueError(f"initial_sparsity must be in [0, target_sparsity], got {initial_sparsity}")
-        if frequency < 1:
+        if frequency is not None and frequency < 1:
             raise ValueError(f"frequency must be >= 1 step, got {frequency}")
         self.target_sparsity = float(target_sparsity)
         self.initial_sparsity = float(initial_sparsity)
-        self.frequency = int(frequency)
         self.current_sparsity = 0.0
         super().__init__(layers, **kwargs)
         self.end_step = self.total_steps if end_step is None else int(end_step)
         if not self.start_step < self.end_step <= self.total_steps:
             raise ValueError(f"end_step must be in (start_step, total_steps], got {self.end_step}")
+        ramp = self.end_step - self.start_step
+        self.frequency = int(frequency) if frequency is not None else max(1, min(100, ramp // 10))
 
     def _attach(self) -> None:
         for module in self.layers.values():

@@ -22,9 +22,9 @@ _METHOD_KWARGS: dict[str, tuple[str, ...]] = {
     "stds": ("final_threshold", "shape"),
     "str": (),
     "ltp": (),
-    "st3": ("target_sparsity",),
-    "st3sigma": ("target_sparsity",),
-    "gmp": ("target_sparsity",),
+    "st3": ("target_sparsity", "end_step"),
+    "st3sigma": ("target_sparsity", "end_step"),
+    "gmp": ("target_sparsity", "end_step"),
 }
 
 
@@ -64,6 +64,14 @@ def get_args_parser(
     g.add_argument("--lats-schedule", choices=("lr", "closed_form"), default="lr", help="LATS schedule")
     g.add_argument(
         "--prune-start-epoch", type=int, default=0, metavar="E", help="start of the pruning window"
+    )
+    g.add_argument(
+        "--prune-end-epoch",
+        type=int,
+        default=None,
+        metavar="E",
+        help="st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: the end of training); "
+        "the remaining epochs fine-tune with the final sparsity",
     )
     g.add_argument("--prune-exclude", nargs="*", default=None, metavar="GLOB", help="layers kept dense")
 
@@ -243,7 +251,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
     """Map CLI options to :func:`snnprune.sparsify` keyword arguments for ``args.method``.
 
-    ``total_steps = epochs * steps_per_epoch`` and ``start_step = prune_start_epoch * steps_per_epoch``.
+    ``total_steps = epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch`` and,
+    for the target-sparsity methods, ``end_step = prune_end_epoch * steps_per_epoch`` (when given).
 
     Args:
         args: parsed arguments.
@@ -263,7 +272,16 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         raise ValueError(
             f"--prune-start-epoch must be in [0, --epochs={args.epochs}), got {args.prune_start_epoch}"
         )
+    end = None
+    if getattr(args, "prune_end_epoch", None) is not None:
+        if not args.prune_start_epoch < args.prune_end_epoch <= args.epochs:
+            raise ValueError(
+                f"--prune-end-epoch must be in (--prune-start-epoch={args.prune_start_epoch}, "
+                f"--epochs={args.epochs}], got {args.prune_end_epoch}"
+            )
+        end = args.prune_end_epoch * steps_per_epoch
     values = {
+        "end_step": end,
         "final_threshold": args.final_threshold,
         "target_sparsity": args.target_sparsity,
         "beta": args.beta,
@@ -271,7 +289,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "schedule": args.lats_schedule,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
-    kw.update({k: values[k] for k in _METHOD_KWARGS[args.method]})
+    kw.update({k: values[k] for k in _METHOD_KWARGS[args.method] if k != "end_step" or end is not None})
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
     return kw
