@@ -365,7 +365,7 @@ def fig_schedules(runs: list[Run], out: Path) -> None:
     axes[3].set_ylabel("implied L1 λ = Δd / η")
     axes[3].set_yscale("symlog", linthresh=1e-3)
     axes[3].set_xlabel("optimizer step")
-    axes[0].set_title("threshold schedules: LATS keeps λ constant, STDS λ blows up at the end")
+    axes[0].set_title("threshold schedules: LATS keeps λ = Δd/η constant; STDS raises it as η falls")
     for ax in axes:
         ax.grid(True, alpha=0.3)
     if chosen:

@@ -227,24 +227,33 @@ def test_reference_points_have_sources():
 
 
 def test_sweep_quick_plan_and_names(tmp_path):
-    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn", "ann"], ["--epochs", "3"], ["--T", "2"])
+    ramp = ["--prune-end-epoch", "2"]
+    specs = sweep.plan(
+        tmp_path, sweep.QUICK_GRID, ["snn", "ann"], ["--epochs", "3"], ["--T", "2"], ramp_flags=ramp
+    )
     names = [s.name for s in specs]
-    assert len(names) == len(set(names)) and 20 <= len(names) <= 28
-    assert {"snn_dense", "ann_dense", "snn_stds-sine_0.2", "snn_stds-linear_0.2", "ann_gmp_0.9"} <= set(names)
-    snn = next(s for s in specs if s.name == "snn_pgh_0.2")
+    # dense + 5 threshold methods x 4 D + gmp x 4 targets, for each of snn and ann
+    assert len(names) == len(set(names)) == 2 * (1 + 5 * 4 + 4)
+    assert {"snn_dense", "ann_dense", "snn_stds-sine_0.15", "snn_stds-linear_0.15", "ann_gmp_0.9"} <= set(
+        names
+    )
+    snn = next(s for s in specs if s.name == "snn_pgh_0.15")
     assert snn.command[1].endswith("train_sew.py")
-    assert snn.command[snn.command.index("--final-threshold") + 1] == "0.2"
+    assert snn.command[snn.command.index("--final-threshold") + 1] == "0.15"
     assert snn.command[snn.command.index("--beta") + 1] == str(sweep.QUICK_PGH_BETA)
-    assert snn.command[snn.command.index("--run-name") + 1] == "snn_pgh_0.2"
+    assert snn.command[snn.command.index("--run-name") + 1] == "snn_pgh_0.15"
+    assert "--prune-end-epoch" not in snn.command  # threshold methods schedule over the whole run
     ann = next(s for s in specs if s.name == "ann_gmp_0.5")
     assert ann.command[1].endswith("train_ann.py") and "--T" not in ann.command
     assert ann.command[ann.command.index("--target-sparsity") + 1] == "0.5"
+    assert ann.command[ann.command.index("--prune-end-epoch") + 1] == "2"  # ramp, then fine-tune
 
 
 def test_sweep_resume_skips_finished_and_reports_failures(tmp_path):
+    grid = (sweep.GridEntry("dense"), sweep.GridEntry("lats", (0.05, 0.2), "--final-threshold"))
     (tmp_path / "snn_lats_0.2").mkdir()
     (tmp_path / "snn_lats_0.2" / "summary.json").write_text("{}")
-    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn"], [], methods=["lats", "dense"])
+    specs = sweep.plan(tmp_path, grid, ["snn"], [], methods=["lats", "dense"])
     assert [s.name for s in specs] == ["snn_dense", "snn_lats_0.05", "snn_lats_0.2"]
     called, logs = [], []
 
@@ -265,7 +274,7 @@ def test_sweep_resume_skips_finished_and_reports_failures(tmp_path):
     assert any("FAILED (exit code 3)" in m for m in logs)
     # second pass: the finished runs are skipped, only the failed one is retried
     called.clear()
-    specs = sweep.plan(tmp_path, sweep.QUICK_GRID, ["snn"], [], methods=["lats", "dense"])
+    specs = sweep.plan(tmp_path, grid, ["snn"], [], methods=["lats", "dense"])
     res = sweep.run_sweep(specs, runner=fake_runner, log=logs.append)
     assert called == ["snn_lats_0.05"] and res["skipped"] == ["snn_dense", "snn_lats_0.2"]
 
@@ -289,7 +298,8 @@ def test_sweep_dry_run_main(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "ann_dense: skipped" in out
-    assert "--stds-shape linear" in out and "--run-name ann_stds-linear_0.2" in out
+    last = f"{sweep.QUICK_STDS_D[-1]:g}"
+    assert "--stds-shape linear" in out and f"--run-name ann_stds-linear_{last}" in out
     assert "--stds-shape sine" not in out
     assert not any(p.name != "ann_dense" for p in tmp_path.iterdir())
     with pytest.raises(ValueError, match="no runs selected"):
