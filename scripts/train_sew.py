@@ -19,26 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the top-level
 import models
 from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
+from snnprune.training.cli import EMBEDDED_DEFAULTS
 
 __all__ = ["DEFAULTS", "build_model", "get_parser", "main", "task"]
 
 # Default run: <= 10 min on 2 CPU cores, sparsity >= 80 % (see README).
-DEFAULTS: dict[str, Any] = {
-    "model": "sew_resnet18",
-    "stem": "small",
-    "width": 16,
-    "T": 2,
-    "epochs": 8,
-    "batch_size": 64,
-    "opt": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "lr_scheduler": "cosine",
-    "final_threshold": 0.1,
-    "target_sparsity": 0.9,
-    "beta": 0.1,
-}
+DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "sew_resnet18", "T": 2}
 
 
 def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) -> nn.Module:
