@@ -106,6 +106,9 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+_POSTFIX_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -133,20 +136,34 @@ def _autocast(device: torch.device, amp: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _firing_monitor(model: nn.Module) -> tuple[list[Any], list[float]] | None:
-    """Forward hooks on every SpikingJelly neuron summing spikes and neuron-steps (None if no neuron)."""
+def _firing_monitor(model: nn.Module) -> tuple[list[Any], torch.Tensor] | None:
+    """Forward hooks on every SpikingJelly neuron summing ``[spikes, neuron-steps]`` into one float64
+    tensor on the neuron's device (no host sync per batch; None if the model has no neuron)."""
     try:
         from spikingjelly.activation_based.neuron import BaseNode
     except ImportError:  # pragma: no cover
         return None
-    acc = [0.0, 0.0]
+    neurons = [m for m in model.modules() if isinstance(m, BaseNode)]
+    if not neurons:
+        return None
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    acc = torch.zeros(2, dtype=torch.float64, device=device)
 
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        acc[0] += float(output.detach().float().sum())
+        acc[0] += output.detach().sum(dtype=torch.float64)
         acc[1] += output.numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, BaseNode)]
-    return (handles, acc) if handles else None
+    return [m.register_forward_hook(hook) for m in neurons], acc
+
+
+def _to_device(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, args: argparse.Namespace, task: Task
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to ``device``, apply the task's input hook and the ``--channels-last`` layout."""
+    x = task.prepare_input(x.to(device, non_blocking=True))
+    if args.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -196,15 +213,16 @@ def train_one_epoch(
     model.train()
     limit = args.limit_train_batches
     n_batches = len(loader) if limit is None else min(limit, len(loader))
-    sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+    # Per-step values stay on the device and are read once at the end of the epoch (one host sync), except
+    # the progress bar's loss, refreshed every _POSTFIX_EVERY steps.
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
+    losses: list[torch.Tensor] = []
+    rows: list[list[Any]] = []
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(loader):
         if i >= n_batches:
             break
-        x = task.prepare_input(x.to(device, non_blocking=True))
-        y = y.to(device, non_blocking=True)
-        if args.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = _to_device(x, y, device, args, task)
         with _autocast(device, args.amp):
             out = model(x)
             loss = criterion(out, y)
@@ -222,13 +240,20 @@ def train_one_epoch(
         if args.lr_step_per_iter:
             lr_scheduler.step()
         global_step += 1
-        loss_v = float(loss.detach())
         with torch.no_grad():
-            sums += torch.tensor([loss_v * len(y), float(_accuracy(out.float(), y, (1,))[0]), len(y)])
-        step_rows.append([global_step, epoch, lr, _mean_threshold(pruner), loss_v])
-        bar.set_postfix(loss=f"{loss_v:.3f}", lr=f"{lr:.3g}")
+            loss_d = loss.detach().to(torch.float64)
+            sums[0] += loss_d * len(y)
+            sums[1] += _accuracy(out.float(), y, (1,))[0]
+            sums[2] += len(y)
+        losses.append(loss_d)
+        rows.append([global_step, epoch, lr, _mean_threshold(pruner)])
+        if progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1):
+            bar.set_postfix(loss=f"{float(loss_d):.3f}", lr=f"{lr:.3g}")
         bar.update()
     bar.close()
+    if losses:
+        for row, loss_v in zip(rows, torch.stack(losses).tolist(), strict=True):
+            step_rows.append([*row, loss_v])
     loss_sum, correct, n = D.all_reduce_sum(sums.tolist(), device)
     return {"train_loss": loss_sum / max(n, 1), "train_top1": 100.0 * correct / max(n, 1)}, global_step
 
@@ -250,31 +275,28 @@ def evaluate(
     model.eval()
     monitor = _firing_monitor(_unwrap(model)) if task.kind == "snn" else None
     limit = args.limit_test_batches
-    sums = [0.0, 0.0, 0.0, 0.0]
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n (one sync at the end)
     try:
         with parametrize.cached():
             for i, (x, y) in enumerate(loader):
                 if limit is not None and i >= limit:
                     break
-                x = task.prepare_input(x.to(device, non_blocking=True))
-                y = y.to(device, non_blocking=True)
-                if args.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x, y = _to_device(x, y, device, args, task)
                 with _autocast(device, args.amp):
                     out = model(x)
                     loss = criterion(out, y)
                 task.after_batch(_unwrap(model))
                 top1, top5 = _accuracy(out.float(), y)
-                sums[0] += float(loss) * len(y)
-                sums[1] += float(top1)
-                sums[2] += float(top5)
+                sums[0] += loss.detach().double() * len(y)
+                sums[1] += top1
+                sums[2] += top5
                 sums[3] += len(y)
     finally:
         if monitor is not None:
             for h in monitor[0]:
                 h.remove()
-    spikes = monitor[1] if monitor is not None else [0.0, 0.0]
-    loss_sum, c1, c5, n, s, cnt = D.all_reduce_sum(sums + spikes, device)
+    spikes = monitor[1].tolist() if monitor is not None else [0.0, 0.0]
+    loss_sum, c1, c5, n, s, cnt = D.all_reduce_sum(sums.tolist() + spikes, device)
     n = max(n, 1)
     return {
         "test_loss": loss_sum / n,
