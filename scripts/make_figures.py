@@ -34,6 +34,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from snnprune.methods import METHODS, method_kwargs
+
 __all__ = ["METHOD_COLORS", "Run", "discover_runs", "load_reference_points", "main", "method_label"]
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference_points.csv"
@@ -84,6 +86,16 @@ def _float(x) -> float:
         return math.nan
 
 
+def _run_level(method: str | None, config: dict) -> float:
+    """The swept level of a run: its target sparsity or final threshold, whichever its method takes (NaN
+    for dense and learned-threshold methods). config.json holds both options, one of them unused."""
+    accepted = method_kwargs(method) if method in METHODS else frozenset()
+    for key in ("target_sparsity", "final_threshold"):
+        if key in accepted:
+            return _float(config.get(key))
+    return math.nan
+
+
 class Run:
     """One run folder: summary, config, metrics/steps rows and analyze report (missing files -> empty)."""
 
@@ -101,7 +113,7 @@ class Run:
         self.name = self.path.name
         self.sparsity = _float(self.summary.get("sparsity"))
         self.top1 = _float(self.summary.get("test_top1"))
-        self.level = _float(self.config.get("final_threshold") or self.config.get("target_sparsity"))
+        self.level = _run_level(self.config.get("method") or self.summary.get("method"), self.config)
 
     def layer_rows(self, kinds: Sequence[str]) -> list[dict]:
         """analyze.json layer rows whose ``kind`` is in ``kinds``."""

@@ -343,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         str(args.seed),
         "--quiet",
     ]
+    if full:  # the scripts' default (small stem) is for the embedded 28 px data; ImageNet needs its own stem
+        common += ["--stem", "imagenet" if args.dataset == "imagenet" else "small"]
     if args.data_path:
         common += ["--data-path", str(args.data_path)]
     if limit:

@@ -304,3 +304,19 @@ def test_sweep_dry_run_main(tmp_path, capsys):
     assert not any(p.name != "ann_dense" for p in tmp_path.iterdir())
     with pytest.raises(ValueError, match="no runs selected"):
         sweep.main(["--dry-run", "--output-dir", str(tmp_path), "--methods", "nosuch"])
+
+
+def test_sweep_full_imagenet_uses_the_imagenet_stem(tmp_path, capsys):
+    argv = ["--full", "--dry-run", "--output-dir", str(tmp_path), "--kinds", "snn", "--methods", "dense"]
+    assert sweep.main([*argv, "--dataset", "imagenet", "--data-path", str(tmp_path)]) == 0
+    assert "--stem imagenet" in capsys.readouterr().out
+    assert sweep.main([*argv, "--dataset", "cifar10", "--data-path", str(tmp_path)]) == 0
+    assert "--stem small" in capsys.readouterr().out
+
+
+def test_run_level_is_the_option_the_method_takes():
+    # config.json holds every CLI option; gmp's level is its target, lats's its threshold, dense has none
+    config = {"final_threshold": 0.1, "target_sparsity": 0.5}
+    assert mf._run_level("gmp", config) == 0.5
+    assert mf._run_level("lats", config) == 0.1
+    assert math.isnan(mf._run_level("dense", config))

@@ -23,6 +23,7 @@ from snnprune.training import (
     pruner_kwargs,
     save_checkpoint,
 )
+from snnprune.training.cli import EMBEDDED_DEFAULTS
 from snnprune.training.engine import METRICS_COLUMNS, STEPS_COLUMNS, _device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,6 +190,11 @@ def test_config_yaml_and_cli_override(tmp_path):
     for name in ("sew_resnet18_imagenet_lats", "stds_cifar10", "resnet50_lats", "mobilenet_v1_lats"):
         a = parse_args(get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / f"{name}.yaml")])
         assert a.method in snnprune.METHODS
+    # a recipe does not inherit the embedded default run's small stem / width 16 / 8 epochs
+    parser = get_args_parser(snn=False, defaults=EMBEDDED_DEFAULTS)
+    assert (parser.parse_args([]).stem, parser.parse_args([]).width) == ("small", 16)
+    a = parse_args(parser, ["--config", str(SCRIPTS / "configs" / "resnet50_lats.yaml")])
+    assert (a.model, a.stem, a.width, a.epochs) == ("resnet50", None, None, 100)
     a = parse_args(
         get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / "sew_resnet18_imagenet_lats.yaml")]
     )

@@ -11,7 +11,7 @@
 """
 
 from snnprune.methods import dense, gmp, lats, learned, st3  # noqa: F401  (register the methods)
-from snnprune.methods.base import METHODS, Pruner, register_method, select_layers, sparsify
+from snnprune.methods.base import METHODS, Pruner, method_kwargs, register_method, select_layers, sparsify
 from snnprune.methods.dense import DensePruner
 from snnprune.methods.gmp import GMPPruner
 from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
@@ -34,6 +34,7 @@ __all__ = [
     "STRPruner",
     "ScheduledThresholdPruner",
     "lr_total",
+    "method_kwargs",
     "register_method",
     "select_layers",
     "sparsify",

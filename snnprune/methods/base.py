@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from snnprune.threshold.parametrization import is_prunable
 
-__all__ = ["METHODS", "Pruner", "register_method", "select_layers", "sparsify"]
+__all__ = ["METHODS", "Pruner", "method_kwargs", "register_method", "select_layers", "sparsify"]
 
 METHODS: tuple[str, ...] = ("dense", "lats", "slats", "pgh", "stds", "str", "ltp", "st3", "st3sigma", "gmp")
 _REGISTRY: dict[str, type[Pruner]] = {}
@@ -289,6 +289,17 @@ def sparsify(
         )
     layers = select_layers(model, include, exclude)
     return cls(layers, **kwargs)
+
+
+def method_kwargs(method: str) -> frozenset[str]:
+    """Keyword arguments :func:`sparsify` accepts for ``method`` (read from the pruner's signatures).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    if method not in _REGISTRY:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    return frozenset(_accepted_kwargs(_REGISTRY[method]))
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:

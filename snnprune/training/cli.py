@@ -11,21 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "get_args_parser", "load_config", "parse_args", "pruner_kwargs", "run_name"]
+from snnprune.methods import METHODS, method_kwargs
 
-# method -> the CLI-driven keyword arguments it takes (besides total_steps/start_step, which all take)
-_METHOD_KWARGS: dict[str, tuple[str, ...]] = {
-    "dense": (),
-    "lats": ("final_threshold", "schedule"),
-    "slats": ("final_threshold",),
-    "pgh": ("final_threshold", "beta"),
-    "stds": ("final_threshold", "shape"),
-    "str": (),
-    "ltp": (),
-    "st3": ("target_sparsity", "end_step"),
-    "st3sigma": ("target_sparsity", "end_step"),
-    "gmp": ("target_sparsity", "end_step"),
-}
+__all__ = ["ConfigError", "get_args_parser", "load_config", "parse_args", "pruner_kwargs", "run_name"]
 
 
 #: The default run of both training scripts on the embedded MNIST subset: a width-16 small-stem ResNet-18
@@ -165,6 +153,9 @@ def get_args_parser(
     g.add_argument("--test-only", action="store_true", help="evaluate the --resume checkpoint and exit")
     g.add_argument("--export", action="store_true", help="write the finalized sparse model_sparse.pth")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    # The script's defaults describe its default run (e.g. EMBEDDED_DEFAULTS); a --config recipe replaces
+    # them (parse_args restores these generic values first), so a recipe never inherits the small-image stem.
+    p.generic_defaults = {k: p.get_default(k) for k in defaults or {}}
     if defaults:
         p.set_defaults(**defaults)
     return p
@@ -252,6 +243,10 @@ def _parse_flat_yaml(text: str, path: Path) -> dict[str, Any]:
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` with ``--config`` YAML values as defaults (command line wins).
 
+    A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do
+    not apply under it, so keys the file omits take the generic parser defaults (e.g. ``stem``/``width``
+    ``None`` = the model's own ImageNet stem and width), never the default run's small stem.
+
     Args:
         parser: from :func:`get_args_parser`.
         argv: arguments (None: ``sys.argv[1:]``).
@@ -263,6 +258,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config:
+        parser.set_defaults(**getattr(parser, "generic_defaults", {}))
         parser.set_defaults(**load_config(known.config, parser))
     return parser.parse_args(argv)
 
@@ -283,8 +279,8 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
     Raises:
         ValueError: unknown method or a pruning window outside the run.
     """
-    if args.method not in _METHOD_KWARGS:
-        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(_METHOD_KWARGS)}")
+    if args.method not in METHODS:
+        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(METHODS)}")
     total = args.epochs * steps_per_epoch
     start = args.prune_start_epoch * steps_per_epoch
     if not 0 <= args.prune_start_epoch < args.epochs:
@@ -308,7 +304,8 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "schedule": args.lats_schedule,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
-    kw.update({k: values[k] for k in _METHOD_KWARGS[args.method] if k != "end_step" or end is not None})
+    accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
+    kw.update({k: v for k, v in values.items() if k in accepted and v is not None})
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
     return kw
@@ -317,7 +314,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 def run_name(args: argparse.Namespace) -> str:
     """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set."""
     name = f"{args.model}_{args.method}"
-    keys = _METHOD_KWARGS.get(args.method, ())
+    keys = method_kwargs(args.method) if args.method in METHODS else frozenset()
     if "final_threshold" in keys and args.final_threshold is not None:
         name += f"_D{args.final_threshold:g}"
     if "target_sparsity" in keys and args.target_sparsity is not None:
