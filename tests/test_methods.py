@@ -506,6 +506,14 @@ def test_bad_inputs():
     assert pruner.step_count == 0 and pruner.threshold == 0.0  # a failed step is not counted
     with pytest.raises(ValueError, match="learning rate at step 0 is nan"):
         lr_total(opt, None, 3)
+    # negative lr: the threshold check rejects the step and the lr sum is left as it was
+    opt.param_groups[0]["lr"] = -0.9
+    with pytest.raises(ValueError, match="negative/NaN"):
+        pruner.step()
+    assert pruner.step_count == 0 and pruner.lr_sum == 0.0
+    opt.param_groups[0]["lr"] = 0.1
+    pruner.step()
+    assert pruner.lr_sum == pytest.approx(0.1) and pruner.threshold == pytest.approx(0.01)
 
 
 def test_gmp_default_frequency_prunes_short_runs_gradually():
@@ -521,3 +529,13 @@ def test_gmp_default_frequency_prunes_short_runs_gradually():
     jumps = [b - a for a, b in itertools.pairwise(seen) if b != a]
     assert len(jumps) >= 9 and max(jumps) < 0.3
     assert seen[-1] == pytest.approx(0.8)
+
+
+def test_gmp_keeps_ceil_of_the_remaining_fraction_in_every_layer():
+    # (1 - s) n rounded up: a 16-weight layer at 99.5 % keeps 1 weight (never a dead layer), 512 keep 3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(32, 16, bias=False))
+    pruner = sparsify(model, "gmp", target_sparsity=0.995, total_steps=2, frequency=1)
+    pruner.step()
+    pruner.step()
+    assert [int(m.weight.count_nonzero()) for m in model] == [1, 3]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -239,13 +238,6 @@ def select_layers(
     if not selected:
         raise ValueError(f"include={inc} / exclude={exc} leave no layer to prune; loosen the patterns")
     return selected
-
-
-def _check_finite(value: float, what: str) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value}")
-    return value
 
 
 def sparsify(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -80,11 +81,12 @@ class GMPPruner(Pruner):
         for module in self.layers.values():
             plist = module.parametrizations.weight
             mask = plist[0].mask
-            k = round(s * mask.numel())
-            if k <= 0:
+            n_weights = mask.numel()
+            n_keep = n_weights - math.floor(s * n_weights + 1e-6)  # ceil((1 - s) n), float-safe: never 0
+            if n_keep >= n_weights:
                 continue
             mag = (plist.original.detach().abs() * mask).flatten()
-            keep = torch.topk(mag, mask.numel() - k, sorted=False).indices
+            keep = torch.topk(mag, n_keep, sorted=False).indices
             new = torch.zeros_like(mask.flatten())
             new[keep] = True
             mask.copy_(new.view_as(mask))

@@ -268,9 +268,10 @@ class LATSPruner(ScheduledThresholdPruner):
             raise ValueError(
                 f"lats: the optimizer's learning rate is {lr} at step {self.step_count}; fix the lr"
             )
-        if self.step_count > self.start_step:
-            self.lr_sum += lr
-        self._set_threshold(self.lam * self.lr_sum)
+        # commit lr_sum only once the threshold is accepted, so a rejected step leaves no trace
+        lr_sum = self.lr_sum + lr if self.step_count > self.start_step else self.lr_sum
+        self._set_threshold(self.lam * lr_sum)
+        self.lr_sum = lr_sum
 
     def _extra_state(self) -> dict[str, Any]:
         return {
