@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from ._init import init_conv_bn_
 from ._registry import register_model
 
 __all__ = ["resnet50"]
@@ -42,7 +43,7 @@ def resnet50(
     if stem == "small" or in_channels != 3:
         k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=k, stride=s, padding=p, bias=False)
-        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_bn_(net.conv1)
     if stem == "small":
         net.maxpool = nn.Identity()
     if not fc_bias:

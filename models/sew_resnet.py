@@ -29,7 +29,6 @@ adaptive average pool -> flatten -> mean over ``T`` -> ``fc`` (``nn.Linear`` wit
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +36,9 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor, nn
 
+import snnprune.neuron as snnprune_neuron
+
+from ._init import init_conv_bn_
 from ._registry import register_model
 
 __all__ = [
@@ -58,10 +60,14 @@ NEURONS: tuple[str, ...] = ("if", "lif", "plif")
 SURROGATES: tuple[str, ...] = ("atan", "sigmoid")
 CONNECT_FUNCTIONS: tuple[str, ...] = ("ADD", "AND", "IAND")
 STEMS: tuple[str, ...] = ("imagenet", "small")
-NEURON_BACKENDS: tuple[str, ...] = ("spikingjelly", "cupy", "auto")
+NEURON_BACKENDS: tuple[str, ...] = snnprune_neuron.BACKENDS
 
 _SJ_NEURONS = {"if": neuron.IFNode, "lif": neuron.LIFNode, "plif": neuron.ParametricLIFNode}
-_SNNPRUNE_NEURONS = {"if": "IFNode", "lif": "LIFNode", "plif": "ParametricLIFNode"}
+_SNNPRUNE_NEURONS = {
+    "if": snnprune_neuron.IFNode,
+    "lif": snnprune_neuron.LIFNode,
+    "plif": snnprune_neuron.ParametricLIFNode,
+}
 
 
 def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -96,7 +102,6 @@ def make_spiking_neuron(
 
     Raises:
         ValueError: an unknown choice.
-        RuntimeError: ``neuron_backend`` other than ``"spikingjelly"`` while ``snnprune.neuron`` is missing.
     """
     _check_choice("neuron", neuron_type, NEURONS)
     _check_choice("surrogate", surrogate_function, SURROGATES)
@@ -105,14 +110,7 @@ def make_spiking_neuron(
     if neuron_backend == "spikingjelly":
         cls = _SJ_NEURONS[neuron_type]
     else:
-        try:
-            mod = importlib.import_module("snnprune.neuron")
-            cls = getattr(mod, _SNNPRUNE_NEURONS[neuron_type])
-        except (ImportError, AttributeError) as err:
-            raise RuntimeError(
-                f"neuron_backend={neuron_backend!r} needs snnprune.neuron.{_SNNPRUNE_NEURONS[neuron_type]}, "
-                f"which could not be imported ({err}); use neuron_backend='spikingjelly'"
-            ) from err
+        cls = _SNNPRUNE_NEURONS[neuron_type]
         extra["backend"] = neuron_backend
     if neuron_type == "lif":
         extra["tau"] = tau
@@ -163,7 +161,6 @@ class _Block(nn.Module):
     """Common residual logic: SEW connect for spiking blocks, add-then-ReLU for ANN blocks."""
 
     expansion = 1
-    n_convs = 2
 
     def _shortcut_and_merge(self, x: Tensor, out: Tensor, last_act: nn.Module) -> Tensor:
         identity = x
@@ -313,12 +310,7 @@ class ResNetBackbone(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = layer.AdaptiveAvgPool2d((1, 1)) if spiking else nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
 
     def _body(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.sn1(x))
