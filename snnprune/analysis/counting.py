@@ -36,10 +36,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from snnprune.threshold.parametrization import PRUNABLE_TYPES
+
 __all__ = ["SYNAPTIC_TYPES", "Collector", "is_neuron", "is_spiking_model", "layer_kind"]
 
-#: Module types whose weights are synapses (subclasses included, e.g. ``spikingjelly.activation_based.layer``).
-SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: Module types whose weights are synapses (subclasses included, e.g. ``spikingjelly.activation_based.layer``):
+#: the layers the thresholding core prunes.
+SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = PRUNABLE_TYPES
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,

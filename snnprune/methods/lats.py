@@ -22,7 +22,8 @@ from snnprune.methods.schedules import (
     stds_linear_fraction,
     stds_sine_fraction,
 )
-from snnprune.threshold.parametrization import _check_nonnegative, register_soft_threshold
+from snnprune.threshold.functional import _check_nonnegative
+from snnprune.threshold.parametrization import register_soft_threshold
 
 __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThresholdPruner"]
 

@@ -99,17 +99,17 @@ class ST3Pruner(Pruner):
             for module in self.layers.values():
                 module.parametrizations.weight[0].threshold.zero_()
             return
-        mags = torch.cat(
-            [
-                (m.parametrizations.weight.original.detach().abs() / self.sigmas[n]).flatten().float()
-                for n, m in self.layers.items()
-            ]
-        )
+        mags = torch.cat([self._magnitude(n, m).flatten().float() for n, m in self.layers.items()])
         t = global_quantile(mags, r)
         self._global = t
         for n, module in self.layers.items():
             buf = module.parametrizations.weight[0].threshold
             buf.copy_(t * self.sigmas[n])
+
+    def _magnitude(self, name: str, module: nn.Module) -> Tensor:
+        """:math:`|\\theta| / \\sigma_l` (the division skipped where :math:`\\sigma_l = 1`, i.e. plain ST-3)."""
+        mag = module.parametrizations.weight.original.detach().abs()
+        return mag if self.sigmas[name] == 1.0 else mag / self.sigmas[name]
 
     @property
     def threshold(self) -> float:

@@ -101,7 +101,13 @@ def soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "exact"
     """
     _check_grad(grad)
     if isinstance(threshold, (int, float)):
-        if math.isnan(threshold) or threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {threshold}; pass a non-negative value")
-        threshold = float(threshold)
+        threshold = _check_nonnegative(threshold)
     return _soft_threshold(theta, threshold, grad)
+
+
+def _check_nonnegative(value: float, what: str = "threshold") -> float:
+    """``float(value)``, or a ValueError naming ``what`` when it is negative or NaN."""
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}; pass a non-negative value")
+    return value

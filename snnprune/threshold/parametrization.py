@@ -9,7 +9,6 @@ load-state-dict pre-hook lets a dense checkpoint (key ``<layer>.weight``) load i
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import torch
@@ -361,10 +360,3 @@ def finalize(model: nn.Module) -> nn.Module:
             for name in list(module.parametrizations.keys()):
                 remove_soft_threshold(module, name, leave_parametrized=True)
     return model
-
-
-def _check_nonnegative(value: float, what: str = "threshold") -> float:
-    value = float(value)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}; pass a non-negative value")
-    return value
