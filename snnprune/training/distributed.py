@@ -16,7 +16,8 @@ def init_distributed(device: torch.device) -> bool:
     Uses NCCL on CUDA devices and gloo on CPU.
 
     Args:
-        device: the training device of this process (``cuda`` selects ``cuda:LOCAL_RANK``).
+        device: the training device of this process (the engine resolves ``cuda`` to ``cuda:LOCAL_RANK``;
+            an explicit ``--device cuda:N`` is kept).
 
     Returns:
         True when running distributed.
@@ -28,7 +29,7 @@ def init_distributed(device: torch.device) -> bool:
         return True
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return True
 
