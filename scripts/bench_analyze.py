@@ -70,8 +70,8 @@ def _loader(args: argparse.Namespace) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False)
 
 
-def _plain_eval(model: torch.nn.Module, loader, device: torch.device) -> None:
-    model.eval()
+def _forward_all(model: torch.nn.Module, loader, device: torch.device) -> None:
+    """Forward every batch under ``no_grad`` in the model's current mode, resetting neurons per batch."""
     with torch.no_grad():
         for x, _ in loader:
             functional.reset_net(model)
@@ -81,10 +81,16 @@ def _plain_eval(model: torch.nn.Module, loader, device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn) -> float:
+def _plain_eval(model: torch.nn.Module, loader, device: torch.device) -> None:
+    model.eval()
+    _forward_all(model, loader, device)
+
+
+def _timed(fn):
+    """``(seconds, fn())``."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,19 +110,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     # BN running statistics of a random net make it silent; one calibration pass in train mode.
     model.train()
-    with torch.no_grad():
-        for x, _ in loader:
-            functional.reset_net(model)
-            model(x.to(device))
-    functional.reset_net(model)
+    _forward_all(model, loader, device)
 
     _plain_eval(model, [next(iter(loader))], device)  # warm-up
-    report = analyze(model, loader, max_batches=1, progress=False)
+    analyze(model, loader, max_batches=1, progress=False)  # warm-up
     evals, analyses = [], []
     for _ in range(args.repeats):
-        evals.append(_timed(lambda: _plain_eval(model, loader, device)))
-        analyses.append(_timed(lambda: analyze(model, loader, progress=False)))
-    report = analyze(model, loader, progress=False)
+        evals.append(_timed(lambda: _plain_eval(model, loader, device))[0])
+        dt, report = _timed(lambda: analyze(model, loader, progress=False))
+        analyses.append(dt)
     t_eval, t_an = statistics.median(evals), statistics.median(analyses)
     ratio = t_an / t_eval
     result = {

@@ -61,7 +61,8 @@ def _require_gpu(backends: list[str]) -> None:
         sys.exit(2)
     from snnprune.neuron import _cupy
 
-    if "cupy" in backends and not _cupy.cupy_available():
+    # "auto" without CuPy would silently run SpikingJelly's code and be reported as ours
+    if any(b != "spikingjelly" for b in backends) and not _cupy.cupy_available():
         print(
             f"bench_sew_step.py needs CuPy ({_cupy.cupy_import_error()!r}); {_cupy.INSTALL_HINT}.",
             file=sys.stderr,

@@ -132,8 +132,9 @@ def _launch(key, n: int, args: tuple, device: torch.device) -> None:
 
 
 def _like_layout(t: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """``t`` with ``template``'s strides and dtype (copy only when they differ)."""
-    if t.stride() == template.stride() and t.dtype == template.dtype:
+    """``t`` with ``template``'s device, strides and dtype (copy only when they differ; the kernels take raw
+    pointers, so a tensor on another device must never pass through)."""
+    if t.device == template.device and t.stride() == template.stride() and t.dtype == template.dtype:
         return t
     return torch.empty_like(template).copy_(t)
 
