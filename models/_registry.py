@@ -9,13 +9,14 @@ model name and the accepted options instead of deep inside a constructor.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-__all__ = ["create_model", "list_models", "model_kwargs", "register_model"]
+__all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 
@@ -37,6 +38,28 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         raise ValueError(f"model {name!r} is already registered; give the builder function another name")
     _model_entrypoints[name] = fn
     return fn
+
+
+def register_variant(
+    name: str, cls: Callable[..., nn.Module], *args: Any, doc: str
+) -> Callable[..., nn.Module]:
+    """Register ``functools.partial(cls, *args)`` as model ``name`` (e.g. a ResNet class with its block type
+    and stage depths bound); its options are the remaining keyword arguments of ``cls``, defaults included,
+    so they are written once, in the class.
+
+    Args:
+        name: model name.
+        cls: model class (or any builder).
+        *args: leading positional arguments bound for this variant.
+        doc: one-line description shown by ``help``.
+
+    Returns:
+        The registered builder.
+    """
+    builder = functools.partial(cls, *args)
+    builder.__name__ = name
+    builder.__doc__ = f"{doc}\n\nOptions: the keyword arguments of :class:`{cls.__name__}`."
+    return register_model(builder)
 
 
 def list_models(pattern: str = "*") -> list[str]:

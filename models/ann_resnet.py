@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._registry import register_model
+from ._registry import register_variant
 from .sew_resnet import BasicBlock, Bottleneck, ResNetBackbone, _Block
 
 __all__ = ["ANNResNet", "ann_resnet18", "ann_resnet34", "ann_resnet50_twin"]
@@ -64,47 +64,24 @@ class ANNResNet(ResNetBackbone):
         return f"stem={self.stem!r}, width={self.width}"
 
 
-_ANN_DOC_ARGS = """
-    Args:
-        num_classes: classifier outputs (default 1000).
-        in_channels: input channels (default 3).
-        stem: "imagenet" (default) or "small".
-        width: base width (default 64).
-
-    Returns:
-        An :class:`ANNResNet`.
-"""
-
-
-@register_model
-def ann_resnet18(
-    *, num_classes: int = 1000, in_channels: int = 3, stem: str = "imagenet", width: int = 64
-) -> ANNResNet:
-    """ANN twin of ``sew_resnet18`` (BasicBlock, 2-2-2-2)."""
-    return ANNResNet(
-        BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, stem=stem, width=width
-    )
-
-
-@register_model
-def ann_resnet34(
-    *, num_classes: int = 1000, in_channels: int = 3, stem: str = "imagenet", width: int = 64
-) -> ANNResNet:
-    """ANN twin of ``sew_resnet34`` (BasicBlock, 3-4-6-3)."""
-    return ANNResNet(
-        BasicBlock, (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels, stem=stem, width=width
-    )
-
-
-@register_model
-def ann_resnet50_twin(
-    *, num_classes: int = 1000, in_channels: int = 3, stem: str = "imagenet", width: int = 64
-) -> ANNResNet:
-    """ANN twin of ``sew_resnet50`` (Bottleneck, 3-4-6-3); for torchvision's ResNet-50 use ``resnet50``."""
-    return ANNResNet(
-        Bottleneck, (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels, stem=stem, width=width
-    )
-
-
-for _fn in (ann_resnet18, ann_resnet34, ann_resnet50_twin):
-    _fn.__doc__ = (_fn.__doc__ or "") + "\n" + _ANN_DOC_ARGS
+ann_resnet18 = register_variant(
+    "ann_resnet18",
+    ANNResNet,
+    BasicBlock,
+    (2, 2, 2, 2),
+    doc="ANN twin of ``sew_resnet18`` (BasicBlock, 2-2-2-2).",
+)
+ann_resnet34 = register_variant(
+    "ann_resnet34",
+    ANNResNet,
+    BasicBlock,
+    (3, 4, 6, 3),
+    doc="ANN twin of ``sew_resnet34`` (BasicBlock, 3-4-6-3).",
+)
+ann_resnet50_twin = register_variant(
+    "ann_resnet50_twin",
+    ANNResNet,
+    Bottleneck,
+    (3, 4, 6, 3),
+    doc="ANN twin of ``sew_resnet50`` (Bottleneck, 3-4-6-3); for torchvision's ResNet-50 use ``resnet50``.",
+)

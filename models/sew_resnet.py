@@ -39,7 +39,7 @@ from torch import Tensor, nn
 import snnprune.neuron as snnprune_neuron
 
 from ._init import init_conv_bn_
-from ._registry import register_model
+from ._registry import register_variant
 
 __all__ = [
     "CONNECT_FUNCTIONS",
@@ -407,88 +407,12 @@ class SEWResNet(ResNetBackbone):
         )
 
 
-_SEW_DOC_ARGS = """
-    Args:
-        num_classes: classifier outputs (default 1000).
-        in_channels: input channels (default 3).
-        T: time steps for static images (default 4).
-        neuron: "if" (default), "lif" or "plif".
-        surrogate: "atan" (default, alpha 2) or "sigmoid" (alpha 4).
-        cnf: SEW connect function "ADD" (default), "AND" or "IAND".
-        detach_reset: detach the neuron reset (default True).
-        stem: "imagenet" (7x7/2 conv + max-pool, default) or "small" (3x3/1 conv, no pool; 28-64 px).
-        width: base width (default 64).
-        tau: LIF tau / PLIF initial tau (default 2.0).
-        neuron_backend: "spikingjelly" (default), "cupy" or "auto" (snnprune.neuron kernels).
-
-    Returns:
-        A :class:`SEWResNet` in multi-step mode.
-"""
-
-
-def _sew(block: type[_Block], layers: tuple[int, ...], **kw: Any) -> SEWResNet:
-    return SEWResNet(block, layers, **kw)
-
-
-@register_model
-def sew_resnet18(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    T: int = 4,
-    neuron: str = "if",
-    surrogate: str = "atan",
-    cnf: str = "ADD",
-    detach_reset: bool = True,
-    stem: str = "imagenet",
-    width: int = 64,
-    tau: float = 2.0,
-    neuron_backend: str = "spikingjelly",
-) -> SEWResNet:
-    """SEW ResNet-18 (BasicBlock, 2-2-2-2)."""
-    kw = dict(locals())
-    return _sew(BasicBlock, (2, 2, 2, 2), **kw)
-
-
-@register_model
-def sew_resnet34(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    T: int = 4,
-    neuron: str = "if",
-    surrogate: str = "atan",
-    cnf: str = "ADD",
-    detach_reset: bool = True,
-    stem: str = "imagenet",
-    width: int = 64,
-    tau: float = 2.0,
-    neuron_backend: str = "spikingjelly",
-) -> SEWResNet:
-    """SEW ResNet-34 (BasicBlock, 3-4-6-3)."""
-    kw = dict(locals())
-    return _sew(BasicBlock, (3, 4, 6, 3), **kw)
-
-
-@register_model
-def sew_resnet50(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    T: int = 4,
-    neuron: str = "if",
-    surrogate: str = "atan",
-    cnf: str = "ADD",
-    detach_reset: bool = True,
-    stem: str = "imagenet",
-    width: int = 64,
-    tau: float = 2.0,
-    neuron_backend: str = "spikingjelly",
-) -> SEWResNet:
-    """SEW ResNet-50 (Bottleneck, 3-4-6-3)."""
-    kw = dict(locals())
-    return _sew(Bottleneck, (3, 4, 6, 3), **kw)
-
-
-for _fn in (sew_resnet18, sew_resnet34, sew_resnet50):
-    _fn.__doc__ = (_fn.__doc__ or "") + "\n" + _SEW_DOC_ARGS
+sew_resnet18 = register_variant(
+    "sew_resnet18", SEWResNet, BasicBlock, (2, 2, 2, 2), doc="SEW ResNet-18 (BasicBlock, 2-2-2-2)."
+)
+sew_resnet34 = register_variant(
+    "sew_resnet34", SEWResNet, BasicBlock, (3, 4, 6, 3), doc="SEW ResNet-34 (BasicBlock, 3-4-6-3)."
+)
+sew_resnet50 = register_variant(
+    "sew_resnet50", SEWResNet, Bottleneck, (3, 4, 6, 3), doc="SEW ResNet-50 (Bottleneck, 3-4-6-3)."
+)
