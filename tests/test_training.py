@@ -213,6 +213,9 @@ def test_config_yaml_and_cli_override(tmp_path):
         parse_args(get_args_parser(), ["--config", str(bad)])
     with pytest.raises(ConfigError, match="does not exist"):
         parse_args(get_args_parser(), ["--config", str(tmp_path / "none.yaml")])
+    one = tmp_path / "one.yaml"
+    one.write_text("prune_exclude: fc\n")  # a scalar for a list option is one pattern, not its letters
+    assert parse_args(get_args_parser(), ["--config", str(one)]).prune_exclude == ["fc"]
 
 
 def test_pruner_kwargs_mapping():

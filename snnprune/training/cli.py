@@ -177,16 +177,12 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    import yaml
+
     try:
-        import yaml
-    except ImportError:  # PyYAML absent: the flat subset the configs use
-        data = _parse_flat_yaml(text, path)
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must be a mapping of option: value")
@@ -198,45 +194,10 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
             f"config file {str(path)!r} has unknown keys {unknown}; valid keys are the CLI options "
             f"(e.g. {', '.join(sorted(dests)[:6])}, ...)"
         )
-    return out
-
-
-def _scalar(token: str) -> Any:
-    token = token.strip()
-    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
-        return token[1:-1]
-    low = token.lower()
-    if low in ("null", "~", "none", ""):
-        return None
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for cast in (int, float):
-        try:
-            return cast(token)
-        except ValueError:
-            pass
-    return token
-
-
-def _parse_flat_yaml(text: str, path: Path) -> dict[str, Any]:
-    """Parse the flat YAML subset of the configs (``key: scalar`` and ``key: [a, b]``, ``#`` comments)."""
-    out: dict[str, Any] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
-        if not line.strip():
-            continue
-        key, sep, value = line.partition(":")
-        if not sep or raw[0].isspace() or not key.strip():
-            raise ConfigError(
-                f"config file {str(path)!r} line {lineno}: expected 'key: value' (flat mapping), got {raw!r}"
-            )
-        value = value.strip()
-        if value.startswith("[") and value.endswith("]"):
-            out[key.strip()] = [_scalar(v) for v in value[1:-1].split(",") if v.strip()]
-        else:
-            out[key.strip()] = _scalar(value)
+    # list options (nargs="*", e.g. prune_exclude) given one YAML scalar: a one-item list, not its letters
+    for a in parser._actions:
+        if a.nargs == "*" and isinstance(out.get(a.dest), str):
+            out[a.dest] = [out[a.dest]]
     return out
 
 
