@@ -63,7 +63,7 @@ def method_label(config: dict, summary: dict) -> str:
     """Method label of a run: method name, with the STDS shape appended (``stds-sine``/``stds-linear``)."""
     method = summary.get("method") or config.get("method") or "dense"
     if method == "stds":
-        shape = config.get("stds_shape") or config.get("stds-shape") or "sine"
+        shape = config.get("stds_shape") or "sine"
         return f"stds-{shape}"
     return method
 

@@ -228,6 +228,8 @@ def test_backend_errors_are_explicit(monkeypatch):
     node = nn_mod.LIFNode(step_mode="m", backend="cupy", surrogate_function=surrogate.ATan())
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         node(torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match="extra forward arguments"):  # never a silent SpikingJelly fallback
+        node.multi_step_forward(torch.randn(2, 3), None)
     node.step_mode = "s"
     with pytest.raises(RuntimeError, match="single-step"):
         node(torch.randn(3))

@@ -135,10 +135,22 @@ class _FusedMultiStepMixin:
         return spikes
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
-        """Fused CuPy path when :meth:`uses_cupy` says so, SpikingJelly's multi-step forward otherwise."""
-        if not args and not kwargs and self.uses_cupy(x_seq):
+        """Fused CuPy path when :meth:`uses_cupy` says so, SpikingJelly's multi-step forward otherwise.
+
+        Raises:
+            RuntimeError: ``backend="cupy"`` with extra forward arguments (the fused kernels take none) or
+                where the fused path cannot run.
+        """
+        if args or kwargs:
+            if self.backend == "cupy":
+                raise RuntimeError(
+                    f"{type(self).__name__}(backend='cupy') cannot run: the fused kernels take only the input "
+                    "sequence, got extra forward arguments; use backend='auto' or 'spikingjelly'"
+                )
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        if self.uses_cupy(x_seq):
             return self._fused_multi_step(x_seq)
-        return super().multi_step_forward(x_seq, *args, **kwargs)
+        return super().multi_step_forward(x_seq)
 
     def single_step_forward(self, x: torch.Tensor, *args, **kwargs):
         """SpikingJelly's single-step forward (``backend="cupy"`` raises: the kernels are multi-step)."""
