@@ -5,8 +5,9 @@ with the same constructor arguments plus ``backend``:
 
 * ``"spikingjelly"``: always SpikingJelly's own implementation.
 * ``"auto"`` (default): the fused CuPy kernels for CUDA tensors in multi-step mode when CuPy is
-  installed and the configuration is supported (ATan/Sigmoid surrogate, fp32/fp16/bf16 input, no
-  SpikingJelly precision plan); SpikingJelly's implementation otherwise.
+  installed, the kernels compile on the input's device (probed once per device; a failure, e.g. NVRTC
+  without ``cuda_fp16.h``, warns once and says why) and the configuration is supported (ATan/Sigmoid
+  surrogate, fp32/fp16/bf16 input, no SpikingJelly precision plan); SpikingJelly's implementation otherwise.
 * ``"cupy"``: the fused kernels, or a :class:`RuntimeError` saying why they cannot run.
 
 Single-step mode always runs SpikingJelly's code (``"cupy"`` refuses it). On the fused path the
@@ -17,6 +18,7 @@ SpikingJelly, so ``functional.reset_net``, ``detach_net`` and monitors keep work
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 from spikingjelly.activation_based import neuron as sj_neuron
@@ -29,6 +31,13 @@ __all__ = ["BACKENDS", "IFNode", "LIFNode", "ParametricLIFNode"]
 BACKENDS = ("auto", "cupy", "spikingjelly")
 _SURROGATES = {sj_surrogate.ATan: "atan", sj_surrogate.Sigmoid: "sigmoid"}
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _ops():
+    from .kernels import ops  # deferred: registers the custom ops on first use only
+
+    return ops
 
 
 def _check_backend(backend: str) -> str:
@@ -74,6 +83,8 @@ class _FusedMultiStepMixin:
             )
         if getattr(self, "_neuron_precision", None) is not None:
             return "a SpikingJelly neuron precision plan is set on this neuron; use backend='spikingjelly'"
+        if x_seq is not None and x_seq.device.type == "cpu" and _ops().hooked_launcher_active():
+            return None  # kernel_hooks: CPU tensors take the kernel path with the test's launcher
         if x_seq is not None:
             if not x_seq.is_cuda:
                 return (
@@ -89,6 +100,14 @@ class _FusedMultiStepMixin:
                 f"CuPy is not installed or failed to import ({_cupy.cupy_import_error()!r}); "
                 f"{_cupy.INSTALL_HINT}, or use backend='auto' / 'spikingjelly'"
             )
+        if x_seq is not None:
+            error = _ops().probe_error(x_seq.device)
+            if error is not None:
+                return (
+                    f"the fused kernels do not compile on {x_seq.device} ({error}); check that NVRTC finds "
+                    "cuda_fp16.h (set CUDA_PATH to a CUDA toolkit, or pip install nvidia-cuda-runtime) or use "
+                    "backend='spikingjelly'"
+                )
         return None
 
     def uses_cupy(self, x_seq: torch.Tensor) -> bool:
@@ -102,21 +121,24 @@ class _FusedMultiStepMixin:
         reason = self.cupy_unavailable_reason(x_seq)
         if reason is not None and self.backend == "cupy":
             raise RuntimeError(f"{type(self).__name__}(backend='cupy') cannot run: {reason}")
+        if reason is not None and "do not compile" in reason and (str(x_seq.device), reason) not in _WARNED:
+            _WARNED.add((str(x_seq.device), reason))
+            warnings.warn(
+                f"{type(self).__name__}(backend='auto') runs SpikingJelly's implementation: {reason}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return reason is None
 
     def _fused_multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        from .kernels.ops import multistep_neuron
-
         v = self._memories["v"]
-        # full_like keeps the per-step layout of x (e.g. channels_last), so the op needs no copy of v.
+        # After a reset v is a number: the kernels start every neuron from that scalar (no state tensor).
         if not isinstance(v, torch.Tensor):
-            v = torch.full_like(x_seq[0], float(v), dtype=torch.float32)
+            v = float(v)
         elif v.shape != x_seq.shape[1:]:
-            v = torch.full_like(
-                x_seq[0], self.v_reset if self.v_reset is not None else 0.0, dtype=torch.float32
-            )
+            v = float(self.v_reset if self.v_reset is not None else 0.0)
         surrogate, alpha = self._surrogate_spec()
-        spikes, v_final, v_seq = multistep_neuron(
+        spikes, v_final, v_seq = _ops().multistep_neuron(
             x_seq,
             v,
             getattr(self, "w", None) if self._kind == "plif" else None,

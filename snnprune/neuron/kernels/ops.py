@@ -1,20 +1,31 @@
-"""``torch.library`` custom ops wrapping the fused multi-step neuron kernels.
+"""Fused multi-step neuron: eager ``autograd.Function``, ``torch.library`` custom ops, kernel launches.
 
-``snnprune::multistep_neuron_fwd`` and ``snnprune::multistep_neuron_bwd`` run the CuPy kernels of
-:mod:`~snnprune.neuron.kernels.source` on CUDA tensors (on PyTorch's current stream, so CUDA graphs and
-``torch.compile`` capture them) and the pure-torch :mod:`~snnprune.neuron.kernels.reference` on CPU
-(the CPU path exists so the op plumbing — fake tensors, autograd — is testable without a GPU).
-Both have ``register_fake`` shape functions and the forward has ``register_autograd``.
+Two entry paths share one implementation (:func:`_forward_impl`, :func:`_backward_impl`):
 
-Layout: the ops work on a *time-major dense* ``x_seq`` (``x_seq.stride(0) == x_seq[0].numel()`` and
-``x_seq[0]`` non-overlapping and dense, e.g. contiguous or channels-last per step): the kernels index
-memory as ``[T, N]`` and every output is allocated with ``empty_like`` so it has the input's strides.
-:func:`multistep_neuron` makes anything else contiguous once.
+* **Eager** (the default): a plain :class:`torch.autograd.Function` (or, without autograd, a direct
+  call), so the host cost per call is a few tensor allocations and one kernel launch.
+* **Traced** (``torch.compile``, including CUDA-graph capture with ``mode="reduce-overhead"``): the custom
+  ops ``snnprune::multistep_neuron_fwd`` / ``snnprune::multistep_neuron_bwd`` with ``register_fake`` shape
+  functions and ``register_autograd``.
+
+On CUDA tensors the CuPy kernels of :mod:`~snnprune.neuron.kernels.source` run on PyTorch's current stream;
+on CPU tensors the pure-torch :mod:`~snnprune.neuron.kernels.reference` runs (so the plumbing is testable
+without a GPU). :func:`kernel_hooks` lets tests and the CPU mode of ``scripts/bench_neurons.py`` run CPU
+tensors through the real kernel path with a launcher of their own.
+
+Layout: the kernels index a *time-major dense* ``x_seq`` (``x_seq.stride(0) == x_seq[0].numel()``, each step
+dense, e.g. contiguous or channels-last) as ``[T, N]``; outputs get the input's strides, the fp32 state
+the per-step strides. :func:`multistep_neuron` makes anything else contiguous once. The backward saves only
+the input (and a tensor initial state): ``h`` is recomputed in fp32 by the backward kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,85 +34,164 @@ from .. import _cupy
 from . import reference, source
 
 __all__ = [
+    "MAX_BLOCKS",
     "THREADS",
     "compiled_kernel",
     "is_time_major_dense",
+    "kernel_hooks",
+    "launch_plan",
     "multistep_neuron",
     "num_blocks",
-    "round_toward_threshold",
+    "probe_error",
+    "traffic_bytes",
 ]
 
 THREADS = 256
 MAX_BLOCKS = 8192
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _KERNELS: dict[tuple[int, str], object] = {}
-#: Number of CUDA kernel launches; tests use it as a sentinel that the fused path ran.
+_KEYS: dict[tuple, source.ForwardKey | source.BackwardKey] = {}
+_PROBES: dict[int, str | None] = {}
+#: Number of kernel launches (also counted under :func:`kernel_hooks`); tests use it as a sentinel.
 LAUNCHES = {"fwd": 0, "bwd": 0}
-#: Test hook: ``callable(key, n, args)`` run instead of the CuPy launch; when set, CPU tensors also take the
-#: kernel path, so tests can drive the real argument packing against the CPU-compiled kernel source.
-CPU_LAUNCHER = None
-#: When True, CUDA outputs are filled with NaN before the launch (tests: an unwritten element fails).
-POISON_OUTPUTS = False
 
 
-def _out_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    out = torch.empty_like(t, dtype=dtype)
-    return out.fill_(math.nan) if POISON_OUTPUTS else out
+@dataclass
+class _Hooks:
+    launcher: Callable | None = None
+    poison: bool = False
 
 
-def num_blocks(n: int) -> int:
-    """Grid size of a launch over ``n`` neurons (grid-stride loop beyond ``MAX_BLOCKS`` blocks)."""
-    return max(1, min(-(-n // THREADS), MAX_BLOCKS))
+_HOOKS = _Hooks()
+
+
+@contextlib.contextmanager
+def kernel_hooks(
+    launcher: Callable[[object, int, int, tuple], None] | None = None, *, poison_outputs: bool = False
+) -> Iterator[None]:
+    """Test hooks for the kernel path, restored on exit.
+
+    Args:
+        launcher: ``launcher(key, blocks, units, args)`` runs instead of the CuPy launch (``units``: the
+            number of ``key.vec``-neuron groups, ``args``: the kernel's packed arguments). While set, CPU
+            tensors also take the kernel path (argument packing, layouts, autograd), and the neuron nodes
+            accept CPU tensors for their fused path.
+        poison_outputs: fill kernel outputs with NaN before the launch (an element the kernel does not
+            write then fails the comparison).
+
+    Yields:
+        Nothing; the hooks are active inside the ``with`` block.
+    """
+    saved = (_HOOKS.launcher, _HOOKS.poison)
+    _HOOKS.launcher, _HOOKS.poison = launcher, poison_outputs
+    try:
+        yield
+    finally:
+        _HOOKS.launcher, _HOOKS.poison = saved
+
+
+def hooked_launcher_active() -> bool:
+    """Whether a :func:`kernel_hooks` launcher is active (CPU tensors then take the kernel path)."""
+    return _HOOKS.launcher is not None
+
+
+def num_blocks(units: int) -> int:
+    """Grid size of a launch over ``units`` thread work items (grid-stride loop beyond ``MAX_BLOCKS``)."""
+    return max(1, min(-(-units // THREADS), MAX_BLOCKS))
 
 
 def is_time_major_dense(x: torch.Tensor) -> bool:
     """Whether ``x`` ``[T, ...]`` can be indexed as a dense ``[T, N]`` buffer with per-step layout ``x[0]``."""
-    if x.dim() < 1 or x.shape[0] == 0:
+    shape, strides = x.shape, x.stride()
+    if len(shape) < 1 or shape[0] == 0:
         return x.is_contiguous()
-    step = x[0]
-    n = step.numel()
-    if x.shape[0] > 1 and x.stride(0) != n:
+    n = math.prod(shape[1:])
+    if shape[0] > 1 and strides[0] != n:
         return False
-    dims = sorted((s, st) for s, st in zip(step.shape, step.stride(), strict=True) if s != 1)
     expected = 1
-    for size, stride in sorted(dims, key=lambda d: d[1]):
-        if stride != expected:
+    for size, stride in sorted((st, s) for s, st in zip(shape[1:], strides[1:], strict=True) if s != 1):
+        if size != expected:
             return False
-        expected *= size
+        expected *= stride
     return True
 
 
-def round_toward_threshold(h: torch.Tensor, dtype: torch.dtype, v_threshold: float) -> torch.Tensor:
-    """Cast fp32 ``h`` to ``dtype`` rounding *away from the threshold*'s other side.
+def _same_layout(a: torch.Tensor, shape, strides) -> bool:
+    """``a`` has ``shape`` and, on every dimension longer than 1, the given strides."""
+    if tuple(a.shape) != tuple(shape):
+        return False
+    return all(s == 1 or sa == sb for s, sa, sb in zip(shape, a.stride(), strides, strict=True))
 
-    ``h >= v_threshold`` rounds up, ``h < v_threshold`` rounds down, so ``cast(h) >= v_threshold`` iff
-    ``h >= v_threshold``: the backward's recomputed spike equals the forward's. Mirrors the
-    ``__float2half_ru/_rd`` stores of the CUDA forward.
 
-    Args:
-        h: fp32 tensor.
-        dtype: target dtype (fp32 returns ``h`` itself).
-        v_threshold: firing threshold.
+def _as_layout(t: torch.Tensor, shape, strides, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``t`` with ``dtype``/``device`` and the given strides (copied only when they differ)."""
+    if t.dtype == dtype and t.device == device and _same_layout(t, shape, strides):
+        return t
+    return torch.empty_strided(shape, strides, dtype=dtype, device=device).copy_(t)
 
-    Returns:
-        ``h`` in ``dtype``.
+
+def _out(shape, strides, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    return out.fill_(math.nan) if _HOOKS.poison else out
+
+
+def _sg_constants(surrogate: str, alpha: float) -> tuple[np.float32, np.float32]:
+    if surrogate == "atan":
+        return np.float32(math.pi / 2 * alpha), np.float32(alpha / 2)
+    return np.float32(alpha), np.float32(0.0)
+
+
+def _ptr(t: torch.Tensor | None) -> np.uint64:
+    return np.uint64(0 if t is None else t.data_ptr())
+
+
+@dataclass(frozen=True)
+class _Config:
+    kind: str
+    tau: float
+    decay_input: bool
+    v_threshold: float
+    v_reset: float | None
+    detach_reset: bool
+    surrogate: str
+    alpha: float
+    store_v_seq: bool
+
+
+# --------------------------------------------------------------------------------------------- kernels
+
+
+def cuda_compile_options() -> tuple[str, ...]:
+    """NVRTC options: C++17, no fast math, and the CUDA include folder holding ``cuda_fp16.h``.
+
+    NVRTC 13 has no built-in ``cuda_fp16.h``/``cuda_bf16.h``; the folder is searched in the
+    ``nvidia-cuda-runtime`` wheel next to CuPy, ``$CUDA_PATH/include`` and ``/usr/local/cuda/include``.
     """
-    if dtype == torch.float32:
-        return h
-    r = h.to(dtype)
-    back = r.float()
-    up = (h >= v_threshold) & (back < h)
-    down = (h < v_threshold) & (back > h)
-    inf = torch.full_like(r, math.inf)
-    r = torch.where(up, torch.nextafter(r, inf), r)
-    return torch.where(down, torch.nextafter(r, -inf), r)
+    options = ["--std=c++17"]
+    candidates = []
+    cupy_mod = _cupy._import_cupy()[0]
+    if cupy_mod is not None:
+        site = os.path.dirname(os.path.dirname(cupy_mod.__file__))
+        candidates += [os.path.join(site, "nvidia", sub, "include") for sub in ("cu13", "cuda_runtime")]
+    for env in ("CUDA_PATH", "CUDA_HOME"):
+        if os.environ.get(env):
+            candidates.append(os.path.join(os.environ[env], "include"))
+    candidates.append("/usr/local/cuda/include")
+    for folder in candidates:
+        if os.path.exists(os.path.join(folder, "cuda_fp16.h")):
+            options.append("-I" + folder)
+            break
+    return tuple(options)
 
 
 def compiled_kernel(device_index: int, key: source.ForwardKey | source.BackwardKey) -> object:
-    """The ``cupy.RawKernel`` for ``key``, built once per (device, specialization) and memoized.
+    """The ``cupy.RawKernel`` for ``key``, compiled once per (device, specialization) and memoized.
 
-    The source is generated only on a cache miss; NVRTC compiles it on the first launch with
-    ``--std=c++17`` and no ``-use_fast_math`` (exactness), and CuPy also caches the binary on disk.
+    NVRTC compiles it here (``--std=c++17``, no ``-use_fast_math``: exactness), so a compile error surfaces
+    at the first use, not inside a launch; CuPy also caches the binary on disk.
+
+    Raises:
+        RuntimeError: CuPy is missing; CuPy's compile error propagates unchanged.
     """
     cache_key = (device_index, key.name)
     kernel = _KERNELS.get(cache_key)
@@ -111,47 +201,359 @@ def compiled_kernel(device_index: int, key: source.ForwardKey | source.BackwardK
             source.forward_source(key) if isinstance(key, source.ForwardKey) else source.backward_source(key)
         )
         with cupy.cuda.Device(device_index):
-            kernel = cupy.RawKernel(code, key.name, options=("--std=c++17",))
+            kernel = cupy.RawKernel(code, key.name, options=cuda_compile_options())
+            kernel.compile()
         _KERNELS[cache_key] = kernel
     return kernel
 
 
-def _ptr(t: torch.Tensor | None) -> np.uint64:
-    return np.uint64(0 if t is None else t.data_ptr())
+def probe_error(device: torch.device) -> str | None:
+    """Compile a small fp32/fp16/bf16 kernel set once per device; the reason it failed, or ``None``.
+
+    ``backend="auto"`` uses the fused kernels only when this returns ``None`` (so a missing
+    ``cuda_fp16.h`` or a broken NVRTC falls back to SpikingJelly instead of stopping training).
+
+    Args:
+        device: a CUDA device.
+
+    Returns:
+        ``None`` when the kernels compile, else ``"<ExceptionType>: <message>"`` (first line).
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _PROBES:
+        try:
+            for dtype in ("fp32", "fp16", "bf16"):
+                compiled_kernel(index, source.ForwardKey("if", True, True, dtype))
+            _PROBES[index] = None
+        except Exception as err:  # NVRTC/CuPy errors have no common base class
+            first = (str(err).strip().splitlines() or [""])[0]
+            _PROBES[index] = f"{type(err).__name__}: {first}"
+    return _PROBES[index]
 
 
-def _launch(key, n: int, args: tuple, device: torch.device) -> None:
-    if CPU_LAUNCHER is not None:
-        CPU_LAUNCHER(key, n, args)
+def launch_plan(n: int, steps: int, pointers: list[tuple[torch.Tensor | None, int]]) -> tuple[int, int, bool]:
+    """Specialization choices for a launch over ``n`` neurons and ``steps`` steps.
+
+    Args:
+        n: neurons per step.
+        steps: ``T``.
+        pointers: ``(tensor or None, element size)`` of every array the kernel touches.
+
+    Returns:
+        ``(static_steps, vec, index32)``: ``T`` as a compile-time constant (0 above
+        ``source.MAX_STATIC_STEPS``), 2 neurons per thread when ``n`` is even and every pointer is aligned to
+        two elements (else 1), and 32-bit indices when ``T * N`` plus one grid stride fits in ``int``.
+    """
+    vec = 2 if n % 2 == 0 and all(t is None or t.data_ptr() % (2 * size) == 0 for t, size in pointers) else 1
+    index32 = steps * n + THREADS * MAX_BLOCKS < 2**31
+    return (steps if steps <= source.MAX_STATIC_STEPS else 0), vec, index32
+
+
+def traffic_bytes(
+    dtype: torch.dtype,
+    steps: int,
+    *,
+    training: bool,
+    state_tensor: bool = False,
+    store_v_seq: bool = False,
+) -> dict[str, float]:
+    """DRAM bytes per neuron-step the kernels move (counted from :mod:`source`), and the two floors.
+
+    Forward: reads ``x``, writes spikes (and ``v_seq``), reads a tensor initial state once, writes the fp32
+    final state once. Backward: reads ``x`` and the spike gradient, writes the input gradient (a tensor
+    initial state is read again, ``grad_v_init`` written when it is needed). A run-time ``T`` above
+    ``source.MAX_STATIC_STEPS`` also re-reads ``x`` to replay each backward chunk's start.
+
+    Args:
+        dtype: input dtype.
+        steps: ``T``.
+        training: forward + backward (else forward only).
+        state_tensor: the initial state is a tensor (else the scalar after a reset).
+        store_v_seq: the fp32 ``v_seq`` is written (and its gradient read in training).
+
+    Returns:
+        ``{"bytes": b, "floor_inference": 2 passes, "floor_training": 5 passes}`` per neuron-step.
+    """
+    e = torch.empty((), dtype=dtype).element_size()
+    state = 4 / steps
+    fwd = 2 * e + state + (state if state_tensor else 0) + (4 if store_v_seq else 0)
+    total = fwd
+    if training:
+        replay = 0.0
+        if steps > source.MAX_STATIC_STEPS:
+            chunks = -(-steps // source.CHUNK)
+            starts = sum(max(0, steps - c * source.CHUNK) for c in range(1, chunks + 1))
+            replay = e * starts / steps
+        bwd = 3 * e + replay + (4 if store_v_seq else 0) + (2 * state if state_tensor else 0)
+        total += bwd
+    return {"bytes": total, "floor_inference": 2 * e, "floor_training": 5 * e}
+
+
+def _key(cls, *fields):
+    key = _KEYS.get((cls, fields))
+    if key is None:
+        key = _KEYS[(cls, fields)] = cls(*fields)
+    return key
+
+
+def _launch(key, units: int, args: tuple, device: torch.device) -> None:
+    blocks = num_blocks(units)
+    if _HOOKS.launcher is not None:
+        _HOOKS.launcher(key, blocks, units, args)
         return
     kernel = compiled_kernel(device.index, key)
     cupy = _cupy.ensure_cupy()
     # RawKernel.__call__ launches on CuPy's current stream: make it PyTorch's current stream.
     with cupy.cuda.Device(device.index), _cupy.torch_stream_for_cupy(device):
-        kernel((num_blocks(n),), (THREADS,), args)
+        kernel((blocks,), (THREADS,), args)
 
 
-def _like_layout(t: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """``t`` with ``template``'s device, strides and dtype (copy only when they differ; the kernels take raw
-    pointers, so a tensor on another device must never pass through)."""
-    if t.device == template.device and t.stride() == template.stride() and t.dtype == template.dtype:
-        return t
-    return torch.empty_like(template).copy_(t)
+def _check_kernel_args(x: torch.Tensor, v_init: torch.Tensor | None, q: torch.Tensor | None) -> None:
+    """One clear error before raw pointers reach a kernel (a pointer from another device is an illegal
+    address that poisons the CUDA context)."""
+    problem = None
+    if x.dtype not in _DTYPE_NAMES:
+        problem = f"x_seq has dtype {x.dtype}; use float32, float16 or bfloat16"
+    elif not is_time_major_dense(x):
+        problem = "x_seq is not time-major dense; pass x_seq.contiguous()"
+    elif v_init is not None and (v_init.device != x.device or v_init.dtype != torch.float32):
+        problem = (
+            f"v_init is {v_init.dtype} on {v_init.device}, the kernels need float32 on the input's device "
+            f"{x.device}; move it with v_init.to({str(x.device)!r}, torch.float32)"
+        )
+    elif v_init is not None and not _same_layout(v_init, x.shape[1:], x.stride()[1:]):
+        problem = "v_init does not have the per-step layout of x_seq; pass it through multistep_neuron"
+    elif q is not None and (q.device != x.device or q.dtype != torch.float32 or q.numel() != 1):
+        problem = (
+            f"the PLIF parameter is a {q.dtype} tensor of {q.numel()} elements on {q.device}; the kernels "
+            f"need one float32 element on the input's device {x.device} (move the neuron with .to(device))"
+        )
+    if problem is not None:
+        raise ValueError(f"fused neuron kernel: {problem}")
 
 
-def _sg_constants(surrogate: str, alpha: float) -> tuple[np.float32, np.float32]:
-    if surrogate == "atan":
-        return np.float32(math.pi / 2 * alpha), np.float32(alpha / 2)
-    return np.float32(alpha), np.float32(0.0)
+def _forward_impl(
+    x: torch.Tensor, v_init: torch.Tensor | None, v0: float, q: torch.Tensor | None, cfg: _Config
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    shape, strides = x.shape, x.stride()
+    step_shape, step_strides = shape[1:], strides[1:]
+    steps, dev = shape[0], x.device
+    if dev.type == "cpu" and _HOOKS.launcher is None:
+        v = v_init if v_init is not None else torch.full(step_shape, float(v0))
+        if steps == 0:
+            return (
+                torch.empty_like(x),
+                v.float().clone(),
+                (torch.empty_like(x, dtype=torch.float32) if cfg.store_v_seq else None),
+            )
+        spikes, v_final, _, v_seq = reference.multistep_forward(
+            x,
+            v,
+            q,
+            kind=cfg.kind,
+            tau=cfg.tau,
+            decay_input=cfg.decay_input,
+            v_threshold=cfg.v_threshold,
+            v_reset=cfg.v_reset,
+            store_v_seq=cfg.store_v_seq,
+        )
+        return (
+            _as_layout(spikes, shape, strides, x.dtype, dev),
+            _as_layout(v_final, step_shape, step_strides, torch.float32, dev),
+            None if v_seq is None else _as_layout(v_seq, shape, strides, torch.float32, dev),
+        )
+    _check_kernel_args(x, v_init, q)
+    spikes = _out(shape, strides, x.dtype, dev)
+    v_final = _out(step_shape, step_strides, torch.float32, dev)
+    v_seq = _out(shape, strides, torch.float32, dev) if cfg.store_v_seq else None
+    n = math.prod(step_shape)
+    if steps == 0 or n == 0:
+        v_final.copy_(v_init) if v_init is not None else v_final.fill_(float(v0))
+        return spikes, v_final, v_seq
+    e = x.element_size()
+    static, vec, idx32 = launch_plan(n, steps, [(x, e), (spikes, e), (v_init, 4), (v_final, 4), (v_seq, 4)])
+    hard = cfg.v_reset is not None
+    key = _key(
+        source.ForwardKey,
+        cfg.kind,
+        hard,
+        cfg.decay_input or cfg.kind == "if",
+        _DTYPE_NAMES[x.dtype],
+        static,
+        vec,
+        idx32,
+    )
+    args = (
+        _ptr(x),
+        _ptr(v_init),
+        _ptr(q),
+        _ptr(spikes),
+        _ptr(v_final),
+        _ptr(v_seq),
+        np.int64(n),
+        np.int32(steps),
+        np.float32(cfg.tau),
+        np.float32(cfg.v_threshold),
+        np.float32(cfg.v_reset if hard else 0.0),
+        np.float32(v0),
+    )
+    _launch(key, n // vec, args, dev)
+    LAUNCHES["fwd"] += 1
+    return spikes, v_final, v_seq
 
 
-# --------------------------------------------------------------------------------------------- forward
+def _backward_impl(
+    grad_spikes: torch.Tensor | None,
+    grad_v_final: torch.Tensor | None,
+    grad_v_seq: torch.Tensor | None,
+    x: torch.Tensor,
+    v_init: torch.Tensor | None,
+    v0: float,
+    q: torch.Tensor | None,
+    cfg: _Config,
+    need_grad_v_init: bool,
+    need_grad_q: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    shape, strides = x.shape, x.stride()
+    step_shape, step_strides = shape[1:], strides[1:]
+    steps, dev = shape[0], x.device
+    plif = cfg.kind == "plif"
+    if dev.type == "cpu" and _HOOKS.launcher is None:
+        v = v_init if v_init is not None else torch.full(step_shape, float(v0))
+        if steps == 0:
+            gv = torch.zeros(step_shape) if grad_v_final is None else grad_v_final.float().clone()
+            return (
+                torch.empty_like(x),
+                gv if need_grad_v_init else None,
+                (torch.zeros(()) if need_grad_q else None),
+            )
+        grad_x, grad_v, grad_q = reference.multistep_backward(
+            grad_spikes,
+            grad_v_final,
+            grad_v_seq,
+            x,
+            v,
+            q,
+            kind=cfg.kind,
+            tau=cfg.tau,
+            decay_input=cfg.decay_input,
+            v_threshold=cfg.v_threshold,
+            v_reset=cfg.v_reset,
+            detach_reset=cfg.detach_reset,
+            surrogate=cfg.surrogate,
+            alpha=cfg.alpha,
+        )
+        return (
+            _as_layout(grad_x, shape, strides, x.dtype, dev),
+            _as_layout(grad_v, step_shape, step_strides, torch.float32, dev) if need_grad_v_init else None,
+            grad_q if (plif and need_grad_q) else None,
+        )
+    _check_kernel_args(x, v_init, q)
+    if grad_spikes is not None:
+        grad_spikes = _as_layout(grad_spikes, shape, strides, x.dtype, dev)
+    if grad_v_final is not None:
+        grad_v_final = _as_layout(grad_v_final, step_shape, step_strides, torch.float32, dev)
+    if grad_v_seq is not None:
+        grad_v_seq = _as_layout(grad_v_seq, shape, strides, torch.float32, dev)
+    grad_x = _out(shape, strides, x.dtype, dev)
+    grad_v = _out(step_shape, step_strides, torch.float32, dev) if need_grad_v_init else None
+    n = math.prod(step_shape)
+    if steps == 0 or n == 0:
+        if grad_v is not None:
+            grad_v.zero_() if grad_v_final is None else grad_v.copy_(grad_v_final)
+        return grad_x, grad_v, (torch.zeros((), device=dev) if plif and need_grad_q else None)
+    e = x.element_size()
+    static, vec, idx32 = launch_plan(
+        n,
+        steps,
+        [(grad_spikes, e), (grad_v_final, 4), (grad_v_seq, 4), (x, e), (v_init, 4), (grad_x, e), (grad_v, 4)],
+    )
+    partials = None
+    if plif and need_grad_q:
+        partials = _out((num_blocks(n // vec) * THREADS // 32,), (1,), torch.float32, dev)
+    hard = cfg.v_reset is not None
+    key = _key(
+        source.BackwardKey,
+        cfg.kind,
+        hard,
+        cfg.decay_input or cfg.kind == "if",
+        _DTYPE_NAMES[x.dtype],
+        cfg.detach_reset,
+        cfg.surrogate,
+        static,
+        vec,
+        idx32,
+    )
+    c1, c2 = _sg_constants(cfg.surrogate, cfg.alpha)
+    args = (
+        _ptr(grad_spikes),
+        _ptr(grad_v_final),
+        _ptr(grad_v_seq),
+        _ptr(x),
+        _ptr(v_init),
+        _ptr(q),
+        _ptr(grad_x),
+        _ptr(grad_v),
+        _ptr(partials),
+        np.int64(n),
+        np.int32(steps),
+        np.float32(cfg.tau),
+        np.float32(cfg.v_threshold),
+        np.float32(cfg.v_reset if hard else 0.0),
+        np.float32(v0),
+        c1,
+        c2,
+    )
+    _launch(key, n // vec, args, dev)
+    LAUNCHES["bwd"] += 1
+    return grad_x, grad_v, (partials.sum() if partials is not None else None)
+
+
+# ------------------------------------------------------------------------------- eager autograd path
+
+
+class _MultiStepFunction(torch.autograd.Function):
+    """Eager autograd path: one forward launch, one backward launch, no dispatcher round trips."""
+
+    @staticmethod
+    def forward(ctx, x, v_init, q, v0, cfg):
+        spikes, v_final, v_seq = _forward_impl(x, v_init, v0, q, cfg)
+        ctx.save_for_backward(x, v_init, q)
+        ctx.v0, ctx.cfg = v0, cfg
+        ctx.set_materialize_grads(False)
+        if v_seq is None:
+            v_seq = x.new_empty(0, dtype=torch.float32)
+            ctx.mark_non_differentiable(v_seq)
+        return spikes, v_final, v_seq
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_final, grad_v_seq):
+        x, v_init, q = ctx.saved_tensors
+        cfg = ctx.cfg
+        need = ctx.needs_input_grad
+        grad_x, grad_v, grad_q = _backward_impl(
+            grad_spikes,
+            grad_v_final,
+            grad_v_seq if cfg.store_v_seq else None,
+            x,
+            v_init,
+            ctx.v0,
+            q,
+            cfg,
+            bool(need[1]),
+            bool(need[2]),
+        )
+        return grad_x if need[0] else None, grad_v, grad_q, None, None
+
+
+# ------------------------------------------------------------------------- custom ops (torch.compile)
 
 
 @torch.library.custom_op("snnprune::multistep_neuron_fwd", mutates_args=())
 def _fwd(
     x_seq: torch.Tensor,
-    v_init: torch.Tensor,
+    v_init: torch.Tensor | None,
+    v0: float,
     q: torch.Tensor | None,
     kind: str,
     tau: float,
@@ -162,61 +564,19 @@ def _fwd(
     surrogate: str,
     alpha: float,
     store_v_seq: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    if x_seq.device.type == "cpu" and CPU_LAUNCHER is None:
-        spikes, v_final, h32, v_seq = reference.multistep_forward(
-            x_seq,
-            v_init,
-            q,
-            kind=kind,
-            tau=tau,
-            decay_input=decay_input,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            store_v_seq=store_v_seq,
-        )
-        h_seq = round_toward_threshold(h32, x_seq.dtype, v_threshold)
-        v_seq = v_seq if v_seq is not None else x_seq.new_empty(0, dtype=torch.float32)
-        if x_seq.shape[0] == 0:
-            v_final = v_final.clone()  # a custom op may not return an alias of its input
-        return (
-            _like_layout(spikes, x_seq),
-            _like_layout(v_final, v_init),
-            _like_layout(h_seq, x_seq),
-            _like_layout(v_seq, torch.empty_like(x_seq, dtype=torch.float32)) if store_v_seq else v_seq,
-        )
-    spikes = _out_like(x_seq)
-    h_seq = _out_like(x_seq)
-    v_final = _out_like(v_init)
-    v_seq = _out_like(x_seq, torch.float32) if store_v_seq else x_seq.new_empty(0, dtype=torch.float32)
-    steps, n = x_seq.shape[0], v_init.numel()
-    if steps == 0 or n == 0:
-        v_final.copy_(v_init)
-        return spikes, v_final, h_seq, v_seq
-    key = source.ForwardKey(kind, v_reset is not None, decay_input or kind == "if", _DTYPE_NAMES[x_seq.dtype])
-    args = (
-        _ptr(x_seq),
-        _ptr(v_init),
-        _ptr(q),
-        _ptr(spikes),
-        _ptr(h_seq),
-        _ptr(v_final),
-        _ptr(v_seq if store_v_seq else None),
-        np.int64(n),
-        np.int32(steps),
-        np.float32(tau),
-        np.float32(v_threshold),
-        np.float32(0.0 if v_reset is None else v_reset),
-    )
-    _launch(key, n, args, x_seq.device)
-    LAUNCHES["fwd"] += 1
-    return spikes, v_final, h_seq, v_seq
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cfg = _Config(kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store_v_seq)
+    spikes, v_final, v_seq = _forward_impl(x_seq, v_init, v0, q, cfg)
+    if v_init is not None and v_final.data_ptr() == v_init.data_ptr():
+        v_final = v_final.clone()  # a custom op may not return an alias of its input
+    return spikes, v_final, v_seq if v_seq is not None else x_seq.new_empty(0, dtype=torch.float32)
 
 
 @_fwd.register_fake
 def _fwd_fake(
     x_seq,
     v_init,
+    v0,
     q,
     kind,
     tau,
@@ -228,24 +588,29 @@ def _fwd_fake(
     alpha,
     store_v_seq,
 ):
+    v_final = torch.empty_strided(
+        x_seq.shape[1:], x_seq.stride()[1:], dtype=torch.float32, device=x_seq.device
+    )
     v_seq = (
-        torch.empty_like(x_seq, dtype=torch.float32)
+        torch.empty_strided(x_seq.shape, x_seq.stride(), dtype=torch.float32, device=x_seq.device)
         if store_v_seq
         else x_seq.new_empty(0, dtype=torch.float32)
     )
-    return torch.empty_like(x_seq), torch.empty_like(v_init), torch.empty_like(x_seq), v_seq
-
-
-# -------------------------------------------------------------------------------------------- backward
+    return (
+        torch.empty_strided(x_seq.shape, x_seq.stride(), dtype=x_seq.dtype, device=x_seq.device),
+        v_final,
+        v_seq,
+    )
 
 
 @torch.library.custom_op("snnprune::multistep_neuron_bwd", mutates_args=())
 def _bwd(
-    grad_spikes: torch.Tensor,
+    grad_spikes: torch.Tensor | None,
     grad_v_final: torch.Tensor | None,
     grad_v_seq: torch.Tensor | None,
-    h_seq: torch.Tensor,
-    v_init: torch.Tensor,
+    x_seq: torch.Tensor,
+    v_init: torch.Tensor | None,
+    v0: float,
     q: torch.Tensor | None,
     kind: str,
     tau: float,
@@ -257,125 +622,42 @@ def _bwd(
     alpha: float,
     need_grad_v_init: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if h_seq.device.type == "cpu" and CPU_LAUNCHER is None:
-        grad_x, grad_v, grad_q = reference.multistep_backward(
-            grad_spikes,
-            grad_v_final,
-            grad_v_seq,
-            h_seq,
-            v_init,
-            q,
-            kind=kind,
-            tau=tau,
-            decay_input=decay_input,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            detach_reset=detach_reset,
-            surrogate=surrogate,
-            alpha=alpha,
-        )
-        grad_x = _like_layout(grad_x, torch.empty_like(h_seq, dtype=grad_spikes.dtype))
-        grad_v = _like_layout(grad_v, v_init) if need_grad_v_init else v_init.new_empty(0)
-        grad_q = grad_q if grad_q is not None else h_seq.new_zeros((), dtype=torch.float32)
-        return grad_x, grad_v, grad_q
-    grad_x = _out_like(h_seq, grad_spikes.dtype)
-    grad_v = _out_like(v_init) if need_grad_v_init else v_init.new_empty(0)
-    steps, n = h_seq.shape[0], v_init.numel()
-    plif = kind == "plif"
-    partials = _out_like(h_seq.new_empty(num_blocks(n) * THREADS // 32 if plif else 0, dtype=torch.float32))
-    if steps == 0 or n == 0:
-        if need_grad_v_init:
-            grad_v.zero_() if grad_v_final is None else grad_v.copy_(grad_v_final)
-        return grad_x, grad_v, h_seq.new_zeros((), dtype=torch.float32)
-    key = source.BackwardKey(
-        kind,
-        v_reset is not None,
-        decay_input or kind == "if",
-        _DTYPE_NAMES[h_seq.dtype],
-        detach_reset,
-        surrogate,
+    cfg = _Config(kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, False)
+    grad_x, grad_v, grad_q = _backward_impl(
+        grad_spikes, grad_v_final, grad_v_seq, x_seq, v_init, v0, q, cfg, need_grad_v_init, kind == "plif"
     )
-    c1, c2 = _sg_constants(surrogate, alpha)
-    args = (
-        _ptr(grad_spikes),
-        _ptr(grad_v_final),
-        _ptr(grad_v_seq),
-        _ptr(h_seq),
-        _ptr(v_init if plif else None),
-        _ptr(q),
-        _ptr(grad_x),
-        _ptr(grad_v if need_grad_v_init else None),
-        _ptr(partials if plif else None),
-        np.int64(n),
-        np.int32(steps),
-        np.float32(tau),
-        np.float32(v_threshold),
-        np.float32(0.0 if v_reset is None else v_reset),
-        c1,
-        c2,
-    )
-    _launch(key, n, args, h_seq.device)
-    LAUNCHES["bwd"] += 1
-    grad_q = partials.sum() if plif else h_seq.new_zeros((), dtype=torch.float32)
+    if grad_v is None:
+        grad_v = x_seq.new_empty(0, dtype=torch.float32)
+    if grad_q is None:
+        grad_q = x_seq.new_empty(0, dtype=torch.float32)
     return grad_x, grad_v, grad_q
 
 
 @_bwd.register_fake
 def _bwd_fake(
-    grad_spikes,
-    grad_v_final,
-    grad_v_seq,
-    h_seq,
-    v_init,
-    q,
-    kind,
-    tau,
-    decay_input,
-    v_threshold,
-    v_reset,
-    detach_reset,
-    surrogate,
-    alpha,
-    need_grad_v_init,
-):
-    grad_v = torch.empty_like(v_init) if need_grad_v_init else v_init.new_empty(0)
-    return torch.empty_like(h_seq, dtype=grad_spikes.dtype), grad_v, h_seq.new_empty((), dtype=torch.float32)
-
-
-# -------------------------------------------------------------------------------------------- autograd
+    grad_spikes, grad_v_final, grad_v_seq, x_seq, v_init, v0, q, kind, tau, decay_input, v_threshold, v_reset,
+    detach_reset, surrogate, alpha, need_grad_v_init,
+):  # fmt: skip
+    grad_x = torch.empty_strided(x_seq.shape, x_seq.stride(), dtype=x_seq.dtype, device=x_seq.device)
+    if need_grad_v_init:
+        grad_v = torch.empty_strided(
+            x_seq.shape[1:], x_seq.stride()[1:], dtype=torch.float32, device=x_seq.device
+        )
+    else:
+        grad_v = x_seq.new_empty(0, dtype=torch.float32)
+    grad_q = (
+        x_seq.new_empty((), dtype=torch.float32)
+        if kind == "plif"
+        else x_seq.new_empty(0, dtype=torch.float32)
+    )
+    return grad_x, grad_v, grad_q
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x_seq, v_init, q, kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store = (
-        inputs
-    )
-    _, _, h_seq, _ = output
-    ctx.save_for_backward(h_seq, v_init, q)
-    ctx.params = (kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
-    ctx.store_v_seq = store
-    ctx.input_dtype = x_seq.dtype
-    ctx.mark_non_differentiable(h_seq)
-    ctx.set_materialize_grads(False)
-
-
-def _backward(ctx, grad_spikes, grad_v_final, grad_h, grad_v_seq):
-    h_seq, v_init, q = ctx.saved_tensors
-    kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha = ctx.params
-    template = torch.empty_like(h_seq, dtype=ctx.input_dtype)
-    grad_spikes = torch.zeros_like(template) if grad_spikes is None else _like_layout(grad_spikes, template)
-    if grad_v_final is not None:
-        grad_v_final = _like_layout(grad_v_final.float(), v_init)
-    if grad_v_seq is not None and ctx.store_v_seq:
-        grad_v_seq = _like_layout(grad_v_seq.float(), torch.empty_like(h_seq, dtype=torch.float32))
-    else:
-        grad_v_seq = None
-    need_v = bool(ctx.needs_input_grad[1])
-    grad_x, grad_v, grad_q = _bwd(
-        grad_spikes,
-        grad_v_final,
-        grad_v_seq,
-        h_seq,
+    (
+        x_seq,
         v_init,
+        v0,
         q,
         kind,
         tau,
@@ -385,13 +667,34 @@ def _backward(ctx, grad_spikes, grad_v_final, grad_h, grad_v_seq):
         detach_reset,
         surrogate,
         alpha,
+        store,
+    ) = inputs
+    ctx.save_for_backward(x_seq, v_init, q)
+    ctx.v0 = v0
+    ctx.params = (kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha)
+    ctx.store_v_seq = store
+    ctx.set_materialize_grads(False)
+
+
+def _op_backward(ctx, grad_spikes, grad_v_final, grad_v_seq):
+    x_seq, v_init, q = ctx.saved_tensors
+    need_v = bool(ctx.needs_input_grad[1])
+    grad_x, grad_v, grad_q = _bwd(
+        grad_spikes,
+        grad_v_final,
+        grad_v_seq if ctx.store_v_seq else None,
+        x_seq,
+        v_init,
+        ctx.v0,
+        q,
+        *ctx.params,
         need_v,
     )
-    grad_q = grad_q if (q is not None and ctx.needs_input_grad[2]) else None
-    return (grad_x, grad_v if need_v else None, grad_q) + (None,) * 9
+    grad_q = grad_q if (q is not None and ctx.needs_input_grad[3]) else None
+    return (grad_x, grad_v if need_v else None, None, grad_q) + (None,) * 9
 
 
-_fwd.register_autograd(_backward, setup_context=_setup_context)
+_fwd.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 # -------------------------------------------------------------------------------------------- public
@@ -399,7 +702,7 @@ _fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def multistep_neuron(
     x_seq: torch.Tensor,
-    v_init: torch.Tensor,
+    v_init: torch.Tensor | float,
     w: torch.Tensor | None = None,
     *,
     kind: str,
@@ -417,8 +720,11 @@ def multistep_neuron(
     Args:
         x_seq: input ``[T, N, ...]`` (fp32/fp16/bf16, any strides; non time-major-dense inputs are
             made contiguous once).
-        v_init: membrane potential before step 0, shape ``x_seq.shape[1:]`` (any float dtype).
-        w: PLIF parameter (``1/tau = sigmoid(w)``), required for ``kind="plif"``.
+        v_init: membrane potential before step 0: a tensor of shape ``x_seq.shape[1:]`` (any float dtype and
+            device; converted to fp32 on the input's device) or a number (every neuron starts there; no
+            state tensor is created, read or saved).
+        w: PLIF parameter (``1/tau = sigmoid(w)``), required for ``kind="plif"``; ``sigmoid(w)`` is moved to
+            the input's device inside the autograd graph.
         kind: ``"if"``, ``"lif"`` or ``"plif"``.
         tau: LIF time constant.
         decay_input: LIF/PLIF input scaling.
@@ -430,11 +736,12 @@ def multistep_neuron(
         store_v_seq: also return the fp32 membrane potential after every step.
 
     Returns:
-        ``(spikes, v_final, v_seq)``: spikes with ``x_seq``'s shape and dtype, final fp32 membrane
+        ``(spikes, v_final, v_seq)``: spikes with ``x_seq``'s shape, strides and dtype, final fp32 membrane
         potential, and ``v_seq`` (fp32 ``[T, N, ...]``) or ``None``.
 
     Raises:
-        ValueError: unknown ``kind``/``surrogate``, missing ``w`` for PLIF, or a shape mismatch.
+        ValueError: unknown ``kind``/``surrogate``, unsupported dtype, missing ``w`` for PLIF, or a shape
+            mismatch.
     """
     if kind not in reference.KINDS:
         raise ValueError(f"kind must be one of {reference.KINDS}, got {kind!r}")
@@ -442,20 +749,21 @@ def multistep_neuron(
         raise ValueError(f"surrogate must be one of {reference.SURROGATES}, got {surrogate!r}")
     if x_seq.dtype not in _DTYPE_NAMES:
         raise ValueError(f"x_seq must be float32, float16 or bfloat16, got {x_seq.dtype}")
-    if tuple(v_init.shape) != tuple(x_seq.shape[1:]):
-        raise ValueError(f"v_init has shape {tuple(v_init.shape)}, expected {tuple(x_seq.shape[1:])}")
     if kind == "plif" and w is None:
         raise ValueError("kind='plif' needs the parameter w (1/tau = sigmoid(w))")
     x = x_seq if is_time_major_dense(x_seq) else x_seq.contiguous()
-    step_layout = (
-        torch.empty_like(x[0], dtype=torch.float32) if x.shape[0] > 0 else v_init.float().contiguous()
-    )
-    v = _like_layout(v_init, step_layout)
-    q = torch.sigmoid(w.float()).reshape(()) if kind == "plif" else None
-    spikes, v_final, _, v_seq = _fwd(
-        x,
-        v,
-        q,
+    if isinstance(v_init, torch.Tensor):
+        if tuple(v_init.shape) != tuple(x.shape[1:]):
+            raise ValueError(f"v_init has shape {tuple(v_init.shape)}, expected {tuple(x.shape[1:])}")
+        v, v0 = _as_layout(v_init, x.shape[1:], x.stride()[1:], torch.float32, x.device), 0.0
+    else:
+        v, v0 = None, float(v_init)
+    q = None
+    if kind == "plif":
+        q = torch.sigmoid(w.float()).reshape(())
+        if q.device != x.device:
+            q = q.to(x.device)
+    cfg = _Config(
         kind,
         float(tau),
         bool(decay_input),
@@ -466,4 +774,15 @@ def multistep_neuron(
         float(alpha),
         bool(store_v_seq),
     )
-    return spikes, v_final, (v_seq if store_v_seq else None)
+    if torch.compiler.is_compiling():
+        spikes, v_final, v_seq = _fwd(
+            x, v, v0, q, cfg.kind, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset, cfg.detach_reset,
+            cfg.surrogate, cfg.alpha, cfg.store_v_seq,
+        )  # fmt: skip
+        return spikes, v_final, (v_seq if store_v_seq else None)
+    if torch.is_grad_enabled() and (
+        x.requires_grad or (v is not None and v.requires_grad) or (q is not None and q.requires_grad)
+    ):
+        spikes, v_final, v_seq = _MultiStepFunction.apply(x, v, q, v0, cfg)
+        return spikes, v_final, (v_seq if store_v_seq else None)
+    return _forward_impl(x, v, v0, q, cfg)

@@ -121,7 +121,7 @@ def multistep_backward(
     grad_spikes: torch.Tensor,
     grad_v_final: torch.Tensor | None,
     grad_v_seq: torch.Tensor | None,
-    h_seq: torch.Tensor,
+    x_seq: torch.Tensor,
     v_init: torch.Tensor,
     q: torch.Tensor | None,
     *,
@@ -147,14 +147,16 @@ def multistep_backward(
 
     PLIF: :math:`\\partial L/\\partial q = \\sum_{t,i} g_t\\,\\partial H_t/\\partial q` with
     :math:`\\partial H_t/\\partial q = (H_t - V_{t-1})/q` (decay_input) or :math:`-(V_{t-1} - v_r)`;
-    :math:`V_{t-1}` is rebuilt from :math:`H_{t-1}` (or ``v_init``), so the input need not be saved.
+    :math:`H_t` and :math:`V_{t-1}` are recomputed from the input and ``v_init`` with the forward's fp32
+    arithmetic (as the CUDA backward does), so nothing but the input is kept between the two passes and
+    the surrogate sees the exact fp32 :math:`H_t` also for fp16/bf16 inputs.
 
     Args:
-        grad_spikes: ``dL/dS`` ``[T, *shape]`` (input dtype).
+        grad_spikes: ``dL/dS`` ``[T, *shape]`` (input dtype), or ``None`` (zero).
         grad_v_final: ``dL/dV_{T-1}`` or ``None``.
         grad_v_seq: ``dL/dV_t`` for all ``t`` (when ``store_v_seq``) or ``None``.
-        h_seq: charged potentials saved by the forward.
-        v_init: membrane potential before step 0 (used by PLIF only).
+        x_seq: the forward's input.
+        v_init: membrane potential before step 0 (fp32, shape ``x_seq.shape[1:]``).
         q: PLIF ``sigmoid(w)`` (0-d) or ``None``.
         kind, tau, decay_input, v_threshold, v_reset: as in :func:`multistep_forward`.
         detach_reset: drop the surrogate path through the reset.
@@ -166,13 +168,25 @@ def multistep_backward(
         ``grad_q`` a 0-d fp32 tensor for PLIF else ``None``.
     """
     _check_kind(kind)
-    steps = h_seq.shape[0]
-    h_all = h_seq.float()
+    steps = x_seq.shape[0]
+    _, _, h_all, v_all = multistep_forward(
+        x_seq,
+        v_init,
+        q,
+        kind=kind,
+        tau=tau,
+        decay_input=decay_input,
+        v_threshold=v_threshold,
+        v_reset=v_reset,
+        store_v_seq=True,
+    )
     qf = None if q is None else q.float()
     reset_value = 0.0 if v_reset is None else v_reset
+    if grad_spikes is None:
+        grad_spikes = torch.zeros_like(x_seq)
     grad_x = torch.empty_like(grad_spikes, memory_format=torch.contiguous_format)
-    carry = torch.zeros_like(h_all[0])
-    grad_q = torch.zeros_like(h_all[0]) if kind == "plif" else None
+    carry = torch.zeros_like(v_init, dtype=torch.float32)
+    grad_q = torch.zeros_like(carry) if kind == "plif" else None
     for t in range(steps - 1, -1, -1):
         h = h_all[t]
         sg = surrogate_gradient(h - v_threshold, surrogate, alpha)
@@ -197,11 +211,7 @@ def multistep_backward(
         else:
             grad_x[t] = gh * qf if decay_input else gh
             carry = gh - gh * qf
-            if t > 0:
-                h_prev = h_all[t - 1]
-                v_prev = _reset(h_prev, (h_prev >= v_threshold).to(torch.float32), v_threshold, v_reset)
-            else:
-                v_prev = v_init.float()
+            v_prev = v_all[t - 1] if t > 0 else v_init.float()
             dh_dq = (h - v_prev) / qf if decay_input else -(v_prev - reset_value)
             grad_q = grad_q + gh * dh_dq
     return grad_x, carry, (grad_q.sum() if grad_q is not None else None)

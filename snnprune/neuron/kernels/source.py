@@ -1,18 +1,29 @@
 """CUDA C source of the fused multi-step neuron kernels, one specialization per key.
 
-One thread owns one neuron and loops over ``T`` with the membrane potential in an fp32 register
-(grid-stride loop over neurons, ``[T, N]`` time-major layout). The forward writes the spikes and
-the charged potential ``h`` (input dtype: what backward needs, nothing more) plus the final ``v``.
-For fp16/bf16 ``h`` is rounded *towards the threshold side it lies on* (``_ru`` when
-``h >= v_th``, ``_rd`` otherwise), so the spike recomputed from the stored ``h`` in backward is
-always the spike of the forward. The backward runs the reverse loop of
-:func:`snnprune.neuron.kernels.reference.multistep_backward` line by line; PLIF's ``dL/dq`` is
-accumulated per thread in fp32, reduced per warp with shuffles and written to one partial per warp
-(deterministic; summed by torch).
+Layout: ``[T, N]`` time-major, one thread owns ``vec`` adjacent neurons (``vec=2``: ``float2`` /
+``__half2`` / ``__nv_bfloat162`` loads and stores) and loops over ``T`` with the membrane potential in fp32
+registers (grid-stride loop over neuron pairs).
 
-Loads and stores are scalar (no half2 packing yet). Exactness: the forward uses the ``__f*_rn``
-intrinsics so that no multiply-add is contracted into an FMA and division is IEEE-rounded, matching
-SpikingJelly's CPU and Triton kernels bit for bit in fp32; compile WITHOUT ``-use_fast_math``.
+* **Forward** reads ``x`` and writes the spikes (plus the fp32 final ``v`` and, on request, ``v_seq``):
+  two tensor passes. Nothing is saved for the backward.
+* **Backward** recomputes the charged potential ``h`` from ``x`` and the initial state with the forward's
+  exact arithmetic (so the surrogate sees the fp32 ``h`` of the forward, for every input dtype), then runs
+  the reverse loop of :func:`snnprune.neuron.kernels.reference.multistep_backward`: reads ``x`` and the
+  spike gradient, writes the input gradient (three passes; five per training step with the forward).
+  PLIF's ``dL/dq`` is accumulated per thread in fp32, reduced per warp with shuffles and written as one
+  partial per warp (deterministic; summed by torch).
+* The initial state is a tensor (``v_init``) or, when ``v_init`` is null, the scalar ``v0`` (after a reset:
+  no state tensor is created, read or saved).
+
+Latency: with a compile-time ``T`` (``steps`` in 1..:data:`MAX_STATIC_STEPS`) every load of the sequence is
+issued before the arithmetic (fully unrolled, ``h`` kept in registers); with a run-time ``T`` the next
+step's input is prefetched before the current step's arithmetic, and the backward recomputes ``h`` in chunks
+of :data:`CHUNK` steps (replaying the forward from the initial state to each chunk's start). ``index32``
+uses 32-bit index arithmetic (the host picks it when ``T * N`` plus one grid stride fits in ``int``).
+
+Exactness: the forward arithmetic uses the ``__f*_rn`` intrinsics so that no multiply-add is contracted into
+an FMA and division is IEEE-rounded, matching SpikingJelly's CPU and Triton kernels bit for bit in fp32;
+compile WITHOUT ``-use_fast_math``.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "CHUNK",
     "DTYPES",
+    "MAX_STATIC_STEPS",
     "WARP_SUM_STORE",
     "BackwardKey",
     "ForwardKey",
@@ -30,26 +43,45 @@ __all__ = [
     "forward_source",
 ]
 
-#: dtype name -> (C type, header, to-float, float-to-type round-nearest, round-up, round-down)
+#: Largest ``T`` compiled as a constant (fully unrolled loops, ``h`` in registers).
+MAX_STATIC_STEPS = 16
+#: Backward chunk length for a run-time ``T`` (``h`` of one chunk lives in registers).
+CHUNK = 8
+
+#: dtype name -> C type, vector type, header, to-float, from-float (rn), low/high of a vector, vector pack.
 DTYPES = {
-    "fp32": ("float", "", "{}", "{}", "{}", "{}"),
-    "fp16": (
-        "__half",
-        "#include <cuda_fp16.h>",
-        "__half2float({})",
-        "__float2half_rn({})",
-        "__float2half_ru({})",
-        "__float2half_rd({})",
-    ),
-    "bf16": (
-        "__nv_bfloat16",
-        "#include <cuda_bf16.h>",
-        "__bfloat162float({})",
-        "__float2bfloat16_rn({})",
-        "__float2bfloat16_ru({})",
-        "__float2bfloat16_rd({})",
-    ),
+    "fp32": {
+        "ctype": "float",
+        "vtype": "float2",
+        "header": "",
+        "to_f": "{}",
+        "from_f": "{}",
+        "lo": "{}.x",
+        "hi": "{}.y",
+        "pack": "make_float2({}, {})",
+    },
+    "fp16": {
+        "ctype": "__half",
+        "vtype": "__half2",
+        "header": "#include <cuda_fp16.h>",
+        "to_f": "__half2float({})",
+        "from_f": "__float2half_rn({})",
+        "lo": "__low2float({})",
+        "hi": "__high2float({})",
+        "pack": "__floats2half2_rn({}, {})",
+    },
+    "bf16": {
+        "ctype": "__nv_bfloat16",
+        "vtype": "__nv_bfloat162",
+        "header": "#include <cuda_bf16.h>",
+        "to_f": "__bfloat162float({})",
+        "from_f": "__float2bfloat16_rn({})",
+        "lo": "__low2float({})",
+        "hi": "__high2float({})",
+        "pack": "__floats2bfloat162_rn({}, {})",
+    },
 }
+_FP32 = {"to_f": "{}", "from_f": "{}", "lo": "{}.x", "hi": "{}.y", "pack": "make_float2({}, {})"}
 
 
 #: Warp reduction of PLIF's per-thread dL/dq; guarded so several kernels can share one translation unit
@@ -73,20 +105,23 @@ class ForwardKey:
         hard_reset: ``v_reset`` is a number (else soft reset).
         decay_input: LIF/PLIF input scaling (normalized to ``True`` for IF).
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        steps: compile-time ``T`` (1..:data:`MAX_STATIC_STEPS`), or 0 for a run-time ``T``.
+        vec: neurons per thread, 1 or 2 (2 needs an even ``N`` and pointers aligned to two elements).
+        index32: 32-bit index arithmetic (only when ``T * N`` plus a grid stride fits in ``int``).
     """
 
     kind: str
     hard_reset: bool
     decay_input: bool
     dtype: str
+    steps: int = 0
+    vec: int = 1
+    index32: bool = False
 
     @property
     def name(self) -> str:
         """Kernel symbol, unique per specialization."""
-        return (
-            f"snnprune_fwd_{self.kind}_{'hard' if self.hard_reset else 'soft'}"
-            f"_decay{int(self.decay_input)}_{self.dtype}"
-        )
+        return f"snnprune_fwd_{_common_name(self)}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,9 @@ class BackwardKey:
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         detach_reset: no surrogate gradient through the reset.
         surrogate: ``"atan"`` or ``"sigmoid"``.
+        steps: compile-time ``T`` or 0.
+        vec: neurons per thread, 1 or 2.
+        index32: 32-bit index arithmetic.
     """
 
     kind: str
@@ -108,14 +146,31 @@ class BackwardKey:
     dtype: str
     detach_reset: bool
     surrogate: str
+    steps: int = 0
+    vec: int = 1
+    index32: bool = False
 
     @property
     def name(self) -> str:
         """Kernel symbol, unique per specialization."""
-        return (
-            f"snnprune_bwd_{self.kind}_{'hard' if self.hard_reset else 'soft'}"
-            f"_decay{int(self.decay_input)}_detach{int(self.detach_reset)}_{self.surrogate}_{self.dtype}"
-        )
+        return f"snnprune_bwd_{_common_name(self)}_detach{int(self.detach_reset)}_{self.surrogate}"
+
+
+def _common_name(key: ForwardKey | BackwardKey) -> str:
+    steps = f"T{key.steps}" if key.steps else "Tn"
+    return (
+        f"{key.kind}_{'hard' if key.hard_reset else 'soft'}_decay{int(key.decay_input)}_{key.dtype}"
+        f"_{steps}_v{key.vec}_i{32 if key.index32 else 64}"
+    )
+
+
+def _check_key(key: ForwardKey | BackwardKey) -> None:
+    if key.vec not in (1, 2):
+        raise ValueError(f"vec must be 1 or 2, got {key.vec}")
+    if not 0 <= key.steps <= MAX_STATIC_STEPS:
+        raise ValueError(f"steps must be 0 (run-time T) or 1..{MAX_STATIC_STEPS}, got {key.steps}")
+    if key.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {key.dtype!r}")
 
 
 def _charge(key: ForwardKey | BackwardKey) -> str:
@@ -134,11 +189,62 @@ def _reset(h: str, spike: str, hard: bool) -> str:
     return f"__fsub_rn({h}, __fmul_rn({spike}, v_threshold))"
 
 
+class _Access:
+    """Loads and stores of one logical ``[.., N]`` array for ``vec`` neurons per thread."""
+
+    def __init__(self, vec: int, conv: dict, vtype: str) -> None:
+        self.vec, self.conv, self.vtype = vec, conv, vtype
+
+    def load(self, ptr: str, idx: str, dst: list[str]) -> str:
+        if self.vec == 1:
+            return f"{dst[0]} = {self.conv['to_f'].format(f'{ptr}[{idx}]')};"
+        return (
+            f"{{ const {self.vtype} p_ = reinterpret_cast<const {self.vtype}*>({ptr})[{idx}]; "
+            f"{dst[0]} = {self.conv['lo'].format('p_')}; {dst[1]} = {self.conv['hi'].format('p_')}; }}"
+        )
+
+    def store(self, ptr: str, idx: str, src: list[str]) -> str:
+        if self.vec == 1:
+            return f"{ptr}[{idx}] = {self.conv['from_f'].format(src[0])};"
+        return f"reinterpret_cast<{self.vtype}*>({ptr})[{idx}] = {self.conv['pack'].format(src[0], src[1])};"
+
+
+def _lanes(vec: int, template: str) -> str:
+    """``template`` once per neuron of the thread, ``{l}`` replaced by the lane index."""
+    return " ".join(template.replace("{l}", str(lane)) for lane in range(vec))
+
+
+def _names(prefix: str, vec: int, suffix: str = "") -> list[str]:
+    return [f"{prefix}{lane}{suffix}" for lane in range(vec)]
+
+
+def _prologue(key: ForwardKey | BackwardKey) -> str:
+    idx = "int" if key.index32 else "long long"
+    steps = f"constexpr int T = {key.steps};" if key.steps else "const int T = T_rt;"
+    return f"""  using idx_t = {idx};
+  {steps}
+  const float q = (q_ptr != nullptr) ? q_ptr[0] : 0.0f;
+  (void)q; (void)tau; (void)T_rt;
+  const idx_t NV = (idx_t)(N / {key.vec});  // neuron groups of {key.vec}
+  const idx_t stride = (idx_t)blockDim.x * gridDim.x;"""
+
+
+def _step_forward(key, x: str, v: str, spike: str | None, h: str | None = None) -> str:
+    """One neuron's step: ``h = charge(x, v)``, spike, reset; optionally keeps the spike and ``h``."""
+    keep = (f" {spike} = spike;" if spike else "") + (f" {h} = h;" if h else "")
+    return (
+        f"{{ const float x = {x}; const float v = {v}; const float h = {_charge(key)}; "
+        f"const float spike = (h >= v_threshold) ? 1.0f : 0.0f; {v} = {_reset('h', 'spike', key.hard_reset)}; "
+        f"{keep.strip()} }}"
+    )
+
+
 def forward_source(key: ForwardKey) -> str:
     """CUDA source of the fused forward kernel for ``key``.
 
-    Signature: ``(x, v_init, q, spikes, h_seq, v_final, v_seq, N, T, tau, v_threshold, v_reset)``;
-    ``q`` (PLIF ``sigmoid(w)``, device pointer) and ``v_seq`` may be null.
+    Signature: ``(x_seq, v_init, q, spikes, v_final, v_seq, N, T, tau, v_threshold, v_reset, v0)``;
+    ``v_init`` (null: every neuron starts at the scalar ``v0``), ``q`` (PLIF ``sigmoid(w)``, a device
+    pointer so CUDA graphs see its updates) and ``v_seq`` may be null.
 
     Args:
         key: the specialization.
@@ -146,34 +252,50 @@ def forward_source(key: ForwardKey) -> str:
     Returns:
         The source text; the kernel symbol is ``key.name``.
     """
-    ctype, header, to_f, from_rn, from_ru, from_rd = DTYPES[key.dtype]
-    store_h = (
-        "h_seq[k] = h;"
-        if key.dtype == "fp32"
-        else f"h_seq[k] = (h >= v_threshold) ? {from_ru.format('h')} : {from_rd.format('h')};"
-    )
-    return f"""{header}
-extern "C" __global__ void {key.name}(
-    const {ctype}* __restrict__ x_seq, const float* __restrict__ v_init, const float* __restrict__ q_ptr,
-    {ctype}* __restrict__ spikes, {ctype}* __restrict__ h_seq, float* __restrict__ v_final,
-    float* __restrict__ v_seq, const long long N, const int T, const float tau,
-    const float v_threshold, const float v_reset) {{
-  const float q = (q_ptr != nullptr) ? q_ptr[0] : 0.0f;
-  (void)q; (void)tau;
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += stride) {{
-    float v = v_init[i];
+    _check_key(key)
+    d = DTYPES[key.dtype]
+    vec = key.vec
+    xs = _Access(vec, d, d["vtype"])
+    fs = _Access(vec, _FP32, "float2")
+    v, s = _names("vm", vec), _names("s", vec)
+    if key.steps:
+        xa = [f"xa{lane}[t]" for lane in range(vec)]
+        body = f"""    float {", ".join(f"xa{lane}[T]" for lane in range(vec))};
+#pragma unroll
+    for (int t = 0; t < T; ++t) {xs.load("x_seq", "(idx_t)t * NV + i", xa)}  // all loads in flight
+#pragma unroll
     for (int t = 0; t < T; ++t) {{
-      const long long k = (long long)t * N + i;
-      const float x = {to_f.format("x_seq[k]")};
-      const float h = {_charge(key)};
-      const float spike = (h >= v_threshold) ? 1.0f : 0.0f;
-      v = {_reset("h", "spike", key.hard_reset)};
-      spikes[k] = {from_rn.format("spike")};
-      {store_h}
-      if (v_seq != nullptr) v_seq[k] = v;
-    }}
-    v_final[i] = v;
+      const idx_t k = (idx_t)t * NV + i;
+      float {", ".join(s)};
+      {" ".join(_step_forward(key, xa[lane], v[lane], s[lane]) for lane in range(vec))}
+      {xs.store("spikes", "k", s)}
+      if (v_seq != nullptr) {fs.store("v_seq", "k", v)}
+    }}"""
+    else:
+        xn, xc = _names("xn", vec), _names("xc", vec)
+        body = f"""    float {", ".join(xn)};
+    {xs.load("x_seq", "i", xn)}
+    for (int t = 0; t < T; ++t) {{
+      const idx_t k = (idx_t)t * NV + i;
+      {_lanes(vec, "const float xc{l} = xn{l};")}
+      if (t + 1 < T) {xs.load("x_seq", "k + NV", xn)}  // prefetch x[t+1] before step t's arithmetic
+      float {", ".join(s)};
+      {" ".join(_step_forward(key, xc[lane], v[lane], s[lane]) for lane in range(vec))}
+      {xs.store("spikes", "k", s)}
+      if (v_seq != nullptr) {fs.store("v_seq", "k", v)}
+    }}"""
+    return f"""{d["header"]}
+extern "C" __global__ void {key.name}(
+    const {d["ctype"]}* __restrict__ x_seq, const float* __restrict__ v_init, const float* __restrict__ q_ptr,
+    {d["ctype"]}* __restrict__ spikes, float* __restrict__ v_final, float* __restrict__ v_seq,
+    const long long N, const int T_rt, const float tau, const float v_threshold, const float v_reset,
+    const float v0) {{
+{_prologue(key)}
+  for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < NV; i += stride) {{
+    float {", ".join(v)};
+    if (v_init != nullptr) {fs.load("v_init", "i", v)} else {{ {_lanes(vec, "vm{l} = v0;")} }}
+{body}
+    {fs.store("v_final", "i", v)}
   }}
 }}
 """
@@ -193,21 +315,8 @@ def _surrogate(surrogate: str) -> str:
     raise ValueError(f"unknown surrogate {surrogate!r}")
 
 
-def backward_source(key: BackwardKey) -> str:
-    """CUDA source of the fused backward (BPTT) kernel for ``key``.
-
-    Signature: ``(grad_spikes, grad_v_final, grad_v_seq, h_seq, v_init, q, grad_x, grad_v_init,
-    q_partials, N, T, tau, v_threshold, v_reset, sg_c1, sg_c2)``; ``grad_v_final``, ``grad_v_seq``,
-    ``v_init``, ``q``, ``grad_v_init`` and ``q_partials`` may be null (``q_partials`` holds one fp32
-    partial sum of ``dL/dq`` per warp of the launch, PLIF only).
-
-    Args:
-        key: the specialization.
-
-    Returns:
-        The source text; the kernel symbol is ``key.name``.
-    """
-    ctype, header, to_f, from_rn, _, _ = DTYPES[key.dtype]
+def _step_backward(key: BackwardKey, h: str, vp: str, gs: str, gv: str, carry: str, gx: str, gq: str) -> str:
+    """One neuron's reverse step: from ``h`` (and PLIF's ``v_prev``) to ``gx`` and the new ``carry``."""
     if key.hard_reset:
         reset_grad = "float reset_grad = 1.0f - ((h >= v_threshold) ? 1.0f : 0.0f);"
         if not key.detach_reset:
@@ -217,87 +326,162 @@ def backward_source(key: BackwardKey) -> str:
             "1.0f;" if key.detach_reset else "1.0f - v_threshold * sg;"
         )
     if key.kind == "if":
-        step = "gx = gh; carry = gh;"
+        step = f"{gx} = gh; {carry} = gh;"
     elif key.kind == "lif":
-        step = ("gx = gh / tau;" if key.decay_input else "gx = gh;") + " carry = gh - gh / tau;"
+        step = (f"{gx} = gh / tau;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh - gh / tau;"
     else:
-        step = ("gx = gh * q;" if key.decay_input else "gx = gh;") + " carry = gh - gh * q;"
-        prev_reset = _reset("h_prev", "s_prev", key.hard_reset)
-        dh_dq = "(h - v_prev) / q" if key.decay_input else "-(v_prev - v_reset)"
-        step += f"""
-      float v_prev;
-      if (t > 0) {{
-        const float h_prev = {to_f.format("h_seq[k - N]")};
-        const float s_prev = (h_prev >= v_threshold) ? 1.0f : 0.0f;
-        v_prev = {prev_reset};
-        h_next = h_prev;  // reused as h of step t - 1: h is read once per step
-      }} else {{
-        v_prev = v_init[i];
+        step = (f"{gx} = gh * q;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh - gh * q;"
+        dh_dq = f"(h - {vp}) / q" if key.decay_input else f"-({vp} - v_reset)"
+        step += f" {gq} = {gq} + gh * ({dh_dq});"
+    return (
+        f"{{ const float h = {h}; const float d = h - v_threshold; {_surrogate(key.surrogate)} "
+        f"{reset_grad} const float gh = {gs} * sg + {gv} * reset_grad; {step} }}"
+    )
+
+
+def backward_source(key: BackwardKey) -> str:
+    """CUDA source of the fused backward (BPTT with recomputation of ``h``) kernel for ``key``.
+
+    Signature: ``(grad_spikes, grad_v_final, grad_v_seq, x_seq, v_init, q, grad_x, grad_v_init, q_partials,
+    N, T, tau, v_threshold, v_reset, v0, sg_c1, sg_c2)``; ``grad_spikes`` (zero), ``grad_v_final``,
+    ``grad_v_seq``, ``v_init`` (scalar ``v0``), ``q``, ``grad_v_init`` and ``q_partials`` may be null
+    (``q_partials`` holds one fp32 partial sum of ``dL/dq`` per warp of the launch, PLIF only).
+
+    Args:
+        key: the specialization.
+
+    Returns:
+        The source text; the kernel symbol is ``key.name``.
+    """
+    _check_key(key)
+    d = DTYPES[key.dtype]
+    vec, plif = key.vec, key.kind == "plif"
+    xs = _Access(vec, d, d["vtype"])
+    fs = _Access(vec, _FP32, "float2")
+    v, carry, gq = _names("vm", vec), _names("carry", vec), _names("gq", vec)
+    chunk = "T" if key.steps else str(CHUNK)
+    hb = ", ".join(f"hb{lane}[{chunk}]" for lane in range(vec))
+    vb = ", ".join(f"vb{lane}[{chunk}]" for lane in range(vec))
+    keep_v = _lanes(vec, "vb{l}[j] = vm{l};") if plif else ""
+    xt = _names("xt", vec)
+    recompute = f"""      float {hb};{f" float {vb};" if plif else ""}
+#pragma unroll
+      for (int j = 0; j < {chunk}; ++j) {{
+        const int t = start + j;
+        if (t < end) {{
+          float {", ".join(xt)};
+          {xs.load("x_seq", "(idx_t)t * NV + i", xt)}
+          {keep_v}
+          {" ".join(_step_forward(key, xt[lane], v[lane], None, f"hb{lane}[j]") for lane in range(vec))}
+        }}
+      }}"""
+    gs, gv, gx = _names("gs", vec), _names("gv", vec), _names("gx", vec)
+    steps = " ".join(
+        _step_backward(
+            key, f"hb{lane}[j]", f"vb{lane}[j]", gs[lane], gv[lane], carry[lane], gx[lane], gq[lane]
+        )
+        for lane in range(vec)
+    )
+    reverse = f"""#pragma unroll
+      for (int j = {chunk} - 1; j >= 0; --j) {{
+        const int t = start + j;
+        if (t < end) {{
+          const idx_t k = (idx_t)t * NV + i;
+          float {", ".join(gs)}, {", ".join(gv)}, {", ".join(gx)};
+          if (grad_spikes != nullptr) {xs.load("grad_spikes", "k", gs)} else {{ {_lanes(vec, "gs{l} = 0.0f;")} }}
+          {_lanes(vec, "gv{l} = carry{l};")}
+          if (grad_v_seq != nullptr) {{
+            float {", ".join(_names("a", vec))};
+            {fs.load("grad_v_seq", "k", _names("a", vec))}
+            {_lanes(vec, "gv{l} = gv{l} + a{l};")}
+          }}
+          if (grad_v_final != nullptr && t == T - 1) {{
+            float {", ".join(_names("a", vec))};
+            {fs.load("grad_v_final", "i", _names("a", vec))}
+            {_lanes(vec, "gv{l} = gv{l} + a{l};")}
+          }}
+          {steps}
+          {xs.store("grad_x", "k", gx)}
+        }}
+      }}"""
+    init_v = f"if (v_init != nullptr) {fs.load('v_init', 'i', v)} else {{ {_lanes(vec, 'vm{l} = v0;')} }}"
+    if key.steps:
+        loop = f"""    {{
+      const int start = 0, end = T;
+      float {", ".join(v)};
+      {init_v}
+{recompute}
+{reverse}
+    }}"""
+    else:
+        xr = _names("xr", vec)
+        loop = f"""    for (int end = T; end > 0;) {{
+      const int start = end > {CHUNK} ? end - {CHUNK} : 0;
+      float {", ".join(v)};
+      {init_v}
+      for (int t = 0; t < start; ++t) {{  // replay the forward to the chunk's start
+        float {", ".join(xr)};
+        {xs.load("x_seq", "(idx_t)t * NV + i", xr)}
+        {" ".join(_step_forward(key, xr[lane], v[lane], None) for lane in range(vec))}
       }}
-      gq = gq + gh * ({dh_dq});"""
+{recompute}
+{reverse}
+      end = start;
+    }}"""
     plif_reduce = ""
     helper = ""
-    h_load = "h_next" if key.kind == "plif" else to_f.format("h_seq[k]")
-    gq_decl = "float gq = 0.0f;" if key.kind == "plif" else ""
-    h_next_decl = (
-        "float h_next = " + to_f.format("h_seq[(long long)(T - 1) * N + i]") + ";"
-        if key.kind == "plif"
-        else ""
-    )
-    if key.kind == "plif":
+    if plif:
         helper = WARP_SUM_STORE
-        plif_reduce = """
-  snnprune_warp_sum_store(gq, q_partials);  // one fp32 partial of dL/dq per warp (deterministic)"""
-    return f"""{header}{helper}
+        plif_reduce = f"""
+  // one fp32 partial of dL/dq per warp (q_partials is uniform: all threads take the same branch)
+  if (q_partials != nullptr) snnprune_warp_sum_store({" + ".join(gq)}, q_partials);"""
+    return f"""{d["header"]}{helper}
 extern "C" __global__ void {key.name}(
-    const {ctype}* __restrict__ grad_spikes, const float* __restrict__ grad_v_final,
-    const float* __restrict__ grad_v_seq, const {ctype}* __restrict__ h_seq,
-    const float* __restrict__ v_init, const float* __restrict__ q_ptr, {ctype}* __restrict__ grad_x,
-    float* __restrict__ grad_v_init, float* __restrict__ q_partials, const long long N, const int T,
-    const float tau, const float v_threshold, const float v_reset, const float sg_c1, const float sg_c2) {{
-  const float q = (q_ptr != nullptr) ? q_ptr[0] : 0.0f;
-  (void)q; (void)tau; (void)sg_c2; (void)v_init; (void)q_partials;
-  {gq_decl}
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < N; i += stride) {{
-    float carry = 0.0f;
-    {h_next_decl}
-    for (int t = T - 1; t >= 0; --t) {{
-      const long long k = (long long)t * N + i;
-      const float h = {h_load};
-      const float d = h - v_threshold;
-      {_surrogate(key.surrogate)}
-      float grad_v = carry;
-      if (grad_v_seq != nullptr) grad_v = grad_v + grad_v_seq[k];
-      if (grad_v_final != nullptr && t == T - 1) grad_v = grad_v + grad_v_final[i];
-      {reset_grad}
-      const float gh = {to_f.format("grad_spikes[k]")} * sg + grad_v * reset_grad;
-      float gx;
-      {step}
-      grad_x[k] = {from_rn.format("gx")};
-    }}
-    if (grad_v_init != nullptr) grad_v_init[i] = carry;
+    const {d["ctype"]}* __restrict__ grad_spikes, const float* __restrict__ grad_v_final,
+    const float* __restrict__ grad_v_seq, const {d["ctype"]}* __restrict__ x_seq,
+    const float* __restrict__ v_init, const float* __restrict__ q_ptr, {d["ctype"]}* __restrict__ grad_x,
+    float* __restrict__ grad_v_init, float* __restrict__ q_partials, const long long N, const int T_rt,
+    const float tau, const float v_threshold, const float v_reset, const float v0, const float sg_c1,
+    const float sg_c2) {{
+{_prologue(key)}
+  (void)sg_c2; (void)q_partials;
+  {"float " + ", ".join(f"{g} = 0.0f" for g in gq) + ";" if plif else ""}
+  for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < NV; i += stride) {{
+    float {", ".join(f"{c} = 0.0f" for c in carry)};
+{loop}
+    if (grad_v_init != nullptr) {fs.store("grad_v_init", "i", carry)}
   }}{plif_reduce}
 }}
 """
 
 
-def all_forward_keys() -> list[ForwardKey]:
-    """Every forward specialization (IF has no ``decay_input`` variant)."""
+def all_forward_keys(steps: tuple[int, ...] = (0, 4), vec: tuple[int, ...] = (1, 2)) -> list[ForwardKey]:
+    """Forward specializations (IF has no ``decay_input`` variant), 32-bit and 64-bit indices.
+
+    Args:
+        steps: compile-time ``T`` values to include (0: run-time ``T``).
+        vec: neurons per thread to include.
+
+    Returns:
+        The keys.
+    """
     keys = []
     for kind in ("if", "lif", "plif"):
         for hard in (True, False):
             for decay in (True,) if kind == "if" else (True, False):
                 for dtype in DTYPES:
-                    keys.append(ForwardKey(kind, hard, decay, dtype))
+                    for t in steps:
+                        for v in vec:
+                            for idx32 in (True, False):
+                                keys.append(ForwardKey(kind, hard, decay, dtype, t, v, idx32))
     return keys
 
 
-def all_backward_keys() -> list[BackwardKey]:
-    """Every backward specialization."""
+def all_backward_keys(steps: tuple[int, ...] = (0, 4), vec: tuple[int, ...] = (1, 2)) -> list[BackwardKey]:
+    """Backward specializations for every forward key of :func:`all_forward_keys` (same arguments)."""
     return [
-        BackwardKey(f.kind, f.hard_reset, f.decay_input, f.dtype, detach, sg)
-        for f in all_forward_keys()
+        BackwardKey(f.kind, f.hard_reset, f.decay_input, f.dtype, detach, sg, f.steps, f.vec, f.index32)
+        for f in all_forward_keys(steps, vec)
         for detach in (True, False)
         for sg in ("atan", "sigmoid")
     ]
