@@ -260,7 +260,8 @@ def test_launch_plan_and_traffic():
     assert ops.launch_plan(8, 4, [(x, 2), (None, 4)]) == (4, 2, True)
     assert ops.launch_plan(7, 4, [(x, 2)]) == (4, 1, True)  # odd N: one neuron per thread
     assert ops.launch_plan(8, 4, [(x[1:], 2)]) == (4, 1, True)  # misaligned pointer
-    assert ops.launch_plan(8, 40, [(x, 2)]) == (0, 2, True)  # run-time T above MAX_STATIC_STEPS
+    assert ops.launch_plan(8, 40, [(x, 2)]) == (0, 1, True)  # run-time T above MAX_STATIC_STEPS
+    assert ops.launch_plan(8, 12, [(x, 2)]) == (12, 1, True)  # T > VEC2_MAX_STEPS: one neuron per thread
     assert ops.launch_plan(2**29, 4, [(x, 2)])[2] is False  # T * N >= 2**31: 64-bit indices
     t = ops.traffic_bytes(torch.float16, 4, training=True)
     assert t == {"bytes": 5 * 2 + 1.0, "floor_inference": 4, "floor_training": 10}
@@ -452,13 +453,25 @@ def test_gpu_parity_cases_replayed_on_cpu(dname):
 # ------------------------------------------------------------------------------ CUDA source: nvcc / ptxas
 
 
+def _representative_keys():
+    """Every semantic variant (fp16, the common launch: T=4, two neurons per thread, 32-bit indices), and
+    every launch variant (run-time/compile-time T, vec, index width) of one semantic variant per dtype."""
+    keys_f = [k for k in source.all_forward_keys(steps=(4,), vec=(2,)) if k.dtype == "fp16" and k.index32]
+    keys_b = [k for k in source.all_backward_keys(steps=(4,), vec=(2,)) if k.dtype == "fp16" and k.index32]
+    assert len({k.name for k in keys_f}) == len(keys_f) == 10
+    assert len({k.name for k in keys_b}) == len(keys_b) == 4 * len(keys_f)
+    for dname in DTYPES:
+        for steps, vec, idx32 in itertools.product((0, 1, source.MAX_STATIC_STEPS), (1, 2), (True, False)):
+            keys_f.append(source.ForwardKey("plif", False, True, dname, steps, vec, idx32))
+            keys_b.append(source.BackwardKey("plif", False, True, dname, False, "sigmoid", steps, vec, idx32))
+    return keys_f, keys_b
+
+
 @pytest.mark.skipif(
     shutil.which("nvcc") is None, reason="nvcc not found: cannot compile the generated CUDA source"
 )
 def test_every_specialization_compiles_with_nvcc(tmp_path):
-    keys_f, keys_b = source.all_forward_keys(), source.all_backward_keys()
-    assert len({k.name for k in keys_f}) == len(keys_f) == 15 * 3 * 2 * 2 * 2
-    assert len({k.name for k in keys_b}) == len(keys_b) == 4 * len(keys_f)
+    keys_f, keys_b = _representative_keys()
     code = "\n".join([source.forward_source(k) for k in keys_f] + [source.backward_source(k) for k in keys_b])
     assert "__expf" not in code and "use_fast_math" not in code
     cu = tmp_path / "all.cu"
@@ -616,11 +629,34 @@ class _Emulator:
         return self.fns[keys[-1].name] if keys else None
 
 
+def _launch_keys(kind, dname, steps, vecs, *, v_reset=0.0, decay=True, detach=False, sg="atan"):
+    hard, dec = v_reset is not None, decay or kind == "if"
+    return [
+        key
+        for vec in vecs
+        for key in (
+            source.ForwardKey(kind, hard, dec, dname, steps, vec, True),
+            source.BackwardKey(kind, hard, dec, dname, detach, sg, steps, vec, True),
+        )
+    ]
+
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
+    """All specializations the emulation tests launch, compiled by one g++ run."""
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot emulate the CUDA source on the CPU")
-    return _Emulator(tmp_path_factory.mktemp("emu"))
+    emu = _Emulator(tmp_path_factory.mktemp("emu"))
+    keys = [k for case in EMU_CASES for k in _emu_keys(case)]
+    for kind, dname in OP_CASES:
+        keys += _launch_keys(kind, dname, 4, (1, 2), v_reset=None if kind == "lif" else 0.0)
+    for case in EMU_PARITY_CASES:
+        kind, v_reset, detach, decay, sg, dname, steps, _ = case
+        keys += _launch_keys(kind, dname, steps, (2,), v_reset=v_reset, decay=decay, detach=detach, sg=sg)
+    for kind in KINDS:
+        keys += _launch_keys(kind, "fp32", 4, (2,))
+    emu.build(keys)
+    return emu
 
 
 EMU_CASES = [
@@ -663,8 +699,6 @@ def test_generated_source_matches_reference_on_cpu(emulator, kind, v_reset, deta
     """The emitted kernels, compiled for the CPU and run as 3 blocks x 64 threads (several grid-stride
     iterations), reproduce reference.py: forward bit-exact, gradients to rounding (fp32/fp16/bf16, one and
     two neurons per thread, compile-time and run-time T with chunked recomputation)."""
-    if (kind, v_reset, detach, decay, sg) == EMU_CASES[0]:
-        emulator.build([k for case in EMU_CASES for k in _emu_keys(case)])  # one g++ run for the whole table
     for dname, static, vec, idx32, steps in _emu_specs((kind, v_reset, detach, decay, sg)):
         dtype = DTYPES[dname]
         shape = (10, 99) if vec == 2 else (9, 111)  # 990 / 999 neurons >> 3 * 64 threads
@@ -716,10 +750,12 @@ def test_generated_source_matches_reference_on_cpu(emulator, kind, v_reset, deta
             torch.testing.assert_close(partials.sum(), gq_ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+OP_CASES = [(kind, "fp32") for kind in KINDS] + [("plif", "fp16"), ("lif", "bf16")]
+
+
+@pytest.mark.parametrize("kind,dname", OP_CASES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
-@pytest.mark.parametrize("dname", list(DTYPES))
-def test_op_launch_path_with_emulated_kernels(emulator, kind, layout, dname):
+def test_op_launch_path_with_emulated_kernels(emulator, kind, dname, layout):
     """ops' real launch path (argument packing, layouts, autograd, PLIF partials) on CPU-compiled kernels
     equals the op's reference path (T=4: compile-time T; odd and even N: one and two neurons per thread)."""
     dtype = DTYPES[dname]
@@ -760,9 +796,12 @@ def test_op_launch_path_with_emulated_kernels(emulator, kind, layout, dname):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-5)
 
 
+EMU_PARITY_CASES = [c for c in GPU_CASES if c[2] is False and c[4] == "atan" and c[7] is False and c[6] == 4]
+
+
 def test_gpu_parity_cases_replayed_on_emulated_kernels(emulator):
     """A sample of the GPU parity cases (all dtypes) through the emulated CUDA kernels, same tolerances."""
-    cases = [c for c in GPU_CASES if c[2] is False and c[4] == "atan" and c[7] is False and c[6] == 4]
+    cases = EMU_PARITY_CASES
     assert len(cases) == 5 * 2 * 3
     with ops.kernel_hooks(emulator, poison_outputs=True):
         before = dict(ops.LAUNCHES)
@@ -806,7 +845,7 @@ def test_every_specialization_compiles_with_cupy_nvrtc():
     if not any(o.startswith("-I") for o in options):
         pytest.skip("no CUDA headers (cuda_fp16.h) found for NVRTC")
     assert cupy is not None
-    keys_f, keys_b = source.all_forward_keys(), source.all_backward_keys()
+    keys_f, keys_b = _representative_keys()
     code = "\n".join([source.forward_source(k) for k in keys_f] + [source.backward_source(k) for k in keys_b])
     try:
         program = compiler._NVRTCProgram(code, "snnprune_all.cu")

@@ -22,6 +22,7 @@ the input (and a tensor initial state): ``h`` is recomputed in fp32 by the backw
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -48,6 +49,9 @@ __all__ = [
 
 THREADS = 256
 MAX_BLOCKS = 8192
+#: Two neurons per thread only up to this T: beyond it the unrolled backward needs over ~96 registers (ptxas,
+#: sm_90), which costs more occupancy than the wider loads win (scripts/neuron_kernel_resources.py).
+VEC2_MAX_STEPS = 8
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _KERNELS: dict[tuple[int, str], object] = {}
 _KEYS: dict[tuple, source.ForwardKey | source.BackwardKey] = {}
@@ -241,10 +245,17 @@ def launch_plan(n: int, steps: int, pointers: list[tuple[torch.Tensor | None, in
 
     Returns:
         ``(static_steps, vec, index32)``: ``T`` as a compile-time constant (0 above
-        ``source.MAX_STATIC_STEPS``), 2 neurons per thread when ``n`` is even and every pointer is aligned to
-        two elements (else 1), and 32-bit indices when ``T * N`` plus one grid stride fits in ``int``.
+        ``source.MAX_STATIC_STEPS``), 2 neurons per thread when ``T <= VEC2_MAX_STEPS``, ``n`` is even and
+        every pointer is aligned to two elements (else 1), and 32-bit indices when ``T * N`` plus one grid
+        stride fits in ``int``.
     """
-    vec = 2 if n % 2 == 0 and all(t is None or t.data_ptr() % (2 * size) == 0 for t, size in pointers) else 1
+    vec = 1
+    if steps <= VEC2_MAX_STEPS and n % 2 == 0:
+        vec = 2
+        for t, size in pointers:
+            if t is not None and t.data_ptr() % (2 * size):
+                vec = 1
+                break
     index32 = steps * n + THREADS * MAX_BLOCKS < 2**31
     return (steps if steps <= source.MAX_STATIC_STEPS else 0), vec, index32
 
@@ -308,13 +319,16 @@ def _launch(key, units: int, args: tuple, device: torch.device) -> None:
         kernel((blocks,), (THREADS,), args)
 
 
-def _check_kernel_args(x: torch.Tensor, v_init: torch.Tensor | None, q: torch.Tensor | None) -> None:
+def _check_kernel_args(
+    x: torch.Tensor, v_init: torch.Tensor | None, q: torch.Tensor | None, layout: bool = True
+) -> None:
     """One clear error before raw pointers reach a kernel (a pointer from another device is an illegal
-    address that poisons the CUDA context)."""
+    address that poisons the CUDA context). ``layout=False`` skips the layout scan of ``x`` (callers that
+    made ``x`` time-major dense themselves)."""
     problem = None
     if x.dtype not in _DTYPE_NAMES:
         problem = f"x_seq has dtype {x.dtype}; use float32, float16 or bfloat16"
-    elif not is_time_major_dense(x):
+    elif layout and not is_time_major_dense(x):
         problem = "x_seq is not time-major dense; pass x_seq.contiguous()"
     elif v_init is not None and (v_init.device != x.device or v_init.dtype != torch.float32):
         problem = (
@@ -333,7 +347,12 @@ def _check_kernel_args(x: torch.Tensor, v_init: torch.Tensor | None, q: torch.Te
 
 
 def _forward_impl(
-    x: torch.Tensor, v_init: torch.Tensor | None, v0: float, q: torch.Tensor | None, cfg: _Config
+    x: torch.Tensor,
+    v_init: torch.Tensor | None,
+    v0: float,
+    q: torch.Tensor | None,
+    cfg: _Config,
+    layout_checked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     shape, strides = x.shape, x.stride()
     step_shape, step_strides = shape[1:], strides[1:]
@@ -362,7 +381,7 @@ def _forward_impl(
             _as_layout(v_final, step_shape, step_strides, torch.float32, dev),
             None if v_seq is None else _as_layout(v_seq, shape, strides, torch.float32, dev),
         )
-    _check_kernel_args(x, v_init, q)
+    _check_kernel_args(x, v_init, q, layout=not layout_checked)
     spikes = _out(shape, strides, x.dtype, dev)
     v_final = _out(step_shape, step_strides, torch.float32, dev)
     v_seq = _out(shape, strides, torch.float32, dev) if cfg.store_v_seq else None
@@ -448,7 +467,7 @@ def _backward_impl(
             _as_layout(grad_v, step_shape, step_strides, torch.float32, dev) if need_grad_v_init else None,
             grad_q if (plif and need_grad_q) else None,
         )
-    _check_kernel_args(x, v_init, q)
+    _check_kernel_args(x, v_init, q, layout=False)  # x was checked by the forward
     if grad_spikes is not None:
         grad_spikes = _as_layout(grad_spikes, shape, strides, x.dtype, dev)
     if grad_v_final is not None:
@@ -517,7 +536,7 @@ class _MultiStepFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v_init, q, v0, cfg):
-        spikes, v_final, v_seq = _forward_impl(x, v_init, v0, q, cfg)
+        spikes, v_final, v_seq = _forward_impl(x, v_init, v0, q, cfg, True)
         ctx.save_for_backward(x, v_init, q)
         ctx.v0, ctx.cfg = v0, cfg
         ctx.set_materialize_grads(False)
@@ -763,17 +782,7 @@ def multistep_neuron(
         q = torch.sigmoid(w.float()).reshape(())
         if q.device != x.device:
             q = q.to(x.device)
-    cfg = _Config(
-        kind,
-        float(tau),
-        bool(decay_input),
-        float(v_threshold),
-        None if v_reset is None else float(v_reset),
-        bool(detach_reset),
-        surrogate,
-        float(alpha),
-        bool(store_v_seq),
-    )
+    cfg = _config(kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store_v_seq)
     if torch.compiler.is_compiling():
         spikes, v_final, v_seq = _fwd(
             x, v, v0, q, cfg.kind, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset, cfg.detach_reset,
@@ -785,4 +794,21 @@ def multistep_neuron(
     ):
         spikes, v_final, v_seq = _MultiStepFunction.apply(x, v, q, v0, cfg)
         return spikes, v_final, (v_seq if store_v_seq else None)
-    return _forward_impl(x, v, v0, q, cfg)
+    return _forward_impl(x, v, v0, q, cfg, True)
+
+
+@functools.lru_cache(maxsize=256)
+def _config(
+    kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store_v_seq
+) -> _Config:
+    return _Config(
+        kind,
+        float(tau),
+        bool(decay_input),
+        float(v_threshold),
+        None if v_reset is None else float(v_reset),
+        bool(detach_reset),
+        surrogate,
+        float(alpha),
+        bool(store_v_seq),
+    )
