@@ -4,8 +4,10 @@ One run on one GPU measures steps of SGD training (IF neurons, ATan, ADD, detach
 224 px, channels_last) for every combination of precision (fp16 autocast + GradScaler, fp32 with TF32),
 neuron backend (SpikingJelly 2.0.0 vs ours), execution (eager, ``torch.compile`` default, ``torch.compile``
 ``reduce-overhead`` = CUDA graphs, around forward+loss) and weights (dense vs the LATS soft-threshold
-parametrization attached by ``snnprune.sparsify(model, "lats", ...)``). Prints a table, the target
-ratios (ours+LATS vs SpikingJelly eager, and vs SpikingJelly + torch.compile) and writes JSON.
+parametrization attached by ``snnprune.sparsify(model, "lats", ...)``). The two neuron backends run back
+to back in every (precision, mode, weights) configuration; each is timed over ``--repeats`` repeats of
+``--iters`` steps (min and median). Prints a table, the target ratios (ours+LATS vs SpikingJelly eager, and
+vs SpikingJelly + torch.compile), ours vs SpikingJelly in the same mode, and writes JSON.
 
 Usage::
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", default="dense,lats", help="dense and/or lats")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps (include compilation)")
-    p.add_argument("--iters", type=int, default=30, help="timed steps")
+    p.add_argument("--iters", type=int, default=30, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; min and median step time reported")
     p.add_argument("--output", default="bench_sew_step.json")
     return p
 
@@ -117,19 +121,24 @@ def _run_config(args, precision: str, backend: str, mode: str, weights: str) -> 
         train_step()
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - t0
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(args.iters):
-        train_step()
-    end.record()
-    torch.cuda.synchronize()
-    step_ms = start.elapsed_time(end) / args.iters
+    samples = []
+    for _ in range(args.repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(args.iters):
+            train_step()
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end) / args.iters)
+    step_ms = min(samples)
     return {
         "precision": precision,
         "backend": backend,
         "mode": mode,
         "weights": weights,
         "step_ms": step_ms,
+        "step_ms_median": statistics.median(samples),
+        "step_ms_repeats": samples,
         "images_per_s": args.batch_size / (step_ms * 1e-3),
         "warmup_s": warmup_s,
     }
@@ -149,8 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
         "args": vars(args),
         "rows": [],
     }
-    for precision, backend, mode, weights in itertools.product(
-        args.precisions.split(","), backends, args.modes.split(","), args.weights.split(",")
+    # backends innermost: ours and the baseline run back to back in every (precision, mode, weights)
+    for precision, mode, weights, backend in itertools.product(
+        args.precisions.split(","), args.modes.split(","), args.weights.split(","), backends
     ):
         try:
             row = _run_config(args, precision, backend, mode, weights)
@@ -204,9 +214,21 @@ def _ratios(rows: list[dict]) -> dict:
                 if r["precision"] == precision and r["backend"] == "spikingjelly" and r["mode"] != "eager"
             ]
         )
+        same_mode = {}
+        for mode in sorted({r["mode"] for r in ok if r["precision"] == precision}):
+            for weights in sorted({r["weights"] for r in ok}):
+                sel = [
+                    r
+                    for r in ok
+                    if r["precision"] == precision and r["mode"] == mode and r["weights"] == weights
+                ]
+                o = best([r for r in sel if r["backend"] != "spikingjelly"])
+                b = best([r for r in sel if r["backend"] == "spikingjelly"])
+                same_mode[f"{mode}/{weights}"] = o / b if o and b else None
         out[precision] = {
             "ours_lats_vs_sj_eager": ours / sj_eager if ours and sj_eager else None,
             "ours_lats_vs_sj_compile": ours / sj_comp if ours and sj_comp else None,
+            "ours_vs_sj_same_mode": same_mode,
         }
     return out
 
@@ -215,23 +237,29 @@ def _fmt_row(r: dict) -> str:
     if "error" in r:
         return f"| {r['precision']} | {r['backend']} | {r['mode']} | {r['weights']} | ERROR {r['error'][:80]} | | |"
     return (
-        f"| {r['precision']} | {r['backend']} | {r['mode']} | {r['weights']} | {r['step_ms']:.1f} | "
-        f"{r['images_per_s']:.0f} | {r['warmup_s']:.0f} |"
+        f"| {r['precision']} | {r['backend']} | {r['mode']} | {r['weights']} | {r['step_ms']:.1f} / "
+        f"{r['step_ms_median']:.1f} | {r['images_per_s']:.0f} | {r['warmup_s']:.0f} |"
     )
 
 
 def _print_table(results: dict) -> None:
     print(f"# {results['device']}  torch {results['torch']}")
-    print("| precision | neurons | mode | weights | step ms | images/s | warm-up s |")
+    print("| precision | neurons | mode | weights | step ms (min / median) | images/s (best) | warm-up s |")
     print("|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         print(_fmt_row(r))
     for precision, ratio in results["ratios"].items():
-        fmt = {k: "n/a" if v is None else f"{v:.2f}x" for k, v in ratio.items()}
+        fmt = {
+            k: "n/a" if v is None else f"{v:.2f}x" for k, v in ratio.items() if k != "ours_vs_sj_same_mode"
+        }
         print(
             f"{precision}: ours+LATS vs SpikingJelly eager {fmt['ours_lats_vs_sj_eager']} (target >= 1.5x), "
             f"vs SpikingJelly + torch.compile {fmt['ours_lats_vs_sj_compile']} (target >= 1.0x)"
         )
+        same = ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.2f}x'}" for k, v in ratio["ours_vs_sj_same_mode"].items()
+        )
+        print(f"{precision}: ours vs SpikingJelly in the same mode: {same}")
 
 
 if __name__ == "__main__":

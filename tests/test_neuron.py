@@ -1033,3 +1033,33 @@ def test_gpu_sew_resnet18_cupy_matches_spikingjelly():
     out.square().sum().backward()
     for (name, p_ref), (_, p) in zip(ref.named_parameters(), ours.named_parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_bench_neurons_cpu_mode_runs_the_fused_node_path(tmp_path):
+    """scripts/bench_neurons.py --cpu: host time of the node path with a no-op launcher, bytes vs floors."""
+    import json
+
+    out = tmp_path / "b.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_neurons.py"), "--cpu", "--neurons", "lif", "--dtypes", "fp16",
+         "--iters", "2", "--repeats", "2", "--warmup", "1", "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    paths = {(row["path"], row["phase"]) for row in res["rows"]}
+    assert ("node (eager autograd.Function)", "fwd+bwd") in paths and (
+        "custom op (torch.compile path)",
+        "fwd",
+    ) in paths
+    assert all(0 < row["min_us"] <= row["median_us"] for row in res["rows"])
+    fp16_train = next(b for b in res["bytes"] if b["phase"] == "fwd+bwd" and b["state"] == "scalar")
+    assert fp16_train["floor_training"] == 10 and fp16_train["bytes"] == 11.0
+    assert "bytes per neuron-step" in r.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_neurons.py"), "--cpu", "--neurons", "izh"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        bad.returncode == 2 and "--neurons: unknown ['izh']" in bad.stderr and "Traceback" not in bad.stderr
+    )

@@ -782,13 +782,14 @@ def multistep_neuron(
         q = torch.sigmoid(w.float()).reshape(())
         if q.device != x.device:
             q = q.to(x.device)
-    cfg = _config(kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store_v_seq)
     if torch.compiler.is_compiling():
         spikes, v_final, v_seq = _fwd(
-            x, v, v0, q, cfg.kind, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_reset, cfg.detach_reset,
-            cfg.surrogate, cfg.alpha, cfg.store_v_seq,
+            x, v, v0, q, kind, float(tau), bool(decay_input), float(v_threshold),
+            None if v_reset is None else float(v_reset), bool(detach_reset), surrogate, float(alpha),
+            bool(store_v_seq),
         )  # fmt: skip
         return spikes, v_final, (v_seq if store_v_seq else None)
+    cfg = _config(kind, tau, decay_input, v_threshold, v_reset, detach_reset, surrogate, alpha, store_v_seq)
     if torch.is_grad_enabled() and (
         x.requires_grad or (v is not None and v.requires_grad) or (q is not None and q.requires_grad)
     ):
