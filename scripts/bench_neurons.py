@@ -49,11 +49,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default=None, help="per-step shape N,C,H,W (GPU 32,64,56,56; CPU 1,64,8,8)")
     p.add_argument("--dtypes", default="fp32,fp16", help="comma list of fp32,fp16,bf16")
     p.add_argument("--neurons", default="if,lif", help="comma list of if,lif,plif")
-    p.add_argument("--iters", type=int, default=None, help="timed iterations per repeat (GPU 100, CPU 50)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per repeat (GPU 100, CPU 20)")
     p.add_argument(
-        "--repeats", type=int, default=None, help="repeats; min and median reported (GPU 5, CPU 15)"
+        "--repeats", type=int, default=None, help="repeats; min and median reported (GPU 5, CPU 30)"
     )
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="CPU mode: torch intra-op threads (host cost, 1)")
     p.add_argument("--output", default="bench_neurons.json", help="JSON file to write")
     return p
 
@@ -71,8 +72,8 @@ def _parse(argv):
             print(f"--{name}: unknown {bad}; choose from {','.join(allowed)}", file=sys.stderr)
             sys.exit(2)
     args.shape = shape
-    args.iters = args.iters or (50 if args.cpu else 100)
-    args.repeats = args.repeats or (15 if args.cpu else 5)
+    args.iters = args.iters or (20 if args.cpu else 100)
+    args.repeats = args.repeats or (30 if args.cpu else 5)
     return args
 
 
@@ -182,6 +183,20 @@ def _print_bytes(rows: list[dict], steps: int) -> None:
 # ----------------------------------------------------------------------------------------------- CPU mode
 
 
+class _Allocations(torch.autograd.Function):
+    """The fused path's allocations (spikes, fp32 state; input gradient) and nothing else: the host floor."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.empty_like(x), torch.empty(x.shape[1:], dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v):
+        (x,) = ctx.saved_tensors
+        return torch.empty_like(x)
+
+
 def _cpu_main(args) -> dict:
     from spikingjelly.activation_based import functional
 
@@ -190,6 +205,7 @@ def _cpu_main(args) -> dict:
     def noop(key, blocks, units, args_):
         return None
 
+    torch.set_num_threads(args.threads)
     results = {
         "mode": "cpu-host-overhead",
         "torch": torch.__version__,
@@ -202,6 +218,13 @@ def _cpu_main(args) -> dict:
     for dname in args.dtypes.split(","):
         x = (torch.randn(args.T, *args.shape) + 0.5).to(DTYPES[dname])
         grad = torch.randn_like(x)
+        xg0 = x.detach().requires_grad_(True)
+
+        def floor_fwd_bwd(xg=xg0, grad=grad):
+            torch.autograd.grad(_Allocations.apply(xg)[0], xg, grad)
+
+        cases.append(({"neuron": "-", "dtype": dname, "path": "floor: autograd.Function, same allocations, no work",
+                       "phase": "fwd+bwd"}, floor_fwd_bwd))  # fmt: skip
         for kind in args.neurons.split(","):
             node = _node(kind, "snnprune", "cpu")
             xg = x.detach().requires_grad_(True)

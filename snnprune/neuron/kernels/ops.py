@@ -206,7 +206,8 @@ def compiled_kernel(device_index: int, key: source.ForwardKey | source.BackwardK
         )
         with cupy.cuda.Device(device_index):
             kernel = cupy.RawKernel(code, key.name, options=cuda_compile_options())
-            kernel.compile()
+            if hasattr(kernel, "compile"):  # CuPy >= 9: compile now, not inside the first launch
+                kernel.compile()
         _KERNELS[cache_key] = kernel
     return kernel
 
