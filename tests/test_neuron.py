@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -505,8 +506,6 @@ def test_kernel_resources_script_reports_no_spills(tmp_path):
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    import json
-
     rows = json.loads(out.read_text())["kernels"]
     assert len(rows) >= 12 and "| family |" in r.stdout
     for row in rows:
@@ -1035,18 +1034,30 @@ def test_gpu_sew_resnet18_cupy_matches_spikingjelly():
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_bench_neurons_cpu_mode_runs_the_fused_node_path(tmp_path):
+def test_bench_neurons_cpu_mode_runs_the_fused_node_path(tmp_path, capsys, monkeypatch):
     """scripts/bench_neurons.py --cpu: host time of the node path with a no-op launcher, bytes vs floors."""
-    import json
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("bench_neurons", ROOT / "scripts" / "bench_neurons.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the test process's setting
     out = tmp_path / "b.json"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_neurons.py"), "--cpu", "--neurons", "lif", "--dtypes", "fp16",
-         "--iters", "2", "--repeats", "2", "--warmup", "1", "--output", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
+    argv = [
+        "--cpu",
+        "--neurons",
+        "lif",
+        "--dtypes",
+        "fp16",
+        "--iters",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    ]
+    res = bench.main([*argv, "--output", str(out)])
+    assert json.loads(out.read_text()) == res
     paths = {(row["path"], row["phase"]) for row in res["rows"]}
     assert ("node (eager autograd.Function)", "fwd+bwd") in paths and (
         "custom op (torch.compile path)",
@@ -1055,11 +1066,7 @@ def test_bench_neurons_cpu_mode_runs_the_fused_node_path(tmp_path):
     assert all(0 < row["min_us"] <= row["median_us"] for row in res["rows"])
     fp16_train = next(b for b in res["bytes"] if b["phase"] == "fwd+bwd" and b["state"] == "scalar")
     assert fp16_train["floor_training"] == 10 and fp16_train["bytes"] == 11.0
-    assert "bytes per neuron-step" in r.stdout
-    bad = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_neurons.py"), "--cpu", "--neurons", "izh"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert (
-        bad.returncode == 2 and "--neurons: unknown ['izh']" in bad.stderr and "Traceback" not in bad.stderr
-    )
+    assert "bytes per neuron-step" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--cpu", "--neurons", "izh"])
+    assert exc.value.code == 2 and "--neurons: unknown ['izh']" in capsys.readouterr().err
