@@ -780,7 +780,9 @@ def multistep_neuron(
         v, v0 = None, float(v_init)
     q = None
     if kind == "plif":
-        q = torch.sigmoid(w.float()).reshape(())
+        q = torch.sigmoid(w.float())
+        if q.dim():  # SpikingJelly's w is 0-d already: no extra view node per call
+            q = q.reshape(())
         if q.device != x.device:
             q = q.to(x.device)
     if torch.compiler.is_compiling():
