@@ -259,20 +259,23 @@ def _cpu_main(args) -> dict:
         for _, fn in cases:
             for _ in range(args.warmup):
                 fn()
-        for _ in range(args.repeats):  # interleaved: every case once per repeat
+        # interleaved: every case `iters` times per repeat; each call is timed on its own, so a preemption by
+        # another process (milliseconds on a shared CPU) costs one sample, not a whole block's mean
+        for _ in range(args.repeats):
             for i, (_, fn) in enumerate(cases):
-                t0 = time.perf_counter()
                 for _ in range(args.iters):
+                    t0 = time.perf_counter()
                     fn()
-                samples[i].append((time.perf_counter() - t0) / args.iters * 1e6)
+                    samples[i].append((time.perf_counter() - t0) * 1e6)
         if ops.LAUNCHES["fwd"] == before:
             raise RuntimeError("the node did not take the fused path (launch sentinel unchanged)")
     for (row, _), s in zip(cases, samples, strict=True):
         results["rows"].append({**row, **{f"{k}_us": v for k, v in _stats(s).items()}})
     results["bytes"] = _bytes_table(args.dtypes.split(","), args.T)
     print(
-        f"# host time per call, no-op kernel launcher, CPU ({results['threads']} threads), torch {results['torch']}, "
-        f"T={args.T} shape={list(args.shape)}; target: node fwd+bwd <= 150 us"
+        f"# host time per call (min and median over {args.repeats * args.iters} single calls), no-op kernel "
+        f"launcher, CPU ({results['threads']} threads), torch {results['torch']}, T={args.T} "
+        f"shape={list(args.shape)}; target: node fwd+bwd <= 150 us"
     )
     print("| neuron | dtype | path | phase | min us | median us |")
     print("|---|---|---|---|---|---|")
