@@ -98,7 +98,7 @@ def multistep_forward(
 
     Returns:
         ``(spikes, v_final, h_seq, v_seq)``: spikes in ``x_seq.dtype``; ``v_final`` fp32;
-        ``h_seq`` the charged potential of every step in fp32 (what backward needs); ``v_seq`` fp32
+        ``h_seq`` the charged potential of every step in fp32 (the backward recomputes it); ``v_seq`` fp32
         ``[T, *shape]`` or ``None``.
     """
     _check_kind(kind)
