@@ -168,22 +168,41 @@ def analyze(
       input event rate = mean input value over the spike/count calls (fraction of ones for binary
       spikes; mean count for SEW integer inputs), ``None`` for real-valued inputs.
       ``totals["firing_rate"]`` is the neuron-count-weighted mean over all spiking neurons.
-    * ``energy_pj = sops * E_AC + macs * E_MAC`` with the chosen :class:`EnergyModel`.
+    * ``energy_pj = energy_compute_pj + energy_memory_pj`` on every row and in the totals, with the chosen
+      :class:`EnergyModel`: compute ``sops * E_AC + macs * E_MAC``; memory (weights and their sparse-format
+      index, membrane potentials, spikes/activations; zero for the compute-only presets, the default).
+    * ``convention`` picks the counting rules of ``sops``/``macs`` (memory terms always use the exact
+      counts): ``"ours"`` (above); ``"spikingjelly"``, SpikingJelly 2.0.0's ``SynOpCounter`` +
+      ``MACCounter``: SOPs only for exactly binary inputs, with the dense fan-out (zero weights counted),
+      every non-binary input (SEW counts, real values) as dense MACs, BatchNorm's affine MACs on the norm
+      rows; ``"syops"`` (syops-counter): dense ops x mean input rate for binary inputs, dense MACs for any
+      other input, the encoding layer counted T times. Rule by rule: ``snnprune/docs/energy.md``.
 
     Args:
         model: an SNN (multi-step or single-step SpikingJelly neurons) or an ANN, parametrized or not.
-        data: one input batch (a tensor, or an ``(input, target)`` pair) or an iterable of batches, each a
-            tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``). Statistics are streamed.
-            The number of samples of a batch is ``len(target)`` when a target tensor is given, else
-            ``input.shape[0]`` (give targets for time-first ``[T, N, ...]`` inputs).
+        data: one input batch (a tensor, or an ``(input, target)`` pair: any two tensors of different
+            shapes whose second has the input's batch length, so one-hot and float targets work) or an
+            iterable of batches, each a tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``).
+            Statistics are streamed. The number of samples of a batch is ``len(target)`` when a target
+            tensor is given, else the batch dimension the first spiking neuron sees (``N`` of a bare
+            time-first ``[T, N, ...]`` tensor), else ``input.shape[0]``.
         time_steps: T used for the per-time-step values; default ``model.T``, else inferred from the
             neurons (first dim in multi-step mode, calls per batch in single-step mode), else 1.
         energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
         max_batches: stop after this many batches.
         progress: show a tqdm progress bar for iterables.
+        convention: ``"ours"`` (default), ``"spikingjelly"`` or ``"syops"``.
 
     Returns:
         A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
+
+    Raises:
+        ValueError: a bad argument, an empty batch, no batches, or a bare input whose number of samples
+            cannot be told from what the neurons see (pass ``(input, target)`` pairs).
+
+    Warns:
+        UserWarning: the first synaptic layer of an SNN receives integers above 1 (raw 0-255 pixels would
+            be counted as spike counts).
 
     Example:
         >>> report = analyze(model, test_loader, max_batches=10)  # doctest: +SKIP
