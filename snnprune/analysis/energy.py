@@ -11,7 +11,7 @@ operation, SOP) of a layer fed with spikes with the 45 nm costs of Horowitz (ISS
 **Memory** (zero in the compute-only presets ``fp32`` (default), ``fp16``, ``int32``, ``int8``). Every
 access of ``b`` bits to an SRAM holding ``S`` bits costs ``b * e_bit(S)``, where ``e_bit`` interpolates
 linearly between ``sram_pj`` points ``(capacity in bytes, pJ per sram_word_bits-bit access)`` and is
-constant beyond the last point. Per sample, summed over the time steps (see ``snnprune/docs/energy.md``):
+constant below the first and beyond the last point. Per sample, summed over the time steps (see ``snnprune/docs/energy.md``):
 
 * **weights**: one read of ``weight_bits`` per accumulate of a non-zero weight (event-driven layers) or per
   effective MAC (real-valued inputs), from the layer's weight memory. ``weight_format`` decides what is

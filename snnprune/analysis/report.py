@@ -130,7 +130,6 @@ def build_report(
     samples = max(int(meta["samples"]), 1)
     t = max(int(meta["time_steps"]), 1)
     spiking = bool(meta.get("spiking", True))
-    batches = max(int(meta.get("batches", 1)), 1)
     syn = [r for r in raw_rows if "sops" in r and r.get("calls")]
     first = min(syn, key=lambda r: r["order"]) if syn else None
     layers: list[dict[str, Any]] = []
@@ -148,12 +147,7 @@ def build_report(
             "energy_pj": None,
         }
         if "sops" in raw:
-            first_real = (
-                raw is first
-                and raw["real_calls"] == raw["calls"]
-                and raw["batch_calls"] == 1
-                and batches >= 1
-            )
+            first_real = raw is first and raw["real_calls"] == raw["calls"] and raw["batch_calls"] == 1
             sops_c, macs_c = _convention_counts(raw, convention, t, first_real)
             sops = sops_c / samples
             macs = macs_c / samples
@@ -253,7 +247,15 @@ class Report:
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
     ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
     ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples`` and ``time_steps``.
-    ``report.meta`` says which energy model, T and data were used.
+    ``report.meta`` says which energy model, convention, T and data were used.
+
+    Energy columns (rows where energy applies: synaptic layers; neurons when the model charges memory;
+    norm rows under the ``"spikingjelly"`` convention): ``energy_compute_pj``, ``energy_memory_pj`` (=
+    ``energy_weights_pj + energy_index_pj + energy_potential_pj + energy_activations_pj``) and
+    ``energy_pj`` (their sum). ``row["access"]`` holds the exact per-sample counts the memory terms are
+    priced from (SOPs, dense-fan-out SOPs, input events and elements, MACs with a non-zero input...), so
+    :meth:`with_energy` can re-price a report. ANN rows have ``input_density`` (MACs with a non-zero
+    input / MACs).
 
     Args:
         layers: row dicts.
