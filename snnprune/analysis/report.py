@@ -213,7 +213,9 @@ def build_report(
 
 def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, Any]) -> dict[str, Any]:
     t = max(int(meta["time_steps"]), 1)
-    totals: dict[str, Any] = {k: sum(r.get(k) or 0 for r in layers) for k in (*_SUMMED, *_ENERGY_KEYS)}
+    # the memory breakdown only where memory is charged (compute-only totals stay short)
+    keys = (*_SUMMED, *(_ENERGY_KEYS if energy.has_memory else _ENERGY_KEYS[:1] + _ENERGY_KEYS[-1:]))
+    totals: dict[str, Any] = {k: sum(r.get(k) or 0 for r in layers) for k in keys}
     w_numel = sum(r.get("weight_params", 0) for r in layers)
     w_nonzero = sum(r.get("weight_nonzero", 0) for r in layers)
     neuron_rows = [r for r in layers if r["kind"] == "neuron" and r["firing_rate"] is not None]
@@ -437,10 +439,11 @@ class Report:
         )
         if self.convention != "ours" or memory:
             out.append(
-                f"convention {self.convention}; energy = compute {format_energy(t['energy_compute_pj'])} + "
-                f"memory {format_energy(t['energy_memory_pj'])} (weights {format_energy(t['energy_weights_pj'])}, "
-                f"index {format_energy(t['energy_index_pj'])}, potentials {format_energy(t['energy_potential_pj'])}, "
-                f"spikes/activations {format_energy(t['energy_activations_pj'])})"
+                f"convention {self.convention}; energy = compute {format_energy(t.get('energy_compute_pj'))} + "
+                f"memory {format_energy(t.get('energy_memory_pj'))} (weights "
+                f"{format_energy(t.get('energy_weights_pj', 0.0))}, index {format_energy(t.get('energy_index_pj', 0.0))}, "
+                f"potentials {format_energy(t.get('energy_potential_pj', 0.0))}, spikes/activations "
+                f"{format_energy(t.get('energy_activations_pj', 0.0))})"
             )
         return "\n".join(out)
 
