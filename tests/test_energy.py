@@ -460,3 +460,25 @@ def test_integer_pixels_at_the_first_layer_warn():
         warnings.simplefilter("error")
         analyze(_Probe(conv), pixels / 255, progress=False)  # normalised: real-valued MACs, no warning
         analyze(_Probe(conv), (pixels > 128).float(), progress=False)  # binary spikes: no warning
+
+
+def test_energy_figure_pruned_twin_scales_by_layer_density():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_energy_figure import pruned_twin
+
+    snn, ann, x = _pair(0.2)
+    ra = analyze(ann, torch.relu(torch.randn(64, 32)), energy="yan-accelerator", progress=False)
+    with torch.no_grad():
+        snn.syn.weight[::4] = 0.0  # a quarter of the output rows pruned: density 3/4
+    rs = analyze(snn, x, time_steps=2, progress=False)
+    twin = pruned_twin(ra, rs)
+    assert twin["syn"]["macs"] == pytest.approx(0.75 * ra["syn"]["macs"])
+    assert twin["syn"]["access"]["nonzero_input_macs"] == pytest.approx(
+        0.75 * ra["syn"]["access"]["nonzero_input_macs"]
+    )
+    assert twin["syn"]["weight_nonzero"] == 384
+    assert twin.totals["energy_pj"] < ra.totals["energy_pj"]
+    assert twin.with_energy("yan-accelerator").totals["energy_pj"] == pytest.approx(twin.totals["energy_pj"])
