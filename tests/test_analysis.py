@@ -92,6 +92,7 @@ def test_conv_sops_hand_computed_padding_stride():
     assert _sops(analyze(_Probe(conv), x, progress=False), "syn") == 5
 
 
+@pytest.mark.filterwarnings("ignore:analyze. the first layer")  # spike counts fed on purpose
 def test_linear_sops_hand_computed_and_integer_counts():
     lin = nn.Linear(4, 3, bias=False)
     # non-zero synapses per input column: [3, 1, 0, 2]
@@ -126,6 +127,7 @@ def test_depthwise_and_grouped_conv_sops():
     assert _sops(analyze(_Probe(g), x, progress=False), "syn") == 1 + 2
 
 
+@pytest.mark.filterwarnings("ignore:analyze. the first layer")  # spike counts fed on purpose
 @pytest.mark.parametrize(
     "kwargs,dim",
     [

@@ -2,14 +2,29 @@
 
 * :func:`analyze` runs a model over data with forward hooks and returns a :class:`Report`;
 * :func:`compare` puts an ANN report and an SNN report side by side;
-* :class:`EnergyModel` holds the per-operation energy (45 nm, Horowitz 2014; FP32 default).
+* :class:`EnergyModel` holds the per-operation and per-access energy (45 nm, Horowitz 2014; FP32
+  compute-only default; memory-aware presets ``"lemaire"``, ``"yan-neuromorphic"``, ``"yan-accelerator"``);
+* :func:`break_even` and :func:`energy_at_rate` give the firing rate at which an SNN matches the quantized
+  ANN. Conventions and sources: ``snnprune/docs/energy.md``.
 """
 
 from __future__ import annotations
 
 from .analyze import analyze
-from .compare import Comparison, compare
-from .energy import ENERGY_PRESETS, EnergyModel
-from .report import Report
+from .compare import Comparison, ann_baselines, break_even, compare, energy_at_rate
+from .energy import ENERGY_PRESETS, EnergyModel, quantized_activation_bits
+from .report import CONVENTIONS, Report
 
-__all__ = ["ENERGY_PRESETS", "Comparison", "EnergyModel", "Report", "analyze", "compare"]
+__all__ = [
+    "CONVENTIONS",
+    "ENERGY_PRESETS",
+    "Comparison",
+    "EnergyModel",
+    "Report",
+    "analyze",
+    "ann_baselines",
+    "break_even",
+    "compare",
+    "energy_at_rate",
+    "quantized_activation_bits",
+]

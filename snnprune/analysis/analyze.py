@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from .counting import Collector, is_spiking_model
 from .energy import EnergyModel
-from .report import Report, build_report
+from .report import CONVENTIONS, Report, build_report
 
 __all__ = ["analyze"]
 
@@ -24,8 +25,12 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _split_batch(batch: Any) -> tuple[Tensor, int]:
-    """Return ``(input, number of samples)`` of one batch (a tensor or an ``(input, target, ...)`` pair)."""
+def _split_batch(batch: Any) -> tuple[Tensor, int | None]:
+    """Return ``(input, number of samples)`` of one batch (a tensor or an ``(input, target, ...)`` pair).
+
+    The number of samples is ``len(target)`` when a target tensor is given, else ``None``: it is then
+    taken from the batch dimension the neurons see (see :func:`_bare_samples`).
+    """
     target = None
     if isinstance(batch, Tensor):
         x = batch
@@ -39,23 +44,68 @@ def _split_batch(batch: Any) -> tuple[Tensor, int]:
         )
     if x.dim() == 0:
         raise ValueError("an input batch must have a batch dimension, got a 0-d tensor")
+    if x.numel() == 0 or (isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] == 0):
+        raise ValueError(
+            f"analyze: data: a batch has no samples (input shape {tuple(x.shape)}); "
+            "drop empty batches (e.g. DataLoader(..., drop_last=True) on a too small dataset)"
+        )
     if isinstance(target, Tensor) and target.dim() >= 1:
-        samples = int(target.shape[0])
-    else:
-        samples = int(x.shape[0])
-    return x, samples
+        return x, int(target.shape[0])
+    return x, None
+
+
+def _bare_samples(x: Tensor, neuron_shape: tuple[bool, tuple[int, ...]] | None) -> int:
+    """Samples of a batch given without target, from the batch dimension the first neuron saw.
+
+    Args:
+        x: the input tensor.
+        neuron_shape: ``(multi_step, output shape)`` of the first spiking neuron in this batch, or None.
+
+    Returns:
+        ``x.shape[0]`` when the neurons see it as the batch (static ``[N, ...]`` input, or an ANN); ``N``
+        of a time-first ``[T, N, ...]`` input that the neurons see as ``[T, N, ...]`` (multi-step) or step
+        by step as ``[N, ...]`` (single-step).
+
+    Raises:
+        ValueError: when the input's shape does not match what the neurons see.
+    """
+    if neuron_shape is None:
+        return int(x.shape[0])
+    multi, shape = neuron_shape
+    n = shape[1] if multi and len(shape) >= 2 else shape[0]
+    if n == x.shape[0]:
+        return int(x.shape[0])
+    if x.dim() >= 2 and n == x.shape[1] and (not multi or shape[0] == x.shape[0]):
+        return int(n)  # time-first [T, N, ...] input
+    raise ValueError(
+        f"analyze: data: cannot tell the number of samples of an input of shape {tuple(x.shape)}: the "
+        f"first spiking neuron sees {'[T, N, ...]' if multi else '[N, ...]'} = {tuple(shape)}; "
+        "pass (input, target) pairs so that len(target) gives it"
+    )
 
 
 def _is_single_pair(data: Any) -> bool:
-    return (
+    """Whether ``data`` is one ``(input, target)`` batch rather than a list of two input batches.
+
+    Two tensors are one pair when the second is a 1-D integer tensor (class labels), or when their shapes
+    differ and the second has the input's batch length (``N`` of ``[N, ...]`` or of a time-first
+    ``[T, N, ...]``): float targets, one-hot or soft labels. Two tensors of the same shape are two batches.
+    """
+    if not (
         isinstance(data, tuple | list)
         and len(data) == 2
         and isinstance(data[0], Tensor)
         and isinstance(data[1], Tensor)
-        and not data[1].is_floating_point()
-        and data[1].dim() <= 1
         and data[0].dim() >= 2
-    )
+        and data[1].dim() >= 1
+    ):
+        return False
+    x, y = data
+    if not y.is_floating_point() and y.dim() == 1:
+        return True
+    if y.shape == x.shape:
+        return False
+    return y.shape[0] == x.shape[0] or (x.dim() >= 3 and y.shape[0] == x.shape[1])
 
 
 class _ModelState:
@@ -87,6 +137,7 @@ def analyze(
     energy: EnergyModel | str | None = None,
     max_batches: int | None = None,
     progress: bool = True,
+    convention: str = "ours",
 ) -> Report:
     """Count spikes, synaptic operations (SOPs), MACs, sparsity and energy of ``model`` on ``data``.
 
@@ -117,22 +168,41 @@ def analyze(
       input event rate = mean input value over the spike/count calls (fraction of ones for binary
       spikes; mean count for SEW integer inputs), ``None`` for real-valued inputs.
       ``totals["firing_rate"]`` is the neuron-count-weighted mean over all spiking neurons.
-    * ``energy_pj = sops * E_AC + macs * E_MAC`` with the chosen :class:`EnergyModel`.
+    * ``energy_pj = energy_compute_pj + energy_memory_pj`` on every row and in the totals, with the chosen
+      :class:`EnergyModel`: compute ``sops * E_AC + macs * E_MAC``; memory (weights and their sparse-format
+      index, membrane potentials, spikes/activations; zero for the compute-only presets, the default).
+    * ``convention`` picks the counting rules of ``sops``/``macs`` (memory terms always use the exact
+      counts): ``"ours"`` (above); ``"spikingjelly"``, SpikingJelly 2.0.0's ``SynOpCounter`` +
+      ``MACCounter``: SOPs only for exactly binary inputs, with the dense fan-out (zero weights counted),
+      every non-binary input (SEW counts, real values) as dense MACs, BatchNorm's affine MACs on the norm
+      rows; ``"syops"`` (syops-counter): dense ops x mean input rate for binary inputs, dense MACs for any
+      other input, the encoding layer counted T times. Rule by rule: ``snnprune/docs/energy.md``.
 
     Args:
         model: an SNN (multi-step or single-step SpikingJelly neurons) or an ANN, parametrized or not.
-        data: one input batch (a tensor, or an ``(input, target)`` pair) or an iterable of batches, each a
-            tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``). Statistics are streamed.
-            The number of samples of a batch is ``len(target)`` when a target tensor is given, else
-            ``input.shape[0]`` (give targets for time-first ``[T, N, ...]`` inputs).
+        data: one input batch (a tensor, or an ``(input, target)`` pair: any two tensors of different
+            shapes whose second has the input's batch length, so one-hot and float targets work) or an
+            iterable of batches, each a tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``).
+            Statistics are streamed. The number of samples of a batch is ``len(target)`` when a target
+            tensor is given, else the batch dimension the first spiking neuron sees (``N`` of a bare
+            time-first ``[T, N, ...]`` tensor), else ``input.shape[0]``.
         time_steps: T used for the per-time-step values; default ``model.T``, else inferred from the
             neurons (first dim in multi-step mode, calls per batch in single-step mode), else 1.
         energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
         max_batches: stop after this many batches.
         progress: show a tqdm progress bar for iterables.
+        convention: ``"ours"`` (default), ``"spikingjelly"`` or ``"syops"``.
 
     Returns:
         A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
+
+    Raises:
+        ValueError: a bad argument, an empty batch, no batches, or a bare input whose number of samples
+            cannot be told from what the neurons see (pass ``(input, target)`` pairs).
+
+    Warns:
+        UserWarning: the first synaptic layer of an SNN receives integers above 1 (raw 0-255 pixels would
+            be counted as spike counts).
 
     Example:
         >>> report = analyze(model, test_loader, max_batches=10)  # doctest: +SKIP
@@ -144,6 +214,11 @@ def analyze(
         raise ValueError(f"time_steps must be a positive int or None, got {time_steps!r}")
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(
+            f"analyze: convention: unknown convention {convention!r}; choose one of {list(CONVENTIONS)} "
+            "(see snnprune/docs/energy.md)"
+        )
     energy_model = EnergyModel.resolve(energy)
 
     if isinstance(data, Tensor) or _is_single_pair(data):
@@ -189,6 +264,8 @@ def analyze(
                 if reset_net is not None:
                     reset_net(model)
                 model(x)
+                if samples is None:
+                    samples = _bare_samples(x, collector.batch_neuron_shape)
                 collector.end_batch(samples)
                 if max_batches is not None and collector.batches >= max_batches:
                     break
@@ -217,4 +294,25 @@ def analyze(
         "device": str(device),
         "energy_model": energy_model.to_dict(),
     }
-    return build_report(raw, meta, energy_model)
+    report = build_report(raw, meta, energy_model, convention)
+    _warn_unnormalised_input(report)
+    return report
+
+
+def _warn_unnormalised_input(report: Report) -> None:
+    """Warn when the first synaptic layer of an SNN is fed integers above 1 (likely raw 0-255 pixels)."""
+    if not report.meta.get("spiking"):
+        return
+    syn = sorted(
+        (r for r in report.layers if r["kind"] in ("conv", "linear") and r.get("calls")),
+        key=lambda r: r.get("access", {}).get("order", 0),
+    )
+    if not syn or syn[0].get("input") != "counts":
+        return
+    warnings.warn(
+        f"analyze: the first layer {syn[0]['name']!r} receives integers above 1 (mean {syn[0]['firing_rate']:.3g}), "
+        "counted as spike counts (one accumulate per unit); if these are un-normalised pixels (0-255), "
+        "normalise the input (e.g. x / 255) so that it counts as real-valued MACs",
+        UserWarning,
+        stacklevel=3,
+    )

@@ -85,6 +85,24 @@ def layer_kind(module: nn.Module) -> str | None:
 
 _CHUNK = 1 << 22
 
+# Layout of a synaptic row's device accumulator (float64): sums, then the running maximum.
+_ACC = (
+    "sops",  # sum x . F over spike/count calls (non-zero fan-out)
+    "real_positions",  # output positions of real-valued calls
+    "in_events",  # sum x over spike/count calls
+    "in_elems",  # input elements of spike/count calls
+    "real_calls",
+    "dense_sops",  # sum x . F_dense over spike/count calls (all-ones fan-out: zeros counted)
+    "binary_dense_sops",  # the same over calls whose input is exactly binary (SpikingJelly SynOps)
+    "nonbinary_positions",  # output positions of calls whose input is not binary (SpikingJelly MACs)
+    "syops_acs",  # dense ops x mean input of binary calls (syops ACs)
+    "nonzero_input_macs",  # ANN: sum 1[x != 0] . F (MACs with a non-zero input activation)
+    "real_in_elems",  # input elements of real-valued calls
+    "max_in",
+)
+_NZ_MACS = _ACC.index("nonzero_input_macs")
+_MAX_IN = _ACC.index("max_in")
+
 
 def _exact_sum(t: Tensor) -> Tensor:
     """Sum as a float64 0-d tensor without casting the whole tensor to float64.
@@ -126,7 +144,14 @@ class _Row:
     calls: int = 0
     dense_macs: int = 0
     host_positions: int = 0  # output positions of calls counted as MACs without a device check (ANN)
-    acc: Tensor | None = None  # [sops, real positions, in_events, in_elems, real_calls, max_in]
+    acc: Tensor | None = None  # see _ACC
+    in_numel: int = 0  # input elements over all calls
+    out_numel: int = 0  # output elements over all calls
+    in_step: int = 0  # input elements of one sample at one step (last call)
+    out_step: int = 0  # output elements of one sample at one step (last call)
+    order: int = -1  # rank of the first call in forward order
+    batch_calls: int = 0  # calls during the first batch
+    norm_macs: int = 0  # SpikingJelly's BN MACs (norm rows)
     # neurons
     spikes: Tensor | None = None
     elems: int = 0
@@ -151,8 +176,11 @@ class Collector:
         self.samples = 0
         self.batches = 0
         self.inferred_time_steps: int | None = None
+        #: ``(multi_step, output shape)`` of the first neuron call of the current batch (None before it)
+        self.batch_neuron_shape: tuple[bool, tuple[int, ...]] | None = None
         self._first_neuron: _Row | None = None
         self._first_neuron_calls = 0
+        self._order = 0
         self._build()
 
     # ------------------------------------------------------------------ setup
@@ -179,7 +207,7 @@ class Collector:
                 row.mask = (w != 0).to(torch.float32)
                 row.weight_numel = w.numel()
                 row.weight_nonzero = row.mask.sum(dtype=torch.float64)
-                row.acc = torch.zeros(6, dtype=torch.float64, device=w.device)
+                row.acc = torch.zeros(len(_ACC), dtype=torch.float64, device=w.device)
             if kind == "neuron":
                 row.spikes = zero.clone()
             self.rows.append(row)
@@ -191,6 +219,8 @@ class Collector:
                 self.handles.append(row.module.register_forward_hook(self._synaptic_hook(row)))
             elif row.kind == "neuron":
                 self.handles.append(row.module.register_forward_hook(self._neuron_hook(row)))
+            elif row.kind == "norm" and isinstance(row.module, nn.modules.batchnorm._BatchNorm):
+                self.handles.append(row.module.register_forward_hook(self._norm_hook(row)))
 
     def detach(self) -> None:
         """Remove every hook this collector registered."""
@@ -198,12 +228,16 @@ class Collector:
             self.handles.pop().remove()
 
     # ------------------------------------------------------------------ hooks
-    def _fanout(self, row: _Row, in_shape: tuple[int, ...], device: torch.device) -> Tensor:
-        key = (in_shape, device)
+    def _fanout(
+        self, row: _Row, in_shape: tuple[int, ...], device: torch.device, dense: bool = False
+    ) -> Tensor:
+        key = (in_shape, device, dense)
         f = row.fanout.get(key)
         if f is not None:
             return f
         mask = row.mask.to(device)
+        if dense:
+            mask = torch.ones_like(mask)
         if row.kind == "linear":
             f = mask.sum(0).to(torch.float64)
         else:
@@ -234,20 +268,36 @@ class Collector:
             positions = output.numel() // out_features
             row.calls += 1
             row.dense_macs += positions * row.weight_numel
-            if not spiking:
-                row.host_positions += positions
-                return
+            row.in_numel += x.numel()
+            row.out_numel += output.numel()
+            row.in_step = math.prod(x.shape[x.dim() - feat_dims :])
+            row.out_step = math.prod(output.shape[output.dim() - feat_dims :])
+            if row.order < 0:
+                row.order = self._order
+                self._order += 1
+            if self.batches == 0:
+                row.batch_calls += 1
             x = x.detach().reshape(-1, *x.shape[x.dim() - feat_dims :])
             if not x.is_floating_point():
                 x = x.float()
             f = self._fanout(row, tuple(x.shape[1:]), x.device)
+            if not spiking:
+                # ANN: every call counts MACs; the MACs whose input is non-zero (zero-skipping) exactly
+                row.host_positions += positions
+                nz = (x != 0).sum(0, dtype=torch.float32).to(torch.float64)
+                row.acc[_NZ_MACS] += (nz * f).sum()
+                return
+            fd = self._fanout(row, tuple(x.shape[1:]), x.device, dense=True)
             lo, hi = torch.aminmax(x)
             is_count = (lo >= 0) & ~torch.frac(x).any()
+            is_binary = is_count & (hi <= 1)
             xs = x.sum(0, dtype=torch.float32).to(torch.float64)  # [C, *spatial]: small next to x
             sops = (xs * f).sum()
+            dense_sops = (xs * fd).sum()
             events = xs.sum()
             real = (~is_count).to(torch.float64)
             cnt = is_count.to(torch.float64)
+            binary = is_binary.to(torch.float64)
             update = torch.stack(
                 (
                     sops * cnt,
@@ -255,12 +305,31 @@ class Collector:
                     events * cnt,
                     cnt * x.numel(),
                     real,
+                    dense_sops * cnt,
+                    dense_sops * binary,
+                    (1.0 - binary) * positions,
+                    events * binary * (positions * row.weight_numel / max(x.numel(), 1)),
+                    torch.zeros((), dtype=torch.float64, device=x.device),
+                    real * x.numel(),
                     hi.to(torch.float64) * cnt,
                 )
             )
             acc = row.acc
-            acc[:5] += update[:5]
-            torch.maximum(acc[5:], update[5:], out=acc[5:])
+            acc[:_MAX_IN] += update[:_MAX_IN]
+            torch.maximum(acc[_MAX_IN:], update[_MAX_IN:], out=acc[_MAX_IN:])
+
+        return hook
+
+    def _norm_hook(self, row: _Row):
+        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
+            if args and isinstance(args[0], Tensor):
+                row.calls += 1
+                # SpikingJelly's MACCounter rule for aten.native_batch_norm: x * gamma + beta per element,
+                # plus the two running-statistics updates per channel in training mode
+                if getattr(mod, "affine", False):
+                    row.norm_macs += args[0].numel()
+                if mod.training and getattr(mod, "track_running_stats", False) and args[0].dim() > 1:
+                    row.norm_macs += 2 * args[0].shape[1]
 
         return hook
 
@@ -276,6 +345,8 @@ class Collector:
             row.neurons = math.prod(s.shape[lead:])
             if self._first_neuron is None:
                 self._first_neuron = row
+            if self.batch_neuron_shape is None:
+                self.batch_neuron_shape = (multi, tuple(s.shape))
             if row is self._first_neuron and self.batches == 0:
                 if multi:
                     self.inferred_time_steps = int(s.shape[0])
@@ -289,6 +360,7 @@ class Collector:
         """Account for one finished batch of ``samples`` samples."""
         self.samples += samples
         self.batches += 1
+        self.batch_neuron_shape = None
 
     # ------------------------------------------------------------------ read back
     def finish(self) -> list[dict[str, Any]]:
@@ -313,21 +385,36 @@ class Collector:
             }
             i += 1
             if row.acc is not None:
-                sops, real_positions, events, elems, real_calls, max_in = flat[i : i + 6]
-                weight_nonzero = round(flat[i + 6])
-                i += 7
+                vals = dict(zip(_ACC, flat[i : i + len(_ACC)], strict=True))
+                weight_nonzero = round(flat[i + len(_ACC)])
+                i += len(_ACC) + 1
                 raw.update(
                     calls=row.calls,
                     weight_numel=row.weight_numel,
                     weight_nonzero=weight_nonzero,
-                    sops=sops,
-                    macs=(real_positions + row.host_positions) * weight_nonzero,
+                    sops=vals["sops"],
+                    macs=(vals["real_positions"] + row.host_positions) * weight_nonzero,
                     dense_macs=row.dense_macs,
-                    in_events=events,
-                    in_elems=elems,
-                    real_calls=round(real_calls),
-                    max_in=max_in,
+                    dense_macs_real=(vals["real_positions"] + row.host_positions) * row.weight_numel,
+                    in_events=vals["in_events"],
+                    in_elems=vals["in_elems"],
+                    real_calls=round(vals["real_calls"]),
+                    max_in=vals["max_in"],
+                    dense_sops=vals["dense_sops"],
+                    binary_dense_sops=vals["binary_dense_sops"],
+                    nonbinary_macs=(vals["nonbinary_positions"] + row.host_positions) * row.weight_numel,
+                    syops_acs=vals["syops_acs"],
+                    nonzero_input_macs=vals["nonzero_input_macs"],
+                    real_in_elems=vals["real_in_elems"] + (row.in_numel if row.host_positions else 0),
+                    in_numel=row.in_numel,
+                    out_numel=row.out_numel,
+                    in_step_elems=row.in_step,
+                    out_step_elems=row.out_step,
+                    order=row.order,
+                    batch_calls=row.batch_calls,
                 )
+            if row.kind == "norm" and row.calls:
+                raw.update(norm_macs=row.norm_macs, calls=row.calls)
             if row.spikes is not None:
                 raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons)
                 i += 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from .energy import EnergyModel
 
-__all__ = ["CSV_COLUMNS", "Report", "build_report", "format_count", "format_energy"]
+__all__ = ["CONVENTIONS", "CSV_COLUMNS", "Report", "build_report", "format_count", "format_energy"]
 
 #: Column order of :meth:`Report.to_csv` (rows may hold ``None`` = not applicable -> empty cell).
 CSV_COLUMNS: tuple[str, ...] = (
@@ -26,6 +26,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "macs",
     "dense_macs",
     "energy_pj",
+    "energy_compute_pj",
+    "energy_memory_pj",
     "sops_per_step",
     "macs_per_step",
     "energy_pj_per_step",
@@ -69,17 +71,67 @@ def _rate(x: float | None) -> str:
     return f"{x:.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
 
 
-def build_report(raw_rows: list[dict[str, Any]], meta: dict[str, Any], energy: EnergyModel) -> Report:
+#: Counting conventions of :func:`snnprune.analyze` (documented rule by rule in ``snnprune/docs/energy.md``).
+CONVENTIONS: tuple[str, ...] = ("ours", "spikingjelly", "syops")
+
+_ENERGY_KEYS = (
+    "energy_compute_pj",
+    "energy_weights_pj",
+    "energy_index_pj",
+    "energy_potential_pj",
+    "energy_activations_pj",
+    "energy_memory_pj",
+)
+
+
+def _convention_counts(raw: dict[str, Any], convention: str, t: int, first_real: bool) -> tuple[float, float]:
+    """(SOPs, MACs) of one synaptic row, summed over the samples, under ``convention``."""
+    if convention == "spikingjelly":
+        return raw["binary_dense_sops"], raw["nonbinary_macs"]
+    if convention == "syops":
+        macs = raw["nonbinary_macs"]
+        if first_real:
+            macs *= t  # the encoding layer runs on the input repeated T times
+        return raw["syops_acs"], macs
+    return raw["sops"], raw["macs"]
+
+
+def _apply_energy(row: dict[str, Any], energy: EnergyModel, spiking: bool, t: int) -> None:
+    """Fill the energy columns of one row (in place) from its counts and ``access`` record."""
+    applies = (
+        row["kind"] in ("conv", "linear")
+        or (energy.has_memory and row["kind"] == "neuron" and "access" in row)
+        or (row["kind"] == "norm" and row.get("macs") is not None)
+    )
+    if not applies:
+        for k in (*_ENERGY_KEYS, "energy_pj"):
+            row[k] = None
+        return
+    e = energy.row_energy(row, spiking)
+    row.update({k: e[k] for k in _ENERGY_KEYS})
+    row["energy_pj"] = e["energy_pj"]
+    row["energy_pj_per_step"] = e["energy_pj"] / t
+
+
+def build_report(
+    raw_rows: list[dict[str, Any]],
+    meta: dict[str, Any],
+    energy: EnergyModel,
+    convention: str = "ours",
+) -> Report:
     """Normalise the raw accumulators of :class:`~snnprune.analysis.counting.Collector` into a Report.
 
     Args:
         raw_rows: rows of :meth:`Collector.finish` (sums over all forward calls).
         meta: ``samples``, ``time_steps`` and the other run facts.
         energy: the energy model used for ``energy_pj``.
+        convention: ``"ours"``, ``"spikingjelly"`` or ``"syops"``: which rules give ``sops`` and ``macs``.
     """
     samples = max(int(meta["samples"]), 1)
     t = max(int(meta["time_steps"]), 1)
     spiking = bool(meta.get("spiking", True))
+    syn = [r for r in raw_rows if "sops" in r and r.get("calls")]
+    first = min(syn, key=lambda r: r["order"]) if syn else None
     layers: list[dict[str, Any]] = []
     for raw in raw_rows:
         row: dict[str, Any] = {
@@ -95,9 +147,10 @@ def build_report(raw_rows: list[dict[str, Any]], meta: dict[str, Any], energy: E
             "energy_pj": None,
         }
         if "sops" in raw:
-            sops = raw["sops"] / samples
-            macs = raw["macs"] / samples
-            e = energy.energy_pj(sops=sops, macs=macs)
+            first_real = raw is first and raw["real_calls"] == raw["calls"] and raw["batch_calls"] == 1
+            sops_c, macs_c = _convention_counts(raw, convention, t, first_real)
+            sops = sops_c / samples
+            macs = macs_c / samples
             calls = raw["calls"]
             if calls == 0:
                 kind_in = None
@@ -115,24 +168,54 @@ def build_report(raw_rows: list[dict[str, Any]], meta: dict[str, Any], energy: E
                 sops=sops,
                 macs=macs,
                 dense_macs=raw["dense_macs"] / samples,
-                energy_pj=e,
                 sops_per_step=sops / t,
                 macs_per_step=macs / t,
-                energy_pj_per_step=e / t,
                 input=kind_in,
                 calls=calls,
                 weight_params=raw["weight_numel"],
                 weight_nonzero=raw["weight_nonzero"],
+                access={
+                    "sops": raw["sops"] / samples,
+                    "dense_sops": raw["dense_sops"] / samples,
+                    "macs": raw["macs"] / samples,
+                    "dense_macs_real": raw["dense_macs_real"] / samples,
+                    "nonzero_input_macs": raw["nonzero_input_macs"] / samples,
+                    "in_events": raw["in_events"] / samples,
+                    "in_elems": raw["in_elems"] / samples,
+                    "real_in_elems": raw["real_in_elems"] / samples,
+                    "out_elems": raw["out_numel"] / samples,
+                    "in_step_elems": raw["in_step_elems"],
+                    "out_step_elems": raw["out_step_elems"],
+                    "weight_params": raw["weight_numel"],
+                    "weight_nonzero": raw["weight_nonzero"],
+                    "order": raw["order"],
+                },
             )
+            if not spiking and raw["macs"] > 0:
+                row["input_density"] = raw["nonzero_input_macs"] / raw["macs"]
         if "spikes" in raw:
             row.update(
                 firing_rate=raw["spikes"] / raw["elems"] if raw["elems"] else None,
                 neurons=raw["neurons"],
                 spikes=raw["spikes"] / samples,
+                access={
+                    "neuron_steps": raw["elems"] / samples,
+                    "neurons": raw["neurons"],
+                    "spikes": raw["spikes"] / samples,
+                },
             )
+        if "norm_macs" in raw and convention == "spikingjelly":
+            row.update(macs=raw["norm_macs"] / samples, sops=0.0, calls=raw["calls"])
+        _apply_energy(row, energy, spiking, t)
         layers.append(row)
+    return Report(layers, _totals(layers, energy, meta), {**meta, "convention": convention})
 
-    totals: dict[str, Any] = {k: sum(r[k] or 0 for r in layers) for k in _SUMMED}
+
+def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, Any]) -> dict[str, Any]:
+    t = max(int(meta["time_steps"]), 1)
+    # the memory breakdown only where memory is charged (compute-only totals stay short)
+    keys = (*_SUMMED, *(_ENERGY_KEYS if energy.has_memory else _ENERGY_KEYS[:1] + _ENERGY_KEYS[-1:]))
+    totals: dict[str, Any] = {k: sum(r.get(k) or 0 for r in layers) for k in keys}
     w_numel = sum(r.get("weight_params", 0) for r in layers)
     w_nonzero = sum(r.get("weight_nonzero", 0) for r in layers)
     neuron_rows = [r for r in layers if r["kind"] == "neuron" and r["firing_rate"] is not None]
@@ -152,7 +235,7 @@ def build_report(raw_rows: list[dict[str, Any]], meta: dict[str, Any], energy: E
         samples=int(meta["samples"]),
         time_steps=t,
     )
-    return Report(layers, totals, meta)
+    return totals
 
 
 class Report:
@@ -166,7 +249,15 @@ class Report:
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
     ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
     ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples`` and ``time_steps``.
-    ``report.meta`` says which energy model, T and data were used.
+    ``report.meta`` says which energy model, convention, T and data were used.
+
+    Energy columns (rows where energy applies: synaptic layers; neurons when the model charges memory;
+    norm rows under the ``"spikingjelly"`` convention): ``energy_compute_pj``, ``energy_memory_pj`` (=
+    ``energy_weights_pj + energy_index_pj + energy_potential_pj + energy_activations_pj``) and
+    ``energy_pj`` (their sum). ``row["access"]`` holds the exact per-sample counts the memory terms are
+    priced from (SOPs, dense-fan-out SOPs, input events and elements, MACs with a non-zero input...), so
+    :meth:`with_energy` can re-price a report. ANN rows have ``input_density`` (MACs with a non-zero
+    input / MACs).
 
     Args:
         layers: row dicts.
@@ -183,7 +274,39 @@ class Report:
     @property
     def energy_model(self) -> EnergyModel:
         """The :class:`EnergyModel` used for ``energy_pj``."""
-        return EnergyModel(**self.meta["energy_model"])
+        return EnergyModel.from_dict(self.meta["energy_model"])
+
+    @property
+    def convention(self) -> str:
+        """The counting convention of ``sops``/``macs`` (``"ours"`` for reports written before it existed)."""
+        return self.meta.get("convention", "ours")
+
+    def with_energy(self, energy: EnergyModel | str | None) -> Report:
+        """The same counts priced with another energy model (no model run needed).
+
+        Args:
+            energy: an :class:`EnergyModel` or a preset name (``"lemaire"``, ``"yan-accelerator"``...).
+
+        Returns:
+            A new :class:`Report` whose energy columns and totals use ``energy``.
+
+        Raises:
+            ValueError: when the report has no access counts (written by an older version) and ``energy``
+                charges memory.
+        """
+        model = EnergyModel.resolve(energy)
+        layers = copy.deepcopy(self.layers)
+        if model.has_memory and any(r["kind"] in ("conv", "linear") and "access" not in r for r in layers):
+            raise ValueError(
+                "this report has no access counts (written before memory energy existed); "
+                "run analyze(model, data, energy=...) again to price memory"
+            )
+        spiking = bool(self.meta.get("spiking", True))
+        t = max(int(self.totals["time_steps"]), 1)
+        for row in layers:
+            _apply_energy(row, model, spiking, t)
+        meta = {**copy.deepcopy(self.meta), "energy_model": model.to_dict()}
+        return Report(layers, _totals(layers, model, meta), meta)
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         for row in self.layers:
@@ -245,7 +368,10 @@ class Report:
     def table(self, kinds: Iterable[str] | None = ("conv", "linear", "neuron")) -> str:
         """Per-layer table plus totals; ``kinds=None`` shows every row (norm layers too)."""
         shown = [r for r in self.layers if kinds is None or r["kind"] in set(kinds)]
+        memory = self.energy_model.has_memory
         head = ("layer", "kind", "params", "nonzero", "sparsity", "rate", "input", "SOPs", "MACs", "energy")
+        if memory:
+            head = (*head, "compute", "memory")
         lines = [
             (
                 r["name"],
@@ -258,6 +384,11 @@ class Report:
                 format_count(r["sops"]),
                 format_count(r["macs"]),
                 format_energy(r["energy_pj"]),
+                *(
+                    (format_energy(r.get("energy_compute_pj")), format_energy(r.get("energy_memory_pj")))
+                    if memory
+                    else ()
+                ),
             )
             for r in shown
         ]
@@ -273,6 +404,11 @@ class Report:
             format_count(t["sops"]),
             format_count(t["macs"]),
             format_energy(t["energy_pj"]),
+            *(
+                (format_energy(t["energy_compute_pj"]), format_energy(t["energy_memory_pj"]))
+                if memory
+                else ()
+            ),
         )
         widths = [max(len(str(c[i])) for c in [head, *lines, total]) for i in range(len(head))]
 
@@ -301,6 +437,14 @@ class Report:
             f"({format_energy(t['dense_energy_pj'])} if dense); {t['samples']} samples in "
             f"{m.get('batches', '?')} batches; energy model {self.energy_model}"
         )
+        if self.convention != "ours" or memory:
+            out.append(
+                f"convention {self.convention}; energy = compute {format_energy(t.get('energy_compute_pj'))} + "
+                f"memory {format_energy(t.get('energy_memory_pj'))} (weights "
+                f"{format_energy(t.get('energy_weights_pj', 0.0))}, index {format_energy(t.get('energy_index_pj', 0.0))}, "
+                f"potentials {format_energy(t.get('energy_potential_pj', 0.0))}, spikes/activations "
+                f"{format_energy(t.get('energy_activations_pj', 0.0))})"
+            )
         return "\n".join(out)
 
     def __str__(self) -> str:
