@@ -10,8 +10,18 @@
 | gmp | :math:`\\theta\\odot M` | per-layer top-k, cubic ratio | masked |
 """
 
-from snnprune.methods import dense, gmp, lats, learned, st3  # noqa: F401  (register the methods)
-from snnprune.methods.base import METHODS, Pruner, method_kwargs, register_method, select_layers, sparsify
+# registration order = the order of METHODS
+from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001  (register the methods)
+from snnprune.methods.base import (
+    METHODS,
+    Pruner,
+    get_method,
+    list_methods,
+    method_kwargs,
+    register_method,
+    select_layers,
+    sparsify,
+)
 from snnprune.methods.dense import DensePruner
 from snnprune.methods.gmp import GMPPruner
 from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
@@ -33,6 +43,8 @@ __all__ = [
     "STDSPruner",
     "STRPruner",
     "ScheduledThresholdPruner",
+    "get_method",
+    "list_methods",
     "lr_total",
     "method_kwargs",
     "register_method",

@@ -3,7 +3,7 @@
 .. math::
     S_d(\\theta) = \\operatorname{sign}(\\theta)\\,\\max(|\\theta| - d, 0)
 
-with :math:`\\operatorname{sign}(0) = 0` (PyTorch semantics). See ``methods.md`` section 2.2 for the
+with :math:`\\operatorname{sign}(0) = 0` (PyTorch semantics). See ``snnprune/docs/methods.md`` section 2 for the
 three gradient variants (exact autograd, straight-through ``stmod``, ST-3 dense straight-through).
 """
 
@@ -19,6 +19,19 @@ __all__ = ["GRAD_MODES", "soft_threshold"]
 GRAD_MODES: tuple[str, ...] = ("exact", "ste", "dense")
 
 
+def _shrink(theta: Tensor, threshold: Tensor | float) -> Tensor:
+    """:math:`S_d(\\theta)` in one fused pass, no autograd graph of its own.
+
+    ``softshrink`` for a Python-float threshold (one kernel), :math:`\\theta - \\mathrm{clamp}(\\theta, -d, d)`
+    for a tensor one (broadcasts, no host sync). Both are bit-identical to
+    :math:`\\operatorname{sign}(\\theta)\\max(|\\theta| - d, 0)` (the surviving entries are
+    :math:`\\theta \\mp d`, computed by the same single rounding).
+    """
+    if isinstance(threshold, Tensor):
+        return theta - theta.clamp(-threshold, threshold)
+    return torch.nn.functional.softshrink(theta, threshold)
+
+
 class _ReLUStraightThrough(torch.autograd.Function):
     """``relu`` forward, identity backward (the ``ReLUmod`` of the LATS/STDS code)."""
 
@@ -31,14 +44,33 @@ class _ReLUStraightThrough(torch.autograd.Function):
         return grad
 
 
+class _SoftThresholdSTE(torch.autograd.Function):
+    """The LATS/STDS ``softThresholdmod``: forward :math:`S_d(\\theta)`, backward
+    :math:`\\partial w/\\partial\\theta = \\operatorname{sign}(\\theta)^2` (the ReLU is straight-through; the
+    only zero is at :math:`\\theta = 0` itself). One forward pass, one backward pass."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, threshold: Tensor | float) -> Tensor:
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+        ctx.save_for_backward(theta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (theta,) = ctx.saved_tensors
+        return grad.masked_fill(theta == 0, 0), None
+
+
 class _DenseStraightThrough(torch.autograd.Function):
     """ST-3 form: ``w = scale * S_d(theta)`` forward, ``dL/dtheta = dL/dw`` for every entry."""
 
     @staticmethod
     def forward(ctx, theta: Tensor, threshold: Tensor | float, scale: Tensor | None) -> Tensor:
-        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
-        if scale is not None:
-            out = out * scale
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+            if scale is not None:
+                out.mul_(scale)
         return out
 
     @staticmethod
@@ -58,9 +90,13 @@ def _soft_threshold(
     if grad == "dense":
         return _DenseStraightThrough.apply(theta, threshold, scale)
     if grad == "exact":
-        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
-    else:
+        # autograd of theta - clamp(theta, -d, d): 1[|theta| > d] for theta, -sign(theta) 1[|theta| > d] for d
+        out = _shrink(theta, threshold)
+    elif isinstance(threshold, Tensor) and threshold.requires_grad:
+        # a trained threshold under the straight-through ReLU: d receives -sign(theta) dL/dw everywhere
         out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
+    else:
+        out = _SoftThresholdSTE.apply(theta, threshold)
     if scale is not None:
         out = out * scale
     return out

@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from snnprune.threshold.functional import _check_grad, _soft_threshold
 
 __all__ = [
+    "LTP_GRADIENTS",
     "PRUNABLE_TYPES",
     "LearnedThresholdMask",
     "MagnitudeMask",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: backward variants of :class:`LearnedThresholdMask`: the LTP paper's eq. 14, or exact autograd
+LTP_GRADIENTS: tuple[str, ...] = ("paper", "full")
 _HOOKS_ATTR = "_snnprune_compat_hooks"
 
 
@@ -99,6 +102,31 @@ class SoftThreshold(nn.Module):
             self.register_parameter(attr, nn.Parameter(value))
         else:
             self.register_buffer(attr, value)
+        # (buffer version, value as a Python float): lets forward pass the threshold as a scalar to one
+        # fused kernel without a host sync; any other write to the buffer bumps its version and forward
+        # falls back to the tensor (always correct).
+        self._scalar: tuple[int, float] | None = None
+
+    @torch.no_grad()
+    def set_threshold(self, value: float) -> None:
+        """Set a scalar buffer threshold :math:`d \\ge 0` (what the scheduled pruners call every step).
+
+        Raises:
+            ValueError: a learnable or logit threshold, or a non-scalar one (fill the tensor instead).
+        """
+        if self.learnable or self.logit or self.threshold.numel() != 1:
+            raise ValueError(
+                "set_threshold() sets a scalar buffer threshold; fill the tensor for other kinds"
+            )
+        self.threshold.fill_(value)
+        self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
+
+    def _threshold_arg(self) -> Tensor | float:
+        """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote."""
+        scalar = self._scalar
+        if scalar is not None and not self.learnable and scalar[0] == self.threshold._version:
+            return scalar[1]
+        return self.effective_threshold()
 
     def effective_threshold(self) -> Tensor:
         """The threshold :math:`d` actually applied (``sigmoid(s)`` for the logit form)."""
@@ -108,7 +136,7 @@ class SoftThreshold(nn.Module):
 
     def forward(self, theta: Tensor) -> Tensor:
         """Return the effective weight for raw weight ``theta``."""
-        d = self.effective_threshold()
+        d = self._threshold_arg()
         scale = _channel_rescale(theta, d) if self.rescale else None
         return _soft_threshold(theta, d, self.grad, scale)
 
@@ -119,45 +147,80 @@ class SoftThreshold(nn.Module):
         return f"{name}={value}, grad={self.grad!r}, learnable={self.learnable}, rescale={self.rescale}"
 
 
+class _LTPSoftMask(torch.autograd.Function):
+    """:math:`w = \\theta m`, :math:`m = \\sigma((\\theta^2 - \\tau)/T)` with LTP's eq. 14 backward.
+
+    :math:`\\partial w/\\partial\\theta = m` (the paper drops :math:`(2\\theta^2/T)m(1-m)`);
+    :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. ``T`` is a detached tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> Tensor:
+        with torch.no_grad():
+            m = torch.sigmoid((theta * theta - tau) / temperature)
+            out = theta * m
+        ctx.save_for_backward(theta, m, temperature)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        theta, m, temperature = ctx.saved_tensors
+        grad_theta = grad * m if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = -(grad * theta * m * (1 - m)).sum() / temperature
+            grad_tau = grad_tau.reshape(()).to(grad.dtype)
+        return grad_theta, grad_tau, None
+
+
 class LearnedThresholdMask(nn.Module):
     """LTP soft/hard mask on the squared weight with a learned per-layer threshold :math:`\\tau`.
 
     .. math::
         w = \\theta\\,\\sigma\\!\\left(\\frac{\\theta^2 - \\tau}{T}\\right) \\ (\\text{train}),\\qquad
         w = \\theta\\,1[\\theta^2 > \\tau] \\ (\\text{eval}),\\qquad
-        T = t_{\\mathrm{rel}}\\cdot\\operatorname{mean}(\\theta^2)
+        T = t_{\\mathrm{rel}}\\cdot\\operatorname{Var}(\\theta)
 
-    The temperature is relative to the layer's current weight scale (recomputed each forward,
+    The temperature is relative to the spread of the layer's current weights (recomputed each forward,
     detached), so one ``temperature`` fits every layer and survives weight-scale drift under BN.
-    Gradients are plain autograd through the sigmoid (both terms of :math:`\\partial w/\\partial\\theta`).
 
     Args:
         tau: initial :math:`\\tau` (units of :math:`\\theta^2`; 0 = nothing pruned at eval).
         temperature: :math:`t_{\\mathrm{rel}} > 0`.
+        gradient: ``"paper"``: :math:`\\partial w/\\partial\\theta = \\sigma(\\cdot)` (LTP eq. 14);
+            ``"full"``: exact autograd, which adds :math:`(2\\theta^2/T)\\sigma(1-\\sigma)`.
+
+    Raises:
+        ValueError: ``temperature <= 0`` or unknown ``gradient``.
     """
 
-    def __init__(self, tau: float = 0.0, temperature: float = 1e-2) -> None:
+    def __init__(self, tau: float = 0.0, temperature: float = 1e-2, gradient: str = "paper") -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if gradient not in LTP_GRADIENTS:
+            raise ValueError(f"gradient must be one of {LTP_GRADIENTS}, got {gradient!r}")
         self.temperature = float(temperature)
+        self.gradient = gradient
         self.tau = nn.Parameter(torch.tensor(float(tau)))
 
     def _temperature(self, theta: Tensor) -> Tensor:
-        return (self.temperature * theta.detach().pow(2).mean()).clamp_min(1e-30)
+        return (self.temperature * theta.detach().var(unbiased=False)).clamp_min(1e-30)
 
     def soft_mask(self, theta: Tensor) -> Tensor:
-        """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`)."""
+        """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`; the L0 term)."""
         return torch.sigmoid((theta.pow(2) - self.tau) / self._temperature(theta))
 
     def forward(self, theta: Tensor) -> Tensor:
         """Soft mask in training mode, hard mask in eval mode."""
-        if self.training:
+        if not self.training:
+            return theta * (theta.pow(2) > self.tau)
+        if self.gradient == "full":
             return theta * self.soft_mask(theta)
-        return theta * (theta.pow(2) > self.tau)
+        return _LTPSoftMask.apply(theta, self.tau, self._temperature(theta))
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x mean(theta^2))"
+        return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x Var(theta)), gradient={self.gradient!r}"
 
 
 class MagnitudeMask(nn.Module):
@@ -303,9 +366,12 @@ def remove_soft_threshold(
         p.eval()
     _own_class(module)
     parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
-    handle = module.__dict__.get(_HOOKS_ATTR, {}).pop(name, None)
+    hooks = module.__dict__.get(_HOOKS_ATTR, {})
+    handle = hooks.pop(name, None)
     if handle is not None:
         handle.remove()
+    if not hooks:
+        module.__dict__.pop(_HOOKS_ATTR, None)
     return module
 
 
