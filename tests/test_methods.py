@@ -467,3 +467,15 @@ def test_gmp_keeps_ceil_of_the_remaining_fraction_in_every_layer():
     pruner.step()
     pruner.step()
     assert [int(m.weight.count_nonzero()) for m in model] == [1, 3]
+
+
+def test_global_quantile_matches_torch_quantile_with_ties():
+    from snnprune.methods.st3 import global_quantile
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        v = torch.randn(int(torch.randint(1, 500, (1,), generator=g)), generator=g).abs()
+        if trial % 2:
+            v = torch.round(v * 3) / 3  # many repeated values
+        for q in (0.0, 0.37, 0.5, 0.9, 1.0):
+            assert torch.allclose(global_quantile(v, q), torch.quantile(v, q), rtol=1e-6, atol=0)

@@ -18,7 +18,8 @@ __all__ = ["ST3Pruner", "ST3SigmaPruner", "global_quantile"]
 def global_quantile(values: Tensor, q: float) -> Tensor:
     """Quantile of a 1-D tensor with linear interpolation (``torch.quantile`` semantics, no size limit).
 
-    Uses two ``kthvalue`` calls, stays on device (no host sync).
+    One ``kthvalue`` for the lower order statistic; the next one is the smallest value above it (or the
+    same value when it is repeated), found by two cheap passes. Stays on device (no host sync).
 
     Args:
         values: 1-D tensor.
@@ -34,7 +35,9 @@ def global_quantile(values: Tensor, q: float) -> Tensor:
     v_lo = torch.kthvalue(values, lo + 1).values
     if hi == lo or pos == lo:
         return v_lo
-    v_hi = torch.kthvalue(values, hi + 1).values
+    repeated = (values <= v_lo).sum() >= hi + 1  # the (hi+1)-th smallest is v_lo itself
+    above = values.masked_fill(values <= v_lo, float("inf")).min()
+    v_hi = torch.where(repeated, v_lo, above)
     return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
