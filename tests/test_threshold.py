@@ -303,5 +303,8 @@ def test_scalar_fast_path_follows_every_write_to_the_buffer():
     assert torch.equal(st(theta), soft_threshold(theta, 0.25))
     st.load_state_dict({"threshold": torch.tensor(0.75)})
     assert torch.equal(st(theta), soft_threshold(theta, 0.75))
-    with pytest.raises(ValueError, match="sets a scalar buffer threshold"):
+    with pytest.raises(ValueError, match="sets a buffer threshold; a learnable one"):
         SoftThreshold(0.0, learnable=True).set_threshold(0.1)
+    per_channel = SoftThreshold(torch.zeros(3, 1), grad="ste")
+    per_channel.set_threshold(0.5)
+    assert torch.equal(per_channel(torch.ones(3, 4)), torch.full((3, 4), 0.5))

@@ -109,17 +109,21 @@ class SoftThreshold(nn.Module):
 
     @torch.no_grad()
     def set_threshold(self, value: float) -> None:
-        """Set a scalar buffer threshold :math:`d \\ge 0` (what the scheduled pruners call every step).
+        """Fill the (buffer) threshold with :math:`d \\ge 0`, what the scheduled pruners call every step.
+
+        A one-element buffer is also remembered as a Python float, so :meth:`forward` passes it to a single
+        fused kernel without a host sync (a per-channel buffer is filled and used as a tensor).
 
         Raises:
-            ValueError: a learnable or logit threshold, or a non-scalar one (fill the tensor instead).
+            ValueError: a learnable or logit threshold (the optimizer owns it).
         """
-        if self.learnable or self.logit or self.threshold.numel() != 1:
+        if self.learnable or self.logit:
             raise ValueError(
-                "set_threshold() sets a scalar buffer threshold; fill the tensor for other kinds"
+                "set_threshold() sets a buffer threshold; a learnable one is trained by the optimizer"
             )
         self.threshold.fill_(value)
-        self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
+        if self.threshold.numel() == 1:
+            self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
 
     def _threshold_arg(self) -> Tensor | float:
         """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote."""
