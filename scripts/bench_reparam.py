@@ -51,7 +51,7 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "ltp": {"tau_init": 1e-4},
     "st3": {"target_sparsity": 0.8},
     "st3sigma": {"target_sparsity": 0.8},
-    "gmp": {"target_sparsity": 0.8},
+    "gmp": {"target_sparsity": 0.8, "frequency": 100},  # Zhu & Gupta's mask-update interval
 }
 
 

@@ -62,6 +62,32 @@ class _SoftThresholdSTE(torch.autograd.Function):
         return grad.masked_fill(theta == 0, 0), None
 
 
+class _SoftThresholdLearned(torch.autograd.Function):
+    """Exact gradient with a trained tensor threshold (STR): one forward pass, no autograd graph of clamp.
+
+    With :math:`w = S_d(\\theta)`: :math:`\\partial w/\\partial\\theta = 1[w \\ne 0]` (equal to
+    :math:`1[|\\theta| > d]`: a survivor :math:`\\theta \\mp d` is never exactly 0) and
+    :math:`\\partial w/\\partial d = -\\operatorname{sign}(w)`, summed to the threshold's shape.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, threshold: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+        ctx.save_for_backward(out)
+        ctx.threshold_shape = threshold.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        (out,) = ctx.saved_tensors
+        grad_theta = grad.masked_fill(out == 0, 0) if ctx.needs_input_grad[0] else None
+        grad_threshold = None
+        if ctx.needs_input_grad[1]:
+            grad_threshold = (grad * out.sign()).neg_().sum_to_size(ctx.threshold_shape)
+        return grad_theta, grad_threshold
+
+
 class _DenseStraightThrough(torch.autograd.Function):
     """ST-3 form: ``w = scale * S_d(theta)`` forward, ``dL/dtheta = dL/dw`` for every entry."""
 
@@ -90,8 +116,10 @@ def _soft_threshold(
     if grad == "dense":
         return _DenseStraightThrough.apply(theta, threshold, scale)
     if grad == "exact":
-        # autograd of theta - clamp(theta, -d, d): 1[|theta| > d] for theta, -sign(theta) 1[|theta| > d] for d
-        out = _shrink(theta, threshold)
+        if isinstance(threshold, Tensor) and threshold.requires_grad:
+            out = _SoftThresholdLearned.apply(theta, threshold)
+        else:  # autograd of softshrink / theta - clamp(theta, -d, d): 1[|theta| > d]
+            out = _shrink(theta, threshold)
     elif isinstance(threshold, Tensor) and threshold.requires_grad:
         # a trained threshold under the straight-through ReLU: d receives -sign(theta) dL/dw everywhere
         out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
