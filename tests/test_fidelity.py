@@ -177,3 +177,38 @@ def test_st3_fixed_phase_resumes_from_a_checkpoint():
     assert fresh_pruner.fixed
     x = torch.randn(4, 2, 6, 6)
     assert torch.equal(fresh(x), model(x))
+
+
+def test_ltp_l0_term_reuses_the_forward_mask_with_the_same_value_and_gradients():
+    x, y = torch.randn(8, 2, 6, 6), torch.randint(0, 4, (8,))
+    results = []
+    for reuse in (True, False):
+        model = _net()
+        pruner = sparsify(model, "ltp", l0_coeff=0.7, tau_init=1e-3, temperature=0.05)
+        loss = nn.functional.cross_entropy(model(x), y)
+        if not reuse:
+            for m in pruner.layers.values():
+                m.parametrizations.weight[0]._last = None  # forces the recomputation
+        reg = pruner.regularization()
+        (loss + reg).backward()
+        layers = list(pruner.layers.values())
+        results.append(
+            (
+                reg.item(),
+                [m.parametrizations.weight.original.grad for m in layers],
+                [m.parametrizations.weight[0].tau.grad for m in layers],
+            )
+        )
+    (r1, g1, t1), (r2, g2, t2) = results
+    assert r1 == pytest.approx(r2, rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(g1, g2, strict=True))
+    assert all(torch.allclose(a, b, rtol=1e-5) for a, b in zip(t1, t2, strict=True))
+    # after an optimizer step theta changed, so the stale mask is not reused
+    model = _net()
+    pruner = sparsify(model, "ltp", tau_init=1e-3)
+    model(x)
+    with torch.no_grad():
+        model[0].parametrizations.weight.original.mul_(2)
+    mask = model[0].parametrizations.weight[0]
+    theta = model[0].parametrizations.weight.original
+    assert mask.l0(theta).item() == pytest.approx(mask.soft_mask(theta).sum().item(), rel=1e-6)

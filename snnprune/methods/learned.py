@@ -140,7 +140,7 @@ class LTPPruner(Pruner):
         count = 0
         for module in self.layers.values():
             plist = module.parametrizations.weight
-            term = plist[0].soft_mask(plist.original).sum()
+            term = plist[0].l0(plist.original)
             total = term if total is None else total + term
             count += plist.original.numel()
         return self.l0_coeff * total / count

@@ -159,15 +159,16 @@ class _LTPSoftMask(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> Tensor:
+    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             m = torch.sigmoid((theta * theta - tau) / temperature)
             out = theta * m
         ctx.save_for_backward(theta, m, temperature)
-        return out
+        ctx.mark_non_differentiable(m)
+        return out, m
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad: Tensor, _grad_m: Tensor | None) -> tuple[Tensor | None, Tensor | None, None]:
         theta, m, temperature = ctx.saved_tensors
         grad_theta = grad * m if ctx.needs_input_grad[0] else None
         grad_tau = None
@@ -175,6 +176,28 @@ class _LTPSoftMask(torch.autograd.Function):
             grad_tau = -(grad * theta * m * (1 - m)).sum() / temperature
             grad_tau = grad_tau.reshape(()).to(grad.dtype)
         return grad_theta, grad_tau, None
+
+
+class _L0FromMask(torch.autograd.Function):
+    """:math:`\\sum_k m_k` from the soft mask of the last forward, with its exact gradients.
+
+    :math:`\\partial/\\partial\\theta = (2\\theta/T)m(1-m)`, :math:`\\partial/\\partial\\tau = -(1/T)\\sum m(1-m)`.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, tau: Tensor, m: Tensor, temperature: Tensor) -> Tensor:
+        ctx.save_for_backward(theta, m, temperature)
+        return m.sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        theta, m, temperature = ctx.saved_tensors
+        slope = m * (1 - m)
+        grad_theta = slope * theta * (2 * grad / temperature) if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = (-(grad / temperature) * slope.sum()).reshape(()).to(m.dtype)
+        return grad_theta, grad_tau, None, None
 
 
 class LearnedThresholdMask(nn.Module):
@@ -207,6 +230,8 @@ class LearnedThresholdMask(nn.Module):
         self.temperature = float(temperature)
         self.gradient = gradient
         self.tau = nn.Parameter(torch.tensor(float(tau)))
+        # (theta, its version, soft mask, T) of the last training forward: the L0 term reuses the mask
+        self._last: tuple[Tensor, int, Tensor, Tensor] | None = None
 
     def _temperature(self, theta: Tensor) -> Tensor:
         return (self.temperature * theta.detach().var(unbiased=False)).clamp_min(1e-30)
@@ -215,13 +240,28 @@ class LearnedThresholdMask(nn.Module):
         """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`; the L0 term)."""
         return torch.sigmoid((theta.pow(2) - self.tau) / self._temperature(theta))
 
+    def l0(self, theta: Tensor) -> Tensor:
+        """The soft L0 term :math:`\\sum_k \\sigma((\\theta_k^2-\\tau)/T)` (differentiable in both).
+
+        Reuses the soft mask of the last training forward while ``theta`` has not changed since (one
+        pass instead of recomputing the sigmoid), otherwise computes it.
+        """
+        last = self._last
+        if last is not None and last[0] is theta and last[1] == theta._version:
+            return _L0FromMask.apply(theta, self.tau, last[2], last[3])
+        return self.soft_mask(theta).sum()
+
     def forward(self, theta: Tensor) -> Tensor:
         """Soft mask in training mode, hard mask in eval mode."""
         if not self.training:
             return theta * (theta.pow(2) > self.tau)
         if self.gradient == "full":
+            self._last = None
             return theta * self.soft_mask(theta)
-        return _LTPSoftMask.apply(theta, self.tau, self._temperature(theta))
+        temperature = self._temperature(theta)
+        out, m = _LTPSoftMask.apply(theta, self.tau, temperature)
+        self._last = (theta, theta._version, m, temperature)
+        return out
 
     def extra_repr(self) -> str:
         return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x Var(theta)), gradient={self.gradient!r}"
