@@ -1,6 +1,6 @@
 """torchvision ResNet-50 for the LATS ANN recipes, with a small-image stem and an optional bias-free fc.
 
-LATS prunes the classifier as a 1x1 conv without bias (methods.md 3.6); ``fc_bias=False`` gives the same
+LATS prunes the classifier as a 1x1 conv without bias (snnprune/docs/methods.md 3.6); ``fc_bias=False`` gives the same
 thing as an ``nn.Linear`` without bias (a 1x1 conv on a 1x1 map is a linear layer).
 """
 

@@ -20,7 +20,7 @@ Block correspondence (BasicBlock; Bottleneck is the same with a third conv):
 The ANN block's ``sn2`` (``sn3`` for Bottleneck) is the ReLU *after* the add, and ``downsample_sn`` is
 ``nn.Identity``; SEW-ADD is the spiking analog of this standard residual block.
 
-Encoding (STDS/SEW papers, methods.md 10.3): a static image ``[N, C, H, W]`` goes through ``conv1`` + ``bn1``
+Encoding (STDS/SEW papers, snnprune/docs/methods.md 10.3): a static image ``[N, C, H, W]`` goes through ``conv1`` + ``bn1``
 **once** (plain single-step layers), the result is repeated ``T`` times to ``[T, N, ...]`` and fed to the
 first neuron; event frames ``[N, T, C, H, W]`` are permuted to ``[T, N, ...]`` and ``conv1`` + ``bn1`` run
 on all ``T*N`` frames in one call (SpikingJelly's multi-step convention, BN statistics over ``T*N``). Head:
@@ -319,7 +319,7 @@ class ResNetBackbone(nn.Module):
 
 
 class SEWResNet(ResNetBackbone):
-    """Spike-Element-Wise ResNet in multi-step mode (input encoding and head as STDS, methods.md 4.3).
+    """Spike-Element-Wise ResNet in multi-step mode (input encoding and head as STDS, snnprune/docs/methods.md 4.3).
 
     .. math::  \\text{logits} = W\\,\\frac{1}{T}\\sum_{t=1}^{T}\\mathrm{avgpool}(s^{(t)}) + b
 

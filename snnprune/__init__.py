@@ -5,8 +5,9 @@ and each name is imported from its home module on first use:
 
 * thresholding core (:mod:`snnprune.threshold`): :func:`soft_threshold`, :class:`SoftThreshold`,
   :func:`register_soft_threshold`, :func:`remove_soft_threshold`, :func:`sparsity`, :func:`finalize`;
-* pruning methods (:mod:`snnprune.methods`): :func:`sparsify`, :class:`Pruner`, :data:`METHODS`,
-  :func:`lr_total`;
+* pruning methods (:mod:`snnprune.methods`): :func:`sparsify`, :class:`Pruner`,
+  :class:`ScheduledThresholdPruner`, :func:`register_method`, :data:`METHODS` (derived from the registry),
+  :func:`list_methods`, :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
 * neurons with fused CuPy kernels (:mod:`snnprune.neuron`).
 """
@@ -29,6 +30,10 @@ _EXPORTS: dict[str, str] = {
     # methods
     "sparsify": "snnprune.methods",
     "Pruner": "snnprune.methods",
+    "ScheduledThresholdPruner": "snnprune.methods",
+    "register_method": "snnprune.methods",
+    "list_methods": "snnprune.methods",
+    "get_method": "snnprune.methods",
     "METHODS": "snnprune.methods",
     "lr_total": "snnprune.methods",
     # analytics

@@ -159,7 +159,7 @@ def test_state_matters_and_reset_is_deterministic():
 def test_sew_resnet18_prunable_conv_weight_count():
     net = models.create_model("sew_resnet18")  # imagenet stem, 1000 classes, width 64
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert sum(m.weight.numel() for m in convs) == 11_166_912  # methods.md 4.3
+    assert sum(m.weight.numel() for m in convs) == 11_166_912  # snnprune/docs/methods.md 4.3
     assert sum(p.numel() for p in net.parameters()) == 11_689_512
     assert isinstance(net.fc, nn.Linear) and net.fc.bias is not None
 

@@ -244,7 +244,7 @@ def test_learned_threshold_mask_soft_and_hard():
     lin = nn.Linear(8, 6)
     theta = lin.weight.detach().clone()
     register_parametrization(lin, "weight", LearnedThresholdMask(tau=0.01, temperature=0.1))
-    temp = 0.1 * theta.pow(2).mean()
+    temp = 0.1 * theta.var(unbiased=False)
     assert torch.allclose(lin.weight, theta * torch.sigmoid((theta.pow(2) - 0.01) / temp))
     lin.eval()
     assert torch.equal(lin.weight, theta * (theta.pow(2) > 0.01))
@@ -255,3 +255,56 @@ def test_learned_threshold_mask_soft_and_hard():
     assert torch.equal(lin.weight, theta * (theta.pow(2) > 0.01))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         LearnedThresholdMask(temperature=0.0)
+
+
+class _ReferenceReLUmod(torch.autograd.Function):
+    """The LATS/STDS code's ``ReLUmod``: relu forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+@pytest.mark.parametrize("grad", ["exact", "ste", "dense"])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_fused_operator_is_bit_identical_to_the_reference_formula(grad, as_tensor):
+    """The one-pass forward/backward equals sign(θ)·max(|θ|−d, 0) and its autograd bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    for scale in (1e-3, 0.05, 1.0):
+        theta = (torch.randn(4096, generator=g) * scale).requires_grad_()
+        with torch.no_grad():
+            theta[:5] = 0.0
+        d = float(torch.tensor(0.7 * scale))  # a float32 value, as the buffers hold
+        upstream = torch.randn(4096, generator=g)
+        w = soft_threshold(theta, torch.tensor(d) if as_tensor else d, grad)
+        (grad_new,) = torch.autograd.grad(w, theta, upstream)
+        ref_theta = theta.detach().clone().requires_grad_()
+        if grad == "ste":
+            ref = torch.sign(ref_theta) * _ReferenceReLUmod.apply(ref_theta.abs() - d)
+        else:
+            ref = torch.sign(ref_theta) * torch.relu(ref_theta.abs() - d)
+        (grad_ref,) = torch.autograd.grad(ref, ref_theta, upstream)
+        if grad == "dense":
+            grad_ref = upstream
+        assert torch.equal(w, ref)
+        assert torch.equal(grad_new, grad_ref)
+
+
+def test_scalar_fast_path_follows_every_write_to_the_buffer():
+    st = SoftThreshold(0.0, grad="ste")
+    theta = torch.linspace(-1, 1, 11)
+    st.set_threshold(0.5)
+    assert torch.equal(st(theta), soft_threshold(theta, 0.5))
+    st.threshold.fill_(0.25)  # written behind set_threshold's back: the tensor is used, not the stale float
+    assert torch.equal(st(theta), soft_threshold(theta, 0.25))
+    st.load_state_dict({"threshold": torch.tensor(0.75)})
+    assert torch.equal(st(theta), soft_threshold(theta, 0.75))
+    with pytest.raises(ValueError, match="sets a buffer threshold; a learnable one"):
+        SoftThreshold(0.0, learnable=True).set_threshold(0.1)
+    per_channel = SoftThreshold(torch.zeros(3, 1), grad="ste")
+    per_channel.set_threshold(0.5)
+    assert torch.equal(per_channel(torch.ones(3, 4)), torch.full((3, 4), 0.5))

@@ -92,7 +92,8 @@ def test_smoke_ann_every_method(ann, tmp_path, method):
 def test_lats_reaches_final_threshold_and_export(sew, tmp_path):
     summary = sew.main(["--method", "lats", "--final-threshold", "0.04", *SNN_TINY, "--export",
                         "--output-dir", str(tmp_path)])  # fmt: skip
-    assert summary["threshold"] == pytest.approx(0.04, rel=1e-6)  # final eval uses d = D (methods.md 12.6)
+    # final eval uses d = D (snnprune/docs/methods.md 12.6)
+    assert summary["threshold"] == pytest.approx(0.04, rel=1e-6)
     run = Path(summary["run_dir"])
     sparse = torch.load(run / "model_sparse.pth")
     assert not any("parametrizations" in k for k in sparse)

@@ -1,17 +1,30 @@
 """Pruning methods on the thresholding core: :func:`sparsify`, :class:`Pruner`, :data:`METHODS`, :func:`lr_total`.
 
+Formulas, options and the choices made where the papers are silent: ``snnprune/docs/methods.md``. New
+methods register with :func:`register_method`; :data:`METHODS` is derived from the registry.
+
 | method | effective weight | threshold | gradient |
 |---|---|---|---|
 | dense | unchanged | - | - |
 | lats / slats / pgh / stds | :math:`S_d(\\theta)` | global scalar, scheduled | straight-through |
 | str | :math:`S_{\\sigma(s_l)}(\\theta)` | learned per layer | exact |
-| ltp | :math:`\\theta\\sigma((\\theta^2-\\tau_l)/T)` | learned per layer + soft L0 | exact |
-| st3 / st3sigma | :math:`c\\odot S_t(\\theta)` | global quantile, cubic ratio | dense straight-through |
+| ltp | :math:`\\theta\\sigma((\\theta^2-\\tau_l)/T)` | learned per layer + soft L0 | eq. 14 (or exact) |
+| st3 / st3sigma | :math:`c\\odot S_t(\\theta)` | global quantile, cubic ratio (+ fixed-mask phase) | dense straight-through |
 | gmp | :math:`\\theta\\odot M` | per-layer top-k, cubic ratio | masked |
 """
 
-from snnprune.methods import dense, gmp, lats, learned, st3  # noqa: F401  (register the methods)
-from snnprune.methods.base import METHODS, Pruner, method_kwargs, register_method, select_layers, sparsify
+# registration order = the order of METHODS
+from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001  (register the methods)
+from snnprune.methods.base import (
+    METHODS,
+    Pruner,
+    get_method,
+    list_methods,
+    method_kwargs,
+    register_method,
+    select_layers,
+    sparsify,
+)
 from snnprune.methods.dense import DensePruner
 from snnprune.methods.gmp import GMPPruner
 from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
@@ -33,6 +46,8 @@ __all__ = [
     "STDSPruner",
     "STRPruner",
     "ScheduledThresholdPruner",
+    "get_method",
+    "list_methods",
     "lr_total",
     "method_kwargs",
     "register_method",

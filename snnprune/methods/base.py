@@ -1,29 +1,124 @@
-"""Pruner base class, method registry, layer selection and :func:`sparsify`."""
+"""Pruner base class, the open method registry, layer selection and :func:`sparsify`.
+
+The design follows ``torch.ao.pruning``: a pruner is built in two steps, ``Pruner(**config)`` validates the
+configuration (no model needed) and :meth:`Pruner.prepare` attaches one parametrization per selected layer
+(all or nothing). The scheduler surface follows ``torch.optim.lr_scheduler``: :meth:`Pruner.step` once per
+optimizer step, :meth:`Pruner.get_last_threshold`, :meth:`Pruner.state_dict` / :meth:`Pruner.load_state_dict`.
+The registry is open like timm's ``register_model``: :data:`METHODS` is derived from it.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable, Iterable
+import math
+import numbers
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from snnprune.threshold.parametrization import is_prunable
+from snnprune.threshold.parametrization import is_prunable, register_parametrization, remove_soft_threshold
 
-__all__ = ["METHODS", "Pruner", "method_kwargs", "register_method", "select_layers", "sparsify"]
+__all__ = [
+    "METHODS",
+    "Pruner",
+    "get_method",
+    "list_methods",
+    "method_kwargs",
+    "register_method",
+    "select_layers",
+    "sparsify",
+]
 
-METHODS: tuple[str, ...] = ("dense", "lats", "slats", "pgh", "stds", "str", "ltp", "st3", "st3sigma", "gmp")
 _REGISTRY: dict[str, type[Pruner]] = {}
 
 
+class _MethodNames(Sequence[str]):
+    """Read-only, live view of the registered method names (in registration order)."""
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(_REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(_REGISTRY))
+
+    def __contains__(self, name: object) -> bool:
+        return name in _REGISTRY
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(_REGISTRY))
+
+
+#: Every registered method name, derived from the registry (a live, read-only sequence: a method
+#: registered later with :func:`register_method` appears in it).
+METHODS: Sequence[str] = _MethodNames()
+
+
+def list_methods() -> tuple[str, ...]:
+    """The registered method names, in registration order (a snapshot of :data:`METHODS`)."""
+    return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> type[Pruner]:
+    """The :class:`Pruner` subclass registered under ``name``.
+
+    Raises:
+        ValueError: no method of that name (the message lists the registered ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown pruning method {name!r}; choose one of {METHODS}")
+    return _REGISTRY[name]
+
+
 def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
-    """Class decorator registering a :class:`Pruner` subclass under ``name`` (one of :data:`METHODS`)."""
+    """Class decorator registering a :class:`Pruner` subclass under ``name``.
+
+    The name becomes usable everywhere a method name is: :func:`sparsify`, :data:`METHODS`, and the
+    training scripts' ``--method`` option.
+
+    Args:
+        name: a new, non-empty method name without whitespace (e.g. ``"my_lats"``).
+
+    Returns:
+        The decorator; it sets ``cls.method = name`` and returns the class unchanged otherwise.
+
+    Raises:
+        ValueError: an empty name, a name with whitespace, or a name already registered by another class.
+        TypeError: the decorated object is not a :class:`Pruner` subclass.
+
+    Example::
+
+        >>> @register_method("linear_d")
+        ... class LinearThreshold(ScheduledThresholdPruner):
+        ...     def fraction(self, x):
+        ...         return x
+    """
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(f"method name must be a non-empty string without whitespace, got {name!r}")
 
     def decorator(cls: type[Pruner]) -> type[Pruner]:
-        if name not in METHODS:
-            raise ValueError(f"method {name!r} is not in METHODS {METHODS}")
+        if not (isinstance(cls, type) and issubclass(cls, Pruner)):
+            raise TypeError(f"register_method({name!r}) decorates Pruner subclasses, got {cls!r}")
+        old = _REGISTRY.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(
+                f"method {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
+                "register the new class under another name"
+            )
         cls.method = name
         _REGISTRY[name] = cls
         return cls
@@ -31,10 +126,38 @@ def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
     return decorator
 
 
-class Pruner:
-    """Base pruner: owns the pruned layers and a step counter; subclasses set thresholds/masks.
+def _check_steps(value: Any, what: str, method: str) -> int:
+    """``value`` as an int, or a clear error (a float such as 2.5 is never truncated)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{method}: {what} must be an integer number of optimizer steps, got {value!r} "
+            f"({type(value).__name__}); pass an int, e.g. epochs * len(train_loader)"
+        )
+    return int(value)
 
-    Usage (the order the training engine follows)::
+
+def _optimizer_hook(pruner: Pruner) -> Callable[..., None]:
+    """An optimizer step post-hook that tells ``pruner`` an optimizer step happened.
+
+    A closure over a weak reference (not a bound method): ``copy.deepcopy(optimizer)`` (as in
+    :func:`snnprune.lr_total`) then copies neither the pruner nor the model it holds.
+    """
+    ref = weakref.ref(pruner)
+
+    def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        target = ref()
+        if target is not None:
+            target._optimizer_stepped()
+
+    return hook
+
+
+class Pruner:
+    """Base pruner: validates a configuration, attaches parametrizations, and installs thresholds/masks.
+
+    Built in two steps (as ``torch.ao.pruning.BaseSparsifier``): the constructor only validates and stores
+    the configuration; :meth:`prepare` attaches the parametrizations to a model, all of them or none.
+    :func:`sparsify` does both. Usage (the order the training engine follows)::
 
         pruner = snnprune.sparsify(model, "slats", final_threshold=0.05, total_steps=epochs * len(loader))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -50,55 +173,81 @@ class Pruner:
     Steps skipped by ``GradScaler`` (inf/NaN gradients) still count: call :meth:`step` every iteration
     (as the LATS/STDS code does), so ``total_steps`` stays the number of iterations.
 
+    To write a method, subclass and register it (see :func:`register_method`): call
+    ``super().__init__(**kwargs)`` first, store every keyword argument under its own name (that is what
+    :meth:`state_dict` saves as the configuration), return each layer's parametrization from
+    :meth:`make_parametrization` and install thresholds in :meth:`_update`.
+
     Args:
-        layers: qualified name -> prunable module (from :func:`select_layers`).
         total_steps: optimizer steps of the whole run (required by scheduled methods).
         start_step: first step of the pruning window (threshold 0 / nothing pruned before it).
-        optimizer, lr_scheduler, steps_per_epoch: forwarded to :meth:`bind` when ``optimizer`` is given.
+
+    Raises:
+        ValueError: missing ``total_steps`` (where required), or a step count out of range.
+        TypeError: a non-integer step count.
 
     Attributes:
-        method: the method name. layers: qualified name -> module. step_count: steps done.
+        method: the registered name. layers: qualified name -> module (after :meth:`prepare`).
+        step_count: steps done.
     """
 
     method: ClassVar[str] = ""
     requires_total_steps: ClassVar[bool] = True
+    #: keyword arguments that are state rather than configuration (not compared by load_state_dict)
+    state_kwargs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(
-        self,
-        layers: dict[str, nn.Module],
-        *,
-        total_steps: int | None = None,
-        start_step: int = 0,
-        optimizer: torch.optim.Optimizer | None = None,
-        lr_scheduler: object | None = None,
-        steps_per_epoch: int | None = None,
-    ) -> None:
-        if self.requires_total_steps and total_steps is None:
-            raise ValueError(
-                f"method {self.method!r} needs total_steps (optimizer steps of the whole run, "
-                "e.g. epochs * len(train_loader))"
-            )
-        if total_steps is not None and total_steps <= 0:
-            raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    def __init__(self, *, total_steps: int | None = None, start_step: int = 0) -> None:
+        name = self.method or type(self).__name__
+        if total_steps is None:
+            if self.requires_total_steps:
+                raise ValueError(
+                    f"method {name!r} needs total_steps (optimizer steps of the whole run, "
+                    "e.g. epochs * len(train_loader))"
+                )
+        else:
+            total_steps = _check_steps(total_steps, "total_steps", name)
+            if total_steps <= 0:
+                raise ValueError(f"total_steps must be > 0, got {total_steps}")
+        start_step = _check_steps(start_step, "start_step", name)
         if start_step < 0 or (total_steps is not None and start_step >= total_steps):
             raise ValueError(f"start_step must be in [0, total_steps={total_steps}), got {start_step}")
-        self.layers = dict(layers)
-        self.total_steps = None if total_steps is None else int(total_steps)
-        self.start_step = int(start_step)
+        self.total_steps: int | None = total_steps
+        self.start_step = start_step
         self.step_count = 0
-        self.steps_per_epoch = steps_per_epoch
+        self.layers: dict[str, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
-        self.lr_scheduler: object | None = None
-        self._attach()
-        if optimizer is not None:
-            self.bind(optimizer, lr_scheduler, steps_per_epoch)
+        self.lr_scheduler: Any = None
+        self.steps_per_epoch: int | None = None
+        self._attached: list[nn.Module] = []
+        self._prepared = False
+        self._verify_model = True
+        self._hook_handle: Any = None
+        self._opt_stepped = False
+        self._sched_epoch: Any = None
+        self._order_warned = False
 
     # ----------------------------------------------------------------- to override
-    def _attach(self) -> None:
-        """Register the parametrizations on ``self.layers``."""
+    def make_parametrization(self, name: str, module: nn.Module) -> nn.Module | None:
+        """The parametrization registered on ``module.weight`` (None: leave the layer as it is).
+
+        Args:
+            name: the layer's qualified name.
+            module: the layer (Conv1d/2d/3d or Linear).
+
+        Returns:
+            An ``nn.Module`` mapping the raw weight :math:`\\theta` to the effective weight, or None.
+        """
+        return None
+
+    def _on_prepare(self) -> None:
+        """Called once the parametrizations are attached (``self.layers`` is set)."""
 
     def _update(self) -> None:
         """Install the threshold/mask for the next forward, after ``step_count`` was incremented."""
+
+    def _model_state_mismatch(self) -> str | None:
+        """Describe how the model's pruning buffers disagree with this pruner's state (None: they agree)."""
+        return None
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -106,41 +255,151 @@ class Pruner:
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    # ----------------------------------------------------------------- construction
+    def prepare(
+        self, model: nn.Module, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> Pruner:
+        """Attach this method's parametrization to every selected layer of ``model``.
+
+        All or nothing: if any layer cannot be parametrized, the ones attached so far are removed and
+        the model is left exactly as it was.
+
+        Args:
+            model: the model (SNN or ANN), not yet wrapped in DDP.
+            include: fnmatch globs on qualified module names to prune (default: every prunable layer).
+            exclude: globs to keep dense.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            TypeError: ``model`` is not an ``nn.Module``.
+            RuntimeError: this pruner was already prepared.
+            ValueError: bad patterns, no prunable layer, or a layer already parametrized.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{self.method}: expected an nn.Module to prune, got {type(model).__name__}")
+        if self._prepared:
+            raise RuntimeError(
+                f"{self.method}: this pruner is already prepared on a model; create a new one per model"
+            )
+        layers = select_layers(model, include, exclude)
+        attached: list[nn.Module] = []
+        try:
+            for name, module in layers.items():
+                parametrization = self.make_parametrization(name, module)
+                if parametrization is not None:
+                    register_parametrization(module, "weight", parametrization)
+                    attached.append(module)
+            self.layers = layers
+            self._attached = attached
+            self._on_prepare()
+        except BaseException:
+            for module in reversed(attached):
+                remove_soft_threshold(module, "weight", leave_parametrized=False)
+            self.layers, self._attached = {}, []
+            raise
+        self._prepared = True
+        return self
+
     # ----------------------------------------------------------------- public API
     def bind(
         self,
         optimizer: torch.optim.Optimizer,
-        lr_scheduler: object | None = None,
+        lr_scheduler: Any = None,
         steps_per_epoch: int | None = None,
     ) -> Pruner:
         """Attach the optimizer (and scheduler) created after :func:`sparsify`.
 
         Args:
             optimizer: the optimizer that trains the model.
-            lr_scheduler: its lr scheduler (used by LATS to compute ``lr_total``).
-            steps_per_epoch: optimizer steps per scheduler step when the scheduler is stepped per epoch
-                (None: per step).
+            lr_scheduler: its lr scheduler (LATS sums its learning rates; every method checks that it
+                steps after :meth:`step`).
+            steps_per_epoch: how the scheduler is stepped: once every ``steps_per_epoch`` optimizer steps
+                (per-epoch stepping), or None for every optimizer step.
 
         Returns:
             ``self``.
+
+        Raises:
+            TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``, or a non-integer
+                ``steps_per_epoch``.
+            ValueError: ``steps_per_epoch <= 0``.
         """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"{self.method}: bind() needs a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if steps_per_epoch is not None:
+            steps_per_epoch = _check_steps(steps_per_epoch, "steps_per_epoch", self.method)
+            if steps_per_epoch <= 0:
+                raise ValueError(f"steps_per_epoch must be > 0 or None, got {steps_per_epoch}")
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        if steps_per_epoch is not None:
-            self.steps_per_epoch = int(steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch
+        self._hook_handle = optimizer.register_step_post_hook(_optimizer_hook(self))
+        self._opt_stepped = False
         return self
+
+    def _optimizer_stepped(self) -> None:
+        self._opt_stepped = True
+        self._sched_epoch = getattr(self.lr_scheduler, "last_epoch", None)
+
+    def _check_order(self) -> None:
+        """Warn once when the lr scheduler stepped between ``optimizer.step()`` and this ``step()``."""
+        if not self._opt_stepped:
+            return  # no optimizer step since the last step() (e.g. GradScaler skipped it)
+        self._opt_stepped = False
+        sched = self.lr_scheduler
+        if self._order_warned or sched is None:
+            return
+        if getattr(sched, "last_epoch", None) != self._sched_epoch:
+            self._order_warned = True
+            warnings.warn(
+                "Detected call of `lr_scheduler.step()` before `pruner.step()`. Call pruner.step() right "
+                "after optimizer.step() and before the lr scheduler steps; otherwise the pruner reads the "
+                "learning rate of the next step (LATS sums the wrong learning rates).",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _check_usable(self) -> None:
+        if not self._prepared:
+            raise RuntimeError(f"{self.method}: call pruner.prepare(model) (or use snnprune.sparsify) first")
+        for module in self._attached:
+            if not parametrize.is_parametrized(module, "weight"):
+                raise RuntimeError(
+                    f"{self.method}: the model was finalized (its parametrizations were removed), so "
+                    "step() has nothing left to prune; call snnprune.finalize(model) only after the last step"
+                )
 
     def step(self) -> None:
         """Advance one optimizer step and install the next threshold (call after ``optimizer.step()``).
 
         Raises:
-            RuntimeError: called more than ``total_steps`` times.
+            RuntimeError: not prepared, called after :func:`snnprune.finalize`, called more than
+                ``total_steps`` times, or the model holds a later pruning state than this pruner (loaded
+                with ``model.load_state_dict`` without :meth:`load_state_dict`).
         """
+        self._check_usable()
         if self.total_steps is not None and self.step_count >= self.total_steps:
             raise RuntimeError(
                 f"{self.method}: step() called past total_steps={self.total_steps}; "
                 "pass the real number of optimizer steps of the run as total_steps"
             )
+        if self._verify_model:
+            problem = self._model_state_mismatch()
+            if problem is not None:
+                raise RuntimeError(
+                    f"{self.method}: the model's pruning state does not match this pruner ({problem}): the "
+                    "model was loaded from a checkpoint without the pruner's state, and stepping would "
+                    "restart the schedule. Restore it with pruner.load_state_dict(checkpoint['pruner']) "
+                    "(the dict pruner.state_dict() returned when the checkpoint was saved)"
+                )
+            self._verify_model = False
+        self._check_order()
         self.step_count += 1
         try:
             self._update()
@@ -157,37 +416,94 @@ class Pruner:
 
     @property
     def threshold(self) -> float | dict[str, float]:
-        """Current threshold: a float (global) or a dict name -> float (per-layer)."""
+        """The threshold in force: a float (one global threshold) or a dict layer -> float (per layer)."""
         return 0.0
+
+    def get_last_threshold(self) -> dict[str, float]:
+        """Layer -> threshold in force (as ``LRScheduler.get_last_lr()``); a global one repeated per layer."""
+        value = self.threshold
+        if isinstance(value, dict):
+            return dict(value)
+        return dict.fromkeys(self.layers, float(value))
 
     def regularization(self) -> Tensor:
         """Extra loss term (0 except for LTP's soft L0)."""
         first = next(iter(self.layers.values()))
         return torch.zeros((), device=next(first.parameters()).device)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Schedule state (plain Python values); model tensors (thresholds, masks) are in the model's."""
-        return {"method": self.method, "step_count": self.step_count, **self._extra_state()}
+    def config(self) -> dict[str, Any]:
+        """The configuration: every constructor keyword argument (except :attr:`state_kwargs`) by name."""
+        return {
+            k: getattr(self, k)
+            for k in sorted(_accepted_kwargs(type(self)) - self.state_kwargs)
+            if hasattr(self, k)
+        }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        """Method, configuration and schedule state (plain Python values).
+
+        Model tensors (thresholds, masks) are in the model's ``state_dict``; save both.
+        """
+        return {
+            "method": self.method,
+            "config": self.config(),
+            "step_count": self.step_count,
+            **self._extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` and re-install the thresholds/masks it implies.
 
+        Args:
+            state: a dict from :meth:`state_dict` of a pruner with the same method and configuration.
+
         Raises:
-            ValueError: the state belongs to another method.
+            TypeError: ``state`` is not a mapping.
+            ValueError: missing keys, another method, or a configuration value that differs (both values
+                are named).
         """
-        if state.get("method") != self.method:
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"pruner state must be the dict from Pruner.state_dict(), got {type(state).__name__}"
+            )
+        if "method" in state and state["method"] != self.method:
             raise ValueError(
-                f"pruner state is for method {state.get('method')!r}, this pruner is {self.method!r}; "
+                f"pruner state is for method {state['method']!r}, this pruner is {self.method!r}; "
                 "sparsify with the same method before loading"
             )
-        self.step_count = int(state["step_count"])
-        self._load_extra_state(state)
+        missing = [k for k in ("method", "config", "step_count") if k not in state]
+        if missing:
+            raise ValueError(
+                f"pruner state is missing {missing}; pass the dict Pruner.state_dict() returned "
+                "(e.g. checkpoint['pruner'])"
+            )
+        saved, mine = dict(state["config"]), self.config()
+        for key in sorted(set(saved) | set(mine)):
+            if key not in saved or key not in mine or saved[key] != mine[key]:
+                a = saved.get(key, "<not set>")
+                b = mine.get(key, "<not set>")
+                raise ValueError(
+                    f"pruner state was saved with {key}={a!r}, but this pruner has {key}={b!r}; "
+                    "sparsify with the same settings as the run that saved it"
+                )
+        step_count = _check_steps(state["step_count"], "step_count", self.method)
+        if step_count < 0 or (self.total_steps is not None and step_count > self.total_steps):
+            raise ValueError(
+                f"pruner state has step_count={step_count} outside [0, total_steps={self.total_steps}]"
+            )
+        try:
+            self._load_extra_state(dict(state))
+        except KeyError as exc:
+            raise ValueError(
+                f"pruner state for {self.method!r} is missing key {exc}; pass the dict Pruner.state_dict() "
+                "returned (e.g. checkpoint['pruner'])"
+            ) from None
+        self.step_count = step_count
+        self._verify_model = True
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(method={self.method!r}, layers={len(self.layers)}, "
-            f"step={self.step_count}/{self.total_steps})"
-        )
+        options = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}(method={self.method!r}, layers={len(self.layers)}, step={self.step_count}, {options})"
 
 
 def _check_patterns(patterns: Iterable[str] | None, names: list[str], kind: str) -> list[str]:
@@ -218,8 +534,11 @@ def select_layers(
         Ordered dict name -> module.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
         ValueError: no prunable layer, a pattern matching no prunable layer, or an empty selection.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module to prune, got {type(model).__name__}")
     prunable = {n: m for n, m in model.named_modules() if is_prunable(m)}
     if not prunable:
         raise ValueError(
@@ -246,6 +565,9 @@ def sparsify(
     *,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_scheduler: Any = None,
+    steps_per_epoch: int | None = None,
     **method_kwargs: Any,
 ) -> Pruner:
     """Prepare ``model`` for pruning with ``method`` and return its :class:`Pruner`.
@@ -253,13 +575,18 @@ def sparsify(
     Registers the method's parametrization on the ``weight`` of every selected Conv1d/2d/3d/Linear
     layer (BatchNorm and biases are never pruned); after this, ``layer.weight`` is the effective sparse
     weight and the optimizer must be built from ``model.parameters()`` (it trains
-    ``parametrizations.weight.original`` and, for STR/LTP, the thresholds).
+    ``parametrizations.weight.original`` and, for STR/LTP, the thresholds). The configuration is checked
+    before anything is attached, and a failure leaves the model as it was.
 
     Args:
         model: the model (SNN or ANN), not yet wrapped in DDP.
         method: one of :data:`METHODS`.
         include: fnmatch globs on qualified module names to prune (default: every prunable layer).
         exclude: globs to keep dense.
+        optimizer: if given, :meth:`Pruner.bind` is called with it (and ``lr_scheduler``,
+            ``steps_per_epoch``).
+        lr_scheduler: see :meth:`Pruner.bind`.
+        steps_per_epoch: see :meth:`Pruner.bind`.
         **method_kwargs: the method's keyword arguments (see each pruner class); keys whose value is
             None are ignored (treated as "not set").
 
@@ -267,20 +594,24 @@ def sparsify(
         The pruner.
 
     Raises:
-        ValueError: unknown method, unknown keyword for that method, bad patterns, no prunable layer.
+        TypeError: ``model`` is not an ``nn.Module``, or a keyword argument the method does not accept.
+        ValueError: unknown method, bad option values, bad patterns, no prunable layer.
     """
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
-    cls = _REGISTRY[method]
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sparsify() expects an nn.Module as model, got {type(model).__name__}")
+    cls = get_method(method)
     kwargs = {k: v for k, v in method_kwargs.items() if v is not None}
     accepted = _accepted_kwargs(cls)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ValueError(
-            f"method {method!r} does not accept {unknown}; accepted keyword arguments: {sorted(accepted)}"
+        raise TypeError(
+            f"sparsify() got unexpected keyword argument(s) {', '.join(map(repr, unknown))} for method "
+            f"{method!r}; accepted: {', '.join(sorted(accepted))}"
         )
-    layers = select_layers(model, include, exclude)
-    return cls(layers, **kwargs)
+    pruner = cls(**kwargs).prepare(model, include=include, exclude=exclude)
+    if optimizer is not None:
+        pruner.bind(optimizer, lr_scheduler, steps_per_epoch)
+    return pruner
 
 
 def method_kwargs(method: str) -> frozenset[str]:
@@ -289,9 +620,7 @@ def method_kwargs(method: str) -> frozenset[str]:
     Raises:
         ValueError: unknown method.
     """
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    return frozenset(_accepted_kwargs(_REGISTRY[method]))
+    return frozenset(_accepted_kwargs(get_method(method)))
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:
@@ -301,3 +630,13 @@ def _accepted_kwargs(cls: type[Pruner]) -> set[str]:
             sig = inspect.signature(vars(klass)["__init__"])
             names |= {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     return names
+
+
+def check_finite_nonnegative(value: Any, what: str) -> float:
+    """``float(value)``, or a ValueError naming ``what`` when it is negative, NaN or infinite."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"{what} must be a finite number >= 0, got {value}; pass a non-negative finite value"
+        )
+    return value

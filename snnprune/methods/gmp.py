@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, register_method
+from snnprune.methods.base import Pruner, _check_steps, register_method
 from snnprune.methods.schedules import cubic_sparsity
-from snnprune.threshold.parametrization import MagnitudeMask, register_parametrization
+from snnprune.threshold.parametrization import MagnitudeMask
 
 __all__ = ["GMPPruner"]
 
@@ -27,47 +27,58 @@ class GMPPruner(Pruner):
     :math:`|\\theta \\odot M_l|` (magnitudes of the current effective weight, so a pruned weight stays
     pruned, as sparsity only grows). Pruned weights get zero gradient. After ``end_step`` the mask is
     fixed, so the final per-layer and overall sparsity equal ``target_sparsity`` (up to rounding to
-    whole weights).
+    whole weights). The ramp's current level is :attr:`current_sparsity`; :attr:`threshold` is, per layer,
+    the largest magnitude pruned at the last mask update (0 while nothing is pruned).
 
-    Keyword arguments: ``target_sparsity`` (required), ``total_steps`` (required), ``start_step=0``,
-    ``end_step=None`` (= ``total_steps``), ``initial_sparsity=0.0``, ``frequency=None`` (Zhu & Gupta's
-    :math:`\\Delta t`; by default their 100 steps, capped at a tenth of the ramp
-    ``end_step - start_step`` so that a short run still prunes in about ten increments instead of one or
-    two large jumps). Zhu & Gupta end the ramp before the end of training and fine-tune with the mask
-    fixed: pass ``end_step`` (``--prune-end-epoch`` on the command line) to do so.
+    Args:
+        target_sparsity: final sparsity :math:`s_f` in [0, 1) (required).
+        end_step: last step of the ramp (default ``total_steps``); Zhu & Gupta end the ramp before the end
+            of training and fine-tune with the mask fixed (``--prune-end-epoch`` on the command line).
+        initial_sparsity: :math:`s_i` in [0, ``target_sparsity``].
+        frequency: steps between mask updates, Zhu & Gupta's :math:`\\Delta t` (default: their 100 steps,
+            capped at a tenth of the ramp so a short run still prunes in about ten increments).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: first step of the ramp.
+
+    Raises:
+        ValueError: ``target_sparsity`` outside [0, 1), ``initial_sparsity`` above it, ``frequency < 1``,
+            ``end_step`` outside (``start_step``, ``total_steps``].
     """
 
     def __init__(
         self,
-        layers: dict[str, nn.Module],
         *,
         target_sparsity: float | None = None,
         end_step: int | None = None,
         initial_sparsity: float = 0.0,
         frequency: int | None = None,
-        **kwargs: Any,
+        total_steps: int | None = None,
+        start_step: int = 0,
     ) -> None:
+        super().__init__(total_steps=total_steps, start_step=start_step)
         if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
             raise ValueError(
                 f"gmp needs target_sparsity in [0, 1) (fraction of zeros), got {target_sparsity}"
             )
         if not 0.0 <= initial_sparsity <= target_sparsity:
             raise ValueError(f"initial_sparsity must be in [0, target_sparsity], got {initial_sparsity}")
-        if frequency is not None and frequency < 1:
+        if frequency is not None and _check_steps(frequency, "frequency", "gmp") < 1:
             raise ValueError(f"frequency must be >= 1 step, got {frequency}")
+        end = self.total_steps if end_step is None else _check_steps(end_step, "end_step", "gmp")
+        if not self.start_step < end <= self.total_steps:
+            raise ValueError(f"end_step must be in (start_step, total_steps], got {end}")
         self.target_sparsity = float(target_sparsity)
         self.initial_sparsity = float(initial_sparsity)
-        self.current_sparsity = 0.0
-        super().__init__(layers, **kwargs)
-        self.end_step = self.total_steps if end_step is None else int(end_step)
-        if not self.start_step < self.end_step <= self.total_steps:
-            raise ValueError(f"end_step must be in (start_step, total_steps], got {self.end_step}")
-        ramp = self.end_step - self.start_step
+        self.end_step = end
+        ramp = end - self.start_step
         self.frequency = int(frequency) if frequency is not None else max(1, min(100, ramp // 10))
+        self.current_sparsity = 0.0
+        self._thresholds: dict[str, Tensor] = {}
+        self._cache: dict[str, float] | None = None
 
-    def _attach(self) -> None:
-        for module in self.layers.values():
-            register_parametrization(module, "weight", MagnitudeMask(module.weight.shape))
+    def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
+        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones)."""
+        return MagnitudeMask(module.weight.shape)
 
     @torch.no_grad()
     def _update(self) -> None:
@@ -78,7 +89,7 @@ class GMPPruner(Pruner):
             return
         s = cubic_sparsity(self.progress(self.end_step), self.target_sparsity, self.initial_sparsity)
         self.current_sparsity = s
-        for module in self.layers.values():
+        for name, module in self.layers.items():
             plist = module.parametrizations.weight
             mask = plist[0].mask
             n_weights = mask.numel()
@@ -90,14 +101,32 @@ class GMPPruner(Pruner):
             new = torch.zeros_like(mask.flatten())
             new[keep] = True
             mask.copy_(new.view_as(mask))
+            self._thresholds[name] = mag.masked_fill(new, 0).max()
+            self._cache = None
+
+    def _model_state_mismatch(self) -> str | None:
+        if self.current_sparsity > 0:
+            return None
+        for name, module in self.layers.items():
+            if not bool(module.parametrizations.weight[0].mask.all()):
+                return f"layer {name!r} has pruned weights in the model, none in the pruner at step {self.step_count}"
+        return None
 
     @property
-    def threshold(self) -> float:
-        """The current target sparsity :math:`s_t` of the ramp (GMP has no threshold in :math:`\\theta` units)."""
-        return self.current_sparsity
+    def threshold(self) -> dict[str, float]:
+        """Per layer, the largest :math:`|\\theta|` pruned at the last mask update (one host sync)."""
+        if self._cache is None:
+            names = [n for n in self.layers if n in self._thresholds]
+            values = torch.stack([self._thresholds[n].float() for n in names]).tolist() if names else []
+            found = dict(zip(names, values, strict=True))
+            self._cache = {n: found.get(n, 0.0) for n in self.layers}
+        return dict(self._cache)
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"current_sparsity": self.current_sparsity}
+        return {"current_sparsity": self.current_sparsity, "thresholds": self.threshold}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.current_sparsity = float(state["current_sparsity"])
+        current, thresholds = float(state["current_sparsity"]), state["thresholds"]
+        self.current_sparsity = current
+        self._thresholds = {n: torch.tensor(float(t)) for n, t in thresholds.items() if t > 0}
+        self._cache = None

@@ -2,18 +2,20 @@
 
 All four register :class:`~snnprune.threshold.SoftThreshold` (default ``grad="ste"``, the authors'
 ``stmod``) on every selected layer with one global scalar threshold ``d`` that starts at 0 and reaches
-``final_threshold`` :math:`D` after the last step of the window ``[start_step, total_steps]``.
+``final_threshold`` :math:`D` after the last step of the window ``[start_step, total_steps]``
+(``snnprune/docs/methods.md`` sections 2 and 3).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from snnprune.methods.base import Pruner, register_method
+from snnprune.methods.base import Pruner, _check_steps, check_finite_nonnegative, register_method
 from snnprune.methods.lr_total import lr_total as compute_lr_total
 from snnprune.methods.schedules import (
     lats_low_freq,
@@ -22,8 +24,8 @@ from snnprune.methods.schedules import (
     stds_linear_fraction,
     stds_sine_fraction,
 )
-from snnprune.threshold.functional import _check_nonnegative
-from snnprune.threshold.parametrization import register_soft_threshold
+from snnprune.threshold.functional import _check_grad
+from snnprune.threshold.parametrization import SoftThreshold
 
 __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThresholdPruner"]
 
@@ -31,42 +33,52 @@ __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThr
 class ScheduledThresholdPruner(Pruner):
     """Base for one global soft threshold ``d`` on raw :math:`\\theta` set by a schedule.
 
+    A subclass defines :meth:`fraction` (the fraction of :math:`D` at window progress :math:`x`); the
+    per-layer parametrization is created in :meth:`make_parametrization` (override it to change the
+    operator, e.g. its granularity).
+
     Args:
-        final_threshold: :math:`D \\ge 0`, the threshold after the last step.
-        grad: backward variant of :func:`snnprune.soft_threshold` (default ``"ste"``).
-        **kwargs: :class:`Pruner` arguments (``total_steps``, ``start_step``, ``optimizer``, ...).
+        final_threshold: :math:`D \\ge 0`, the threshold after the last step (finite).
+        grad: backward variant of :func:`snnprune.soft_threshold` (``"ste"``, ``"exact"`` or ``"dense"``).
+        total_steps: optimizer steps of the whole run.
+        start_step: first step of the pruning window.
+
+    Raises:
+        ValueError: missing or negative/infinite ``final_threshold``, unknown ``grad``, bad step counts.
     """
+
+    #: subclasses whose schedule can do without D (LATS with ``l1_coeff``) set this to False
+    requires_final_threshold: ClassVar[bool] = True
 
     def __init__(
         self,
-        layers: dict[str, nn.Module],
         *,
         final_threshold: float | None = None,
         grad: str = "ste",
-        **kwargs: Any,
+        total_steps: int | None = None,
+        start_step: int = 0,
     ) -> None:
-        self.final_threshold = (
-            None if final_threshold is None else _check_nonnegative(final_threshold, "final_threshold")
-        )
+        super().__init__(total_steps=total_steps, start_step=start_step)
+        if final_threshold is None:
+            if self.requires_final_threshold:
+                raise ValueError(f"method {self.method!r} needs final_threshold (D >= 0)")
+        else:
+            final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
+        _check_grad(grad)
+        self.final_threshold = final_threshold
         self.grad = grad
         self._threshold = 0.0
-        super().__init__(layers, **kwargs)
 
-    def _attach(self) -> None:
-        for module in self.layers.values():
-            register_soft_threshold(module, "weight", threshold=0.0, grad=self.grad)
-
-    def _require_final(self) -> float:
-        if self.final_threshold is None:
-            raise ValueError(f"method {self.method!r} needs final_threshold (D >= 0)")
-        return self.final_threshold
+    def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
+        """A :class:`~snnprune.threshold.SoftThreshold` with threshold 0 and this pruner's ``grad``."""
+        return SoftThreshold(0.0, grad=self.grad)
 
     def fraction(self, x: float) -> float:
-        """Fraction of :math:`D` at window progress ``x``."""
-        raise NotImplementedError
+        """Fraction of :math:`D` at window progress ``x`` in [0, 1] (0 at 0, 1 at 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must define fraction(x)")
 
     def _update(self) -> None:
-        self._set_threshold(self._require_final() * self.fraction(self.progress()))
+        self._set_threshold(self.final_threshold * self.fraction(self.progress()))
 
     def _set_threshold(self, value: float) -> None:
         if math.isnan(value) or value < 0:
@@ -74,8 +86,19 @@ class ScheduledThresholdPruner(Pruner):
                 f"{self.method}: computed threshold {value} is negative/NaN; check the schedule inputs"
             )
         self._threshold = float(value)
-        for module in self.layers.values():
-            module.parametrizations.weight[0].threshold.fill_(self._threshold)
+        for module in self._attached:
+            module.parametrizations.weight[0].set_threshold(self._threshold)
+
+    def _model_state_mismatch(self) -> str | None:
+        for module in self._attached:
+            buf = module.parametrizations.weight[0].threshold
+            want = torch.tensor(self._threshold, dtype=buf.dtype)
+            if not bool((buf == want).all()):
+                return (
+                    f"threshold {float(buf.max()):.6g} in the model, {self._threshold:.6g} in the pruner "
+                    f"at step {self.step_count}"
+                )
+        return None
 
     @property
     def threshold(self) -> float:
@@ -86,85 +109,7 @@ class ScheduledThresholdPruner(Pruner):
         return {"threshold": self._threshold}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self._set_threshold(state["threshold"])
-
-
-@register_method("slats")
-class SLATSPruner(ScheduledThresholdPruner):
-    """S-LATS: :math:`d(n) = D\\,f_S(x)`, :math:`f_S(x) = x + \\sin(\\pi x)/\\pi`, :math:`x = (n - n_0)/N`.
-
-    Keyword arguments: ``final_threshold`` (required), ``total_steps`` (required), ``start_step=0``,
-    ``grad="ste"``.
-    """
-
-    def __init__(
-        self,
-        layers: dict[str, nn.Module],
-        *,
-        final_threshold: float | None = None,
-        grad: str = "ste",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(layers, final_threshold=final_threshold, grad=grad, **kwargs)
-        self._require_final()
-
-    def fraction(self, x: float) -> float:
-        return slats_fraction(x)
-
-
-@register_method("pgh")
-class PGHPruner(ScheduledThresholdPruner):
-    """PGH / continuation: :math:`d(n) = D\\,g(x;\\beta)` (see :func:`~snnprune.methods.schedules.pgh_fraction`).
-
-    The implied L1 coefficient decays as :math:`\\lambda_0\\beta^x`; :math:`\\beta < 1` prunes early,
-    :math:`\\beta = 1` is S-LATS. Keyword arguments: ``final_threshold``, ``total_steps``, ``beta``
-    (required, > 0), ``start_step=0``, ``grad="ste"``.
-    """
-
-    def __init__(
-        self,
-        layers: dict[str, nn.Module],
-        *,
-        final_threshold: float | None = None,
-        beta: float | None = None,
-        grad: str = "ste",
-        **kwargs: Any,
-    ) -> None:
-        if beta is None or not beta > 0:
-            raise ValueError(f"pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS), got {beta}")
-        self.beta = float(beta)
-        super().__init__(layers, final_threshold=final_threshold, grad=grad, **kwargs)
-        self._require_final()
-
-    def fraction(self, x: float) -> float:
-        return pgh_fraction(x, self.beta)
-
-
-@register_method("stds")
-class STDSPruner(ScheduledThresholdPruner):
-    """STDS: :math:`d = D(1-\\cos\\pi x)/2` (``shape="sine"``, default) or :math:`d = Dx` (``"linear"``).
-
-    The authors schedule over the whole run (``start_step=0``). Keyword arguments: ``final_threshold``,
-    ``total_steps``, ``shape="sine"``, ``start_step=0``, ``grad="ste"``.
-    """
-
-    def __init__(
-        self,
-        layers: dict[str, nn.Module],
-        *,
-        final_threshold: float | None = None,
-        shape: str = "sine",
-        grad: str = "ste",
-        **kwargs: Any,
-    ) -> None:
-        if shape not in ("sine", "linear"):
-            raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}")
-        self.shape = shape
-        super().__init__(layers, final_threshold=final_threshold, grad=grad, **kwargs)
-        self._require_final()
-
-    def fraction(self, x: float) -> float:
-        return stds_sine_fraction(x) if self.shape == "sine" else stds_linear_fraction(x)
+        self._set_threshold(float(state["threshold"]))
 
 
 @register_method("lats")
@@ -178,71 +123,103 @@ class LATSPruner(ScheduledThresholdPruner):
     :math:`\\eta_j` is read from ``optimizer.param_groups[0]["lr"]`` in :meth:`step` (called after
     ``optimizer.step()`` and before the scheduler steps, so it is the lr step ``j`` used). With
     ``final_threshold`` and neither ``lr_total`` nor ``l1_coeff``, :meth:`bind` computes ``lr_total`` with
-    :func:`snnprune.lr_total` (dry run of copies of optimizer and scheduler).
+    :func:`snnprune.lr_total` (dry run of copies of optimizer and scheduler). If the learning rates
+    actually summed differ from that plan at the end of the window (the scheduler stepped differently
+    from what :meth:`bind` was told), a warning names the likely cause.
 
     ``schedule="closed_form"`` instead reproduces the authors' "low-freq" closed form
-    (:func:`~snnprune.methods.schedules.lats_low_freq`, per-epoch cosine, no warm-up); it needs
-    ``steps_per_epoch`` and a window of whole epochs, and no optimizer.
+    (:func:`~snnprune.methods.schedules.lats_low_freq`, per-epoch cosine, no warm-up); it does not read the
+    learning rate, needs ``epoch_length`` and a window of whole epochs, and no optimizer.
 
-    Keyword arguments: ``final_threshold``, ``total_steps`` (required), ``lr_total=None``,
-    ``l1_coeff=None``, ``schedule="lr"``, ``start_step=0``, ``grad="ste"``, ``optimizer=None``,
-    ``lr_scheduler=None``, ``steps_per_epoch=None``.
+    Args:
+        final_threshold: :math:`D`, the threshold after the last step (required unless ``l1_coeff``).
+        lr_total: :math:`\\sum\\eta` over the window, if known (default: computed by :meth:`bind`).
+        l1_coeff: :math:`\\lambda` directly (then :math:`D` is an outcome).
+        schedule: ``"lr"`` (the learning rates actually used) or ``"closed_form"`` (the authors' formula).
+        epoch_length: optimizer steps per epoch, :math:`B` of the closed form (required by
+            ``schedule="closed_form"``; independent of how the lr scheduler is stepped).
+        grad: backward variant (default ``"ste"``).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: first step of the pruning window.
+
+    Raises:
+        ValueError: neither ``final_threshold`` nor ``l1_coeff``, a closed form without ``epoch_length`` or
+            whole epochs, non-positive/infinite ``lr_total``.
     """
+
+    requires_final_threshold = False
+    state_kwargs = frozenset({"lr_total"})
 
     def __init__(
         self,
-        layers: dict[str, nn.Module],
         *,
         final_threshold: float | None = None,
         lr_total: float | None = None,
         l1_coeff: float | None = None,
         schedule: str = "lr",
+        epoch_length: int | None = None,
         grad: str = "ste",
-        **kwargs: Any,
+        total_steps: int | None = None,
+        start_step: int = 0,
     ) -> None:
+        super().__init__(
+            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+        )
         if schedule not in ("lr", "closed_form"):
             raise ValueError(f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}")
         if final_threshold is None and l1_coeff is None:
             raise ValueError("lats needs final_threshold (D) or l1_coeff (lambda)")
-        if schedule == "closed_form" and final_threshold is None:
-            raise ValueError("lats schedule='closed_form' needs final_threshold (D)")
         if lr_total is not None and not (math.isfinite(lr_total) and lr_total > 0):
-            raise ValueError(f"lr_total must be > 0, got {lr_total}")
+            raise ValueError(f"lr_total must be a finite number > 0, got {lr_total}")
+        if epoch_length is not None:
+            epoch_length = _check_steps(epoch_length, "epoch_length", "lats")
+            if epoch_length <= 0:
+                raise ValueError(f"epoch_length must be > 0, got {epoch_length}")
         self.schedule = schedule
+        self.epoch_length = epoch_length
         self.lr_total = None if lr_total is None else float(lr_total)
-        self.l1_coeff = None if l1_coeff is None else _check_nonnegative(l1_coeff, "l1_coeff")
+        self.l1_coeff = None if l1_coeff is None else check_finite_nonnegative(l1_coeff, "l1_coeff")
         self.lr_sum = 0.0
-        super().__init__(layers, final_threshold=final_threshold, grad=grad, **kwargs)
-        if schedule == "closed_form" and self.steps_per_epoch is not None:
-            self._closed_form_epochs()
+        self._window_epochs = 0
+        if schedule == "closed_form":
+            if final_threshold is None:
+                raise ValueError("lats schedule='closed_form' needs final_threshold (D)")
+            window = self.total_steps - self.start_step
+            if epoch_length is None or window % epoch_length:
+                raise ValueError(
+                    "lats schedule='closed_form' needs epoch_length (optimizer steps per epoch) and a pruning "
+                    f"window (total_steps - start_step = {window}) of whole epochs; got epoch_length={epoch_length}"
+                )
+            self._window_epochs = window // epoch_length
 
     def bind(
         self,
         optimizer: torch.optim.Optimizer,
-        lr_scheduler: object | None = None,
+        lr_scheduler: Any = None,
         steps_per_epoch: int | None = None,
     ) -> LATSPruner:
-        """Attach the optimizer; computes ``lr_total`` by a dry run when it is needed and unknown."""
+        """Attach the optimizer; computes ``lr_total`` by a dry run when it is needed and unknown.
+
+        Args:
+            optimizer: the optimizer.
+            lr_scheduler: its scheduler (None: constant lr).
+            steps_per_epoch: the scheduler steps once every ``steps_per_epoch`` optimizer steps (None:
+                every step); used for the dry run.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: the learning rates of the window sum to 0.
+        """
         super().bind(optimizer, lr_scheduler, steps_per_epoch)
-        if self.schedule == "closed_form":
-            if self.steps_per_epoch is not None:
-                self._closed_form_epochs()
-        elif self.l1_coeff is None and self.lr_total is None:
+        if self.schedule == "lr" and self.l1_coeff is None and self.lr_total is None:
             self.lr_total = compute_lr_total(
                 optimizer, lr_scheduler, self.total_steps, self.steps_per_epoch, self.start_step
             )
             if not self.lr_total > 0:
                 raise ValueError("the learning rates of the pruning window sum to 0; LATS cannot reach D")
         return self
-
-    def _closed_form_epochs(self) -> int:
-        window = self.total_steps - self.start_step
-        if self.steps_per_epoch is None or window % self.steps_per_epoch:
-            raise ValueError(
-                "lats schedule='closed_form' needs steps_per_epoch and a pruning window "
-                f"(total_steps - start_step = {window}) of whole epochs; got steps_per_epoch={self.steps_per_epoch}"
-            )
-        return window // self.steps_per_epoch
 
     @property
     def lam(self) -> float | None:
@@ -256,7 +233,7 @@ class LATSPruner(ScheduledThresholdPruner):
     def _update(self) -> None:
         if self.schedule == "closed_form":
             n = max(self.step_count - self.start_step, 0)
-            value = lats_low_freq(n, self.steps_per_epoch, self._closed_form_epochs())
+            value = lats_low_freq(n, self.epoch_length, self._window_epochs)
             self._set_threshold(self.final_threshold * value)
             return
         if self.optimizer is None or self.lam is None:
@@ -273,17 +250,126 @@ class LATSPruner(ScheduledThresholdPruner):
         lr_sum = self.lr_sum + lr if self.step_count > self.start_step else self.lr_sum
         self._set_threshold(self.lam * lr_sum)
         self.lr_sum = lr_sum
+        if self.step_count == self.total_steps and self.l1_coeff is None:
+            self._check_lr_plan()
+
+    def _check_lr_plan(self) -> None:
+        """Warn when the summed learning rates missed the planned ``lr_total`` by more than 1e-6 relative."""
+        if abs(self.lr_sum - self.lr_total) <= 1e-6 * self.lr_total:
+            return
+        if self.steps_per_epoch is not None:
+            cause = (
+                f"bind() was told the lr scheduler steps once every steps_per_epoch={self.steps_per_epoch} "
+                "optimizer steps; if it steps every iteration, bind with steps_per_epoch=None"
+            )
+        else:
+            cause = (
+                "bind() was told the lr scheduler steps after every optimizer step (steps_per_epoch=None); "
+                "if it steps once per epoch, bind with steps_per_epoch=<optimizer steps per epoch>"
+            )
+        warnings.warn(
+            f"lats: the learning rates summed over the pruning window ({self.lr_sum:.6g}) differ from the "
+            f"planned lr_total ({self.lr_total:.6g}), so the final threshold is {self._threshold:.6g} instead "
+            f"of final_threshold={self.final_threshold:g}. Likely cause: {cause} (or the learning rate was "
+            "changed outside the scheduler).",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _extra_state(self) -> dict[str, Any]:
-        return {
-            "threshold": self._threshold,
-            "lr_sum": self.lr_sum,
-            "lr_total": self.lr_total,
-            "l1_coeff": self.l1_coeff,
-        }
+        return {"threshold": self._threshold, "lr_sum": self.lr_sum, "lr_total": self.lr_total}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.lr_sum = float(state["lr_sum"])
-        self.lr_total = state["lr_total"]
-        self.l1_coeff = state["l1_coeff"]
-        self._set_threshold(state["threshold"])
+        lr_sum, lr_total = float(state["lr_sum"]), state["lr_total"]
+        self._set_threshold(float(state["threshold"]))
+        self.lr_sum, self.lr_total = lr_sum, lr_total
+
+
+@register_method("slats")
+class SLATSPruner(ScheduledThresholdPruner):
+    """S-LATS: :math:`d(n) = D\\,f_S(x)`, :math:`f_S(x) = x + \\sin(\\pi x)/\\pi`, :math:`x = (n - n_0)/N`.
+
+    Args:
+        final_threshold: :math:`D` (required).
+        grad: backward variant (default ``"ste"``).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: first step of the pruning window.
+    """
+
+    def fraction(self, x: float) -> float:
+        return slats_fraction(x)
+
+
+@register_method("pgh")
+class PGHPruner(ScheduledThresholdPruner):
+    """PGH / continuation: :math:`d(n) = D\\,g(x;\\beta)` (see :func:`~snnprune.methods.schedules.pgh_fraction`).
+
+    The implied L1 coefficient decays as :math:`\\lambda_0\\beta^x`; :math:`\\beta < 1` prunes early,
+    :math:`\\beta = 1` is S-LATS.
+
+    Args:
+        final_threshold: :math:`D` (required).
+        beta: decay :math:`\\beta > 0` (required; the authors' default 0 is undefined).
+        grad: backward variant (default ``"ste"``).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: first step of the pruning window.
+
+    Raises:
+        ValueError: ``beta`` missing or not > 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        final_threshold: float | None = None,
+        beta: float | None = None,
+        grad: str = "ste",
+        total_steps: int | None = None,
+        start_step: int = 0,
+    ) -> None:
+        super().__init__(
+            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+        )
+        if beta is None or not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS), got {beta}")
+        self.beta = float(beta)
+
+    def fraction(self, x: float) -> float:
+        return pgh_fraction(x, self.beta)
+
+
+@register_method("stds")
+class STDSPruner(ScheduledThresholdPruner):
+    """STDS: :math:`d = D(1-\\cos\\pi x)/2` (``shape="sine"``, default) or :math:`d = Dx` (``"linear"``).
+
+    The authors schedule over the whole run (``start_step=0``).
+
+    Args:
+        final_threshold: :math:`D` (required).
+        shape: ``"sine"`` or ``"linear"``.
+        grad: backward variant (default ``"ste"``).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: first step of the pruning window.
+
+    Raises:
+        ValueError: unknown ``shape``.
+    """
+
+    def __init__(
+        self,
+        *,
+        final_threshold: float | None = None,
+        shape: str = "sine",
+        grad: str = "ste",
+        total_steps: int | None = None,
+        start_step: int = 0,
+    ) -> None:
+        super().__init__(
+            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+        )
+        if shape not in ("sine", "linear"):
+            raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}")
+        self.shape = shape
+
+    def fraction(self, x: float) -> float:
+        return stds_sine_fraction(x) if self.shape == "sine" else stds_linear_fraction(x)

@@ -1,4 +1,4 @@
-"""Pure threshold / sparsity schedule formulas (fractions of the final value), after ``methods.md`` 3.3, 4.1, 8.2.
+"""Pure threshold / sparsity schedule formulas (fractions of the final value), after ``snnprune/docs/methods.md`` 3.3, 4.1, 8.2.
 
 Each function maps progress :math:`x = n/N \\in [0, 1]` in the pruning window (or a step index) to a
 fraction of the final threshold :math:`D` (or of the target sparsity); the pruners multiply.

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, register_method
+from snnprune.methods.base import Pruner, _check_steps, register_method
 from snnprune.methods.schedules import cubic_sparsity
-from snnprune.threshold.parametrization import register_soft_threshold
+from snnprune.threshold.parametrization import SoftThreshold
 
 __all__ = ["ST3Pruner", "ST3SigmaPruner", "global_quantile"]
 
@@ -18,7 +18,15 @@ __all__ = ["ST3Pruner", "ST3SigmaPruner", "global_quantile"]
 def global_quantile(values: Tensor, q: float) -> Tensor:
     """Quantile of a 1-D tensor with linear interpolation (``torch.quantile`` semantics, no size limit).
 
-    Uses two ``kthvalue`` calls, stays on device (no host sync).
+    One ``kthvalue`` for the lower order statistic; the next one is the smallest value above it (or the
+    same value when it is repeated), found by two cheap passes. Stays on device (no host sync).
+
+    Args:
+        values: 1-D tensor.
+        q: level in [0, 1].
+
+    Returns:
+        A 0-d tensor.
     """
     n = values.numel()
     pos = q * (n - 1)
@@ -27,7 +35,9 @@ def global_quantile(values: Tensor, q: float) -> Tensor:
     v_lo = torch.kthvalue(values, lo + 1).values
     if hi == lo or pos == lo:
         return v_lo
-    v_hi = torch.kthvalue(values, hi + 1).values
+    repeated = (values <= v_lo).sum() >= hi + 1  # the (hi+1)-th smallest is v_lo itself
+    above = values.masked_fill(values <= v_lo, float("inf")).min()
+    v_hi = torch.where(repeated, v_lo, above)
     return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
@@ -37,6 +47,43 @@ def _check_target(target_sparsity: float | None, method: str) -> float:
             f"{method} needs target_sparsity in [0, 1) (fraction of zeros), got {target_sparsity}"
         )
     return float(target_sparsity)
+
+
+class ST3Threshold(SoftThreshold):
+    """ST-3's parametrization: :class:`~snnprune.threshold.SoftThreshold` (``grad="dense"``) that can be
+    switched to a fixed mask for the fine-tuning phase.
+
+    Before :meth:`fix`: :math:`w = c \\odot S_t(\\theta)`, dense straight-through gradient. After:
+    :math:`w = \\theta \\odot M` with :math:`M` fixed, so pruned weights get no gradient and stay zero.
+
+    Args:
+        rescale: apply the per-output-channel rescale :math:`c`.
+        shape: the weight's shape (for the ``mask`` buffer).
+    """
+
+    def __init__(self, rescale: bool, shape: torch.Size | tuple[int, ...]) -> None:
+        super().__init__(0.0, grad="dense", rescale=rescale)
+        self.register_buffer("mask", torch.ones(shape, dtype=torch.bool))
+        self.register_buffer("fixed", torch.tensor(False))
+        self._fixed = False
+
+    @torch.no_grad()
+    def fix(self, theta: Tensor) -> None:
+        """Bake :math:`c \\odot S_t(\\theta)` into ``theta`` (in place) and fix :math:`M = 1[\\theta \\ne 0]`."""
+        theta.copy_(super().forward(theta))
+        self.mask.copy_(theta != 0)
+        self.fixed.fill_(True)
+        self._fixed = True
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._fixed = bool(self.fixed)
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """Soft threshold (dense straight-through) before :meth:`fix`, ``theta * mask`` after."""
+        if self._fixed:
+            return theta * self.mask
+        return super().forward(theta)
 
 
 @register_method("st3")
@@ -52,38 +99,70 @@ class ST3Pruner(Pruner):
     :math:`c_o = 1.01/(r_o + 0.01)` per output channel (see :class:`~snnprune.threshold.SoftThreshold`),
     with :math:`\\partial L/\\partial\\theta = \\partial L/\\partial w` (``grad="dense"``).
 
-    Keyword arguments: ``target_sparsity`` (required), ``total_steps`` (required), ``start_step=0``,
-    ``end_step=None`` (= ``total_steps``), ``rescale=True``.
+    Fine-tuning phase (the authors' ``fix_from`` / ``n_ft_epochs``): with ``finetune_steps > 0``, after step
+    ``total_steps - finetune_steps`` the weights become :math:`\\theta \\leftarrow c \\odot S_t(\\theta)` and
+    the mask :math:`M = 1[\\theta \\ne 0]` is fixed: :math:`w = \\theta \\odot M`, pruned weights get no
+    gradient and the mask no longer changes. The authors fine-tune 10 epochs (``n_ft_epochs = 10``).
+
+    Args:
+        target_sparsity: :math:`p_{\\max}` in [0, 1) (required).
+        end_step: last step of the cubic ramp (default: ``total_steps - finetune_steps``).
+        rescale: apply the per-output-channel rescale :math:`c`.
+        finetune_steps: steps at the end of the run trained with the mask fixed (0: none).
+        total_steps: optimizer steps of the whole run, fine-tuning included (required).
+        start_step: first step of the ramp.
+
+    Raises:
+        ValueError: ``target_sparsity`` outside [0, 1), ``finetune_steps`` outside
+            [0, ``total_steps - start_step``), ``end_step`` outside (``start_step``,
+            ``total_steps - finetune_steps``].
     """
 
     normalize: bool = False
 
     def __init__(
         self,
-        layers: dict[str, nn.Module],
         *,
         target_sparsity: float | None = None,
         end_step: int | None = None,
         rescale: bool = True,
-        **kwargs: Any,
+        finetune_steps: int = 0,
+        total_steps: int | None = None,
+        start_step: int = 0,
     ) -> None:
+        super().__init__(total_steps=total_steps, start_step=start_step)
         self.target_sparsity = _check_target(target_sparsity, type(self).method)
-        self.rescale = rescale
-        self._end_step = end_step
-        self._global = None
-        super().__init__(layers, **kwargs)
-        self.end_step = self.total_steps if end_step is None else int(end_step)
-        if not self.start_step < self.end_step <= self.total_steps:
-            raise ValueError(f"end_step must be in (start_step, total_steps], got {self.end_step}")
+        finetune_steps = _check_steps(finetune_steps, "finetune_steps", type(self).method)
+        if not 0 <= finetune_steps < self.total_steps - self.start_step:
+            raise ValueError(
+                f"finetune_steps must be in [0, total_steps - start_step = {self.total_steps - self.start_step}), "
+                f"got {finetune_steps}"
+            )
+        fix_step = self.total_steps - finetune_steps
+        end = fix_step if end_step is None else _check_steps(end_step, "end_step", type(self).method)
+        if not self.start_step < end <= fix_step:
+            raise ValueError(
+                f"end_step must be in (start_step, total_steps - finetune_steps = {fix_step}], got {end}"
+            )
+        self.end_step = end
+        self.rescale = bool(rescale)
+        self.finetune_steps = finetune_steps
+        self.fix_step = fix_step
+        self.sigmas: dict[str, float] = {}
+        self._global: Tensor | None = None
+
+    def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
+        """An :class:`ST3Threshold` (threshold 0, dense straight-through, optional rescale)."""
+        if self.finetune_steps:
+            return ST3Threshold(self.rescale, module.weight.shape)
+        return SoftThreshold(0.0, grad="dense", rescale=self.rescale)
+
+    def _on_prepare(self) -> None:
         # sigma_l = 1 / sqrt(sum of the tensor's dimension sizes) for ST-3sigma, 1 for ST-3
         self.sigmas = {
             n: (1.0 / math.sqrt(sum(m.parametrizations.weight.original.shape)) if self.normalize else 1.0)
             for n, m in self.layers.items()
         }
-
-    def _attach(self) -> None:
-        for module in self.layers.values():
-            register_soft_threshold(module, "weight", threshold=0.0, grad="dense", rescale=self.rescale)
 
     def ratio(self) -> float:
         """Current pruning ratio :math:`r` (0 before the window)."""
@@ -91,8 +170,20 @@ class ST3Pruner(Pruner):
             return 0.0
         return cubic_sparsity(self.progress(self.end_step), self.target_sparsity)
 
+    @property
+    def current_sparsity(self) -> float:
+        """The ramp's current target :math:`r` (the sparsity the quantile threshold produces)."""
+        return self.ratio()
+
+    @property
+    def fixed(self) -> bool:
+        """True once the fine-tuning phase has fixed the mask."""
+        return bool(self.finetune_steps) and self.step_count >= self.fix_step
+
     @torch.no_grad()
     def _update(self) -> None:
+        if self.finetune_steps and self.step_count > self.fix_step:
+            return  # mask fixed: nothing moves any more
         r = self.ratio()
         if r <= 0.0:
             self._global = None
@@ -103,13 +194,26 @@ class ST3Pruner(Pruner):
         t = global_quantile(mags, r)
         self._global = t
         for n, module in self.layers.items():
-            buf = module.parametrizations.weight[0].threshold
-            buf.copy_(t * self.sigmas[n])
+            module.parametrizations.weight[0].threshold.copy_(t * self.sigmas[n])
+        if self.finetune_steps and self.step_count == self.fix_step:
+            for module in self.layers.values():
+                plist = module.parametrizations.weight
+                plist[0].fix(plist.original)
 
     def _magnitude(self, name: str, module: nn.Module) -> Tensor:
         """:math:`|\\theta| / \\sigma_l` (the division skipped where :math:`\\sigma_l = 1`, i.e. plain ST-3)."""
         mag = module.parametrizations.weight.original.detach().abs()
         return mag if self.sigmas[name] == 1.0 else mag / self.sigmas[name]
+
+    def _model_state_mismatch(self) -> str | None:
+        for name, module in self.layers.items():
+            p = module.parametrizations.weight[0]
+            model_fixed = bool(getattr(p, "_fixed", False))
+            if model_fixed != self.fixed:
+                return f"layer {name!r} has fixed={model_fixed} in the model, {self.fixed} in the pruner"
+            if self._global is None and bool((p.threshold != 0).any()):
+                return f"layer {name!r} has threshold {float(p.threshold):.6g} in the model, 0 in the pruner"
+        return None
 
     @property
     def threshold(self) -> float:
@@ -133,7 +237,14 @@ class ST3SigmaPruner(ST3Pruner):
 
     :math:`\\sigma_l = 1/\\sqrt{\\sum_i \\mathrm{shape}_i}` (for a conv :math:`C_{out}+C_{in}+2k`), which
     makes the per-layer sparsity more uniform. :attr:`threshold` is the per-layer dict :math:`t_l`.
-    Keyword arguments as ST-3.
+
+    Args:
+        target_sparsity: :math:`p_{\\max}` in [0, 1) (required).
+        end_step: last step of the cubic ramp (default: ``total_steps - finetune_steps``).
+        rescale: apply the per-output-channel rescale :math:`c`.
+        finetune_steps: steps at the end of the run trained with the mask fixed (0: none).
+        total_steps: optimizer steps of the whole run, fine-tuning included (required).
+        start_step: first step of the ramp.
     """
 
     normalize = True

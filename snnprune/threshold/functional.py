@@ -3,7 +3,7 @@
 .. math::
     S_d(\\theta) = \\operatorname{sign}(\\theta)\\,\\max(|\\theta| - d, 0)
 
-with :math:`\\operatorname{sign}(0) = 0` (PyTorch semantics). See ``methods.md`` section 2.2 for the
+with :math:`\\operatorname{sign}(0) = 0` (PyTorch semantics). See ``snnprune/docs/methods.md`` section 2 for the
 three gradient variants (exact autograd, straight-through ``stmod``, ST-3 dense straight-through).
 """
 
@@ -19,6 +19,19 @@ __all__ = ["GRAD_MODES", "soft_threshold"]
 GRAD_MODES: tuple[str, ...] = ("exact", "ste", "dense")
 
 
+def _shrink(theta: Tensor, threshold: Tensor | float) -> Tensor:
+    """:math:`S_d(\\theta)` in one fused pass, no autograd graph of its own.
+
+    ``softshrink`` for a Python-float threshold (one kernel), :math:`\\theta - \\mathrm{clamp}(\\theta, -d, d)`
+    for a tensor one (broadcasts, no host sync). Both are bit-identical to
+    :math:`\\operatorname{sign}(\\theta)\\max(|\\theta| - d, 0)` (the surviving entries are
+    :math:`\\theta \\mp d`, computed by the same single rounding).
+    """
+    if isinstance(threshold, Tensor):
+        return theta - theta.clamp(-threshold, threshold)
+    return torch.nn.functional.softshrink(theta, threshold)
+
+
 class _ReLUStraightThrough(torch.autograd.Function):
     """``relu`` forward, identity backward (the ``ReLUmod`` of the LATS/STDS code)."""
 
@@ -31,14 +44,59 @@ class _ReLUStraightThrough(torch.autograd.Function):
         return grad
 
 
+class _SoftThresholdSTE(torch.autograd.Function):
+    """The LATS/STDS ``softThresholdmod``: forward :math:`S_d(\\theta)`, backward
+    :math:`\\partial w/\\partial\\theta = \\operatorname{sign}(\\theta)^2` (the ReLU is straight-through; the
+    only zero is at :math:`\\theta = 0` itself). One forward pass, one backward pass."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, threshold: Tensor | float) -> Tensor:
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+        ctx.save_for_backward(theta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (theta,) = ctx.saved_tensors
+        return grad.masked_fill(theta == 0, 0), None
+
+
+class _SoftThresholdLearned(torch.autograd.Function):
+    """Exact gradient with a trained tensor threshold (STR): one forward pass, no autograd graph of clamp.
+
+    With :math:`w = S_d(\\theta)`: :math:`\\partial w/\\partial\\theta = 1[w \\ne 0]` (equal to
+    :math:`1[|\\theta| > d]`: a survivor :math:`\\theta \\mp d` is never exactly 0) and
+    :math:`\\partial w/\\partial d = -\\operatorname{sign}(w)`, summed to the threshold's shape.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, threshold: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+        ctx.save_for_backward(out)
+        ctx.threshold_shape = threshold.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        (out,) = ctx.saved_tensors
+        grad_theta = grad.masked_fill(out == 0, 0) if ctx.needs_input_grad[0] else None
+        grad_threshold = None
+        if ctx.needs_input_grad[1]:
+            grad_threshold = (grad * out.sign()).neg_().sum_to_size(ctx.threshold_shape)
+        return grad_theta, grad_threshold
+
+
 class _DenseStraightThrough(torch.autograd.Function):
     """ST-3 form: ``w = scale * S_d(theta)`` forward, ``dL/dtheta = dL/dw`` for every entry."""
 
     @staticmethod
     def forward(ctx, theta: Tensor, threshold: Tensor | float, scale: Tensor | None) -> Tensor:
-        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
-        if scale is not None:
-            out = out * scale
+        with torch.no_grad():
+            out = _shrink(theta, threshold)
+            if scale is not None:
+                out.mul_(scale)
         return out
 
     @staticmethod
@@ -58,9 +116,15 @@ def _soft_threshold(
     if grad == "dense":
         return _DenseStraightThrough.apply(theta, threshold, scale)
     if grad == "exact":
-        out = torch.sign(theta) * torch.relu(theta.abs() - threshold)
-    else:
+        if isinstance(threshold, Tensor) and threshold.requires_grad:
+            out = _SoftThresholdLearned.apply(theta, threshold)
+        else:  # autograd of softshrink / theta - clamp(theta, -d, d): 1[|theta| > d]
+            out = _shrink(theta, threshold)
+    elif isinstance(threshold, Tensor) and threshold.requires_grad:
+        # a trained threshold under the straight-through ReLU: d receives -sign(theta) dL/dw everywhere
         out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
+    else:
+        out = _SoftThresholdSTE.apply(theta, threshold)
     if scale is not None:
         out = out * scale
     return out

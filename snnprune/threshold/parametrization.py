@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from snnprune.threshold.functional import _check_grad, _soft_threshold
 
 __all__ = [
+    "LTP_GRADIENTS",
     "PRUNABLE_TYPES",
     "LearnedThresholdMask",
     "MagnitudeMask",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: backward variants of :class:`LearnedThresholdMask`: the LTP paper's eq. 14, or exact autograd
+LTP_GRADIENTS: tuple[str, ...] = ("paper", "full")
 _HOOKS_ATTR = "_snnprune_compat_hooks"
 
 
@@ -99,6 +102,35 @@ class SoftThreshold(nn.Module):
             self.register_parameter(attr, nn.Parameter(value))
         else:
             self.register_buffer(attr, value)
+        # (buffer version, value as a Python float): lets forward pass the threshold as a scalar to one
+        # fused kernel without a host sync; any other write to the buffer bumps its version and forward
+        # falls back to the tensor (always correct).
+        self._scalar: tuple[int, float] | None = None
+
+    @torch.no_grad()
+    def set_threshold(self, value: float) -> None:
+        """Fill the (buffer) threshold with :math:`d \\ge 0`, what the scheduled pruners call every step.
+
+        A one-element buffer is also remembered as a Python float, so :meth:`forward` passes it to a single
+        fused kernel without a host sync (a per-channel buffer is filled and used as a tensor).
+
+        Raises:
+            ValueError: a learnable or logit threshold (the optimizer owns it).
+        """
+        if self.learnable or self.logit:
+            raise ValueError(
+                "set_threshold() sets a buffer threshold; a learnable one is trained by the optimizer"
+            )
+        self.threshold.fill_(value)
+        if self.threshold.numel() == 1:
+            self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
+
+    def _threshold_arg(self) -> Tensor | float:
+        """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote."""
+        scalar = self._scalar
+        if scalar is not None and not self.learnable and scalar[0] == self.threshold._version:
+            return scalar[1]
+        return self.effective_threshold()
 
     def effective_threshold(self) -> Tensor:
         """The threshold :math:`d` actually applied (``sigmoid(s)`` for the logit form)."""
@@ -108,7 +140,7 @@ class SoftThreshold(nn.Module):
 
     def forward(self, theta: Tensor) -> Tensor:
         """Return the effective weight for raw weight ``theta``."""
-        d = self.effective_threshold()
+        d = self._threshold_arg()
         scale = _channel_rescale(theta, d) if self.rescale else None
         return _soft_threshold(theta, d, self.grad, scale)
 
@@ -119,45 +151,120 @@ class SoftThreshold(nn.Module):
         return f"{name}={value}, grad={self.grad!r}, learnable={self.learnable}, rescale={self.rescale}"
 
 
+class _LTPSoftMask(torch.autograd.Function):
+    """:math:`w = \\theta m`, :math:`m = \\sigma((\\theta^2 - \\tau)/T)` with LTP's eq. 14 backward.
+
+    :math:`\\partial w/\\partial\\theta = m` (the paper drops :math:`(2\\theta^2/T)m(1-m)`);
+    :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. ``T`` is a detached tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            m = torch.sigmoid((theta * theta - tau) / temperature)
+            out = theta * m
+        ctx.save_for_backward(theta, m, temperature)
+        ctx.mark_non_differentiable(m)
+        return out, m
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _grad_m: Tensor | None) -> tuple[Tensor | None, Tensor | None, None]:
+        theta, m, temperature = ctx.saved_tensors
+        grad_theta = grad * m if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = -(grad * theta * m * (1 - m)).sum() / temperature
+            grad_tau = grad_tau.reshape(()).to(grad.dtype)
+        return grad_theta, grad_tau, None
+
+
+class _L0FromMask(torch.autograd.Function):
+    """:math:`\\sum_k m_k` from the soft mask of the last forward, with its exact gradients.
+
+    :math:`\\partial/\\partial\\theta = (2\\theta/T)m(1-m)`, :math:`\\partial/\\partial\\tau = -(1/T)\\sum m(1-m)`.
+    """
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, tau: Tensor, m: Tensor, temperature: Tensor) -> Tensor:
+        ctx.save_for_backward(theta, m, temperature)
+        return m.sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        theta, m, temperature = ctx.saved_tensors
+        slope = m * (1 - m)
+        grad_theta = slope * theta * (2 * grad / temperature) if ctx.needs_input_grad[0] else None
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            grad_tau = (-(grad / temperature) * slope.sum()).reshape(()).to(m.dtype)
+        return grad_theta, grad_tau, None, None
+
+
 class LearnedThresholdMask(nn.Module):
     """LTP soft/hard mask on the squared weight with a learned per-layer threshold :math:`\\tau`.
 
     .. math::
         w = \\theta\\,\\sigma\\!\\left(\\frac{\\theta^2 - \\tau}{T}\\right) \\ (\\text{train}),\\qquad
         w = \\theta\\,1[\\theta^2 > \\tau] \\ (\\text{eval}),\\qquad
-        T = t_{\\mathrm{rel}}\\cdot\\operatorname{mean}(\\theta^2)
+        T = t_{\\mathrm{rel}}\\cdot\\operatorname{Var}(\\theta)
 
-    The temperature is relative to the layer's current weight scale (recomputed each forward,
+    The temperature is relative to the spread of the layer's current weights (recomputed each forward,
     detached), so one ``temperature`` fits every layer and survives weight-scale drift under BN.
-    Gradients are plain autograd through the sigmoid (both terms of :math:`\\partial w/\\partial\\theta`).
 
     Args:
         tau: initial :math:`\\tau` (units of :math:`\\theta^2`; 0 = nothing pruned at eval).
         temperature: :math:`t_{\\mathrm{rel}} > 0`.
+        gradient: ``"paper"``: :math:`\\partial w/\\partial\\theta = \\sigma(\\cdot)` (LTP eq. 14);
+            ``"full"``: exact autograd, which adds :math:`(2\\theta^2/T)\\sigma(1-\\sigma)`.
+
+    Raises:
+        ValueError: ``temperature <= 0`` or unknown ``gradient``.
     """
 
-    def __init__(self, tau: float = 0.0, temperature: float = 1e-2) -> None:
+    def __init__(self, tau: float = 0.0, temperature: float = 1e-2, gradient: str = "paper") -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if gradient not in LTP_GRADIENTS:
+            raise ValueError(f"gradient must be one of {LTP_GRADIENTS}, got {gradient!r}")
         self.temperature = float(temperature)
+        self.gradient = gradient
         self.tau = nn.Parameter(torch.tensor(float(tau)))
+        # (theta, its version, soft mask, T) of the last training forward: the L0 term reuses the mask
+        self._last: tuple[Tensor, int, Tensor, Tensor] | None = None
 
     def _temperature(self, theta: Tensor) -> Tensor:
-        return (self.temperature * theta.detach().pow(2).mean()).clamp_min(1e-30)
+        return (self.temperature * theta.detach().var(unbiased=False)).clamp_min(1e-30)
 
     def soft_mask(self, theta: Tensor) -> Tensor:
-        """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`)."""
+        """:math:`\\sigma((\\theta^2-\\tau)/T)` (differentiable in :math:`\\theta` and :math:`\\tau`; the L0 term)."""
         return torch.sigmoid((theta.pow(2) - self.tau) / self._temperature(theta))
+
+    def l0(self, theta: Tensor) -> Tensor:
+        """The soft L0 term :math:`\\sum_k \\sigma((\\theta_k^2-\\tau)/T)` (differentiable in both).
+
+        Reuses the soft mask of the last training forward while ``theta`` has not changed since (one
+        pass instead of recomputing the sigmoid), otherwise computes it.
+        """
+        last = self._last
+        if last is not None and last[0] is theta and last[1] == theta._version:
+            return _L0FromMask.apply(theta, self.tau, last[2], last[3])
+        return self.soft_mask(theta).sum()
 
     def forward(self, theta: Tensor) -> Tensor:
         """Soft mask in training mode, hard mask in eval mode."""
-        if self.training:
+        if not self.training:
+            return theta * (theta.pow(2) > self.tau)
+        if self.gradient == "full":
+            self._last = None
             return theta * self.soft_mask(theta)
-        return theta * (theta.pow(2) > self.tau)
+        temperature = self._temperature(theta)
+        out, m = _LTPSoftMask.apply(theta, self.tau, temperature)
+        self._last = (theta, theta._version, m, temperature)
+        return out
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x mean(theta^2))"
+        return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x Var(theta)), gradient={self.gradient!r}"
 
 
 class MagnitudeMask(nn.Module):
@@ -303,9 +410,12 @@ def remove_soft_threshold(
         p.eval()
     _own_class(module)
     parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
-    handle = module.__dict__.get(_HOOKS_ATTR, {}).pop(name, None)
+    hooks = module.__dict__.get(_HOOKS_ATTR, {})
+    handle = hooks.pop(name, None)
     if handle is not None:
         handle.remove()
+    if not hooks:
+        module.__dict__.pop(_HOOKS_ATTR, None)
     return module
 
 

@@ -61,7 +61,13 @@ def get_args_parser(
     )
 
     g = p.add_argument_group("pruning")
-    g.add_argument("--method", default="lats", help="pruning method, one of snnprune.METHODS")
+    g.add_argument(
+        "--method",
+        default="lats",
+        choices=METHODS,  # the live registry: a method registered before parsing is accepted and listed
+        metavar="NAME",
+        help=f"pruning method, any registered name: {', '.join(METHODS)}",
+    )
     g.add_argument("--final-threshold", type=float, default=None, metavar="D", help="final threshold D")
     g.add_argument(
         "--target-sparsity", type=float, default=None, metavar="P", help="st3/st3sigma/gmp, in (0,1)"
@@ -81,6 +87,22 @@ def get_args_parser(
         "the remaining epochs fine-tune with the final sparsity",
     )
     g.add_argument("--prune-exclude", nargs="*", default=None, metavar="GLOB", help="layers kept dense")
+    g.add_argument(
+        "--st3-finetune-epochs",
+        type=int,
+        default=0,
+        metavar="E",
+        help="st3/st3sigma: the last E epochs fine-tune with the mask fixed (the authors' n_ft_epochs, 10)",
+    )
+    g.add_argument("--s-init", type=float, default=None, help="str: initial threshold logit s (e.g. -5)")
+    g.add_argument("--l0-coeff", type=float, default=None, help="ltp: weight of the normalized soft-L0 term")
+    g.add_argument(
+        "--ltp-temperature",
+        type=float,
+        default=None,
+        help="ltp: temperature relative to each layer's Var(theta)",
+    )
+    g.add_argument("--tau-init", type=float, default=None, help="ltp: initial threshold tau on theta^2")
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -256,6 +278,14 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
                 f"--epochs={args.epochs}], got {args.prune_end_epoch}"
             )
         end = args.prune_end_epoch * steps_per_epoch
+    finetune = getattr(args, "st3_finetune_epochs", 0) or 0
+    if finetune and "finetune_steps" in method_kwargs(args.method):
+        last = args.epochs if args.prune_end_epoch is None else args.prune_end_epoch
+        if not 0 < finetune < args.epochs - args.prune_start_epoch or last > args.epochs - finetune:
+            raise ValueError(
+                f"--st3-finetune-epochs must leave the ramp (--prune-start-epoch={args.prune_start_epoch} to "
+                f"--prune-end-epoch) before the fine-tuning epochs of --epochs={args.epochs}, got {finetune}"
+            )
     values = {
         "end_step": end,
         "final_threshold": args.final_threshold,
@@ -263,6 +293,12 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "beta": args.beta,
         "shape": args.stds_shape,
         "schedule": args.lats_schedule,
+        "epoch_length": steps_per_epoch if args.lats_schedule == "closed_form" else None,
+        "s_init": getattr(args, "s_init", None),
+        "l0_coeff": getattr(args, "l0_coeff", None),
+        "temperature": getattr(args, "ltp_temperature", None),
+        "tau_init": getattr(args, "tau_init", None),
+        "finetune_steps": finetune * steps_per_epoch if finetune else None,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it

@@ -1,6 +1,6 @@
 """The one training loop of snnprune: :func:`train_one_epoch`, :func:`evaluate` and :func:`run`.
 
-Order of operations (methods.md §3.2, §12.6):
+Order of operations (snnprune/docs/methods.md §3.2, §12.6):
 
 1. model (``task.build_model``) -> ``pruner = snnprune.sparsify(model, method, **pruner_kwargs(...))``
 2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ)
@@ -114,10 +114,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _mean_threshold(pruner: Any) -> float:
-    t = pruner.threshold
-    if isinstance(t, dict):
-        return float(np.mean(list(t.values()))) if t else 0.0
-    return float(t)
+    """Mean over layers of ``pruner.get_last_threshold()`` (a global threshold exactly as it is)."""
+    values = list(pruner.get_last_threshold().values())
+    if not values:
+        return 0.0
+    if all(v == values[0] for v in values):
+        return float(values[0])
+    return float(np.mean(values))
 
 
 def _accuracy(
@@ -236,7 +239,7 @@ def train_one_epoch(
         scaler.update()
         task.after_batch(_unwrap(model))
         lr = optimizer.param_groups[0]["lr"]
-        pruner.step()  # after optimizer.step(), before the lr scheduler (methods.md §12.6)
+        pruner.step()  # after optimizer.step(), before the lr scheduler (snnprune/docs/methods.md §12.6)
         if args.lr_step_per_iter:
             lr_scheduler.step()
         global_step += 1
@@ -334,7 +337,7 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """Every parameter (θ, learned thresholds, BN) is optimized; weight decay acts on θ (methods.md §12.4)."""
+    """Every parameter (θ, learned thresholds, BN) is optimized; weight decay acts on θ (snnprune/docs/methods.md §12.4)."""
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     norm_params, other = [], []
     for m in model.modules():

@@ -1,0 +1,483 @@
+"""Tests of the Pruner API: open registry, two-step construction, thresholds, state checks, misuse."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
+
+import snnprune
+from snnprune import METHODS, sparsify
+from snnprune.methods import ScheduledThresholdPruner, register_method
+from snnprune.methods.base import _REGISTRY
+
+THRESHOLD_KWARGS = {
+    "dense": {},
+    "lats": {"final_threshold": 0.05},
+    "slats": {"final_threshold": 0.05},
+    "pgh": {"final_threshold": 0.05, "beta": 0.1},
+    "stds": {"final_threshold": 0.05},
+    "str": {"s_init": -4.0},
+    "ltp": {"tau_init": 1e-3},
+    "st3": {"target_sparsity": 0.5},
+    "st3sigma": {"target_sparsity": 0.5},
+    "gmp": {"target_sparsity": 0.5, "frequency": 1},
+}
+
+
+def _net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 4)
+    )
+
+
+def _snapshot(model: nn.Module) -> tuple:
+    return (
+        [type(m) for m in model.modules()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [id(p) for p in model.parameters()],
+        [sorted(vars(m)) for m in model.modules()],
+    )
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return (
+        a[0] == b[0]
+        and a[1].keys() == b[1].keys()
+        and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+        and a[2] == b[2]
+        and a[3] == b[3]
+    )
+
+
+def _train_steps(model, pruner, opt, sched, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x, y = torch.randn(8, 2, 6, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
+        opt.zero_grad()
+        (nn.functional.cross_entropy(model(x), y) + pruner.regularization()).backward()
+        opt.step()
+        pruner.step()
+        if sched is not None:
+            sched.step()
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def test_methods_is_derived_from_the_registry():
+    assert tuple(METHODS) == tuple(_REGISTRY) == snnprune.methods.list_methods()
+    assert tuple(METHODS) == ("dense", "lats", "slats", "pgh", "stds", "str", "ltp", "st3", "st3sigma", "gmp")
+
+    @register_method("test_linear_d")
+    class LinearD(ScheduledThresholdPruner):
+        def fraction(self, x: float) -> float:
+            return x
+
+    try:
+        assert "test_linear_d" in METHODS and METHODS[-1] == "test_linear_d"
+        assert snnprune.METHODS is METHODS
+        model = _net()
+        pruner = sparsify(model, "test_linear_d", final_threshold=0.2, total_steps=4)
+        assert isinstance(pruner, LinearD) and pruner.method == "test_linear_d"
+        for k in range(1, 5):
+            pruner.step()
+            assert pruner.threshold == pytest.approx(0.2 * k / 4)
+        with pytest.raises(ValueError, match="already registered by"):
+            register_method("test_linear_d")(type("Other", (ScheduledThresholdPruner,), {}))
+    finally:
+        del _REGISTRY["test_linear_d"]
+    assert "test_linear_d" not in METHODS
+
+
+@pytest.mark.parametrize(
+    ("name", "obj", "exc", "match"),
+    [
+        ("", ScheduledThresholdPruner, ValueError, "non-empty string without whitespace"),
+        ("my method", ScheduledThresholdPruner, ValueError, "non-empty string without whitespace"),
+        ("fine_name", int, TypeError, "decorates Pruner subclasses"),
+    ],
+)
+def test_register_method_rejects(name, obj, exc, match):
+    with pytest.raises(exc, match=match):
+        register_method(name)(obj)
+    assert name not in METHODS
+
+
+# ------------------------------------------------------------------------------ two-step construction
+def test_construction_validates_without_a_model_then_prepares():
+    pruner = snnprune.methods.SLATSPruner(final_threshold=0.1, total_steps=10)
+    assert pruner.layers == {}
+    with pytest.raises(RuntimeError, match=r"call pruner.prepare\(model\)"):
+        pruner.step()
+    model = _net()
+    assert pruner.prepare(model, exclude=["4"]) is pruner
+    assert list(pruner.layers) == ["0"] and hasattr(model[0], "parametrizations")
+    with pytest.raises(RuntimeError, match="already prepared"):
+        pruner.prepare(_net())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (
+            {"method": "slats", "final_threshold": 0.1, "total_steps": 3, "include": ["nope*"]},
+            ValueError,
+            "matches no",
+        ),
+        ({"method": "slats", "final_threshold": -1.0, "total_steps": 3}, ValueError, "final_threshold"),
+        ({"method": "gmp", "target_sparsity": 0.5, "total_steps": 3, "bogus": 1}, TypeError, "'bogus'"),
+    ],
+)
+def test_failed_sparsify_leaves_the_model_as_it_was(kwargs, exc, match):
+    model = _net()
+    before = _snapshot(model)
+    kwargs = dict(kwargs)
+    method = kwargs.pop("method")
+    with pytest.raises(exc, match=match):
+        sparsify(model, method, **kwargs)
+    assert _same(before, _snapshot(model))
+
+
+def test_failure_on_a_later_layer_rolls_back_the_earlier_ones():
+    model = _net()
+    snnprune.register_soft_threshold(model[4], threshold=0.0)  # the second layer is already parametrized
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="already parametrized"):
+        sparsify(model, "slats", final_threshold=0.1, total_steps=3)
+    assert _same(before, _snapshot(model))
+    assert not hasattr(model[0], "parametrizations") and type(model[0]) is nn.Conv2d
+    # the rolled-back layer is a plain Conv2d again and can be prepared by another pruner
+    sparsify(model, "slats", final_threshold=0.1, total_steps=3, include=["0"])
+
+
+# --------------------------------------------------------------------------- one meaning per name
+@pytest.mark.parametrize("method", METHODS)
+def test_get_last_threshold_is_a_threshold_per_layer(method):
+    model = _net()
+    pruner = sparsify(model, method, total_steps=6, **THRESHOLD_KWARGS[method])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner.bind(opt)
+    _train_steps(model, pruner, opt, None, 6)
+    last = pruner.get_last_threshold()
+    assert set(last) == set(pruner.layers) and all(isinstance(v, float) for v in last.values())
+    t = pruner.threshold
+    if isinstance(t, dict):
+        assert t == last
+    else:
+        assert all(v == t for v in last.values())
+    model.eval()
+    for name, module in pruner.layers.items():
+        w = module.weight.detach()
+        if method in ("lats", "slats", "pgh", "stds", "st3", "st3sigma", "str"):
+            # soft threshold: every raw weight at or below the threshold is exactly zero
+            theta = module.parametrizations.weight.original.detach()
+            assert bool((w[theta.abs() <= last[name] * (1 - 1e-6)] == 0).all())
+            assert last[name] > 0
+        elif method == "ltp":
+            theta = module.parametrizations.weight.original.detach()
+            assert torch.equal(w == 0, theta.pow(2) <= last[name])
+        elif method == "gmp":
+            theta = module.parametrizations.weight.original.detach()
+            kept = theta.abs()[w != 0]
+            assert last[name] > 0 and bool((kept >= last[name]).all())
+        else:
+            assert last[name] == 0.0
+    if method in ("gmp", "st3", "st3sigma"):
+        assert pruner.target_sparsity == 0.5 and pruner.current_sparsity == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------ model is the source of truth
+def _trained_lats():
+    model = _net()
+    pruner = sparsify(model, "lats", final_threshold=0.1, total_steps=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = CosineAnnealingLR(opt, 8)
+    pruner.bind(opt, sched)
+    _train_steps(model, pruner, opt, sched, 5)
+    return model, pruner
+
+
+@pytest.mark.parametrize("method", ["lats", "slats", "st3", "gmp"])
+def test_model_checkpoint_without_pruner_state_raises_instead_of_restarting(method):
+    kwargs = {"total_steps": 8, **THRESHOLD_KWARGS[method]}
+    model = _net()
+    pruner = sparsify(model, method, **kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner.bind(opt)
+    _train_steps(model, pruner, opt, None, 5)
+    fresh = _net(seed=1)
+    fresh_pruner = sparsify(fresh, method, **kwargs)
+    fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
+    fresh_pruner.bind(fresh_opt)
+    fresh.load_state_dict(model.state_dict())
+    before = fresh.state_dict()
+    with pytest.raises(RuntimeError, match=r"pruner.load_state_dict\(checkpoint\['pruner'\]\)"):
+        fresh_pruner.step()
+    assert fresh_pruner.step_count == 0
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in before.items())  # nothing was restarted
+    fresh_pruner.load_state_dict(pruner.state_dict())
+    fresh_pruner.step()  # continues from step 5
+    assert fresh_pruner.step_count == 6
+
+
+@pytest.mark.parametrize("method", ["str", "ltp"])
+def test_learned_thresholds_continue_from_the_model(method):
+    model = _net()
+    pruner = sparsify(model, method, **THRESHOLD_KWARGS[method])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    _train_steps(model, pruner, opt, None, 3)
+    fresh = _net(seed=1)
+    fresh_pruner = sparsify(fresh, method, **THRESHOLD_KWARGS[method])
+    fresh.load_state_dict(model.state_dict())
+    assert fresh_pruner.get_last_threshold() == pruner.get_last_threshold()
+    fresh_pruner.step()
+
+
+# ------------------------------------------------------------------------------ state that checks itself
+def test_state_dict_carries_the_configuration():
+    pruner = sparsify(_net(), "pgh", final_threshold=0.05, beta=0.1, total_steps=8, start_step=2)
+    state = pruner.state_dict()
+    assert state["method"] == "pgh" and state["step_count"] == 0
+    assert state["config"] == {
+        "beta": 0.1,
+        "final_threshold": 0.05,
+        "grad": "ste",
+        "start_step": 2,
+        "total_steps": 8,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "saved", "mine", "match"),
+    [
+        (
+            "slats",
+            {"total_steps": 8},
+            {"total_steps": 10},
+            "saved with total_steps=8, but this pruner has total_steps=10",
+        ),
+        (
+            "slats",
+            {"final_threshold": 0.1},
+            {"final_threshold": 0.2},
+            "final_threshold=0.1, but this pruner has final_threshold=0.2",
+        ),
+        ("pgh", {"beta": 0.1}, {"beta": 0.5}, "beta=0.1, but this pruner has beta=0.5"),
+        ("stds", {"shape": "sine"}, {"shape": "linear"}, "shape='sine', but this pruner has shape='linear'"),
+        ("lats", {"schedule": "lr"}, {"schedule": "closed_form", "epoch_length": 2}, "epoch_length=None"),
+        (
+            "st3",
+            {"target_sparsity": 0.5},
+            {"target_sparsity": 0.6},
+            "target_sparsity=0.5, but this pruner has target_sparsity=0.6",
+        ),
+        ("gmp", {"start_step": 0}, {"start_step": 2}, "start_step=0, but this pruner has start_step=2"),
+        ("str", {"s_init": -4.0}, {"s_init": -5.0}, "s_init=-4.0, but this pruner has s_init=-5.0"),
+    ],
+)
+def test_load_state_dict_rejects_another_configuration(method, saved, mine, match):
+    base = {"total_steps": 8, **THRESHOLD_KWARGS[method]}
+    state = sparsify(_net(), method, **{**base, **saved}).state_dict()
+    pruner = sparsify(_net(), method, **{**base, **mine})
+    with pytest.raises(ValueError, match=match):
+        pruner.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "exc", "match"),
+    [
+        (lambda s: s.pop("config"), ValueError, r"pruner state is missing \['config'\]"),
+        (lambda s: s.pop("step_count"), ValueError, r"pruner state is missing \['step_count'\]"),
+        (lambda s: s.pop("lr_sum"), ValueError, "missing key 'lr_sum'"),
+        (lambda s: s.update(method="gmp"), ValueError, "state is for method 'gmp', this pruner is 'lats'"),
+        (lambda s: s.update(step_count=99), ValueError, r"step_count=99 outside \[0, total_steps=8\]"),
+    ],
+)
+def test_load_state_dict_reports_bad_states(mutate, exc, match):
+    _, pruner = _trained_lats()
+    state = pruner.state_dict()
+    mutate(state)
+    with pytest.raises(exc, match=match):
+        pruner.load_state_dict(state)
+    with pytest.raises(TypeError, match=r"must be the dict from Pruner\.state_dict"):
+        pruner.load_state_dict([("method", "lats")])
+
+
+# ------------------------------------------------------------------------------------- misuse: errors
+MISUSE_ERRORS = [
+    ("unknown method", lambda: sparsify(_net(), "lasso"), ValueError, r"unknown pruning method 'lasso'.*'slats'"),
+    ("not a module", lambda: sparsify([nn.Linear(2, 2)], "slats"), TypeError, "expects an nn.Module as model, got list"),
+    (
+        "unknown keyword",
+        lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=3, beta=0.5),
+        TypeError,
+        r"unexpected keyword argument\(s\) 'beta' for method 'slats'; accepted: final_threshold, grad",
+    ),
+    (
+        "infinite D",
+        lambda: sparsify(_net(), "slats", final_threshold=math.inf, total_steps=3),
+        ValueError,
+        "final_threshold must be a finite number >= 0, got inf",
+    ),
+    (
+        "non-integer total_steps",
+        lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=2.5),
+        TypeError,
+        r"total_steps must be an integer number of optimizer steps, got 2.5 \(float\)",
+    ),
+    (
+        "non-integer start_step",
+        lambda: sparsify(_net(), "gmp", target_sparsity=0.5, total_steps=8, start_step=1.0),
+        TypeError,
+        "start_step must be an integer",
+    ),
+    ("missing total_steps", lambda: sparsify(_net(), "slats", final_threshold=0.1), ValueError, "needs total_steps"),
+    ("missing D", lambda: sparsify(_net(), "stds", total_steps=3), ValueError, "needs final_threshold"),
+    ("start past the end", lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=3, start_step=3), ValueError, "start_step must be in"),
+    ("pgh beta", lambda: sparsify(_net(), "pgh", final_threshold=0.1, total_steps=3, beta=0.0), ValueError, "beta > 0"),
+    ("st3 target", lambda: sparsify(_net(), "st3", total_steps=3), ValueError, "needs target_sparsity"),
+    ("gmp target", lambda: sparsify(_net(), "gmp", total_steps=3, target_sparsity=1.5), ValueError, "needs target_sparsity"),
+    ("include", lambda: sparsify(_net(), "str", include=["layer9.*"]), ValueError, r"include pattern 'layer9\.\*' matches no"),
+    ("exclude", lambda: sparsify(_net(), "str", exclude=["nope"]), ValueError, "exclude pattern 'nope' matches no"),
+    ("empty selection", lambda: sparsify(_net(), "str", exclude=["*"]), ValueError, "leave no layer to prune"),
+    (
+        "no prunable layer",
+        lambda: sparsify(nn.Sequential(nn.BatchNorm1d(3)), "slats", final_threshold=0.1, total_steps=3),
+        ValueError,
+        "has no prunable layer",
+    ),
+    (
+        "closed form without epoch length",
+        lambda: sparsify(_net(), "lats", final_threshold=0.1, total_steps=10, schedule="closed_form"),
+        ValueError,
+        r"closed_form' needs epoch_length .* got epoch_length=None",
+    ),
+    (
+        "closed form, partial epochs",
+        lambda: sparsify(_net(), "lats", final_threshold=0.1, total_steps=10, schedule="closed_form", epoch_length=3),
+        ValueError,
+        r"window \(total_steps - start_step = 10\) of whole epochs",
+    ),
+    ("lats without D or lambda", lambda: sparsify(_net(), "lats", total_steps=3), ValueError, "final_threshold \\(D\\) or l1_coeff"),
+    ("lr_total inf", lambda: sparsify(_net(), "lats", final_threshold=0.1, lr_total=math.inf, total_steps=3), ValueError, "lr_total must be a finite"),
+    ("ltp temperature", lambda: sparsify(_net(), "ltp", temperature=0.0), ValueError, "temperature must be > 0"),
+    ("ltp gradient", lambda: sparsify(_net(), "ltp", gradient="approx"), ValueError, "ltp gradient must be one of"),
+    ("st3 finetune", lambda: sparsify(_net(), "st3", target_sparsity=0.5, total_steps=4, finetune_steps=4), ValueError, "finetune_steps must be in"),
+    ("bind a non-optimizer", lambda: sparsify(_net(), "str").bind("sgd"), TypeError, "needs a torch.optim.Optimizer"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "call", "exc", "match"), MISUSE_ERRORS, ids=[c[0] for c in MISUSE_ERRORS])
+def test_misuse_raises_one_clear_error(case, call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_step_errors():
+    model = _net()
+    pruner = sparsify(model, "slats", final_threshold=0.1, total_steps=2)
+    pruner.step()
+    snnprune.finalize(model)
+    with pytest.raises(RuntimeError, match=r"the model was finalized .* only after the last step"):
+        pruner.step()
+    pruner = sparsify(_net(), "gmp", target_sparsity=0.5, total_steps=2)
+    pruner.step()
+    pruner.step()
+    with pytest.raises(RuntimeError, match="past total_steps=2"):
+        pruner.step()
+    pruner = sparsify(_net(), "lats", final_threshold=0.1, total_steps=3)
+    with pytest.raises(RuntimeError, match=r"call pruner.bind\(optimizer"):
+        pruner.step()
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner = sparsify(model, "lats", l1_coeff=0.1, total_steps=3, optimizer=opt)
+    opt.param_groups[0]["lr"] = float("nan")
+    with pytest.raises(ValueError, match="learning rate is nan"):
+        pruner.step()
+    assert pruner.step_count == 0 and pruner.threshold == 0.0  # a failed step is not counted
+    opt.param_groups[0]["lr"] = -0.9
+    with pytest.raises(ValueError, match="negative/NaN"):
+        pruner.step()
+    assert pruner.step_count == 0 and pruner.lr_sum == 0.0
+    opt.param_groups[0]["lr"] = 0.1
+    pruner.step()
+    assert pruner.lr_sum == pytest.approx(0.1) and pruner.threshold == pytest.approx(0.01)
+
+
+def test_models_create_model_raises_type_error_for_unknown_keywords():
+    import models
+
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        models.create_model("ann_resnet18", num_classes=10, bogus=1)
+
+
+# ----------------------------------------------------------------------------------- misuse: warnings
+def test_scheduler_stepped_before_pruner_warns_once():
+    model = _net()
+    pruner = sparsify(model, "lats", final_threshold=0.1, total_steps=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = CosineAnnealingLR(opt, 6)
+    pruner.bind(opt, sched)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            opt.step()
+            sched.step()
+            pruner.step()
+    order = [w for w in caught if "before `pruner.step()`" in str(w.message)]
+    assert len(order) == 1 and "LATS sums the wrong learning rates" in str(order[0].message)
+
+
+@pytest.mark.parametrize("per_epoch", [False, True])
+def test_right_order_and_skipped_optimizer_steps_do_not_warn(per_epoch):
+    model = _net()
+    spe, epochs = 3, 2
+    pruner = sparsify(model, "lats", final_threshold=0.1, total_steps=spe * epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = CosineAnnealingLR(opt, epochs if per_epoch else spe * epochs)
+    pruner.bind(opt, sched, spe if per_epoch else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for j in range(spe * epochs):
+            if j != 2:  # step 2: the optimizer step is skipped (as GradScaler does on inf gradients)
+                opt.step()
+            pruner.step()
+            if not per_epoch or (j + 1) % spe == 0:
+                sched.step()
+    assert pruner.threshold == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("bound_per_epoch", "stepped_per_epoch", "cause"),
+    [
+        (True, False, "steps once every steps_per_epoch=4 optimizer steps; if it steps every iteration"),
+        (
+            False,
+            True,
+            "steps after every optimizer step \\(steps_per_epoch=None\\); if it steps once per epoch",
+        ),
+    ],
+)
+def test_lats_warns_when_the_lr_plan_is_missed(bound_per_epoch, stepped_per_epoch, cause):
+    spe, epochs = 4, 5
+    model = _net()
+    pruner = sparsify(model, "lats", final_threshold=0.1, total_steps=spe * epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = CosineAnnealingLR(opt, epochs if stepped_per_epoch else spe * epochs)
+    pruner.bind(opt, sched, spe if bound_per_epoch else None)
+    with pytest.warns(
+        UserWarning,
+        match=f"instead of final_threshold=0.1. Likely cause: bind\\(\\) was told the lr scheduler {cause}",
+    ):
+        for j in range(spe * epochs):
+            opt.step()
+            pruner.step()
+            if not stepped_per_epoch or (j + 1) % spe == 0:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch's own warning when the scheduler runs past T_max
+                    sched.step()
+    assert abs(pruner.threshold - 0.1) > 1e-3
