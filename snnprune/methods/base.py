@@ -280,6 +280,8 @@ def sparsify(
             f"method {method!r} does not accept {unknown}; accepted keyword arguments: {sorted(accepted)}"
         )
     layers = select_layers(model, include, exclude)
+    if "root" in accepted:  # filter granularity couples channels across the model
+        kwargs["root"] = model
     return cls(layers, **kwargs)
 
 

@@ -34,6 +34,9 @@ class ScheduledThresholdPruner(Pruner):
     Args:
         final_threshold: :math:`D \\ge 0`, the threshold after the last step.
         grad: backward variant of :func:`snnprune.soft_threshold` (default ``"ste"``).
+        granularity: ``"weight"`` (element-wise :math:`S_d`) or ``"filter"`` (group soft-threshold of
+            output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`).
+        root: the model (set by :func:`~snnprune.methods.sparsify`; filter groups couple its layers).
         **kwargs: :class:`Pruner` arguments (``total_steps``, ``start_step``, ``optimizer``, ...).
     """
 
@@ -43,8 +46,13 @@ class ScheduledThresholdPruner(Pruner):
         *,
         final_threshold: float | None = None,
         grad: str = "ste",
+        granularity: str = "weight",
+        root: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
+        if granularity not in ("weight", "filter"):
+            raise ValueError(f"granularity must be 'weight' or 'filter', got {granularity!r}")
+        self.granularity, self._root = granularity, root
         self.final_threshold = (
             None if final_threshold is None else _check_nonnegative(final_threshold, "final_threshold")
         )
@@ -53,6 +61,11 @@ class ScheduledThresholdPruner(Pruner):
         super().__init__(layers, **kwargs)
 
     def _attach(self) -> None:
+        if self.granularity == "filter":
+            from snnprune.structured.filter import attach_filter_threshold
+
+            attach_filter_threshold(self._root, self.layers, grad=self.grad)
+            return
         for module in self.layers.values():
             register_soft_threshold(module, "weight", threshold=0.0, grad=self.grad)
 
