@@ -81,6 +81,12 @@ def get_args_parser(
         "the remaining epochs fine-tune with the final sparsity",
     )
     g.add_argument("--prune-exclude", nargs="*", default=None, metavar="GLOB", help="layers kept dense")
+    g.add_argument(
+        "--granularity",
+        choices=("weight", "filter"),
+        default="weight",
+        help="lats/slats/pgh/stds: filter = channels",
+    )
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -263,9 +269,14 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "beta": args.beta,
         "shape": args.stds_shape,
         "schedule": args.lats_schedule,
+        "granularity": None if getattr(args, "granularity", "weight") == "weight" else args.granularity,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
+    if values["granularity"] and "granularity" not in accepted:
+        raise ValueError(
+            f"--granularity filter: method {args.method!r} has none; use lats, slats, pgh or stds"
+        )
     kw.update({k: v for k, v in values.items() if k in accepted and v is not None})
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
@@ -282,4 +293,6 @@ def run_name(args: argparse.Namespace) -> str:
         name += f"_P{args.target_sparsity:g}"
     if "beta" in keys and args.beta is not None:
         name += f"_b{args.beta:g}"
+    if getattr(args, "granularity", "weight") != "weight":
+        name += f"_{args.granularity}"
     return name
