@@ -186,3 +186,36 @@ def test_sparse_file_round_trip_and_sizes(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a sparse weight file"):
         load_sparse(tmp_path / "other.pth")
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_snnprune_structured_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_filter_export_writes_compact_and_packed_files(tmp_path):
+    import models
+
+    sew = _script("train_sew")
+    tiny = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2", "--T", "2",
+            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
+    summary = sew.main(["--method", "slats", "--granularity", "filter", "--final-threshold", "0.2",
+                        "--prune-exclude", "fc", "--export", *tiny])  # fmt: skip
+    run = tmp_path / "sew_resnet18_slats_D0.2_filter"
+    assert summary["run_dir"] == str(run)
+    dense = torch.load(run / "model_sparse.pth")
+    packed = load_sparse(run / "model_sparse_packed.pth")
+    assert all(torch.equal(dense[k], packed[k]) for k in dense) and set(dense) == set(packed)
+    sizes = summary["export"]
+    assert sizes["model_sparse_packed_bytes"] < sizes["model_sparse_bytes"]
+    fresh = models.create_model("sew_resnet18", num_classes=10, in_channels=1, stem="small", width=8, T=2)
+    load_compact(fresh, run / "model_compact.pth")
+    assert sum(p.numel() for p in fresh.parameters()) == sizes["compact_params"] < summary["params"]
+    with pytest.raises(ValueError, match="--granularity filter: method 'gmp' has none; use lats, slats"):
+        sew.main(["--method", "gmp", "--granularity", "filter", *tiny])

@@ -8,7 +8,14 @@
 * :func:`save_sparse` / :func:`load_sparse`: values + bitmask files for unstructured-pruned weights.
 """
 
-from snnprune.structured.compact import compact, layer_widths, load_compact, save_compact, shrink_
+from snnprune.structured.compact import (
+    compact,
+    export_files,
+    layer_widths,
+    load_compact,
+    save_compact,
+    shrink_,
+)
 from snnprune.structured.filter import GRANULARITIES, attach_filter_threshold
 from snnprune.structured.groups import ChannelGroup, FollowConv, channel_groups, is_resnet_like
 from snnprune.structured.sparse import load_sparse, save_sparse
@@ -20,6 +27,7 @@ __all__ = [
     "attach_filter_threshold",
     "channel_groups",
     "compact",
+    "export_files",
     "is_resnet_like",
     "layer_widths",
     "load_compact",

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.structured.groups import FollowConv, channel_groups
+from snnprune.structured.groups import FollowConv, channel_groups, is_resnet_like
 from snnprune.threshold.parametrization import finalize
 
-__all__ = ["compact", "layer_widths", "load_compact", "save_compact", "shrink_"]
+__all__ = ["compact", "export_files", "layer_widths", "load_compact", "save_compact", "shrink_"]
 
 _FORMAT = "snnprune-compact-v1"
 _WIDTH_ATTRS = {
@@ -214,3 +214,35 @@ def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Modu
     shrink_(model, data["widths"])
     model.load_state_dict(data["state_dict"])
     return model
+
+
+def export_files(
+    model: nn.Module, finalized: nn.Module, example_input: Tensor, out_dir: str | Path, *, compacted: bool
+) -> dict[str, int]:
+    """Write the export files of a pruned run next to ``model_sparse.pth`` and return their sizes.
+
+    * ``model_sparse_packed.pth``: the finalized weights as values + bitmask (:func:`save_sparse`);
+    * ``model_compact.pth`` (when ``compacted``): :func:`compact` of ``model``, written by :func:`save_compact`.
+
+    Args:
+        model: the trained (parametrized) model.
+        finalized: its finalized copy (whose ``state_dict`` is ``model_sparse.pth``).
+        example_input: one input batch on the model's device (for the compaction check).
+        out_dir: the run folder.
+        compacted: also write the compacted model (filter granularity; ResNet-protocol models only).
+
+    Returns:
+        Byte sizes ``model_sparse_bytes`` (dense ``torch.save``), ``model_sparse_packed_bytes`` and, when
+        compacted, ``model_compact_bytes`` and ``compact_params``.
+    """
+    from snnprune.structured.sparse import save_sparse
+
+    out_dir = Path(out_dir)
+    sizes = save_sparse(finalized.state_dict(), out_dir / "model_sparse_packed.pth")
+    result = {"model_sparse_bytes": sizes["dense_bytes"], "model_sparse_packed_bytes": sizes["sparse_bytes"]}
+    if compacted and is_resnet_like(model):  # compaction needs the ResNet protocol
+        small = compact(model, example_input)
+        save_compact(small, out_dir / "model_compact.pth")
+        result["model_compact_bytes"] = (out_dir / "model_compact.pth").stat().st_size
+        result["compact_params"] = sum(p.numel() for p in small.parameters())
+    return result
