@@ -23,7 +23,7 @@ from snnprune.structured import (
 from snnprune.structured.sparse import pack_bits, unpack_bits
 from snnprune.threshold.group import GroupSoftThreshold
 
-X = torch.rand(6, 1, 16, 16)
+X = torch.rand(4, 1, 12, 12)
 
 
 def _sew(cnf: str, block=BasicBlock, layers=(1, 1, 1, 1), width: int = 8) -> nn.Module:
@@ -103,7 +103,7 @@ def test_compact_equals_masked_sew_with_and_without_downsample(cnf):
 
 def test_compact_bottleneck_and_ann_twin():
     for model in (
-        _sew("ADD", block=Bottleneck, layers=(1, 1, 1, 1), width=4),
+        _sew("ADD", block=Bottleneck, layers=(1, 1, 1, 1), width=2),
         ANNResNet(BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, stem="small", width=8),
     ):
         _prune_half(model)

@@ -15,7 +15,7 @@ weights falls to :math:`D` or below: :math:`\\lVert\\theta_g\\rVert_2 \\le D\\sq
 \\operatorname{rms}(\\theta_g) \\le D`. One ``D`` therefore means the same in every layer, whatever the
 filter size, and the same as the element-wise threshold (a group of one weight is :math:`S_D`). This is
 also the group-lasso weighting :math:`\\lambda\\sqrt{p_g}` of Yuan & Lin (2006), so the ISTA reading of
-LATS/PGH/STDS (methods.md 2.4) carries over with :math:`\\lambda\\sum_g \\sqrt{n_g}\\lVert w_g\\rVert_2`.
+LATS/PGH/STDS carries over with :math:`\\lambda\\sum_g \\sqrt{n_g}\\lVert w_g\\rVert_2`.
 
 **Gradients** (``grad``):
 
