@@ -119,3 +119,17 @@ def test_coupled_groups_share_norm_and_finalize_is_order_independent():
     torch.testing.assert_close(fin[0].weight, wa)
     torch.testing.assert_close(fin[1].weight, wb)
     assert isinstance(model[0].parametrizations.weight[0], GroupSoftThreshold)  # the original is untouched
+
+
+def test_layer_relative_scale_removes_groups_below_d_times_layer_rms():
+    theta = _filters().float() * 10.0  # the rule is scale-free: multiply every weight by 10
+    layer_rms = theta.pow(2).mean().sqrt()
+    conv = register_group_soft_threshold(nn.Conv2d(2, 6, 3, bias=False), threshold=0.5, scale_by="layer")
+    with torch.no_grad():
+        conv.parametrizations.weight.original.copy_(theta)
+    rms = theta.flatten(1).pow(2).mean(1).sqrt()
+    removed = (conv.weight.flatten(1) == 0).all(1)
+    assert removed.tolist() == (rms <= 0.5 * layer_rms).tolist() and 0 < int(removed.sum()) < 6
+    torch.testing.assert_close(conv.weight, _reference(theta, 0.5 * float(layer_rms)))
+    with pytest.raises(ValueError, match="scale_by must be one of"):
+        GroupSoftThreshold(0.1, scale_by="norm")

@@ -36,6 +36,8 @@ class ScheduledThresholdPruner(Pruner):
         grad: backward variant of :func:`snnprune.soft_threshold` (default ``"ste"``).
         granularity: ``"weight"`` (element-wise :math:`S_d`) or ``"filter"`` (group soft-threshold of
             output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`).
+        filter_scale: filter granularity: ``"size"`` (a group goes when its RMS <= D) or ``"layer"``
+            (when its RMS <= D times its layer's RMS).
         root: the model (set by :func:`~snnprune.methods.sparsify`; filter groups couple its layers).
         **kwargs: :class:`Pruner` arguments (``total_steps``, ``start_step``, ``optimizer``, ...).
     """
@@ -47,12 +49,13 @@ class ScheduledThresholdPruner(Pruner):
         final_threshold: float | None = None,
         grad: str = "ste",
         granularity: str = "weight",
+        filter_scale: str = "size",
         root: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
         if granularity not in ("weight", "filter"):
             raise ValueError(f"granularity must be 'weight' or 'filter', got {granularity!r}")
-        self.granularity, self._root = granularity, root
+        self.granularity, self.filter_scale, self._root = granularity, filter_scale, root
         self.final_threshold = (
             None if final_threshold is None else _check_nonnegative(final_threshold, "final_threshold")
         )
@@ -64,7 +67,7 @@ class ScheduledThresholdPruner(Pruner):
         if self.granularity == "filter":
             from snnprune.structured.filter import attach_filter_threshold
 
-            attach_filter_threshold(self._root, self.layers, grad=self.grad)
+            attach_filter_threshold(self._root, self.layers, grad=self.grad, scale_by=self.filter_scale)
             return
         for module in self.layers.values():
             register_soft_threshold(module, "weight", threshold=0.0, grad=self.grad)

@@ -13,7 +13,11 @@ GRANULARITIES: tuple[str, ...] = ("weight", "filter")
 
 
 def attach_filter_threshold(
-    model: nn.Module | None, layers: dict[str, nn.Module], threshold: float = 0.0, grad: str = "ste"
+    model: nn.Module | None,
+    layers: dict[str, nn.Module],
+    threshold: float = 0.0,
+    grad: str = "ste",
+    scale_by: str = "size",
 ) -> list[ChannelGroup]:
     """Register a :class:`~snnprune.threshold.group.GroupSoftThreshold` on every layer of ``layers``.
 
@@ -29,12 +33,14 @@ def attach_filter_threshold(
         layers: qualified name -> layer, as selected by :func:`snnprune.methods.select_layers`.
         threshold: initial :math:`D`.
         grad: ``"exact"``, ``"ste"`` or ``"dense"``.
+        scale_by: ``"size"`` (:math:`d_g = D\\sqrt{n_g}`) or ``"layer"`` (times the layer RMS), see
+            :class:`~snnprune.threshold.group.GroupSoftThreshold`.
 
     Returns:
         The channel groups (empty for a model outside the ResNet protocol).
     """
     for module in layers.values():
-        register_group_soft_threshold(module, threshold=threshold, grad=grad)
+        register_group_soft_threshold(module, threshold=threshold, grad=grad, scale_by=scale_by)
     if model is None or not is_resnet_like(model):
         return []
     modules = dict(model.named_modules())

@@ -87,6 +87,12 @@ def get_args_parser(
         default="weight",
         help="lats/slats/pgh/stds: filter = channels",
     )
+    g.add_argument(
+        "--filter-scale",
+        choices=("size", "layer"),
+        default="size",
+        help="filter granularity: a channel goes when its RMS <= D (size) or <= D x its layer's RMS (layer)",
+    )
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -270,6 +276,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "shape": args.stds_shape,
         "schedule": args.lats_schedule,
         "granularity": None if getattr(args, "granularity", "weight") == "weight" else args.granularity,
+        "filter_scale": None if getattr(args, "filter_scale", "size") == "size" else args.filter_scale,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
@@ -294,5 +301,5 @@ def run_name(args: argparse.Namespace) -> str:
     if "beta" in keys and args.beta is not None:
         name += f"_b{args.beta:g}"
     if getattr(args, "granularity", "weight") != "weight":
-        name += f"_{args.granularity}"
+        name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
     return name
