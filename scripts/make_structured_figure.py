@@ -74,6 +74,7 @@ def load_run(kind: str, run: Path) -> tuple[dict[str, Any], dict[str, Any], nn.M
             "beta": cfg.get("beta"),
             "lr_total": 1.0,
             "granularity": cfg.get("granularity"),
+            "filter_scale": cfg.get("filter_scale"),
         }
         kw = {k: v for k, v in values.items() if k in accepted and v is not None}
         snnprune.sparsify(model, method, total_steps=1, exclude=cfg.get("prune_exclude"), **kw)

@@ -219,3 +219,32 @@ def test_cli_filter_export_writes_compact_and_packed_files(tmp_path):
     assert sum(p.numel() for p in fresh.parameters()) == sizes["compact_params"] < summary["params"]
     with pytest.raises(ValueError, match="--granularity filter: method 'gmp' has none; use lats, slats"):
         sew.main(["--method", "gmp", "--granularity", "filter", *tiny])
+
+
+def test_bn_running_stats_follow_the_shrink_factor():
+    from snnprune.structured import FollowScale
+    from snnprune.threshold.group import register_group_soft_threshold
+
+    def net(follow: bool) -> nn.Module:
+        torch.manual_seed(0)
+        conv, bn = nn.Conv2d(1, 8, 3, bias=False), nn.BatchNorm2d(8)
+        register_group_soft_threshold(conv, threshold=0.0, scale_by="layer")
+        if follow:
+            bn.register_forward_hook(FollowConv(conv))
+            bn.register_forward_pre_hook(FollowScale(conv))
+        return nn.Sequential(conv, bn)
+
+    x = torch.randn(16, 1, 10, 10)
+    errors = []
+    for follow in (True, False):
+        model = net(follow)
+        p = model[0].parametrizations.weight[0]
+        rms = model[0].parametrizations.weight.original.detach().flatten(1).pow(2).mean(1).sqrt()
+        top = float(rms.max() / rms.pow(2).mean().sqrt())  # D just under the largest filter: s -> 0.01
+        with torch.no_grad():
+            for k in range(80):  # ramp the threshold as the scheduled methods do
+                p.threshold.fill_(min(1.0, (k + 1) / 60) * 0.99 * top)
+                train_out = model.train()(x)
+            eval_out = model.eval()(x)
+        errors.append((eval_out - train_out).abs().max().item() / train_out.abs().max().item())
+    assert errors[0] < 0.05 < errors[1]  # followed: eval matches the batch statistics; plain BN: far off

@@ -17,13 +17,14 @@ from snnprune.structured.compact import (
     shrink_,
 )
 from snnprune.structured.filter import GRANULARITIES, attach_filter_threshold
-from snnprune.structured.groups import ChannelGroup, FollowConv, channel_groups, is_resnet_like
+from snnprune.structured.groups import ChannelGroup, FollowConv, FollowScale, channel_groups, is_resnet_like
 from snnprune.structured.sparse import load_sparse, save_sparse
 
 __all__ = [
     "GRANULARITIES",
     "ChannelGroup",
     "FollowConv",
+    "FollowScale",
     "attach_filter_threshold",
     "channel_groups",
     "compact",

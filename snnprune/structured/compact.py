@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.structured.groups import FollowConv, channel_groups, is_resnet_like
+from snnprune.structured.groups import FollowConv, FollowScale, channel_groups, is_resnet_like
 from snnprune.threshold.parametrization import finalize
 
 __all__ = ["compact", "export_files", "layer_widths", "load_compact", "save_compact", "shrink_"]
@@ -95,6 +95,9 @@ def _fold_follow_hooks(model: nn.Module) -> None:
                 bn.weight.mul_(alive)
                 bn.bias.mul_(alive)
                 del bn._forward_hooks[key]
+        for key, hook in list(bn._forward_pre_hooks.items()):
+            if isinstance(hook, FollowScale):
+                del bn._forward_pre_hooks[key]
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from snnprune.structured.groups import ChannelGroup, FollowConv, channel_groups, is_resnet_like
+from snnprune.structured.groups import ChannelGroup, FollowConv, FollowScale, channel_groups, is_resnet_like
 from snnprune.threshold.group import register_group_soft_threshold
 
 __all__ = ["GRANULARITIES", "attach_filter_threshold"]
@@ -53,4 +53,6 @@ def attach_filter_threshold(
         for conv_name, bn_name in group.producers:
             if bn_name is not None and id(modules[conv_name]) in selected:
                 modules[bn_name].register_forward_hook(FollowConv(modules[conv_name]))
+                if getattr(modules[bn_name], "running_mean", None) is not None:
+                    modules[bn_name].register_forward_pre_hook(FollowScale(modules[conv_name]))
     return groups

@@ -24,7 +24,8 @@ has ``conv1, bn1, conv2, bn2[, conv3, bn3]`` in a chain and ``downsample`` (``Se
 **BN follows its conv.** A filter at zero does not make its channel zero: BN turns it into the constant
 :math:`\\beta - \\gamma\\mu/\\sigma`, which a neuron or ReLU passes on. :class:`FollowConv` (a forward hook
 on the BN) therefore multiplies the BN output by ``1[channel alive]``, read from the conv's group shrink
-factor; :func:`snnprune.compact` folds it into :math:`\\gamma, \\beta` (both 0). Neurons are element-wise
+factor; :func:`snnprune.compact` folds it into :math:`\\gamma, \\beta` (both 0). :class:`FollowScale` keeps the
+BN running statistics in step with the conv's shrink factor. Neurons are element-wise
 and stay silent on a zero input (threshold > 0), so they follow without any change.
 """
 
@@ -38,7 +39,7 @@ from torch.nn.utils import parametrize
 
 from snnprune.threshold.parametrization import is_prunable
 
-__all__ = ["ChannelGroup", "FollowConv", "channel_groups", "is_resnet_like"]
+__all__ = ["ChannelGroup", "FollowConv", "FollowScale", "channel_groups", "is_resnet_like"]
 
 
 @dataclass
@@ -166,6 +167,45 @@ class FollowConv:
         shape = [1] * output.dim()
         shape[_channel_dim(module, output)] = -1
         return output * keep.view(shape)
+
+
+class FollowScale:
+    """Forward pre-hook of a BN layer: keep its running statistics in the scale of the current weight.
+
+    The group soft-threshold multiplies channel ``c`` of the conv output by :math:`s_c`, which changes every
+    step as the threshold rises. In training mode BN normalizes with batch statistics, so the output does
+    not see :math:`s_c`; but the running mean/variance mix batches of old and new scales, and near the
+    threshold (:math:`s_c \\to 0`) the eval-mode output is then off by orders of magnitude (measured: a
+    filter-pruned ANN at 97 % train accuracy scored 10 % in eval mode). Before each training-mode forward
+    this hook multiplies the running mean by :math:`s_c^{now}/s_c^{prev}` and the running variance by its
+    square, which converts every past batch of the exponential average to the current scale (channels
+    with :math:`s_c = 0` now or before are left as they are: they are masked or have no valid ratio).
+
+    Args:
+        conv: the conv that feeds the BN (parametrized with a group soft-threshold).
+    """
+
+    def __init__(self, conv: nn.Module) -> None:
+        self.conv = conv
+        self.prev: Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, module: nn.Module, inputs: object) -> None:
+        if not (
+            module.training
+            and module.track_running_stats
+            and parametrize.is_parametrized(self.conv, "weight")
+        ):
+            return
+        now = getattr(self.conv.parametrizations.weight[0], "last_scale", None)
+        if now is None:
+            return
+        if self.prev is not None and self.prev.shape == now.shape:
+            valid = (now > 0) & (self.prev > 0)
+            ratio = torch.where(valid, now / self.prev.clamp_min(1e-30), torch.ones_like(now))
+            module.running_mean.mul_(ratio.to(module.running_mean.dtype))
+            module.running_var.mul_(ratio.pow(2).to(module.running_var.dtype))
+        self.prev = now.clone()
 
 
 def follow_hooks(bn: nn.Module) -> list[int]:
