@@ -189,6 +189,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.0), squeeze=False)
@@ -211,6 +212,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
             ax.plot([r["speedup_b64_min"] for r in unst], [r["test_top1"] for r in unst], "^", color="C3",
                     mfc="none", label="unstructured LATS, measured time")  # fmt: skip
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        xs = [r.get(k) or 1.0 for r in rs for k in ("speedup_b64_min", "energy_reduction_est")]
+        ax.set_xlim(min(0.7, 0.8 * min(xs)), max(4.0, 1.3 * max(xs)))
         ax.set_xlabel("speed-up over dense (×)")
         ax.set_ylabel("top-1 (%) on the embedded test set")
         ax.set_title(KINDS[kind])
