@@ -248,3 +248,14 @@ def test_bn_running_stats_follow_the_shrink_factor():
             eval_out = model.eval()(x)
         errors.append((eval_out - train_out).abs().max().item() / train_out.abs().max().item())
     assert errors[0] < 0.05 < errors[1]  # followed: eval matches the batch statistics; plain BN: far off
+
+
+def test_recalibrate_bn_estimates_the_current_statistics():
+    from snnprune.structured import recalibrate_bn
+
+    model = ANNResNet(BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, stem="small", width=8)
+    recalibrate_bn(model.eval(), [X[:2], (X[2:], None)])  # tensors or (input, target) pairs
+    with torch.no_grad():
+        expected = model.conv1(X).mean((0, 2, 3))  # the cumulative average over both = full-batch mean
+    torch.testing.assert_close(model.bn1.running_mean, expected, rtol=1e-5, atol=1e-6)
+    assert not model.training and model.bn1.momentum == 0.1

@@ -13,6 +13,7 @@ from snnprune.structured.compact import (
     export_files,
     layer_widths,
     load_compact,
+    recalibrate_bn,
     save_compact,
     shrink_,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "layer_widths",
     "load_compact",
     "load_sparse",
+    "recalibrate_bn",
     "save_compact",
     "save_sparse",
     "shrink_",

@@ -19,7 +19,15 @@ from torch import Tensor, nn
 from snnprune.structured.groups import FollowConv, FollowScale, channel_groups, is_resnet_like
 from snnprune.threshold.parametrization import finalize
 
-__all__ = ["compact", "export_files", "layer_widths", "load_compact", "save_compact", "shrink_"]
+__all__ = [
+    "compact",
+    "export_files",
+    "layer_widths",
+    "load_compact",
+    "recalibrate_bn",
+    "save_compact",
+    "shrink_",
+]
 
 _FORMAT = "snnprune-compact-v1"
 _WIDTH_ATTRS = {
@@ -249,3 +257,45 @@ def export_files(
         result["model_compact_bytes"] = (out_dir / "model_compact.pth").stat().st_size
         result["compact_params"] = sum(p.numel() for p in small.parameters())
     return result
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Any, *, reset: Any = None) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics of ``model`` on ``batches`` (in place).
+
+    Each BN's running mean/variance are reset and replaced by the cumulative average over train-mode
+    forwards of ``batches`` (``momentum=None``) under ``torch.no_grad``; weights do not change and the
+    momenta and the training flag are restored. Useful after filter pruning: the group shrink factor of a
+    surviving channel near the threshold is small and moves with every step, and the exponential running
+    averages of training can then lag the current weights (measured: a filter-pruned ANN scored 22 % in
+    eval mode and 93 % with batch statistics; see the README section "Structured pruning").
+
+    Args:
+        model: the model (parametrized, finalized or compacted).
+        batches: an iterable of input tensors (or ``(input, target, ...)`` tuples), e.g. training batches.
+        reset: called with ``model`` after each batch (e.g. SpikingJelly's ``functional.reset_net``);
+            default: reset the SpikingJelly neuron states.
+
+    Returns:
+        ``model``.
+    """
+    reset = _reset if reset is None else reset
+    bns = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    momenta = [m.momentum for m in bns]
+    training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+            reset(model)
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        model.train(training)
+    return model
