@@ -48,7 +48,8 @@ KINDS = {"sew": "SNN (SEW ResNet-18)", "ann": "ANN (ResNet-18 twin)"}
 COLUMNS = [
     "kind", "run", "method", "granularity", "final_threshold", "test_top1", "top1_recal", "weight_sparsity",
     "channels_removed", "params", "energy_reduction_est", "speedup_b64_min", "speedup_b64_median",
-    "speedup_b1_min", "speedup_b1_median", "compact_top1", "compact_max_abs_diff", "compact_same_predictions",
+    "speedup_b1_min", "speedup_b1_median", "compact_top1", "compact_max_abs_diff", "compact_same_predictions", "compact_max_abs_diff_f64",
+    "compact_same_predictions_f64",
 ]  # fmt: skip
 
 
@@ -100,11 +101,13 @@ def top1(model: nn.Module, test: Any) -> float:
 
 
 @torch.no_grad()
-def compare_on_test_set(masked: nn.Module, small: nn.Module, test: Any) -> dict[str, Any]:
-    """Max abs logit difference, identical predictions, and the compacted model's top-1 (%)."""
+def compare_on_test_set(
+    masked: nn.Module, small: nn.Module, test: Any, dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """Max abs logit difference, identical predictions, and the compacted model's top-1 (%) in ``dtype``."""
     diff, same, correct, n = 0.0, True, 0, 0
     for i in range(0, len(test), 200):
-        x = torch.stack([test[j][0] for j in range(i, min(i + 200, len(test)))])
+        x = torch.stack([test[j][0] for j in range(i, min(i + 200, len(test)))]).to(dtype)
         y = torch.stack([test[j][1] for j in range(i, min(i + 200, len(test)))])
         a = masked(x)
         _reset(masked)
@@ -184,6 +187,14 @@ def collect(runs: Path, repeats: int, recal_batches: int) -> list[dict[str, Any]
             if gran == "filter":
                 small = snnprune.compact(model, x)
                 row.update(compare_on_test_set(model, small, test))
+                f64 = compare_on_test_set(
+                    snnprune.finalize(copy.deepcopy(model)).double(),
+                    copy.deepcopy(small).double(),
+                    test,
+                    torch.float64,
+                )
+                row["compact_max_abs_diff_f64"] = f64["compact_max_abs_diff"]
+                row["compact_same_predictions_f64"] = f64["compact_same_predictions"]
                 row["top1_recal"] = top1(model, test)
                 row["channels_removed"] = channels_removed(model, small)
                 nets[name] = small
@@ -204,6 +215,16 @@ def collect(runs: Path, repeats: int, recal_batches: int) -> list[dict[str, Any]
                 info[name][f"speedup_{batch}_median"] = base_med / statistics.median(times[name])
         rows.extend(info[n] for n in [dense_name] + [n for n in loaded if n != dense_name])
     return rows
+
+
+def _value(v: str) -> Any:
+    """CSV cell back to float / None / str."""
+    if v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
@@ -242,7 +263,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel("top-1 (%), embedded test set, BN recalibrated")
         ax.set_title(KINDS[kind])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.7)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(out / f"fig6_structured_speedup.{ext}", dpi=150)
@@ -252,7 +273,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Collect, print, write the CSV and the figure."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", required=True, metavar="DIR", help="folder with sew/<run>/ and ann/<run>/")
+    p.add_argument("--runs", default=None, metavar="DIR", help="folder with sew/<run>/ and ann/<run>/")
+    p.add_argument(
+        "--from-csv", default=None, metavar="CSV", help="only redraw the figure from a written CSV"
+    )
     p.add_argument("--out", default=str(HERE.parent / "figures"), metavar="DIR", help="output folder")
     p.add_argument("--repeats", type=int, default=7, help="timed inference repetitions per model")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (see bench_compact.py)")
@@ -260,7 +284,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--recal-batches", type=int, default=20, help="training batches of 64 for snnprune BN recalibration"
     )
     args = p.parse_args(argv)
-    runs, out = Path(args.runs), Path(args.out)
+    out = Path(args.out)
+    if args.from_csv:
+        with open(args.from_csv) as f:
+            rows = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        plot(rows, out)
+        return rows
+    if args.runs is None:
+        p.error("--runs DIR is required (or --from-csv CSV to redraw)")
+    runs = Path(args.runs)
     if not (runs / "sew").is_dir() and not (runs / "ann").is_dir():
         p.error(f"--runs {str(runs)!r} has neither sew/ nor ann/; pass the folder holding the run folders")
     if args.repeats < 1:
@@ -274,17 +306,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for r in rows:
             w.writerow({k: r.get(k) for k in COLUMNS})
     print("| model | run | top-1 % | top-1 % recal. | weight sparsity | channels removed | params | est. energy red. | "
-          "speed-up b64 (min/med) | speed-up b1 (min/med) | compact max diff | same preds |")  # fmt: skip
+          "speed-up b64 (min/med) | speed-up b1 (min/med) | compact max diff f32 / f64 | same preds f32 / f64 |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e = "-" if r.get("energy_reduction_est") is None else f"{r['energy_reduction_est']:.2f}x"
-        d = "-" if r.get("compact_max_abs_diff") is None else f"{r['compact_max_abs_diff']:.2g}"
+        d = (
+            "-"
+            if r.get("compact_max_abs_diff") is None
+            else (f"{r['compact_max_abs_diff']:.2g} / {r['compact_max_abs_diff_f64']:.2g}")
+        )
+        same = (
+            "-"
+            if r.get("compact_max_abs_diff") is None
+            else (f"{r['compact_same_predictions']} / {r['compact_same_predictions_f64']}")
+        )
         print(f"| {r['kind']} | {r['run']} | {r['test_top1']:.1f} | {r['top1_recal']:.1f} | "
               f"{100 * r['weight_sparsity']:.1f}% | "
               f"{100 * r['channels_removed']:.1f}% | {r['params']:,} | {e} | "
               f"{r['speedup_b64_min']:.2f}x / {r['speedup_b64_median']:.2f}x | "
               f"{r['speedup_b1_min']:.2f}x / {r['speedup_b1_median']:.2f}x | {d} | "
-              f"{r.get('compact_same_predictions', '-')} |")  # fmt: skip
+              f"{same} |")  # fmt: skip
     plot(rows, out)
     return rows
 
