@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "compare": "snnprune.analysis",
     "EnergyModel": "snnprune.analysis",
     "Report": "snnprune.analysis",
+    "compact": "snnprune.structured",  # structured pruning: physically smaller model
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

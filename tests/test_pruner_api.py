@@ -244,8 +244,10 @@ def test_state_dict_carries_the_configuration():
     assert state["method"] == "pgh" and state["step_count"] == 0
     assert state["config"] == {
         "beta": 0.1,
+        "filter_scale": "size",
         "final_threshold": 0.05,
         "grad": "ste",
+        "granularity": "weight",
         "start_step": 2,
         "total_steps": 8,
     }
@@ -315,7 +317,7 @@ MISUSE_ERRORS = [
         "unknown keyword",
         lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=3, beta=0.5),
         TypeError,
-        r"unexpected keyword argument\(s\) 'beta' for method 'slats'; accepted: final_threshold, grad",
+        r"unexpected keyword argument\(s\) 'beta' for method 'slats'; accepted: filter_scale, final_threshold, grad, granularity",
     ),
     (
         "infinite D",

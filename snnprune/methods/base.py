@@ -213,6 +213,7 @@ class Pruner:
             raise ValueError(f"start_step must be in [0, total_steps={total_steps}), got {start_step}")
         self.total_steps: int | None = total_steps
         self.start_step = start_step
+        self.model: nn.Module | None = None  # set by prepare()
         self.step_count = 0
         self.layers: dict[str, nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -284,6 +285,7 @@ class Pruner:
                 f"{self.method}: this pruner is already prepared on a model; create a new one per model"
             )
         layers = select_layers(model, include, exclude)
+        self.model = model  # the root, for parametrizations that couple layers (filter granularity)
         attached: list[nn.Module] = []
         try:
             for name, module in layers.items():

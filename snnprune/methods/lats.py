@@ -42,6 +42,10 @@ class ScheduledThresholdPruner(Pruner):
         grad: backward variant of :func:`snnprune.soft_threshold` (``"ste"``, ``"exact"`` or ``"dense"``).
         total_steps: optimizer steps of the whole run.
         start_step: first step of the pruning window.
+        granularity: ``"weight"`` (element-wise :math:`S_d`) or ``"filter"`` (group soft-threshold of
+            output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`).
+        filter_scale: filter granularity: ``"size"`` (a group goes when its RMS <= D) or ``"layer"``
+            (when its RMS <= D times its layer's RMS).
 
     Raises:
         ValueError: missing or negative/infinite ``final_threshold``, unknown ``grad``, bad step counts.
@@ -55,6 +59,8 @@ class ScheduledThresholdPruner(Pruner):
         *,
         final_threshold: float | None = None,
         grad: str = "ste",
+        granularity: str = "weight",
+        filter_scale: str = "size",
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
@@ -65,13 +71,36 @@ class ScheduledThresholdPruner(Pruner):
         else:
             final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
         _check_grad(grad)
+        if granularity not in ("weight", "filter"):
+            raise ValueError(
+                f"granularity must be 'weight' or 'filter', got {granularity!r}; filter prunes whole channels"
+            )
+        if filter_scale not in ("size", "layer"):
+            raise ValueError(f"filter_scale must be 'size' or 'layer', got {filter_scale!r}")
+        self.granularity, self.filter_scale = granularity, filter_scale
         self.final_threshold = final_threshold
         self.grad = grad
         self._threshold = 0.0
 
     def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
-        """A :class:`~snnprune.threshold.SoftThreshold` with threshold 0 and this pruner's ``grad``."""
+        """A soft threshold with threshold 0 and this pruner's ``grad``.
+
+        :class:`~snnprune.threshold.SoftThreshold` for ``granularity="weight"``; for ``"filter"`` a
+        :class:`~snnprune.threshold.group.GroupSoftThreshold` over output channels, coupled across the
+        model's SEW/residual connections once every layer is attached (:meth:`_on_prepare`).
+        """
+        if self.granularity == "filter":
+            from snnprune.threshold.group import GroupSoftThreshold, check_groupable
+
+            check_groupable(module)
+            return GroupSoftThreshold(0.0, grad=self.grad, scale_by=self.filter_scale)
         return SoftThreshold(0.0, grad=self.grad)
+
+    def _on_prepare(self) -> None:
+        if self.granularity == "filter":
+            from snnprune.structured.filter import couple_filter_groups
+
+            couple_filter_groups(self.model, self.layers)
 
     def fraction(self, x: float) -> float:
         """Fraction of :math:`D` at window progress ``x`` in [0, 1] (0 at 0, 1 at 1)."""
@@ -139,6 +168,9 @@ class LATSPruner(ScheduledThresholdPruner):
         epoch_length: optimizer steps per epoch, :math:`B` of the closed form (required by
             ``schedule="closed_form"``; independent of how the lr scheduler is stepped).
         grad: backward variant (default ``"ste"``).
+        granularity: ``"weight"`` or ``"filter"`` (whole output channels; see
+            :class:`ScheduledThresholdPruner`).
+        filter_scale: ``"size"`` or ``"layer"`` (filter granularity only).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the pruning window.
 
@@ -159,11 +191,18 @@ class LATSPruner(ScheduledThresholdPruner):
         schedule: str = "lr",
         epoch_length: int | None = None,
         grad: str = "ste",
+        granularity: str = "weight",
+        filter_scale: str = "size",
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
         super().__init__(
-            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+            final_threshold=final_threshold,
+            grad=grad,
+            granularity=granularity,
+            filter_scale=filter_scale,
+            total_steps=total_steps,
+            start_step=start_step,
         )
         if schedule not in ("lr", "closed_form"):
             raise ValueError(f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}")
@@ -292,6 +331,9 @@ class SLATSPruner(ScheduledThresholdPruner):
     Args:
         final_threshold: :math:`D` (required).
         grad: backward variant (default ``"ste"``).
+        granularity: ``"weight"`` or ``"filter"`` (whole output channels; see
+            :class:`ScheduledThresholdPruner`).
+        filter_scale: ``"size"`` or ``"layer"`` (filter granularity only).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the pruning window.
     """
@@ -311,6 +353,9 @@ class PGHPruner(ScheduledThresholdPruner):
         final_threshold: :math:`D` (required).
         beta: decay :math:`\\beta > 0` (required; the authors' default 0 is undefined).
         grad: backward variant (default ``"ste"``).
+        granularity: ``"weight"`` or ``"filter"`` (whole output channels; see
+            :class:`ScheduledThresholdPruner`).
+        filter_scale: ``"size"`` or ``"layer"`` (filter granularity only).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the pruning window.
 
@@ -324,11 +369,18 @@ class PGHPruner(ScheduledThresholdPruner):
         final_threshold: float | None = None,
         beta: float | None = None,
         grad: str = "ste",
+        granularity: str = "weight",
+        filter_scale: str = "size",
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
         super().__init__(
-            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+            final_threshold=final_threshold,
+            grad=grad,
+            granularity=granularity,
+            filter_scale=filter_scale,
+            total_steps=total_steps,
+            start_step=start_step,
         )
         if beta is None or not (math.isfinite(beta) and beta > 0):
             raise ValueError(f"pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS), got {beta}")
@@ -348,6 +400,9 @@ class STDSPruner(ScheduledThresholdPruner):
         final_threshold: :math:`D` (required).
         shape: ``"sine"`` or ``"linear"``.
         grad: backward variant (default ``"ste"``).
+        granularity: ``"weight"`` or ``"filter"`` (whole output channels; see
+            :class:`ScheduledThresholdPruner`).
+        filter_scale: ``"size"`` or ``"layer"`` (filter granularity only).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the pruning window.
 
@@ -361,11 +416,18 @@ class STDSPruner(ScheduledThresholdPruner):
         final_threshold: float | None = None,
         shape: str = "sine",
         grad: str = "ste",
+        granularity: str = "weight",
+        filter_scale: str = "size",
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
         super().__init__(
-            final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+            final_threshold=final_threshold,
+            grad=grad,
+            granularity=granularity,
+            filter_scale=filter_scale,
+            total_steps=total_steps,
+            start_step=start_step,
         )
         if shape not in ("sine", "linear"):
             raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}")

@@ -103,6 +103,18 @@ def get_args_parser(
         help="ltp: temperature relative to each layer's Var(theta)",
     )
     g.add_argument("--tau-init", type=float, default=None, help="ltp: initial threshold tau on theta^2")
+    g.add_argument(
+        "--granularity",
+        choices=("weight", "filter"),
+        default="weight",
+        help="lats/slats/pgh/stds: filter = channels",
+    )
+    g.add_argument(
+        "--filter-scale",
+        choices=("size", "layer"),
+        default="size",
+        help="filter granularity: a channel goes when its RMS <= D (size) or <= D x its layer's RMS (layer)",
+    )
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -299,9 +311,15 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "temperature": getattr(args, "ltp_temperature", None),
         "tau_init": getattr(args, "tau_init", None),
         "finetune_steps": finetune * steps_per_epoch if finetune else None,
+        "granularity": None if getattr(args, "granularity", "weight") == "weight" else args.granularity,
+        "filter_scale": None if getattr(args, "filter_scale", "size") == "size" else args.filter_scale,
     }
     kw: dict[str, Any] = {"total_steps": total, "start_step": start}
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
+    if values["granularity"] and "granularity" not in accepted:
+        raise ValueError(
+            f"--granularity filter: method {args.method!r} has none; use lats, slats, pgh or stds"
+        )
     kw.update({k: v for k, v in values.items() if k in accepted and v is not None})
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
@@ -318,4 +336,6 @@ def run_name(args: argparse.Namespace) -> str:
         name += f"_P{args.target_sparsity:g}"
     if "beta" in keys and args.beta is not None:
         name += f"_b{args.beta:g}"
+    if getattr(args, "granularity", "weight") != "weight":
+        name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
     return name

@@ -665,6 +665,7 @@ def _finish(
     log: Callable[..., None],
 ) -> dict[str, Any]:
     import snnprune
+    from snnprune.structured import export_files
 
     sp = snnprune.sparsity(model)
     params, nonzero = count_params(model)
@@ -705,6 +706,9 @@ def _finish(
         if args.export:
             sparse = snnprune.finalize(copy.deepcopy(model))
             torch.save(sparse.state_dict(), run_dir / "model_sparse.pth")
+            x = next(iter(_AnalysisData(test_loader, task)))[0].to(next(model.parameters()).device)
+            filt = getattr(args, "granularity", "weight") == "filter"  # + values/bitmask (and compact) files
+            summary["export"] = export_files(model, sparse, x, run_dir, compacted=filt)
         summary["wall_time_s"] = time.perf_counter() - t_start
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["wall_time_s"] = time.perf_counter() - t_start

@@ -1,0 +1,223 @@
+"""Measured speed-up of physically compacted (filter-pruned) models against the dense model, in one run.
+
+For each model (SEW ResNet-18 and its ANN twin, small stem, MNIST-sized input ``[N, 1, 28, 28]``) and base
+width, the dense model and compacted copies at several channel sparsities are timed, interleaved (dense,
+p1, p2, ... in every repetition, so load changes of a shared machine hit all variants alike):
+
+* inference latency at batch 1 and batch 64 (eval mode, ``torch.no_grad``, neuron state reset per batch);
+* one training step at batch 64 (forward, cross-entropy, backward, SGD step).
+
+A compacted copy at channel sparsity ``p`` is made the way a filter-pruned run is: the group soft-threshold
+of ``granularity="filter"`` is attached, the filters of ``round(p * C)`` channels of every channel group
+(coupled SEW/residual streams and block-internal channels alike) are driven under the threshold, and
+:func:`snnprune.compact` removes them (checked against the masked model). Timing does not depend on the
+weight values, so no training is needed here; accuracy at each sparsity comes from real runs
+(``scripts/make_structured_figure.py``).
+
+Prints a table (min and median per cell, speed-up = dense min / variant min) and writes JSON (``--json``).
+One intra-op thread by default (``--threads``), so the numbers measure the kernels, not the scheduler.
+
+Usage::
+
+    python scripts/bench_compact.py --json /tmp/bench_compact.json
+    python scripts/bench_compact.py --widths 16 --sparsities 0.5 --repeats 3 --json out.json  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import models
+import snnprune
+from snnprune.methods import select_layers
+from snnprune.structured import attach_filter_threshold, channel_groups
+
+
+def _reset(model: nn.Module) -> None:
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(model)
+
+
+def build(kind: str, width: int, T: int) -> nn.Module:
+    """Dense SEW ResNet-18 (``kind="sew"``) or its ANN twin, small stem, 1 input channel, 10 classes."""
+    if kind == "sew":
+        return models.create_model(
+            "sew_resnet18", num_classes=10, in_channels=1, stem="small", width=width, T=T
+        )
+    return models.create_model("ann_resnet18", num_classes=10, in_channels=1, stem="small", width=width)
+
+
+@torch.no_grad()
+def compacted(kind: str, width: int, T: int, sparsity: float, x: torch.Tensor) -> nn.Module:
+    """A compacted copy with ``round(sparsity * C)`` channels of every group removed."""
+    torch.manual_seed(0)
+    model = build(kind, width, T)
+    if sparsity == 0:
+        return model
+    layers = select_layers(model, exclude=["fc"])
+    attach_filter_threshold(model, layers, threshold=0.0)
+    modules = dict(model.named_modules())
+    for group in channel_groups(model):
+        for conv_name, _ in group.producers:
+            theta = modules[conv_name].parametrizations.weight.original
+            c = theta.shape[0]
+            theta[: round(sparsity * c)] = 0.0  # RMS 0 <= any D: removed
+    for layer in layers.values():
+        layer.parametrizations.weight[0].threshold.fill_(1e-6)
+    model.eval()
+    return snnprune.compact(model, x)
+
+
+def _time(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _infer(model: nn.Module, x: torch.Tensor) -> Any:
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+        _reset(model)
+
+    return run
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        _reset(model)
+
+    return run
+
+
+def params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Time every (kind, width, sparsity, measure) cell, interleaving the sparsities; returns the rows."""
+    rows: list[dict[str, Any]] = []
+    sparsities = [0.0] + [p for p in args.sparsities if p > 0]
+    for kind in args.kinds:
+        for width in args.widths:
+            g = torch.Generator().manual_seed(0)
+            x1 = torch.rand(1, 1, 28, 28, generator=g)
+            x64 = torch.rand(args.batch, 1, 28, 28, generator=g)
+            y64 = torch.randint(0, 10, (args.batch,), generator=g)
+            nets = {p: compacted(kind, width, args.T, p, x1) for p in sparsities}
+            train_nets = {p: compacted(kind, width, args.T, p, x1).train() for p in sparsities}
+            measures = {
+                "infer_b1": {p: _infer(nets[p].eval(), x1) for p in sparsities},
+                f"infer_b{args.batch}": {p: _infer(nets[p].eval(), x64) for p in sparsities},
+                f"train_b{args.batch}": {p: _train_step(train_nets[p], x64, y64) for p in sparsities},
+            }
+            repeats = args.repeats if width <= 32 else args.repeats_wide
+            for measure, fns in measures.items():
+                times: dict[float, list[float]] = {p: [] for p in sparsities}
+                for fn in fns.values():  # warm-up
+                    fn()
+                for _ in range(repeats):
+                    for p, fn in fns.items():
+                        times[p].append(_time(fn))
+                base = min(times[0.0])
+                for p in sparsities:
+                    rows.append(
+                        {
+                            "kind": kind,
+                            "width": width,
+                            "channel_sparsity": p,
+                            "params": params(nets[p]),
+                            "measure": measure,
+                            "min_ms": 1e3 * min(times[p]),
+                            "median_ms": 1e3 * statistics.median(times[p]),
+                            "speedup_min": base / min(times[p]),
+                            "speedup_median": statistics.median(times[0.0]) / statistics.median(times[p]),
+                            "repeats": repeats,
+                        }
+                    )
+                    print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['kind']} | {r['width']} | {r['channel_sparsity']:.2f} | {r['params']:,} | {r['measure']} | "
+        f"{r['min_ms']:.1f} | {r['median_ms']:.1f} | {r['speedup_min']:.2f}x | {r['speedup_median']:.2f}x |"
+    )
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kinds", nargs="+", choices=("sew", "ann"), default=["sew", "ann"])
+    p.add_argument("--widths", nargs="+", type=int, default=[16, 64])
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.25, 0.5, 0.75])
+    p.add_argument("--T", type=int, default=2, help="SEW time steps")
+    p.add_argument("--batch", type=int, default=64, help="the large batch (inference and training)")
+    p.add_argument("--repeats", type=int, default=9, help="timed repetitions per cell (width <= 32)")
+    p.add_argument("--repeats-wide", type=int, default=3, help="timed repetitions per cell (width > 32)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads (default 1: on an oversubscribed shared CPU, 2 OpenMP threads wait on "
+        "each other's time slices and a batch-1 SEW forward takes 100x longer; 0 = torch's default)",
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="write the rows and the machine as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; print the table; write the JSON."""
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    for p in args.sparsities:
+        if not 0 <= p < 1:
+            parser.error(f"--sparsities: {p} is not in [0, 1); give channel fractions such as 0.5")
+    if min(args.widths) < 4 or args.repeats < 1 or args.repeats_wide < 1:
+        parser.error("--widths must be >= 4 and --repeats/--repeats-wide >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = {
+        "device": "cpu",
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    print(f"# bench_compact on {machine}")
+    print(
+        "| model | width | channel sparsity | params | measure | min ms | median ms | speed-up (min) | (median) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = bench(args)
+    if torch.cuda.is_available():
+        print("# CUDA is available but this benchmark times the CPU only")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2)
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Structured pruning: channel coupling in SEW blocks, compaction equality, save/load, sparse files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+from spikingjelly.activation_based.neuron import BaseNode
+from torch import nn
+
+import snnprune
+from models.ann_resnet import ANNResNet
+from models.sew_resnet import BasicBlock, Bottleneck, SEWResNet
+from snnprune.structured import (
+    FollowConv,
+    channel_groups,
+    layer_widths,
+    load_compact,
+    load_sparse,
+    save_compact,
+    save_sparse,
+)
+from snnprune.structured.sparse import pack_bits, unpack_bits
+from snnprune.threshold.group import GroupSoftThreshold
+
+X = torch.rand(4, 1, 12, 12)
+
+
+def _sew(cnf: str, block=BasicBlock, layers=(1, 1, 1, 1), width: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    return SEWResNet(block, layers, num_classes=5, in_channels=1, T=2, cnf=cnf, stem="small", width=width)
+
+
+def _prune_half(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Filter-sparsify ``model`` and remove every other channel of every group (fc kept); warm BN stats."""
+    pruner = snnprune.sparsify(
+        model, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["fc"]
+    )
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for group in channel_groups(model):
+            for conv_name, _ in group.producers:
+                theta = modules[conv_name].parametrizations.weight.original
+                theta[1::2] *= 1e-3  # RMS << 0.01: removed; the others (Kaiming, RMS > 0.03) survive
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.fill_(0.8)  # active neurons, so the spike comparison below means something
+    pruner.step()  # threshold = D
+    model.train()
+    for _ in range(2):
+        model(X)
+        functional.reset_net(model)
+    return {
+        n: m.weight.detach().flatten(1).ne(0).any(1)
+        for n, m in model.named_modules()
+        if n in modules and hasattr(m, "parametrizations")
+    }
+
+
+def _spikes(model: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    spikes: dict[str, torch.Tensor] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, n=n: spikes.__setitem__(n, o.detach()))
+        for n, m in model.named_modules()
+        if isinstance(m, BaseNode)
+    ]
+    with torch.no_grad():
+        out = model(X)
+    functional.reset_net(model)
+    for h in handles:
+        h.remove()
+    return spikes, out
+
+
+def _input_conv(neuron_name: str) -> str:
+    """The conv whose channels a neuron's output carries (its BN's conv)."""
+    prefix, _, leaf = neuron_name.rpartition(".")
+    if leaf == "downsample_sn":
+        return f"{prefix}.downsample.0"
+    return f"{prefix}.conv{leaf[2:]}" if prefix else f"conv{leaf[2:]}"
+
+
+@pytest.mark.parametrize("cnf", ["ADD", "AND", "IAND"])
+def test_compact_equals_masked_sew_with_and_without_downsample(cnf):
+    model = _sew(cnf)
+    assert model.layer1[0].downsample is None and model.layer2[0].downsample is not None
+    alive = _prune_half(model)
+    model.eval()
+    small = snnprune.compact(model, X)
+    ref_spikes, ref = _spikes(model)
+    out_spikes, out = _spikes(small)
+    assert (out - ref).abs().max().item() <= 1e-5
+    widths = layer_widths(small)
+    assert widths["conv1"]["out_channels"] == 4  # stem + layer1 stream (no downsample) halved
+    assert widths["layer2.0.downsample.0"] == {"in_channels": 4, "out_channels": 8}  # downsample stream
+    assert widths["layer2.0.conv1"]["out_channels"] == 8 and widths["fc"]["in_features"] == 32
+    for name, s in ref_spikes.items():
+        keep = alive[_input_conv(name)]
+        assert s[:, :, keep].sum() > 0, name
+        assert torch.equal(s[:, :, ~keep], torch.zeros_like(s[:, :, ~keep]))  # removed channels are silent
+        assert torch.equal(out_spikes[name], s[:, :, keep]), name  # identical spikes on the kept ones
+
+
+def test_compact_bottleneck_and_ann_twin():
+    for model in (
+        _sew("ADD", block=Bottleneck, layers=(1, 1, 1, 1), width=2),
+        ANNResNet(BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, stem="small", width=8),
+    ):
+        _prune_half(model)
+        model.eval()
+        small = snnprune.compact(model, X)
+        functional.reset_net(model)
+        with torch.no_grad():
+            ref = model(X)
+            functional.reset_net(model)
+            out = small(X)
+        assert (out - ref).abs().max().item() <= 1e-5
+        assert sum(p.numel() for p in small.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+
+
+def test_filter_granularity_couples_stream_and_bn_follows():
+    model = _sew("ADD", layers=(2, 1, 1, 1))
+    snnprune.sparsify(model, "lats", granularity="filter", final_threshold=0.05, lr_total=1.0, total_steps=2)
+    p = model.layer1[1].conv2.parametrizations.weight[0]
+    assert isinstance(p, GroupSoftThreshold)
+    peers = {id(m) for m in p.peers}
+    assert peers == {id(model.conv1), id(model.layer1[0].conv2)}  # the stage-1 stream (stem + both blocks)
+    assert model.layer1[0].conv1.parametrizations.weight[0].peers == []  # internal channels stand alone
+    assert any(isinstance(h, FollowConv) for h in model.layer2[0].downsample[1]._forward_hooks.values())
+    with pytest.raises(ValueError, match="granularity must be 'weight' or 'filter'"):
+        snnprune.sparsify(_sew("ADD"), "slats", granularity="block", final_threshold=0.1, total_steps=2)
+
+
+def test_bn_follows_a_removed_channel_to_exact_zero():
+    model = _sew("ADD")
+    _prune_half(model)
+    model.eval()
+    seen = {}
+    model.layer2[0].bn1.register_forward_hook(lambda m, i, o: seen.setdefault("bn", o.detach()))
+    with torch.no_grad():
+        model(X)
+    functional.reset_net(model)
+    bn_out = seen["bn"]  # [T, N, C, H, W] after the FollowConv hook ran (registered first)
+    assert torch.equal(bn_out[:, :, 1::2], torch.zeros_like(bn_out[:, :, 1::2]))
+    assert bn_out[:, :, 0::2].abs().sum() > 0
+
+
+def test_save_load_compact_round_trip(tmp_path):
+    model = _sew("IAND")
+    _prune_half(model)
+    model.eval()
+    small = snnprune.compact(model, X)
+    save_compact(small, tmp_path / "c.pth")
+    fresh = _sew("IAND").eval()
+    load_compact(fresh, tmp_path / "c.pth")
+    assert layer_widths(fresh) == layer_widths(small)
+    _, a = _spikes(small)
+    _, b = _spikes(fresh)
+    assert torch.equal(a, b)
+    report = snnprune.analyze(fresh, X, progress=False).to_dict()
+    dense = snnprune.analyze(_sew("IAND"), X, progress=False).to_dict()
+    assert 0 < report["totals"]["dense_macs"] < 0.5 * dense["totals"]["dense_macs"]
+    with pytest.raises(ValueError, match="not a compacted model"):
+        load_compact(fresh, {"format": "other"})
+
+
+def test_compact_rejects_other_models():
+    with pytest.raises(ValueError, match="does not follow the ResNet protocol"):
+        snnprune.compact(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()), X)
+
+
+def test_sparse_file_round_trip_and_sizes(tmp_path):
+    torch.manual_seed(0)
+    w = torch.randn(64, 32, 3, 3)
+    w[torch.rand_like(w) < 0.9] = 0.0
+    state = {"w": w, "b": torch.randn(7), "n": torch.tensor(3), "h": torch.zeros(5, 3).half()}
+    sizes = save_sparse(state, tmp_path / "s.pth")
+    back = load_sparse(tmp_path / "s.pth")
+    assert set(back) == set(state)
+    for k in state:
+        assert back[k].dtype == state[k].dtype and torch.equal(back[k], state[k])
+    assert sizes["sparse_bytes"] < 0.25 * sizes["dense_bytes"]
+    for n in (1, 7, 8, 9, 64, 1001):
+        m = torch.rand(n) < 0.5
+        assert torch.equal(unpack_bits(pack_bits(m), n), m)
+    torch.save({"x": 1}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a sparse weight file"):
+        load_sparse(tmp_path / "other.pth")
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_snnprune_structured_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_filter_export_writes_compact_and_packed_files(tmp_path):
+    import models
+
+    sew = _script("train_sew")
+    tiny = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2", "--T", "2",
+            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
+    summary = sew.main(["--method", "slats", "--granularity", "filter", "--final-threshold", "0.2",
+                        "--prune-exclude", "fc", "--export", *tiny])  # fmt: skip
+    run = tmp_path / "sew_resnet18_slats_D0.2_filter"
+    assert summary["run_dir"] == str(run)
+    dense = torch.load(run / "model_sparse.pth")
+    packed = load_sparse(run / "model_sparse_packed.pth")
+    assert all(torch.equal(dense[k], packed[k]) for k in dense) and set(dense) == set(packed)
+    sizes = summary["export"]
+    assert sizes["model_sparse_packed_bytes"] < sizes["model_sparse_bytes"]
+    fresh = models.create_model("sew_resnet18", num_classes=10, in_channels=1, stem="small", width=8, T=2)
+    load_compact(fresh, run / "model_compact.pth")
+    assert sum(p.numel() for p in fresh.parameters()) == sizes["compact_params"] < summary["params"]
+    with pytest.raises(ValueError, match="--granularity filter: method 'gmp' has none; use lats, slats"):
+        sew.main(["--method", "gmp", "--granularity", "filter", *tiny])
+
+
+def test_bn_running_stats_follow_the_shrink_factor():
+    from snnprune.structured import FollowScale
+    from snnprune.threshold.group import register_group_soft_threshold
+
+    def net(follow: bool) -> nn.Module:
+        torch.manual_seed(0)
+        conv, bn = nn.Conv2d(1, 8, 3, bias=False), nn.BatchNorm2d(8)
+        register_group_soft_threshold(conv, threshold=0.0, scale_by="layer")
+        if follow:
+            bn.register_forward_hook(FollowConv(conv))
+            bn.register_forward_pre_hook(FollowScale(conv))
+        return nn.Sequential(conv, bn)
+
+    x = torch.randn(16, 1, 10, 10)
+    errors = []
+    for follow in (True, False):
+        model = net(follow)
+        p = model[0].parametrizations.weight[0]
+        rms = model[0].parametrizations.weight.original.detach().flatten(1).pow(2).mean(1).sqrt()
+        top = float(rms.max() / rms.pow(2).mean().sqrt())  # D just under the largest filter: s -> 0.01
+        with torch.no_grad():
+            for k in range(80):  # ramp the threshold as the scheduled methods do
+                p.threshold.fill_(min(1.0, (k + 1) / 60) * 0.99 * top)
+                train_out = model.train()(x)
+            eval_out = model.eval()(x)
+        errors.append((eval_out - train_out).abs().max().item() / train_out.abs().max().item())
+    assert errors[0] < 0.05 < errors[1]  # followed: eval matches the batch statistics; plain BN: far off
+
+
+def test_recalibrate_bn_estimates_the_current_statistics():
+    from snnprune.structured import recalibrate_bn
+
+    model = ANNResNet(BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, stem="small", width=8)
+    recalibrate_bn(model.eval(), [X[:2], (X[2:], None)])  # tensors or (input, target) pairs
+    with torch.no_grad():
+        expected = model.conv1(X).mean((0, 2, 3))  # the cumulative average over both = full-batch mean
+    torch.testing.assert_close(model.bn1.running_mean, expected, rtol=1e-5, atol=1e-6)
+    assert not model.training and model.bn1.momentum == 0.1
