@@ -126,3 +126,25 @@ def test_str_warmup_shape_per_iteration_and_default_unchanged():
     assert lrs_of("str", True)[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
     assert lrs_of("str", False)[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert lrs_of("linear", False)[:3] == pytest.approx([0.01, 0.505, 1.0])  # torchvision LinearLR
+
+
+def test_reproduction_map_covers_every_reference_point_and_names_existing_recipes():
+    import csv
+    import re
+
+    root = CONFIGS.parents[1]
+    doc = (root / "snnprune" / "docs" / "reproduction.md").read_text()
+    with open(root / "scripts" / "reference_points.csv", newline="") as f:
+        refs = list(csv.DictReader(f))
+    table = doc.split("## Every published row", 1)[1]
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == len(refs)
+    commands = set(re.findall(r"^\| ([A-Z0-9]+-[A-Za-z0-9]+) \|", doc, re.M))
+    for cells, ref in zip(rows, refs, strict=True):
+        cells = [c.strip() for c in cells]
+        assert cells[3] == ref["method"] and cells[6] == ref["source"]
+        assert float(cells[4]) == pytest.approx(100 * float(ref["sparsity"]), abs=5e-3)
+        assert cells[7] in commands | {"—"}
+        assert cells[9] == "no"  # published ImageNet/CIFAR runs cannot run on the development machines
+    for recipe in set(re.findall(r"scripts/configs/[\w.]+\.yaml", doc)):
+        assert (root / recipe).is_file(), recipe
