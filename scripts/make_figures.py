@@ -347,6 +347,21 @@ def implied_l1(steps: list[dict]) -> list[float]:
     return lam
 
 
+def _lambda_limits(values: Sequence[float]) -> tuple[float, float]:
+    """Log-axis limits for the implied lambda: all positive values, at least two decades wide, so a
+    constant curve reads as flat instead of being zoomed into the 6-digit rounding of steps.csv."""
+    pos = [v for v in values if isinstance(v, float) and v > 0 and math.isfinite(v)]
+    if not pos:
+        return 1e-3, 1.0
+    lo, hi = min(pos), max(pos)
+    lo = max(lo, hi * 1e-4) / 1.5  # values more than 4 decades below the top are clipped
+    hi *= 1.5
+    if hi / lo < 100:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / 10, mid * 10
+    return lo, hi
+
+
 def fig_schedules(runs: list[Run], out: Path) -> None:
     """Figure 3: threshold, lr, sparsity and implied lambda over steps for the scheduled methods (SNN)."""
     stem = "fig3_threshold_schedules"
@@ -395,8 +410,9 @@ def fig_schedules(runs: list[Run], out: Path) -> None:
     axes[0].set_ylabel("threshold d (raw-weight units)")
     axes[1].set_ylabel("learning rate η")
     axes[2].set_ylabel("sparsity (%)")
-    axes[3].set_ylabel("implied L1 λ_k = (d_k − d_{k−1}) / η_k")
-    axes[3].set_yscale("symlog", linthresh=1e-3)
+    axes[3].set_ylabel("implied L1 λ = Δd / η (log)")
+    axes[3].set_yscale("log")
+    axes[3].set_ylim(*_lambda_limits([row[-1] for row in rows if row[2] == "step"]))
     axes[3].set_xlabel("optimizer step")
     axes[0].set_title("threshold schedules: LATS keeps λ = Δd/η constant; STDS raises it as η falls")
     for ax in axes:

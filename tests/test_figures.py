@@ -203,6 +203,13 @@ def test_fig3_implied_l1_is_in_phase_with_the_lats_increment():
     assert math.isnan(mf.implied_l1(steps)[4])
 
 
+def test_fig3_lambda_axis_shows_a_constant_as_flat():
+    lo, hi = mf._lambda_limits([0.0064516, 0.0064517, 0.0064515, math.nan, 0.0])
+    assert lo < 0.0064515 < 0.0064517 < hi and hi / lo == pytest.approx(100.0)
+    lo, hi = mf._lambda_limits([1e-9, 1e-2, 1.0])  # more than 4 decades below the top are clipped
+    assert lo == pytest.approx(1e-4 / 1.5) and hi == pytest.approx(1.5)
+
+
 def test_fig4_picks_the_runs_closest_to_the_matched_level(tmp_path):
     for r in [
         ("snn", "lats", None, 0.2, 0.8, 93.0),
