@@ -109,7 +109,8 @@ class Run:
         self.summary = json.loads((self.path / "summary.json").read_text())
         cfg = self.path / "config.json"
         self.config = json.loads(cfg.read_text()) if cfg.exists() else {}
-        self.metrics = _read_csv(self.path / "metrics.csv")
+        # per-epoch rows: metrics.csv (the training engine today), epochs.csv (the same columns, other name)
+        self.metrics = _read_csv(self.path / "metrics.csv") or _read_csv(self.path / "epochs.csv")
         self.steps = _read_csv(self.path / "steps.csv")
         an = self.path / "analyze.json"
         self.analyze = json.loads(an.read_text()) if an.exists() else {"layers": [], "totals": {}}
