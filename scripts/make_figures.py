@@ -415,7 +415,12 @@ def fig_schedules(runs: list[Run], out: Path) -> None:
     axes[3].set_yscale("log")
     axes[3].set_ylim(*_lambda_limits([row[-1] for row in rows if row[2] == "step"]))
     axes[3].set_xlabel("optimizer step")
-    axes[0].set_title("threshold schedules: LATS keeps λ = Δd/η constant; STDS raises it as η falls")
+    title = "threshold schedules (one SNN run per method)"
+    if "lats" in chosen:
+        title += ": LATS keeps λ = Δd/η constant"
+    if any(m.startswith("stds") for m in chosen):
+        title += "; STDS raises it as η falls"
+    axes[0].set_title(title)
     for ax in axes:
         ax.grid(True, alpha=0.3)
     if chosen:
