@@ -9,13 +9,16 @@ and SVG with its data as CSV of the same stem:
 
 1. ``fig1_top1_vs_sparsity``: test top-1 vs connectivity (1 - sparsity, %, log axis), one line per
    method; SNN and ANN panels, and a third panel of published reference points (other datasets/models,
-   from scripts/reference_points.csv, labelled by source).
+   from scripts/reference_points.csv, labelled SNN/ANN and by source).
 2. ``fig2_energy_vs_top1``: energy per sample (uJ, summary.json energy_pj) vs top-1; ANN = MAC energy,
    SNN = SOP energy.
 3. ``fig3_threshold_schedules``: threshold, learning rate, sparsity and implied L1 coefficient
-   lambda_k = (d_{k+1} - d_k) / lr_k over optimizer steps (steps.csv; sparsity per epoch from metrics.csv)
+   lambda_k over optimizer steps (steps.csv; sparsity per epoch from metrics.csv)
    for LATS, S-LATS, PGH, STDS sine/linear (one SNN run per method: the highest level).
-4. ``fig4_layer_sparsity``: per-layer sparsity of SNN vs ANN at matched overall sparsity.
+   lambda_k = (d_k - d_{k-1}) / lr_k pairs the threshold step of optimizer step k with the lr it used.
+4. ``fig4_layer_sparsity``: per-layer sparsity of SNN vs ANN, per method the SNN run and the ANN run
+   closest to one common overall sparsity (``--match-sparsity``, default 0.9), each panel titled with the
+   levels it shows.
 5. ``fig5_firing_rate``: per-layer firing rate, dense vs pruned SNN.
 """
 
@@ -25,11 +28,13 @@ import argparse
 import csv
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the snnprune package
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -104,7 +109,8 @@ class Run:
         self.summary = json.loads((self.path / "summary.json").read_text())
         cfg = self.path / "config.json"
         self.config = json.loads(cfg.read_text()) if cfg.exists() else {}
-        self.metrics = _read_csv(self.path / "metrics.csv")
+        # per-epoch rows: metrics.csv (the training engine today), epochs.csv (the same columns, other name)
+        self.metrics = _read_csv(self.path / "metrics.csv") or _read_csv(self.path / "epochs.csv")
         self.steps = _read_csv(self.path / "steps.csv")
         an = self.path / "analyze.json"
         self.analyze = json.loads(an.read_text()) if an.exists() else {"layers": [], "totals": {}}
@@ -137,12 +143,21 @@ def discover_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 
 def load_reference_points(path: Path = REFERENCE_CSV) -> list[dict]:
-    """Published reference points; raises ValueError if a row lacks a source."""
+    """Published reference points (columns model, dataset, kind, method, sparsity, top1, top5,
+    metric_note, source).
+
+    Raises:
+        ValueError: a row without a source, or whose kind is not ``snn`` or ``ann``.
+    """
     rows = _read_csv(Path(path))
     for i, r in enumerate(rows, 2):
         if not (r.get("source") or "").strip():
             raise ValueError(
                 f"{path}:{i}: reference point without a source; add the citation or drop the row"
+            )
+        if r.get("kind") not in ("snn", "ann"):
+            raise ValueError(
+                f"{path}:{i}: reference point kind is {r.get('kind')!r}; set the kind column to snn or ann"
             )
     return rows
 
@@ -222,27 +237,29 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in refs:
         if r.get("top1"):
-            groups.setdefault((r["source"], r["model"], r["dataset"], r["method"]), []).append(r)
-    sources = sorted({k[0] for k in groups})
-    for (src, model, dataset, method), pts in sorted(groups.items()):
+            key = (r["kind"] != "snn", r["source"], r["model"], r["dataset"], r["method"])
+            groups.setdefault(key, []).append(r)
+    sources = sorted({k[1] for k in groups})
+    for (_, src, model, dataset, method), pts in sorted(groups.items()):
         pts = sorted(pts, key=lambda r: float(r["sparsity"]))
+        kind = pts[0]["kind"]
         xs = [_connectivity(float(r["sparsity"])) for r in pts]
         ys = [float(r["top1"]) for r in pts]
         marker = REF_MARKERS[sources.index(src) % len(REF_MARKERS)]
         ax.plot(
             xs,
             ys,
-            ls=":",
+            ls="-" if kind == "snn" else ":",
             marker=marker,
-            mfc="none",
+            mfc=None if kind == "snn" else "none",
             ms=7,
             color=_color(method),
-            label=f"{method}, {model} / {dataset} [{src}]",
+            label=f"{kind.upper()} {method}, {model} / {dataset} [{src}]",
         )
         for r in pts:
             rows.append(
                 [
-                    "published",
+                    f"published_{kind}",
                     method,
                     f"{model} [{src}]",
                     "",
@@ -252,7 +269,7 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
                     dataset,
                 ]
             )
-    ax.set_title("published reference points (other models and datasets)")
+    ax.set_title("published (other models/datasets): SNN filled/solid, ANN open/dotted")
     _connectivity_axis(ax)
     ax.set_ylabel("top-1 (%)")
     if groups:
@@ -314,16 +331,36 @@ def fig_energy(runs: list[Run], out: Path) -> None:
 
 
 def implied_l1(steps: list[dict]) -> list[float]:
-    r"""Implied L1 coefficient per step, :math:`\lambda_k = (d_{k+1} - d_k) / \eta_k` (nan at the last step)."""
-    d = [_float(s["threshold"]) for s in steps]
-    lr = [_float(s["lr"]) for s in steps]
+    r"""Implied L1 coefficient per step, in phase with the increment the pruner applied at that step.
+
+    A steps.csv row ``k`` holds the learning rate :math:`\eta_k` used by optimizer step ``k`` and the
+    threshold :math:`d_k` installed right after it (the pruner steps after the optimizer), so
+    :math:`\lambda_k = (d_k - d_{k-1}) / \eta_k` with :math:`d_{-1} = 0` (every scheduled threshold starts
+    at 0). LATS sets :math:`d_k - d_{k-1} = \lambda\eta_k`, so its curve is flat (NaN where
+    :math:`\eta_k = 0`).
+    """
     lam = []
-    for k in range(len(steps)):
-        if k + 1 < len(steps) and lr[k] > 0:
-            lam.append((d[k + 1] - d[k]) / lr[k])
-        else:
-            lam.append(math.nan)
+    prev = 0.0
+    for s in steps:
+        d, lr = _float(s["threshold"]), _float(s["lr"])
+        lam.append((d - prev) / lr if lr > 0 else math.nan)
+        prev = d
     return lam
+
+
+def _lambda_limits(values: Sequence[float]) -> tuple[float, float]:
+    """Log-axis limits for the implied lambda: all positive values, at least two decades wide, so a
+    constant curve reads as flat instead of being zoomed into the 6-digit rounding of steps.csv."""
+    pos = [v for v in values if isinstance(v, float) and v > 0 and math.isfinite(v)]
+    if not pos:
+        return 1e-3, 1.0
+    lo, hi = min(pos), max(pos)
+    lo = max(lo, hi * 1e-4) / 1.5  # values more than 4 decades below the top are clipped
+    hi *= 1.5
+    if hi / lo < 100:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / 10, mid * 10
+    return lo, hi
 
 
 def fig_schedules(runs: list[Run], out: Path) -> None:
@@ -374,10 +411,16 @@ def fig_schedules(runs: list[Run], out: Path) -> None:
     axes[0].set_ylabel("threshold d (raw-weight units)")
     axes[1].set_ylabel("learning rate η")
     axes[2].set_ylabel("sparsity (%)")
-    axes[3].set_ylabel("implied L1 λ = Δd / η")
-    axes[3].set_yscale("symlog", linthresh=1e-3)
+    axes[3].set_ylabel("implied L1 λ = Δd / η (log)")
+    axes[3].set_yscale("log")
+    axes[3].set_ylim(*_lambda_limits([row[-1] for row in rows if row[2] == "step"]))
     axes[3].set_xlabel("optimizer step")
-    axes[0].set_title("threshold schedules: LATS keeps λ = Δd/η constant; STDS raises it as η falls")
+    title = "threshold schedules (one SNN run per method)"
+    if "lats" in chosen:
+        title += ": LATS keeps λ = Δd/η constant"
+    if any(m.startswith("stds") for m in chosen):
+        title += "; STDS raises it as η falls"
+    axes[0].set_title(title)
     for ax in axes:
         ax.grid(True, alpha=0.3)
     if chosen:
@@ -390,18 +433,25 @@ def fig_schedules(runs: list[Run], out: Path) -> None:
     )
 
 
-def fig_layer_sparsity(runs: list[Run], out: Path) -> None:
-    """Figure 4: per-layer sparsity, SNN vs ANN pair with the closest overall sparsity per method."""
+def _closest(runs: list[Run], level: float) -> Run:
+    return min(runs, key=lambda r: (abs(r.sparsity - level), r.name))
+
+
+def fig_layer_sparsity(runs: list[Run], out: Path, level: float = 0.9) -> None:
+    """Figure 4: per-layer sparsity of SNN vs ANN at matched overall sparsity.
+
+    Per method, the SNN run and the ANN run whose overall sparsity is closest to ``level``; each panel's
+    title states both overall levels, in red when either is more than 5 points from ``level``.
+    """
     stem = "fig4_layer_sparsity"
     pairs = []
     for label in sorted({r.label for r in runs} - {"dense"}):
         snn = [r for r in runs if r.label == label and r.kind == "snn" and r.layer_rows(("conv", "linear"))]
         ann = [r for r in runs if r.label == label and r.kind == "ann" and r.layer_rows(("conv", "linear"))]
         if snn and ann:
-            s, a = min(((s, a) for s in snn for a in ann), key=lambda p: abs(p[0].sparsity - p[1].sparsity))
-            pairs.append((label, s, a))
+            pairs.append((label, _closest(snn, level), _closest(ann, level)))
     n = max(len(pairs), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(11, 2.8 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(12, 2.9 * n), squeeze=False)
     rows = []
     for ax, (label, s, a) in zip(axes[:, 0], pairs, strict=False):
         names: list[str] = []
@@ -417,7 +467,7 @@ def fig_layer_sparsity(runs: list[Run], out: Path) -> None:
             [vals["snn"].get(k, math.nan) for k in names],
             0.4,
             color=_color(label),
-            label=f"SNN {s.name} (overall {100 * s.sparsity:.1f} %)",
+            label=f"SNN {s.name}",
         )
         ax.bar(
             [i + 0.2 for i in xs],
@@ -426,13 +476,22 @@ def fig_layer_sparsity(runs: list[Run], out: Path) -> None:
             color=_color(label),
             alpha=0.4,
             hatch="//",
-            label=f"ANN {a.name} (overall {100 * a.sparsity:.1f} %)",
+            label=f"ANN {a.name}",
         )
         ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=6)
         ax.set_ylabel("layer sparsity (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(label)
-        ax.legend(fontsize=7)
+        off = max(abs(s.sparsity - level), abs(a.sparsity - level)) > 0.05
+        ax.set_title(
+            f"{label}: overall sparsity SNN {100 * s.sparsity:.1f} %, ANN {100 * a.sparsity:.1f} %"
+            + (f"  (no run within 5 points of {100 * level:g} %)" if off else ""),
+            fontsize=11,
+            fontweight="bold",
+            color="#b00000" if off else "black",
+            loc="left",
+        )
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
+        ax.grid(True, axis="y", alpha=0.3)
         for k in names:
             rows.append(
                 [
@@ -444,9 +503,16 @@ def fig_layer_sparsity(runs: list[Run], out: Path) -> None:
                     vals["ann"].get(k, ""),
                     100 * s.sparsity,
                     100 * a.sparsity,
+                    100 * level,
                 ]
             )
-    if not pairs:
+    if pairs:
+        fig.suptitle(
+            f"per-layer sparsity, SNN (solid) vs ANN twin (hatched): per method the runs closest to "
+            f"{100 * level:g} % overall sparsity",
+            fontsize=12,
+        )
+    else:
         axes[0, 0].text(
             0.5, 0.5, "no SNN/ANN pair with analyze.json", ha="center", transform=axes[0, 0].transAxes
         )
@@ -462,6 +528,7 @@ def fig_layer_sparsity(runs: list[Run], out: Path) -> None:
             "ann_sparsity_pct",
             "snn_overall_pct",
             "ann_overall_pct",
+            "matched_level_pct",
         ],
         rows,
     )
@@ -517,14 +584,23 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         help="published reference points CSV "
         "(default scripts/reference_points.csv); pass an empty file to omit them",
     )
+    p.add_argument(
+        "--match-sparsity",
+        type=float,
+        default=0.9,
+        metavar="P",
+        help="figure 4: per method, the SNN and ANN runs closest to this overall sparsity (default 0.9)",
+    )
     args = p.parse_args(argv)
+    if not 0.0 < args.match_sparsity < 1.0:
+        p.error(f"--match-sparsity must be in (0, 1), got {args.match_sparsity}; e.g. 0.9")
     runs = discover_runs(args.results)
     refs = load_reference_points(args.reference)
     args.out.mkdir(parents=True, exist_ok=True)
     fig_top1(runs, refs, args.out)
     fig_energy(runs, args.out)
     fig_schedules(runs, args.out)
-    fig_layer_sparsity(runs, args.out)
+    fig_layer_sparsity(runs, args.out, args.match_sparsity)
     fig_firing(runs, args.out)
     written = sorted(args.out.glob("fig[1-5]_*.*"))
     print(f"make_figures: {len(runs)} runs -> {len(written)} files in {args.out}")

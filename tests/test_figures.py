@@ -163,9 +163,11 @@ def test_fig1_csv_one_row_per_run(figures):
     assert float(ours["snn_lats_0.2"]["connectivity_pct"]) == pytest.approx(20.0)
     assert ours["ann_stds-sine_0.2"]["method"] == "stds-sine"
     assert float(ours["ann_stds-sine_0.2"]["test_top1"]) == pytest.approx(94.0)
-    published = [r for r in rows if r["kind"] == "published"]
-    n_ref = sum(1 for r in mf.load_reference_points() if r["top1"])
-    assert len(published) == n_ref > 0
+    published = [r for r in rows if r["kind"].startswith("published_")]
+    refs = [r for r in mf.load_reference_points() if r["top1"]]
+    assert len(published) == len(refs) > 0
+    n_snn = sum(r["kind"] == "snn" for r in refs)
+    assert sum(r["kind"] == "published_snn" for r in published) == n_snn > 0
 
 
 def test_fig2_energy_in_uj(figures):
@@ -188,6 +190,50 @@ def test_fig3_implied_l1_matches_formula(figures):
     assert [int(r["step"]) for r in epoch_rows] == [4, 9]
 
 
+def test_fig3_implied_l1_is_in_phase_with_the_lats_increment():
+    # LATS: d_k = lambda * (eta_1 + ... + eta_k), the lr changing once per epoch (3 steps per epoch). Pairing
+    # d_{k+1} - d_k with eta_k would dip at every epoch boundary; in phase the curve is flat.
+    lam, lrs = 0.25, [0.1, 0.1, 0.1, 0.06, 0.06, 0.06, 0.01, 0.01, 0.01]
+    d, steps = 0.0, []
+    for k, lr in enumerate(lrs):
+        d += lam * lr
+        steps.append({"step": k + 1, "epoch": k // 3, "lr": lr, "threshold": d})
+    assert mf.implied_l1(steps) == pytest.approx([lam] * len(lrs), rel=1e-12)
+    steps[4]["lr"] = 0.0  # no lr, no coefficient
+    assert math.isnan(mf.implied_l1(steps)[4])
+
+
+def test_fig3_lambda_axis_shows_a_constant_as_flat():
+    lo, hi = mf._lambda_limits([0.0064516, 0.0064517, 0.0064515, math.nan, 0.0])
+    assert lo < 0.0064515 < 0.0064517 < hi and hi / lo == pytest.approx(100.0)
+    lo, hi = mf._lambda_limits([1e-9, 1e-2, 1.0])  # more than 4 decades below the top are clipped
+    assert lo == pytest.approx(1e-4 / 1.5) and hi == pytest.approx(1.5)
+
+
+def test_fig4_picks_the_runs_closest_to_the_matched_level(tmp_path):
+    for r in [
+        ("snn", "lats", None, 0.2, 0.8, 93.0),
+        ("snn", "lats", None, 0.4, 0.93, 90.0),
+        ("ann", "lats", None, 0.2, 0.75, 96.0),
+        ("ann", "lats", None, 0.4, 0.6, 97.0),
+        ("snn", "stds", "sine", 0.2, 0.5, 91.0),
+        ("ann", "stds", "sine", 0.2, 0.55, 94.0),
+    ]:
+        _write_run(tmp_path / "runs", *r)
+    out = tmp_path / "figs"
+    mf.main([str(tmp_path / "runs"), "--out", str(out), "--match-sparsity", "0.9"])
+    rows = _rows(out / "fig4_layer_sparsity.csv")
+    lats = {(r["snn_run"], r["ann_run"], r["matched_level_pct"]) for r in rows if r["method"] == "lats"}
+    assert lats == {("snn_lats_0.4", "ann_lats_0.2", "90.0")}
+    mf.main([str(tmp_path / "runs"), "--out", str(out), "--match-sparsity", "0.6"])
+    rows = _rows(out / "fig4_layer_sparsity.csv")
+    lats = {(r["snn_run"], r["ann_run"]) for r in rows if r["method"] == "lats"}
+    assert lats == {("snn_lats_0.2", "ann_lats_0.4")}
+    with pytest.raises(SystemExit) as exc:
+        mf.main([str(tmp_path / "runs"), "--out", str(out), "--match-sparsity", "90"])
+    assert exc.value.code == 2
+
+
 def test_fig4_pairs_and_fig5_firing(figures):
     rows = _rows(figures[0] / "fig4_layer_sparsity.csv")
     assert {r["method"] for r in rows} == {"lats", "stds-sine"}
@@ -205,10 +251,12 @@ def test_make_figures_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run folders"):
         mf.main([str(tmp_path), "--out", str(tmp_path / "o")])
     bad = tmp_path / "ref.csv"
-    bad.write_text(
-        "model,dataset,method,sparsity,top1,top5,metric_note,source\nr50,imagenet,str,0.9,74,,x,\n"
-    )
+    head = "model,dataset,kind,method,sparsity,top1,top5,metric_note,source\n"
+    bad.write_text(head + "r50,imagenet,ann,str,0.9,74,,x,\n")
     with pytest.raises(ValueError, match="without a source"):
+        mf.load_reference_points(bad)
+    bad.write_text(head + "r50,imagenet,cnn,str,0.9,74,,x,STR README\n")
+    with pytest.raises(ValueError, match="kind is 'cnn'; set the kind column to snn or ann"):
         mf.load_reference_points(bad)
 
 

@@ -158,6 +158,14 @@ def get_args_parser(
     g.add_argument("--lr-gamma", type=float, default=0.1, help="step scheduler: decay factor")
     g.add_argument("--lr-warmup-epochs", type=int, default=0)
     g.add_argument("--lr-warmup-decay", type=float, default=0.01, help="warm-up start factor")
+    g.add_argument(
+        "--lr-warmup-shape",
+        choices=("linear", "str"),
+        default="linear",
+        help="linear: from --lr-warmup-decay to 1, full lr in the first step after the warm-up "
+        "(torchvision); str: lr*(i+1)/W for warm-up step i of W, full lr in the last warm-up step "
+        "(the STR and LATS code; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores --lr-warmup-decay)",
+    )
     g.add_argument("--lr-step-per-iter", action="store_true", help="step the lr scheduler every iteration")
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--clip-grad-norm", type=float, default=None)

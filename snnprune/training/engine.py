@@ -369,9 +369,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps
     else:
         raise ValueError(f"unknown --lr-scheduler {args.lr_scheduler!r}; choose cosine, step or constant")
     if warm > 0:
-        warmup = torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=args.lr_warmup_decay, total_iters=warm
-        )
+        if getattr(args, "lr_warmup_shape", "linear") == "str":  # lr * (i + 1) / warm, STR/LATS code
+            start, ramp = 1.0 / warm, max(warm - 1, 1)
+        else:
+            start, ramp = args.lr_warmup_decay, warm
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start, total_iters=ramp)
         sched = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, sched], milestones=[warm])
     return sched
 
