@@ -248,7 +248,7 @@ def test_pruner_kwargs_mapping():
 
 def test_fp16_on_cpu_is_a_clear_error():
     args = get_args_parser().parse_args(["--amp", "fp16", "--device", "cpu"])
-    with pytest.raises(RuntimeError, match="bf16"):
+    with pytest.raises(ConfigError, match="bf16"):
         _device(args)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["DATASETS", "DataError", "build_datasets"]
+__all__ = ["DATASETS", "DataError", "build_datasets", "load_image"]
 
 DATASETS = (
     "embedded_mnist",
@@ -102,6 +102,28 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[Dataset, Datase
     return train, test, classes, channels
 
 
+def load_image(path: str) -> Any:
+    """Open an image as RGB (torchvision's loader); a corrupt or unreadable file is a :class:`DataError`.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The PIL image.
+
+    Raises:
+        DataError: naming the file.
+    """
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"--data-path: image file {path!r} is corrupt or unreadable ({exc}); delete or replace it"
+        ) from None
+
+
 def _imagenet(root: Path) -> tuple[Dataset, Dataset, int, int]:
     from torchvision import datasets
     from torchvision import transforms as T
@@ -116,8 +138,8 @@ def _imagenet(root: Path) -> tuple[Dataset, Dataset, int, int]:
     train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     test_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
     try:
-        train = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-        test = datasets.ImageFolder(str(root / "val"), transform=test_tf)
+        train = datasets.ImageFolder(str(root / "train"), transform=train_tf, loader=load_image)
+        test = datasets.ImageFolder(str(root / "val"), transform=test_tf, loader=load_image)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"dataset 'imagenet' under {str(root)!r} is malformed: {exc}") from None
     if train.classes != test.classes:
