@@ -141,18 +141,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not exist; pass an existing .pth file or --resume auto"
+            f"--resume: checkpoint {str(path)!r} does not exist; pass an existing .pth file or --resume auto"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
+            f"--resume: checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
             "delete it or resume from another checkpoint (e.g. best.pth)"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_KEYS):
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
+            f"--resume: {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
             "pass a checkpoint.pth/best.pth written by the training scripts"
         )
     return state

@@ -351,6 +351,25 @@ def _config_tokens(
 
 
 def load_config(path: str | Path, parser: argparse.ArgumentParser, kind: str | None = None) -> dict[str, Any]:
+    """Read a YAML config (or a run's ``config.json``); see :func:`_read_config`.
+
+    Args:
+        path: YAML/JSON file with a flat mapping of option -> value.
+        parser: the parser whose options the keys must name.
+        kind: ``"snn"``/``"ann"``: a run ``config.json`` (key ``kind``) of the other kind is refused.
+
+    Returns:
+        ``{dest: value}`` (already converted).
+
+    Raises:
+        ConfigError: missing file, invalid YAML, not a mapping, unknown keys, or a bad value.
+    """
+    return _read_config(path, parser, kind)[0]
+
+
+def _read_config(
+    path: str | Path, parser: argparse.ArgumentParser, kind: str | None = None
+) -> tuple[dict[str, Any], bool]:
     """Read a YAML config (or a run's ``config.json``) and parse its values with ``parser``'s types.
 
     Keys may be written ``final-threshold`` or ``final_threshold``. Each value goes through the parser as
@@ -363,7 +382,8 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser, kind: str | N
         kind: ``"snn"``/``"ann"``: a run ``config.json`` (key ``kind``) of the other kind is refused.
 
     Returns:
-        ``{dest: value}`` (already converted).
+        ``({dest: value}, is_run_config)``: the values (already converted), and whether the file is a run's
+        ``config.json`` (it has the key ``kind``: every option written out, defaults included).
 
     Raises:
         ConfigError: missing file, invalid YAML, not a mapping, unknown keys, or a bad value.
@@ -393,6 +413,7 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser, kind: str | N
         raise ConfigError(
             f"--config: {str(path)!r} is the config of a {raw['kind']} run; use scripts/{script} for it"
         )
+    is_run_config = "kind" in raw
     for key in RUN_METADATA_KEYS:
         raw.pop(key, None)
     unknown = sorted(set(raw) - set(actions))
@@ -414,7 +435,7 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser, kind: str | N
         except ConfigError as exc:
             raise ConfigError(f"{key} ({where}): {str(exc).split(': ', 1)[-1]}") from None
         out[key] = parsed[key]
-    return out
+    return out, is_run_config
 
 
 class _Unset:
@@ -465,9 +486,13 @@ def parse_args(
     if config_path:
         generic = getattr(parser, "generic_defaults", {})
         values.update({k: v for k, v in generic.items() if k in values})
-        from_file = load_config(config_path, parser, kind=kind)
+        from_file, is_run_config = _read_config(config_path, parser, kind=kind)
         values.update(from_file)
-        explicit |= {k for k, v in from_file.items() if v != generic.get(k, actions[k].default)}
+        # A recipe's keys are choices; a run's config.json lists every option, so there only the values
+        # that differ from the defaults count as chosen.
+        explicit |= {
+            k for k, v in from_file.items() if not is_run_config or v != generic.get(k, actions[k].default)
+        }
     values.update(cli)
     args = argparse.Namespace(**values)
     setattr(args, _EXPLICIT, frozenset(explicit))

@@ -398,7 +398,7 @@ def check_combination(
         )
     if model_kwargs is not None:
         try:
-            accepted = model_kwargs(args.model)
+            accepted = set(model_kwargs(args.model))
         except (KeyError, ValueError):
             raise ConfigError(f"--model: unknown model {args.model!r}; see --help for the choices") from None
         for dest in ("width", "stem"):
