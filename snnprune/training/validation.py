@@ -537,7 +537,7 @@ def prepare(
     check_values(args)  # the checkpoint's values too
     check_combination(args, explicit, model_kwargs)
     device = resolve_device(args.device, args.amp)
-    if not args.test_only:
+    if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
         check_output(run_dir)
         check_run_folder(run_dir, args, resume_path)
     if state is not None and not args.test_only:
