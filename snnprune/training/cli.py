@@ -13,9 +13,8 @@ validation (:mod:`snnprune.training.validation`) and the resume rules need. :fun
 from __future__ import annotations
 
 import argparse
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -600,13 +599,3 @@ def run_name(args: argparse.Namespace) -> str:
     if "beta" in keys and args.beta is not None:
         name += f"_b{args.beta:g}"
     return name
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for a real, finite number (not NaN/inf, not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def listed(items: Iterable[str]) -> str:
-    """``a, b, c`` (for messages)."""
-    return ", ".join(items)
