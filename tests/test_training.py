@@ -276,7 +276,7 @@ def test_spike_rate_monitor_and_is_spiking_rule():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 5), neuron.IFNode(v_threshold=0.5))
     x = torch.randn(7, 6)
-    with SpikeRateMonitor(net) as monitor:
+    with SpikeRateMonitor(net) as monitor, torch.no_grad():
         out = net(x)
         functional.reset_net(net)
     assert monitor.totals() == [float(out.sum()), 35.0]
