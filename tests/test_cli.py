@@ -161,7 +161,7 @@ CONFIG_CASES = [
     ("lr: 0.1\nlearning_rate: 3\n", [], "has unknown keys ['learning_rate']"),
     ("a: [\n", [], "is not valid YAML"),
     ("- 1\n- 2\n", [], "must be a mapping of option: value"),
-    ("kind: ann\nmodel: ann_resnet18\n", [], "is the config of a ann run; use scripts/train_ann.py"),
+    ("kind: ann\nmodel: ann_resnet18\n", [], "is the config of an ANN run; use scripts/train_ann.py"),
     ("method: stds\nfinal_threshold: 0.2\nstds_shape: sine\n", ["--method", "lats"], "--stds-shape: not an option of --method lats"),
 ]  # fmt: skip
 

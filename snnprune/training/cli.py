@@ -410,7 +410,7 @@ def _read_config(
     if kind is not None and raw.get("kind") not in (None, kind):
         script = "train_sew.py" if raw["kind"] == "snn" else "train_ann.py"
         raise ConfigError(
-            f"--config: {str(path)!r} is the config of a {raw['kind']} run; use scripts/{script} for it"
+            f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; use scripts/{script} for it"
         )
     is_run_config = "kind" in raw
     for key in RUN_METADATA_KEYS:
