@@ -21,9 +21,11 @@ from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
 from snnprune.training.cli import EMBEDDED_DEFAULTS
 
-__all__ = ["DEFAULTS", "build_model", "get_parser", "main", "task"]
+__all__ = ["DEFAULTS", "MODELS", "build_model", "get_parser", "main", "task"]
 
 DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "ann_resnet18"}
+#: The non-spiking models of the registry (those without ``T``): the choices of ``--model``.
+MODELS = tuple(m for m in models.list_models() if "T" not in models.model_kwargs(m))
 
 
 def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) -> nn.Module:
@@ -37,12 +39,12 @@ def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) ->
     return models.create_model(args.model, **kw)
 
 
-task = Task(kind="ann", build_model=build_model)
+task = Task(kind="ann", build_model=build_model, model_kwargs=models.model_kwargs)
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The ANN training parser with this script's defaults."""
-    return get_args_parser(snn=False, defaults=DEFAULTS)
+    return get_args_parser(snn=False, defaults=DEFAULTS, model_choices=MODELS)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

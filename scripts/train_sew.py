@@ -21,10 +21,12 @@ from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
 from snnprune.training.cli import EMBEDDED_DEFAULTS
 
-__all__ = ["DEFAULTS", "build_model", "get_parser", "main", "task"]
+__all__ = ["DEFAULTS", "MODELS", "build_model", "get_parser", "main", "task"]
 
 # Default run: <= 10 min on 2 CPU cores, sparsity >= 80 % (see README).
 DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "sew_resnet18", "T": 2}
+#: The spiking models of the registry (those taking ``T``): the choices of ``--model``.
+MODELS = tuple(m for m in models.list_models() if "T" in models.model_kwargs(m))
 
 
 def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) -> nn.Module:
@@ -51,12 +53,18 @@ def _reset(model: nn.Module) -> None:
 
 # The SEW models take static [N, C, H, W] images (encoder run once, repeated T times) and event frames
 # [N, T, C, H, W] directly, so the input needs no preparation; the neuron state is reset after each batch.
-task = Task(kind="snn", build_model=build_model, after_batch=_reset, time_steps=lambda a: a.T)
+task = Task(
+    kind="snn",
+    build_model=build_model,
+    after_batch=_reset,
+    time_steps=lambda a: a.T,
+    model_kwargs=models.model_kwargs,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The SNN training parser with this script's defaults."""
-    return get_args_parser(snn=True, defaults=DEFAULTS)
+    return get_args_parser(snn=True, defaults=DEFAULTS, model_choices=MODELS)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

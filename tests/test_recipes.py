@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import snnprune
-from snnprune.training import engine
+from snnprune.training import builders
 from snnprune.training.cli import get_args_parser, parse_args, pruner_kwargs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "scripts" / "configs"
@@ -48,8 +48,8 @@ def _run_schedules(args) -> tuple[list[float], list[float]]:
     lr used in each epoch and the threshold fraction d / D after it."""
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, bias=False), fc=nn.Linear(4, 2)))
     pruner = snnprune.sparsify(model, args.method, **pruner_kwargs(args, STEPS_PER_EPOCH))
-    optimizer = engine._optimizer(model, args)
-    scheduler = engine._scheduler(optimizer, args, STEPS_PER_EPOCH)
+    optimizer = builders.build_optimizer(model, args)
+    scheduler = builders.build_scheduler(optimizer, args, STEPS_PER_EPOCH)
     pruner.bind(optimizer, scheduler, STEPS_PER_EPOCH)
     lrs, fractions = [], []
     for _ in range(args.epochs):
@@ -115,7 +115,7 @@ def test_str_warmup_shape_per_iteration_and_default_unchanged():
             2,
         )
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched = engine._scheduler(opt, args, STEPS_PER_EPOCH)
+        sched = builders.build_scheduler(opt, args, STEPS_PER_EPOCH)
         out = []
         for _ in range(4 * STEPS_PER_EPOCH if per_iter else 4):
             out.append(opt.param_groups[0]["lr"])

@@ -249,7 +249,7 @@ def test_pruner_kwargs_mapping():
 
 def test_fp16_on_cpu_is_a_clear_error():
     args = get_args_parser().parse_args(["--amp", "fp16", "--device", "cpu"])
-    with pytest.raises(RuntimeError, match="bf16"):
+    with pytest.raises(ConfigError, match="bf16"):
         _device(args)
 
 
@@ -267,3 +267,25 @@ def test_ddp_two_processes_gloo_same_sparsity(tmp_path):
     assert len(runs) == 1 and (runs[0] / "metrics.csv").is_file()
     config = json.loads((runs[0] / "config.json").read_text())
     assert config["world_size"] == 2
+
+
+def test_spike_rate_monitor_and_is_spiking_rule():
+    from spikingjelly.activation_based import functional, neuron
+
+    from snnprune.analysis.spikes import SpikeRateMonitor, is_spiking
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), neuron.IFNode(v_threshold=0.5))
+    x = torch.randn(7, 6)
+    with SpikeRateMonitor(net) as monitor, torch.no_grad():
+        out = net(x)
+        functional.reset_net(net)
+    assert monitor.totals() == [float(out.sum()), 35.0]
+    assert monitor.rate() == pytest.approx(float(out.mean()))
+    assert not net[1]._forward_hooks  # hooks removed on exit
+    ann = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU())
+    with SpikeRateMonitor(ann) as m2:
+        ann(x)
+    assert is_spiking(net) and not is_spiking(ann) and m2.totals() == [0.0, 0.0] and m2.rate() != m2.rate()
+    net.is_spiking = False  # a model may declare itself: the flag wins (analyze and the engine agree)
+    assert not is_spiking(net)

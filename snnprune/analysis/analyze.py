@@ -10,9 +10,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .counting import Collector, is_spiking_model
+from .counting import Collector
 from .energy import EnergyModel
 from .report import CONVENTIONS, Report, build_report
+from .spikes import is_spiking
 
 __all__ = ["analyze"]
 
@@ -241,8 +242,7 @@ def analyze(
         show = progress
 
     device = _model_device(model)
-    flag = getattr(model, "is_spiking", None)
-    spiking = flag if isinstance(flag, bool) else is_spiking_model(model)
+    spiking = is_spiking(model)  # the rule the training engine uses too
     state = _ModelState(model)
     collector: Collector | None = None
     try:

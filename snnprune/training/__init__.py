@@ -1,9 +1,14 @@
 """The one shared training engine of snnprune (used by ``scripts/train_sew.py`` and ``scripts/train_ann.py``).
 
-* :mod:`~snnprune.training.cli`: :func:`get_args_parser` (argparse groups, ``--config`` YAML defaults),
-  :func:`pruner_kwargs` (flags -> method keyword arguments);
+* :mod:`~snnprune.training.cli`: :func:`get_args_parser` (argparse groups), :func:`parse_args` (``--config``
+  YAML through the same typed parser), :func:`pruner_kwargs` (flags -> method keyword arguments);
+* :mod:`~snnprune.training.validation`: :func:`prepare`, the one check of the whole configuration before
+  any data or model is built (``error: <option>: <what is wrong>; <what to do>``, exit code 2);
 * :mod:`~snnprune.training.data`: :func:`build_datasets` (embedded MNIST, torchvision, ImageFolder, DVS);
-* :mod:`~snnprune.training.engine`: :class:`Task` hooks, :func:`train_one_epoch`, :func:`evaluate`, :func:`run`;
+* :mod:`~snnprune.training.builders`: optimizer, lr scheduler, samplers and loaders;
+* :mod:`~snnprune.training.loop`: :class:`Task` hooks, :func:`train_one_epoch`, :func:`evaluate`;
+* :mod:`~snnprune.training.run_folder`: :class:`RunFolder`, the one writer of a run's files;
+* :mod:`~snnprune.training.engine`: :func:`run` and :func:`main`;
 * :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint`;
 * :mod:`~snnprune.training.distributed`: torchrun initialisation and rank helpers.
 
@@ -13,12 +18,17 @@ This package never imports ``models`` or ``scripts``: the scripts pass a model b
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from snnprune.training.cli import ConfigError, get_args_parser, parse_args, pruner_kwargs
 from snnprune.training.data import DataError, build_datasets
-from snnprune.training.engine import Task, evaluate, main, run, train_one_epoch
+from snnprune.training.engine import main, run
+from snnprune.training.loop import NonFiniteLossError, Task, evaluate, train_one_epoch
+from snnprune.training.run_folder import RunFolder
+from snnprune.training.validation import prepare
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "NonFiniteLossError",
+    "RunFolder",
     "Task",
     "build_datasets",
     "evaluate",
@@ -26,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "main",
     "parse_args",
+    "prepare",
     "pruner_kwargs",
     "run",
     "save_checkpoint",

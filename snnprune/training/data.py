@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["DATASETS", "DataError", "build_datasets"]
+__all__ = ["DATASETS", "DataError", "build_datasets", "load_image"]
 
 DATASETS = (
     "embedded_mnist",
@@ -69,10 +69,12 @@ def _embedded_mnist(test_size: int = 1000, seed: int = 0) -> tuple[Dataset, Data
 
 def _require_dir(path: str | None, name: str, expected: str) -> Path:
     if not path:
-        raise DataError(f"dataset {name!r} needs --data-path DIR ({expected})")
+        raise DataError(f"--data-path: dataset {name!r} needs it; pass --data-path DIR ({expected})")
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise DataError(f"dataset {name!r}: --data-path {str(p)!r} is not a directory (expected {expected})")
+        raise DataError(
+            f"--data-path: {str(p)!r} is not a directory; pass the folder of dataset {name!r} ({expected})"
+        )
     return p
 
 
@@ -97,9 +99,31 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[Dataset, Datase
     except (RuntimeError, OSError, ValueError) as exc:
         hint = "" if download else "; pass --download to fetch it"
         raise DataError(
-            f"dataset {name!r} not found or malformed under {str(root)!r} ({exc}){hint}"
+            f"--data-path: dataset {name!r} not found or malformed under {str(root)!r} ({exc}){hint}"
         ) from None
     return train, test, classes, channels
+
+
+def load_image(path: str) -> Any:
+    """Open an image as RGB (torchvision's loader); a corrupt or unreadable file is a :class:`DataError`.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The PIL image.
+
+    Raises:
+        DataError: naming the file.
+    """
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"--data-path: image file {path!r} is corrupt or unreadable ({exc}); delete or replace it"
+        ) from None
 
 
 def _imagenet(root: Path) -> tuple[Dataset, Dataset, int, int]:
@@ -109,20 +133,23 @@ def _imagenet(root: Path) -> tuple[Dataset, Dataset, int, int]:
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise DataError(
-                f"dataset 'imagenet': expected an ImageFolder tree {str(root / split)!r} "
-                "(train/<class>/*.JPEG and val/<class>/*.JPEG)"
+                f"--data-path: dataset 'imagenet' expects an ImageFolder tree {str(root / split)!r}; "
+                "pass the folder holding train/<class>/*.JPEG and val/<class>/*.JPEG"
             )
     norm = T.Normalize(*_IMAGENET_STATS)
     train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     test_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
     try:
-        train = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-        test = datasets.ImageFolder(str(root / "val"), transform=test_tf)
+        train = datasets.ImageFolder(str(root / "train"), transform=train_tf, loader=load_image)
+        test = datasets.ImageFolder(str(root / "val"), transform=test_tf, loader=load_image)
     except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"dataset 'imagenet' under {str(root)!r} is malformed: {exc}") from None
+        raise DataError(
+            f"--data-path: dataset 'imagenet' under {str(root)!r} is malformed ({exc}); fix the tree"
+        ) from None
     if train.classes != test.classes:
         raise DataError(
-            f"dataset 'imagenet' under {str(root)!r}: train/ and val/ have different class folders"
+            f"--data-path: dataset 'imagenet' under {str(root)!r}: train/ and val/ have different class "
+            "folders; give both the same classes"
         )
     return train, test, len(train.classes), 3
 
@@ -143,8 +170,8 @@ def _dvs(name: str, root: Path, frames: int) -> tuple[Dataset, Dataset, int, int
         )
     except (FileNotFoundError, NotImplementedError, OSError, RuntimeError, ValueError) as exc:
         raise DataError(
-            f"dataset {name!r}: cannot read SpikingJelly frames under {str(root)!r} "
-            f"(expected the dataset's download/ or extract/ folder there): {exc}"
+            f"--data-path: cannot read SpikingJelly frames of {name!r} under {str(root)!r} ({exc}); "
+            "pass the folder holding the dataset's download/ or extract/ folder"
         ) from None
     # CIFAR10-DVS has no official split: 90/10 per class with a fixed seed, so the test set is the same for
     # every run whatever its --seed (as the embedded MNIST split).
@@ -178,11 +205,13 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, int, int
     if name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
         root = Path(args.data_path).expanduser() if args.data_path else None
         if root is None:
-            raise DataError(f"dataset {name!r} needs --data-path DIR (the torchvision root folder)")
+            raise DataError(
+                f"--data-path: dataset {name!r} needs it; pass --data-path DIR (the torchvision root)"
+            )
         if not args.download and not root.is_dir():
             raise DataError(
-                f"dataset {name!r}: --data-path {str(root)!r} is not a directory "
-                "(expected the torchvision root; pass --download to create it)"
+                f"--data-path: {str(root)!r} is not a directory; pass the torchvision root of {name!r} "
+                "or add --download to create it"
             )
         return _torchvision(name, root, args.download)
     if name == "imagenet":

@@ -1,0 +1,312 @@
+"""The epoch loop: :func:`train_one_epoch` (returns its rows) and :func:`evaluate`, plus the :class:`Task` hooks.
+
+Per batch (snnprune/docs/methods.md §3.2, §12.6): forward, ``loss + pruner.regularization()``, backward,
+``scaler.step(optimizer)``, ``pruner.step()`` (every iteration, also when GradScaler skipped the step),
+per-iteration lr step. Per-step values stay on the device and are read once at the end of the epoch; a
+non-finite loss stops the epoch with :class:`NonFiniteLossError` (checked every step on the CPU, where
+the check costs nothing, and at every log point and the end of the epoch elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+from torch.utils.data import DataLoader
+
+from snnprune.analysis.spikes import SpikeRateMonitor
+from snnprune.training import distributed as D
+
+__all__ = ["NonFiniteLossError", "Task", "evaluate", "mean_threshold", "train_one_epoch"]
+
+_POSTFIX_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _noop(model: nn.Module) -> None:
+    return None
+
+
+@dataclass
+class Task:
+    """What differs between an SNN and an ANN run.
+
+    Attributes:
+        kind: ``"snn"`` or ``"ann"``.
+        build_model: ``(args, num_classes, in_channels) -> nn.Module``.
+        prepare_input: applied to every input batch on the device (e.g. DVS layout handling).
+        after_batch: called with the unwrapped model after each forward (``reset_net`` for SNNs).
+        time_steps: ``args -> T`` for the analysis (None for ANNs).
+        model_kwargs: ``model name -> accepted keyword arguments`` (the ``models`` registry), for the
+            validation of ``--model``/``--width``/``--stem`` before anything is built (None: not checked).
+    """
+
+    kind: str
+    build_model: Callable[[argparse.Namespace, int, int], nn.Module]
+    prepare_input: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
+    after_batch: Callable[[nn.Module], None] = field(default=_noop)
+    time_steps: Callable[[argparse.Namespace], int | None] | None = None
+    model_kwargs: Callable[[str], Any] | None = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite.
+
+    Attributes:
+        epoch: the epoch. step: the global step (1-based) of the first non-finite loss. value: the loss.
+
+    Args:
+        epoch, step, value: as the attributes. what: ``"loss"`` or e.g. ``"model weights"``.
+    """
+
+    def __init__(self, epoch: int, step: int, value: float, what: str = "loss") -> None:
+        self.epoch, self.step, self.value = epoch, step, value
+        found = f"the loss is {value}" if what == "loss" else f"the {what} are not finite"
+        super().__init__(
+            f"training: {found} at epoch {epoch}, step {step}; stopped, the last finite checkpoint and "
+            "best.pth are kept: lower --lr, add --clip-grad-norm 1.0, or use --amp none"
+        )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def mean_threshold(pruner: Any) -> float:
+    """The threshold in force as one number: ``pruner.get_last_threshold()`` averaged over layers.
+
+    A global threshold (the same value in every layer) is returned exactly as it is.
+
+    Args:
+        pruner: a :class:`snnprune.Pruner`.
+
+    Returns:
+        The threshold (0 for a pruner without layers).
+    """
+    values = list(pruner.get_last_threshold().values())
+    if not values:
+        return 0.0
+    if all(v == values[0] for v in values):
+        return float(values[0])
+    return float(np.mean(values))
+
+
+def _accuracy(
+    output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1, 5)
+) -> list[torch.Tensor]:
+    k = min(max(topk), output.shape[1])
+    pred = output.topk(k, dim=1).indices
+    correct = pred.eq(target[:, None])
+    return [correct[:, : min(t, k)].any(dim=1).sum() for t in topk]
+
+
+def autocast(device: torch.device, amp: str) -> Any:
+    """The autocast context of ``--amp`` (a null context for ``none``)."""
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, args: argparse.Namespace, task: Task
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to ``device``, apply the task's input hook and the ``--channels-last`` layout."""
+    x = task.prepare_input(x.to(device, non_blocking=True))
+    if args.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
+    if not losses:
+        return None
+    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
+    return int(bad[0, 0]) if len(bad) else None
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    device: torch.device,
+    epoch: int,
+    args: argparse.Namespace,
+    task: Task,
+    pruner: Any,
+    scaler: torch.amp.GradScaler,
+    lr_scheduler: Any,
+    global_step: int,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, float], list[list[Any]], int]:
+    """Train one epoch.
+
+    Args:
+        model: the (possibly DDP-wrapped) sparsified model.
+        criterion, optimizer, scaler, lr_scheduler, pruner: the run's objects.
+        loader: the training loader (``--limit-train-batches`` applies).
+        device: the device.
+        epoch: the epoch number (for rows and messages).
+        args: parsed arguments.
+        task: the SNN/ANN hooks.
+        global_step: optimizer steps done before this epoch.
+        progress: show a progress bar.
+        log: when given (and no progress bar), called with a plain line every ``--log-every`` steps.
+
+    Returns:
+        ``(metrics, step_rows, global_step)``: ``{"train_loss", "train_top1"}`` averaged over all
+        processes, one ``[step, epoch, lr, threshold, loss]`` row per step, and the new global step.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (the error names the first such step).
+    """
+    from tqdm import tqdm
+
+    model.train()
+    limit = args.limit_train_batches
+    n_batches = len(loader) if limit is None else min(limit, len(loader))
+    log_every = getattr(args, "log_every", 0) if (log is not None and not progress) else 0
+    distributed = D.get_world_size() > 1
+    check_each_step = device.type == "cpu" and not distributed  # free on the CPU (no device sync)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
+    losses: list[torch.Tensor] = []
+    rows: list[list[Any]] = []
+    first_step = global_step + 1
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for i, (x, y) in enumerate(loader):
+            if i >= n_batches:
+                break
+            x, y = to_device(x, y, device, args, task)
+            with autocast(device, args.amp):
+                out = model(x)
+                loss = criterion(out, y)
+            loss = loss + pruner.regularization()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            task.after_batch(unwrap(model))
+            lr = optimizer.param_groups[0]["lr"]
+            pruner.step()  # after optimizer.step(), before the lr scheduler (snnprune/docs/methods.md §12.6)
+            if args.lr_step_per_iter:
+                lr_scheduler.step()
+            global_step += 1
+            with torch.no_grad():
+                loss_d = loss.detach().to(torch.float64)
+                sums[0] += loss_d * len(y)
+                sums[1] += _accuracy(out.float(), y, (1,))[0]
+                sums[2] += len(y)
+            losses.append(loss_d)
+            rows.append([global_step, epoch, lr, mean_threshold(pruner)])
+            logged = log_every and (i + 1) % log_every == 0
+            postfix = progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1)
+            if check_each_step or ((logged or postfix) and not distributed):
+                bad = (
+                    _first_nonfinite(losses)
+                    if not check_each_step
+                    else (None if math.isfinite(float(loss_d)) else len(losses) - 1)
+                )
+                if bad is not None:
+                    raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
+            if postfix:
+                bar.set_postfix(loss=f"{float(loss_d):.3f}", lr=f"{lr:.3g}")
+            if logged:
+                log(
+                    f"epoch {epoch} step {i + 1}/{n_batches} (global {global_step}): loss {float(loss_d):.4f} "
+                    f"lr {lr:.4g} threshold {mean_threshold(pruner):.4g}"
+                )
+            bar.update()
+    finally:
+        bar.close()
+    bad = _first_nonfinite(losses)
+    if distributed:  # every rank stops together
+        bad_any = D.all_reduce_sum([0.0 if bad is None else 1.0], device)[0]
+        if bad_any > 0:
+            raise NonFiniteLossError(epoch, first_step + (bad or 0), float(losses[bad or 0]))
+    elif bad is not None:
+        raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
+    step_rows: list[list[Any]] = []
+    if losses:
+        for row, loss_v in zip(rows, torch.stack(losses).tolist(), strict=True):
+            step_rows.append([*row, loss_v])
+    loss_sum, correct, n = D.all_reduce_sum(sums.tolist(), device)
+    metrics = {"train_loss": loss_sum / max(n, 1), "train_top1": 100.0 * correct / max(n, 1)}
+    return metrics, step_rows, global_step
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    args: argparse.Namespace,
+    task: Task,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Evaluate on ``loader`` (all processes; sums are all-reduced).
+
+    Args:
+        model: the (possibly DDP-wrapped) model.
+        criterion: the loss.
+        loader: the test loader (``--limit-test-batches`` applies).
+        device: the device.
+        args: parsed arguments.
+        task: the SNN/ANN hooks.
+        progress: show a progress bar.
+
+    Returns:
+        ``{"test_loss", "test_top1", "test_top5", "firing_rate"}`` (firing_rate NaN for non-spiking models,
+        see :func:`snnprune.analysis.spikes.is_spiking`).
+    """
+    from tqdm import tqdm
+
+    model.eval()
+    limit = args.limit_test_batches
+    total = len(loader) if limit is None else min(limit, len(loader))
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n (one sync at the end)
+    bar = tqdm(total=total, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
+    with SpikeRateMonitor(unwrap(model)) as monitor, parametrize.cached():
+        try:
+            for i, (x, y) in enumerate(loader):
+                if limit is not None and i >= limit:
+                    break
+                x, y = to_device(x, y, device, args, task)
+                with autocast(device, args.amp):
+                    out = model(x)
+                    loss = criterion(out, y)
+                task.after_batch(unwrap(model))
+                top1, top5 = _accuracy(out.float(), y)
+                sums[0] += loss.detach().double() * len(y)
+                sums[1] += top1
+                sums[2] += top5
+                sums[3] += len(y)
+                bar.update()
+        finally:
+            bar.close()
+    loss_sum, c1, c5, n, s, cnt = D.all_reduce_sum(sums.tolist() + monitor.totals(), device)
+    n = max(n, 1)
+    return {
+        "test_loss": loss_sum / n,
+        "test_top1": 100.0 * c1 / n,
+        "test_top5": 100.0 * c5 / n,
+        "firing_rate": (s / cnt) if (monitor.active and cnt > 0) else float("nan"),
+    }

@@ -1,0 +1,192 @@
+"""The run folder: the one writer of a run's files (config.json, CSVs, TensorBoard, checkpoints, JSON).
+
+Rules that live here and nowhere else:
+
+* only the main process (rank 0) writes; on other ranks every method is a no-op;
+* starting: stale temp files of a killed write are removed; a new run (``--overwrite``) removes the
+  previous run's files; a resumed run truncates its CSVs (atomically) to the checkpoint's epoch/step;
+  whether a new run may start into the folder at all is decided before (``validation.check_run_folder``);
+* every file is written atomically (temp file + rename) with the permissions of any new file;
+* a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from snnprune.training.checkpoint import atomic_write, remove_stale_temp_files, save_checkpoint
+from snnprune.training.validation import RUN_FILES
+
+__all__ = ["METRICS_COLUMNS", "STEPS_COLUMNS", "RunFolder", "all_finite"]
+
+METRICS_COLUMNS = (
+    "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"
+).split(",")
+STEPS_COLUMNS = ["step", "epoch", "lr", "threshold", "loss"]
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def all_finite(state_dict: dict[str, Any]) -> bool:
+    """Whether every floating-point tensor of a state dict is finite.
+
+    Args:
+        state_dict: e.g. ``model.state_dict()``.
+
+    Returns:
+        False when any value is NaN or infinite.
+    """
+    return all(
+        bool(torch.isfinite(t).all())
+        for t in state_dict.values()
+        if torch.is_tensor(t) and t.is_floating_point()
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _csv_text(header: list[str] | None, rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if header is not None:
+        w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+class RunFolder:
+    """Writes one run's files (on the main process only).
+
+    Args:
+        path: the run folder.
+        main_process: whether this process writes (rank 0).
+    """
+
+    def __init__(self, path: Path, main_process: bool = True) -> None:
+        self.path = Path(path)
+        self.main = main_process
+        self.tb: Any = None
+
+    # ------------------------------------------------------------------ start
+    def start(self, config: dict[str, Any], *, resumed: tuple[int, int] | None, log: Any = print) -> None:
+        """Create the folder and write ``config.json``; prepare the CSVs and TensorBoard.
+
+        Args:
+            config: the run configuration (JSON-serialisable with ``default=str``).
+            resumed: ``(last finished epoch, global step)`` of the checkpoint being resumed, or None for a
+                new run (the previous run's files, allowed by ``--overwrite``, are removed).
+            log: callable for notes.
+        """
+        if not self.main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_temp_files(self.path):
+            log(f"removed {p.name}, left by an interrupted write")
+        if resumed is None:
+            for name in RUN_FILES:
+                (self.path / name).unlink(missing_ok=True)
+            shutil.rmtree(self.path / "tb", ignore_errors=True)
+        else:
+            epoch, step = resumed
+            self._truncate(self.path / "metrics.csv", "epoch", epoch)
+            self._truncate(self.path / "steps.csv", "step", step)
+        _write_text(self.path / "config.json", json.dumps(config, indent=2, default=str))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
+        except ImportError:  # pragma: no cover
+            log("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
+
+    def _truncate(self, path: Path, column: str, keep_upto: int) -> None:
+        """Drop rows with ``column > keep_upto`` (written after the checkpoint being resumed), atomically."""
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = list(reader)
+        if header is None or column not in header:
+            return
+        k = header.index(column)
+        kept = [r for r in rows if len(r) == len(header) and r[k].isdigit() and int(r[k]) <= keep_upto]
+        _write_text(path, _csv_text(header, kept))
+
+    # ------------------------------------------------------------------ per epoch
+    def _append(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
+        path = self.path / name
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            f.write(_csv_text(header if new else None, rows))
+
+    def write_epoch(self, row: dict[str, Any], step_rows: list[list[Any]]) -> None:
+        """Append the epoch's row to ``metrics.csv``, its steps to ``steps.csv``, scalars to TensorBoard.
+
+        Args:
+            row: the :data:`METRICS_COLUMNS` values.
+            step_rows: the :data:`STEPS_COLUMNS` rows of the epoch.
+        """
+        if not self.main:
+            return
+        self._append("metrics.csv", METRICS_COLUMNS, [[_fmt(row[c]) for c in METRICS_COLUMNS]])
+        self._append("steps.csv", STEPS_COLUMNS, [[_fmt(v) for v in r] for r in step_rows])
+        if self.tb is not None:
+            for k in METRICS_COLUMNS[1:]:
+                if not (isinstance(row[k], float) and math.isnan(row[k])):
+                    self.tb.add_scalar(k, row[k], row["epoch"])
+            self.tb.flush()
+
+    def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> bool:
+        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``), unless the model is non-finite.
+
+        Args:
+            state: the checkpoint dict (``state["model"]`` is checked).
+            is_best: the epoch improved the best test accuracy.
+
+        Returns:
+            True when written; False when a weight is NaN/inf (nothing written, previous files kept).
+        """
+        if not self.main:
+            return True
+        if not all_finite(state["model"]):
+            return False
+        save_checkpoint(state, self.path / "checkpoint.pth")
+        if is_best:
+            save_checkpoint(state, self.path / "best.pth")
+        return True
+
+    # ------------------------------------------------------------------ end
+    def write_json(self, name: str, data: Any) -> None:
+        """Write ``name`` (e.g. ``summary.json``) atomically."""
+        if self.main:
+            _write_text(self.path / name, json.dumps(data, indent=2, default=str))
+
+    def save_model(self, name: str, state_dict: dict[str, Any]) -> None:
+        """Write a model state dict (e.g. ``model_sparse.pth``) atomically."""
+        if self.main:
+            atomic_write(self.path / name, lambda f: torch.save(state_dict, f))
+
+    def write_report(self, report: Any) -> None:
+        """Write an :func:`snnprune.analyze` report as ``analyze.json``."""
+        if self.main:
+            _write_text(self.path / "analyze.json", json.dumps(report.to_dict(), indent=2, default=str))
+
+    def close(self) -> None:
+        """Close TensorBoard."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
