@@ -151,7 +151,9 @@ def build_command(
             raise ValueError(f"grid entry {entry.method!r} has a level but no level_flag")
         cmd += [entry.level_flag, f"{level:g}"]
     cmd += list(entry.extra)
-    cmd += ["--output-dir", str(output_dir), "--run-name", name]
+    # --resume auto: a run killed mid-way continues from its checkpoint (the engine refuses to start a new
+    # run into a folder that holds one)
+    cmd += ["--output-dir", str(output_dir), "--run-name", name, "--resume", "auto"]
     for tok in common:
         cmd.append(tok)
     return cmd

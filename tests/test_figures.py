@@ -290,6 +290,7 @@ def test_sweep_quick_plan_and_names(tmp_path):
     assert snn.command[snn.command.index("--final-threshold") + 1] == "0.15"
     assert snn.command[snn.command.index("--beta") + 1] == str(sweep.QUICK_PGH_BETA)
     assert snn.command[snn.command.index("--run-name") + 1] == "snn_pgh_0.15"
+    assert snn.command[snn.command.index("--resume") + 1] == "auto"  # a killed run continues
     assert "--prune-end-epoch" not in snn.command  # threshold methods schedule over the whole run
     ann = next(s for s in specs if s.name == "ann_gmp_0.5")
     assert ann.command[1].endswith("train_ann.py") and "--T" not in ann.command
