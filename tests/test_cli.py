@@ -9,7 +9,6 @@ checkpoint, run-folder and non-finite cases share a few tiny training runs; thre
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import stat
@@ -31,23 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TINY = ["--width", "4", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "2",
         "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]  # fmt: skip
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_snnprune_cli_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def sew():
-    return _load("train_sew")
-
-
-@pytest.fixture(scope="module")
-def ann():
-    return _load("train_ann")
 
 
 def _fail(script, argv, capsys) -> tuple[int, str]:

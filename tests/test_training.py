@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,23 +30,6 @@ SCRIPTS = ROOT / "scripts"
 TINY = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2",
         "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
 SNN_TINY = [*TINY, "--T", "2"]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_snnprune_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def sew():
-    return _load("train_sew")
-
-
-@pytest.fixture(scope="module")
-def ann():
-    return _load("train_ann")
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
