@@ -190,20 +190,10 @@ class LATSPruner(ScheduledThresholdPruner):
         l1_coeff: float | None = None,
         schedule: str = "lr",
         epoch_length: int | None = None,
-        grad: str = "ste",
-        granularity: str = "weight",
-        filter_scale: str = "size",
-        total_steps: int | None = None,
-        start_step: int = 0,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            final_threshold=final_threshold,
-            grad=grad,
-            granularity=granularity,
-            filter_scale=filter_scale,
-            total_steps=total_steps,
-            start_step=start_step,
-        )
+        # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
+        super().__init__(final_threshold=final_threshold, **base)
         if schedule not in ("lr", "closed_form"):
             raise ValueError(f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}")
         if final_threshold is None and l1_coeff is None:
@@ -368,20 +358,10 @@ class PGHPruner(ScheduledThresholdPruner):
         *,
         final_threshold: float | None = None,
         beta: float | None = None,
-        grad: str = "ste",
-        granularity: str = "weight",
-        filter_scale: str = "size",
-        total_steps: int | None = None,
-        start_step: int = 0,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            final_threshold=final_threshold,
-            grad=grad,
-            granularity=granularity,
-            filter_scale=filter_scale,
-            total_steps=total_steps,
-            start_step=start_step,
-        )
+        # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
+        super().__init__(final_threshold=final_threshold, **base)
         if beta is None or not (math.isfinite(beta) and beta > 0):
             raise ValueError(f"pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS), got {beta}")
         self.beta = float(beta)
@@ -415,20 +395,10 @@ class STDSPruner(ScheduledThresholdPruner):
         *,
         final_threshold: float | None = None,
         shape: str = "sine",
-        grad: str = "ste",
-        granularity: str = "weight",
-        filter_scale: str = "size",
-        total_steps: int | None = None,
-        start_step: int = 0,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            final_threshold=final_threshold,
-            grad=grad,
-            granularity=granularity,
-            filter_scale=filter_scale,
-            total_steps=total_steps,
-            start_step=start_step,
-        )
+        # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
+        super().__init__(final_threshold=final_threshold, **base)
         if shape not in ("sine", "linear"):
             raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}")
         self.shape = shape
