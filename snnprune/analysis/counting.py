@@ -36,9 +36,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from snnprune.analysis.spikes import is_neuron
 from snnprune.threshold.parametrization import PRUNABLE_TYPES
 
-__all__ = ["SYNAPTIC_TYPES", "Collector", "is_neuron", "is_spiking_model", "layer_kind"]
+__all__ = ["SYNAPTIC_TYPES", "Collector", "layer_kind"]
 
 #: Module types whose weights are synapses (subclasses included, e.g. ``spikingjelly.activation_based.layer``):
 #: the layers the thresholding core prunes.
@@ -49,25 +50,6 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LayerNorm,
 )
-
-
-def _base_node_type() -> type | None:
-    try:
-        from spikingjelly.activation_based.neuron import BaseNode
-    except ImportError:  # pragma: no cover - spikingjelly is a hard dependency
-        return None
-    return BaseNode
-
-
-def is_neuron(module: nn.Module) -> bool:
-    """Whether ``module`` is a spiking neuron (an instance of SpikingJelly's ``BaseNode``)."""
-    base = _base_node_type()
-    return base is not None and isinstance(module, base)
-
-
-def is_spiking_model(model: nn.Module) -> bool:
-    """A model is spiking when it contains at least one spiking neuron."""
-    return any(is_neuron(m) for m in model.modules())
 
 
 def layer_kind(module: nn.Module) -> str | None:
