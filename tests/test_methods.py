@@ -479,3 +479,35 @@ def test_global_quantile_matches_torch_quantile_with_ties():
             v = torch.round(v * 3) / 3  # many repeated values
         for q in (0.0, 0.37, 0.5, 0.9, 1.0):
             assert torch.allclose(global_quantile(v, q), torch.quantile(v, q), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("hint_factor", [None, 1.0005, 3.0])
+def test_global_quantile_bracketed_search_equals_the_full_selection(hint_factor, monkeypatch):
+    """ST-3's bracketed search (near the previous threshold, else from a strided sample) gives exactly the
+    kthvalue answer, ties included, over several tensors at once, without a full selection."""
+    from snnprune.methods import st3
+
+    calls: list[int] = []
+    kthvalue = torch.kthvalue
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kthvalue(*args, **kwargs)
+
+    g = torch.Generator().manual_seed(1)
+    for trial in range(4):
+        sizes = [200_000, int(torch.randint(1, 100_000, (1,), generator=g)), 80_000]  # > 2^18 together
+        parts = [torch.randn(k, generator=g).abs() for k in sizes]
+        if trial % 2:
+            parts = [torch.round(p * 40) / 40 for p in parts]  # many repeated values
+        flat = torch.cat(parts)
+        for q in (0.0, 0.5, 0.9, 0.97, 1.0):
+            full = st3.global_quantile(flat, q)  # no hint, one tensor: the bracket, else kthvalue
+            hint = None if hint_factor is None else max(float(full), 0.5) * hint_factor
+            calls.clear()
+            monkeypatch.setattr(torch, "kthvalue", counted)
+            got = st3.global_quantile(parts, q, hint=hint)
+            monkeypatch.undo()
+            assert torch.equal(got, full), (trial, q)
+            assert torch.allclose(got, torch.quantile(flat, q), rtol=1e-5, atol=0)
+            assert not calls, "the bracketed search fell back to the full selection"

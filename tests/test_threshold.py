@@ -92,6 +92,22 @@ def test_backward_of_pruned_entries():
         assert torch.equal(theta.grad, ref), grad
 
 
+@pytest.mark.parametrize("zero", [True, False], ids=["with-a-zero", "no-zero"])
+def test_ste_backward_is_sign_squared_on_both_paths(zero):
+    """The straight-through backward skips its mask when theta has no exact zero (the common case): both
+    paths give sign(theta)^2 * upstream, and the upstream gradient itself is never modified."""
+    g = torch.Generator().manual_seed(3)
+    theta = torch.randn(64, 9, generator=g)
+    if zero:
+        theta[3, 4] = 0.0
+    theta.requires_grad_(True)
+    upstream = torch.randn(64, 9, generator=g)
+    kept = upstream.clone()
+    soft_threshold(theta, 0.5, "ste").backward(upstream)
+    assert torch.equal(theta.grad, upstream * theta.detach().sign().square())
+    assert torch.equal(upstream, kept)
+
+
 def test_soft_threshold_bad_input():
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         soft_threshold(torch.ones(2), -0.1)

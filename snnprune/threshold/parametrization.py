@@ -46,20 +46,6 @@ def is_prunable(module: nn.Module) -> bool:
     return issubclass(parametrize.type_before_parametrizations(module), PRUNABLE_TYPES)
 
 
-def _channel_rescale(theta: Tensor, threshold: Tensor) -> Tensor:
-    """ST-3 per-output-channel rescale :math:`c_o = 1.01/(r_o + 0.01)` (no grad).
-
-    :math:`r_o = (\\operatorname{mean}(|\\theta|\\,M) + 10^{-6}) / (\\operatorname{mean}(|\\theta|) + 10^{-6})`
-    over all dims but the first, with :math:`M = 1[|\\theta| > t]`.
-    """
-    with torch.no_grad():
-        mag = theta.abs()
-        dims = tuple(range(1, theta.dim()))
-        kept = (mag * (mag > threshold)).mean(dim=dims, keepdim=True)
-        ratio = (kept + 1e-6) / (mag.mean(dim=dims, keepdim=True) + 1e-6)
-        return 1.01 / (ratio + 0.01)
-
-
 class SoftThreshold(nn.Module):
     """Soft-threshold parametrization :math:`w = S_d(\\theta)` (optionally ST-3-rescaled).
 
@@ -140,9 +126,7 @@ class SoftThreshold(nn.Module):
 
     def forward(self, theta: Tensor) -> Tensor:
         """Return the effective weight for raw weight ``theta``."""
-        d = self._threshold_arg()
-        scale = _channel_rescale(theta, d) if self.rescale else None
-        return _soft_threshold(theta, d, self.grad, scale)
+        return _soft_threshold(theta, self._threshold_arg(), self.grad, rescale=self.rescale)
 
     def extra_repr(self) -> str:
         stored = self.threshold_logit if self.logit else self.threshold
@@ -155,27 +139,44 @@ class _LTPSoftMask(torch.autograd.Function):
     """:math:`w = \\theta m`, :math:`m = \\sigma((\\theta^2 - \\tau)/T)` with LTP's eq. 14 backward.
 
     :math:`\\partial w/\\partial\\theta = m` (the paper drops :math:`(2\\theta^2/T)m(1-m)`);
-    :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. ``T`` is a detached tensor.
+    :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. ``T`` is a detached tensor. The mask is
+    formed in place in one buffer; its slope :math:`m(1-m)` is computed once per backward and shared with
+    :class:`_L0FromMask` through ``cache`` (both read the same :math:`m`).
     """
 
     @staticmethod
-    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, theta: Tensor, tau: Tensor, temperature: Tensor, cache: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            m = torch.sigmoid((theta * theta - tau) / temperature)
+            m = torch.mul(theta, theta).sub_(tau).div_(temperature).sigmoid_()
             out = theta * m
         ctx.save_for_backward(theta, m, temperature)
+        ctx.cache = cache
         ctx.mark_non_differentiable(m)
         return out, m
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _grad_m: Tensor | None) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(
+        ctx, grad: Tensor, _grad_m: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
         theta, m, temperature = ctx.saved_tensors
         grad_theta = grad * m if ctx.needs_input_grad[0] else None
         grad_tau = None
         if ctx.needs_input_grad[1]:
-            grad_tau = -(grad * theta * m * (1 - m)).sum() / temperature
+            slope = _slope(m, ctx.cache)
+            grad_tau = -torch.dot(torch.mul(grad, theta).reshape(-1), slope.reshape(-1)) / temperature
             grad_tau = grad_tau.reshape(()).to(grad.dtype)
-        return grad_theta, grad_tau, None
+        return grad_theta, grad_tau, None, None
+
+
+def _slope(m: Tensor, cache: dict[str, Tensor]) -> Tensor:
+    """:math:`m(1-m)` in one pass, computed once per mask (kept in ``cache`` for the other user)."""
+    slope = cache.get("slope")
+    if slope is None or slope.shape != m.shape:
+        slope = torch.addcmul(m, m, m, value=-1)
+        cache["slope"] = slope
+    return slope
 
 
 class _L0FromMask(torch.autograd.Function):
@@ -185,19 +186,24 @@ class _L0FromMask(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta: Tensor, tau: Tensor, m: Tensor, temperature: Tensor) -> Tensor:
+    def forward(
+        ctx, theta: Tensor, tau: Tensor, m: Tensor, temperature: Tensor, cache: dict[str, Tensor]
+    ) -> Tensor:
         ctx.save_for_backward(theta, m, temperature)
+        ctx.cache = cache
         return m.sum()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         theta, m, temperature = ctx.saved_tensors
-        slope = m * (1 - m)
-        grad_theta = slope * theta * (2 * grad / temperature) if ctx.needs_input_grad[0] else None
+        slope = _slope(m, ctx.cache)
+        grad_theta = None
+        if ctx.needs_input_grad[0]:
+            grad_theta = torch.mul(slope, theta).mul_(2 * grad / temperature)
         grad_tau = None
         if ctx.needs_input_grad[1]:
             grad_tau = (-(grad / temperature) * slope.sum()).reshape(()).to(m.dtype)
-        return grad_theta, grad_tau, None, None
+        return grad_theta, grad_tau, None, None, None
 
 
 class LearnedThresholdMask(nn.Module):
@@ -230,8 +236,8 @@ class LearnedThresholdMask(nn.Module):
         self.temperature = float(temperature)
         self.gradient = gradient
         self.tau = nn.Parameter(torch.tensor(float(tau)))
-        # (theta, its version, soft mask, T) of the last training forward: the L0 term reuses the mask
-        self._last: tuple[Tensor, int, Tensor, Tensor] | None = None
+        # (theta, its version, soft mask, T, slope cache) of the last training forward: the L0 term reuses the mask
+        self._last: tuple[Tensor, int, Tensor, Tensor, dict[str, Tensor]] | None = None
 
     def _temperature(self, theta: Tensor) -> Tensor:
         return (self.temperature * theta.detach().var(unbiased=False)).clamp_min(1e-30)
@@ -248,7 +254,7 @@ class LearnedThresholdMask(nn.Module):
         """
         last = self._last
         if last is not None and last[0] is theta and last[1] == theta._version:
-            return _L0FromMask.apply(theta, self.tau, last[2], last[3])
+            return _L0FromMask.apply(theta, self.tau, last[2], last[3], last[4])
         return self.soft_mask(theta).sum()
 
     def forward(self, theta: Tensor) -> Tensor:
@@ -259,8 +265,9 @@ class LearnedThresholdMask(nn.Module):
             self._last = None
             return theta * self.soft_mask(theta)
         temperature = self._temperature(theta)
-        out, m = _LTPSoftMask.apply(theta, self.tau, temperature)
-        self._last = (theta, theta._version, m, temperature)
+        cache: dict[str, Tensor] = {}
+        out, m = _LTPSoftMask.apply(theta, self.tau, temperature, cache)
+        self._last = (theta, theta._version, m, temperature, cache)
         return out
 
     def extra_repr(self) -> str:
