@@ -102,6 +102,7 @@ VALIDATION_CASES = [
     (["--clip-grad-norm", "0"], "--clip-grad-norm: must be a finite number > 0"),
     (["--seed", "-1"], "--seed: must be in [0, 2**32)"),
     (["--log-every", "-5"], "--log-every: must be >= 0"),
+    (["--bn-recalibrate", "-1"], "--bn-recalibrate: must be >= 0, got -1"),
     (["--run-name", "a/b"], "--run-name: must be a plain folder name"),
     (["--neuron", "hh"], "--neuron: invalid choice: 'hh'"),
     (["--dataset", "svhn"], "--dataset: invalid choice: 'svhn'"),

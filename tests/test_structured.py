@@ -223,6 +223,42 @@ def test_cli_filter_export_writes_compact_and_packed_files(tmp_path, capsys):
     assert "--granularity: not an option of --method gmp" in capsys.readouterr().err
 
 
+def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
+    """Filter runs re-estimate the BN statistics on the first N training batches (in order) before every
+    evaluation, by default 20; weights, the data order and everything else of training stay as without."""
+    import snnprune
+    from snnprune.structured import recalibrate_bn
+    from snnprune.training.cli import parse_args
+    from snnprune.training.data import build_datasets
+
+    ann = _script("train_ann")
+    tiny = ["--width", "8", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "3",
+            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path),
+            "--method", "lats", "--granularity", "filter", "--final-threshold", "0.5"]  # fmt: skip
+    states = {}
+    for n in (None, "2", "0"):
+        name = f"recal_{n}"
+        ann.main([*tiny, "--run-name", name] + ([] if n is None else ["--bn-recalibrate", n]))
+        states[n] = torch.load(tmp_path / name / "checkpoint.pth", weights_only=False)
+    weights = {k: v for k, v in states["0"]["model"].items() if "running" not in k and "num_batches" not in k}
+    for n in (None, "2"):  # training itself is untouched
+        assert all(torch.equal(states[n]["model"][k], v) for k, v in weights.items())
+    for n in (None, "2"):
+        assert not torch.equal(
+            states[n]["model"]["bn1.running_mean"], states["0"]["model"]["bn1.running_mean"]
+        )
+    # the recalibrated statistics are recalibrate_bn on the first 2 training batches, in order
+    args = parse_args(ann.get_parser(), tiny)
+    x = torch.stack([build_datasets(args)[0][i][0] for i in range(32)])
+    model = ann.build_model(args, 10, 1)
+    snnprune.sparsify(model, "lats", final_threshold=0.5, total_steps=6, granularity="filter")
+    model.load_state_dict(states["2"]["model"])
+    recalibrate_bn(model, [x[:16], x[16:]])
+    got = states["2"]["model"]
+    assert torch.allclose(model.bn1.running_mean, got["bn1.running_mean"], atol=1e-6)
+    assert torch.allclose(model.bn1.running_var, got["bn1.running_var"], atol=1e-6)
+
+
 def test_bn_running_stats_follow_the_shrink_factor():
     from snnprune.structured import FollowScale
     from snnprune.threshold.group import register_group_soft_threshold

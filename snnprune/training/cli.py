@@ -300,6 +300,14 @@ def get_args_parser(
     g.add_argument(
         "--analyze-batches", type=int, default=4, help="test batches for the final snnprune.analyze"
     )
+    g.add_argument(
+        "--bn-recalibrate",
+        type=int,
+        default=None,
+        metavar="N",
+        help="re-estimate BN statistics on N training batches before every evaluation "
+        "(default: 20 with --granularity filter, else 0 = off)",
+    )
 
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default="./runs", metavar="DIR", help="parent folder of the run folders")

@@ -37,7 +37,15 @@ from snnprune.training.builders import build_loaders, build_optimizer, build_sch
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
 from snnprune.training.cli import PRUNING_OPTIONS, ConfigError, parse_args, plain_args, pruner_kwargs
 from snnprune.training.data import DataError, build_datasets
-from snnprune.training.loop import NonFiniteLossError, Task, evaluate, mean_threshold, train_one_epoch
+from snnprune.training.loop import (
+    NonFiniteLossError,
+    Task,
+    bn_recalibrate_batches,
+    evaluate,
+    mean_threshold,
+    recalibrate_batchnorm,
+    train_one_epoch,
+)
 from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite
 from snnprune.training.validation import prepare, resolve_device
 
@@ -222,6 +230,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         f"{task.kind} {args.model} | {args.method} | {args.dataset} | {len(pruner.layers)} pruned layers | "
         f"{args.epochs} epochs x {steps_per_epoch} steps | device {device} x{D.get_world_size()}"
     )
+    n_recalibrate = bn_recalibrate_batches(args)
     last_epoch = (
         args.epochs - 1 if args.stop_after_epoch is None else min(args.stop_after_epoch, args.epochs - 1)
     )
@@ -249,6 +258,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             )
             if not args.lr_step_per_iter:
                 lr_scheduler.step()
+            recalibrate_batchnorm(model, train_set, n_recalibrate, device, args, task)
             m = evaluate(dmodel, criterion, test_loader, device, args, task, progress)
             sp = snnprune.sparsity(model)["overall"]
             row = {

@@ -25,7 +25,16 @@ from torch.utils.data import DataLoader
 from snnprune.analysis.spikes import SpikeRateMonitor
 from snnprune.training import distributed as D
 
-__all__ = ["NonFiniteLossError", "Task", "evaluate", "mean_threshold", "train_one_epoch"]
+__all__ = [
+    "FILTER_BN_RECALIBRATE",
+    "NonFiniteLossError",
+    "Task",
+    "bn_recalibrate_batches",
+    "evaluate",
+    "mean_threshold",
+    "recalibrate_batchnorm",
+    "train_one_epoch",
+]
 
 _POSTFIX_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
 
@@ -250,6 +259,60 @@ def train_one_epoch(
     loss_sum, correct, n = D.all_reduce_sum(sums.tolist(), device)
     metrics = {"train_loss": loss_sum / max(n, 1), "train_top1": 100.0 * correct / max(n, 1)}
     return metrics, step_rows, global_step
+
+
+#: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
+FILTER_BN_RECALIBRATE = 20
+
+
+def bn_recalibrate_batches(args: argparse.Namespace) -> int:
+    """``--bn-recalibrate``, or its default: :data:`FILTER_BN_RECALIBRATE` batches for ``--granularity
+    filter`` (removed channels make the running statistics of training lag, see
+    :func:`snnprune.structured.recalibrate_bn`), 0 otherwise."""
+    n = getattr(args, "bn_recalibrate", None)
+    if n is not None:
+        return int(n)
+    return FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
+
+
+def recalibrate_batchnorm(
+    model: nn.Module,
+    dataset: Any,
+    n_batches: int,
+    device: torch.device,
+    args: argparse.Namespace,
+    task: Task,
+) -> None:
+    """Re-estimate the BN running statistics of ``model`` on the first ``n_batches`` of ``dataset``.
+
+    The batches are taken in order (no shuffling, no worker processes), so every process of a DDP run
+    computes the same statistics, and the random number generators are forked around it, so a run with
+    recalibration draws the same training batches as one without (and resumes the same). Weights do not
+    change; see :func:`snnprune.structured.recalibrate_bn`.
+
+    Args:
+        model: the unwrapped model.
+        dataset: the training set.
+        n_batches: how many batches of ``--batch-size`` (0: nothing happens).
+        device: the device.
+        args: parsed arguments (``batch_size``, ``amp``, ``channels_last``).
+        task: the SNN/ANN hooks (input hook, neuron reset after each batch).
+    """
+    from snnprune.structured import recalibrate_bn
+
+    if n_batches <= 0:
+        return
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
+
+    def batches() -> Any:
+        for i, (x, y) in enumerate(loader):
+            if i >= n_batches:
+                return
+            yield to_device(x, y, device, args, task)[0]
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), autocast(device, args.amp), parametrize.cached():
+        recalibrate_bn(model, batches(), reset=task.after_batch)
 
 
 @torch.no_grad()

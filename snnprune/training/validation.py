@@ -115,6 +115,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     ),
     "seed": (lambda v: _int(v) and 0 <= v < 2**32, "must be in [0, 2**32)", "pass a seed such as 2020"),
     "analyze_batches": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 to skip the final analysis"),
+    "bn_recalibrate": (
+        _opt(lambda v: _int(v) and v >= 0),
+        "must be >= 0",
+        "pass the number of training batches, or 0 to keep the running statistics of training",
+    ),
     "stop_after_epoch": (_opt(lambda v: _int(v) and v >= 0), "must be >= 0", "pass the last epoch to run"),
     "log_every": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 to turn the step lines off"),
     "run_name": (
