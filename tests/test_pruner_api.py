@@ -93,6 +93,49 @@ def test_methods_is_derived_from_the_registry():
     assert "test_linear_d" not in METHODS
 
 
+def test_options_of_a_subclass_follow_its_own_signature():
+    """A subclass with an explicit signature takes only its own options (the parent's are reachable only
+    through **kwargs), so --granularity on it is a clean usage error and its config round-trips."""
+    from snnprune.methods import method_kwargs
+
+    class Explicit(ScheduledThresholdPruner):
+        def __init__(self, *, final_threshold=None, k=2.0, grad="ste", total_steps=None, start_step=0):
+            super().__init__(
+                final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
+            )
+            self.k = float(k)
+
+        def fraction(self, x: float) -> float:
+            return x**self.k
+
+    class Forwarding(ScheduledThresholdPruner):
+        def __init__(self, *, k=2.0, **base):
+            super().__init__(**base)
+            self.k = float(k)
+
+        def fraction(self, x: float) -> float:
+            return x**self.k
+
+    register_method("test_explicit")(Explicit)
+    register_method("test_forwarding")(Forwarding)
+    try:
+        assert method_kwargs("test_explicit") == {"final_threshold", "k", "grad", "total_steps", "start_step"}
+        assert {"k", "granularity", "filter_scale", "final_threshold"} <= method_kwargs("test_forwarding")
+        with pytest.raises(TypeError, match="granularity"):
+            sparsify(_net(), "test_explicit", final_threshold=0.1, total_steps=4, granularity="filter")
+        pruner = sparsify(_net(), "test_explicit", final_threshold=0.1, k=3.0, total_steps=4)
+        assert pruner.config() == {
+            "final_threshold": 0.1,
+            "grad": "ste",
+            "k": 3.0,
+            "start_step": 0,
+            "total_steps": 4,
+        }
+        Explicit(**pruner.config())  # the saved configuration builds the pruner again
+    finally:
+        del _REGISTRY["test_explicit"], _REGISTRY["test_forwarding"]
+
+
 @pytest.mark.parametrize(
     ("name", "obj", "exc", "match"),
     [

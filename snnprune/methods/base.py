@@ -626,11 +626,20 @@ def method_kwargs(method: str) -> frozenset[str]:
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:
+    """Keyword names ``cls(...)`` accepts: its ``__init__``'s, plus its parent's only while each
+    ``__init__`` forwards ``**kwargs`` (a subclass with an explicit signature closes the chain)."""
     names: set[str] = set()
     for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            sig = inspect.signature(vars(klass)["__init__"])
-            names |= {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]  # after self
+        names |= {
+            p.name
+            for p in params
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        }
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
     return names
 
 
