@@ -59,6 +59,30 @@ def test_ltp_gradient_matches_eq_14(gradient):
     )
 
 
+@pytest.mark.parametrize("terms", ["both", "weight", "l0"])
+def test_ltp_one_node_gives_the_gradients_of_both_terms(terms):
+    """The fused soft-mask node: d/dtheta and d/dtau of (w . u) + c * L0 equal eq. 14 plus the exact soft-L0
+    gradient (float64, tight), whether the loss uses both outputs or only one of them."""
+    torch.manual_seed(1)
+    layer = LearnedThresholdMask(2e-3, 0.05)
+    theta = (0.05 * torch.randn(16, 8, 3, 3, dtype=torch.float64)).requires_grad_(True)
+    layer.tau.data = layer.tau.data.double()
+    u, c = torch.randn_like(theta), 0.7
+    w = layer(theta)
+    loss = {"both": (w * u).sum() + c * layer.l0(theta), "weight": (w * u).sum(), "l0": c * layer.l0(theta)}[
+        terms
+    ]
+    loss.backward()
+    th = theta.detach()
+    temp = 0.05 * th.var(unbiased=False)
+    m = torch.sigmoid((th.pow(2) - layer.tau.detach().item()) / temp)
+    slope = m * (1 - m)
+    uw, ul0 = (u, c) if terms == "both" else ((u, 0.0) if terms == "weight" else (torch.zeros_like(u), c))
+    assert torch.allclose(theta.grad, uw * m + ul0 * 2 * th / temp * slope, rtol=1e-10, atol=1e-14)
+    tau_grad = -(uw * th / temp * slope).sum() - ul0 / temp * slope.sum()
+    assert layer.tau.grad.item() == pytest.approx(tau_grad.item(), rel=1e-10)
+
+
 def test_ltp_l0_coeff_relates_to_the_papers_lambda():
     model = _net()
     pruner = sparsify(model, "ltp", l0_coeff=2.0, tau_init=1e-3)

@@ -83,7 +83,7 @@ class _SoftThresholdLearned(torch.autograd.Function):
     def forward(ctx, theta: Tensor, threshold: Tensor) -> Tensor:
         with torch.no_grad():
             scalar = theta.device.type == "cpu" and threshold.numel() == 1
-            out = _shrink(theta, float(threshold) if scalar else threshold)
+            out = _shrink(theta, float(threshold.detach()) if scalar else threshold)
         ctx.save_for_backward(out)
         ctx.threshold_shape = threshold.shape
         return out

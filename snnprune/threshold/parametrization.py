@@ -136,74 +136,50 @@ class SoftThreshold(nn.Module):
 
 
 class _LTPSoftMask(torch.autograd.Function):
-    """:math:`w = \\theta m`, :math:`m = \\sigma((\\theta^2 - \\tau)/T)` with LTP's eq. 14 backward.
+    """:math:`w = \\theta m` and :math:`L_0 = \\sum_k m_k`, :math:`m = \\sigma((\\theta^2 - \\tau)/T)`, in one node.
 
-    :math:`\\partial w/\\partial\\theta = m` (the paper drops :math:`(2\\theta^2/T)m(1-m)`);
-    :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. ``T`` is a detached tensor. The mask is
-    formed in place in one buffer; its slope :math:`m(1-m)` is computed once per backward and shared with
-    :class:`_L0FromMask` through ``cache`` (both read the same :math:`m`).
+    Backward of :math:`w`: LTP's eq. 14, :math:`\\partial w/\\partial\\theta = m` (the paper drops
+    :math:`(2\\theta^2/T)m(1-m)`) and :math:`\\partial w/\\partial\\tau = -(\\theta/T)m(1-m)` exactly. Backward
+    of the soft-L0 output (when the loss uses it): exact, :math:`\\partial L_0/\\partial\\theta =
+    (2\\theta/T)m(1-m)` and :math:`\\partial L_0/\\partial\\tau = -(1/T)\\sum m(1-m)`. One node for both
+    lets the backward form :math:`m(1-m)` once and write :math:`\\partial L/\\partial\\theta` in two passes
+    (autograd would otherwise add two full-size gradients). ``T`` is a detached tensor.
     """
 
     @staticmethod
-    def forward(
-        ctx, theta: Tensor, tau: Tensor, temperature: Tensor, cache: dict[str, Tensor]
-    ) -> tuple[Tensor, Tensor]:
+    def forward(ctx, theta: Tensor, tau: Tensor, temperature: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)  # an unused L0 output gives None, not a zero to multiply
         with torch.no_grad():
             m = torch.mul(theta, theta).sub_(tau).div_(temperature).sigmoid_()
             out = theta * m
+            l0 = m.sum()
         ctx.save_for_backward(theta, m, temperature)
-        ctx.cache = cache
-        ctx.mark_non_differentiable(m)
-        return out, m
+        return out, l0
 
     @staticmethod
     def backward(
-        ctx, grad: Tensor, _grad_m: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        ctx, grad: Tensor | None, grad_l0: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None]:
         theta, m, temperature = ctx.saved_tensors
-        grad_theta = grad * m if ctx.needs_input_grad[0] else None
-        grad_tau = None
-        if ctx.needs_input_grad[1]:
-            slope = _slope(m, ctx.cache)
-            grad_tau = -torch.dot(torch.mul(grad, theta).reshape(-1), slope.reshape(-1)) / temperature
-            grad_tau = grad_tau.reshape(()).to(grad.dtype)
-        return grad_theta, grad_tau, None, None
-
-
-def _slope(m: Tensor, cache: dict[str, Tensor]) -> Tensor:
-    """:math:`m(1-m)` in one pass, computed once per mask (kept in ``cache`` for the other user)."""
-    slope = cache.get("slope")
-    if slope is None or slope.shape != m.shape:
-        slope = torch.addcmul(m, m, m, value=-1)
-        cache["slope"] = slope
-    return slope
-
-
-class _L0FromMask(torch.autograd.Function):
-    """:math:`\\sum_k m_k` from the soft mask of the last forward, with its exact gradients.
-
-    :math:`\\partial/\\partial\\theta = (2\\theta/T)m(1-m)`, :math:`\\partial/\\partial\\tau = -(1/T)\\sum m(1-m)`.
-    """
-
-    @staticmethod
-    def forward(
-        ctx, theta: Tensor, tau: Tensor, m: Tensor, temperature: Tensor, cache: dict[str, Tensor]
-    ) -> Tensor:
-        ctx.save_for_backward(theta, m, temperature)
-        ctx.cache = cache
-        return m.sum()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        theta, m, temperature = ctx.saved_tensors
-        slope = _slope(m, ctx.cache)
-        grad_theta = None
-        if ctx.needs_input_grad[0]:
-            grad_theta = torch.mul(slope, theta).mul_(2 * grad / temperature)
-        grad_tau = None
-        if ctx.needs_input_grad[1]:
-            grad_tau = (-(grad / temperature) * slope.sum()).reshape(()).to(m.dtype)
-        return grad_theta, grad_tau, None, None, None
+        need_theta, need_tau = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        slope = torch.addcmul(m, m, m, value=-1) if (need_tau or grad_l0 is not None) else None  # m(1-m)
+        grad_theta = grad_tau = None
+        if need_theta:
+            grad_theta = grad * m if grad is not None else torch.zeros_like(theta)
+            if grad_l0 is not None:
+                factor = 2 * grad_l0 / temperature
+                if theta.device.type == "cpu":  # a Python number: one fused pass (free to read there)
+                    grad_theta.addcmul_(slope, theta, value=float(factor.detach()))
+                else:
+                    grad_theta.addcmul_(slope * factor, theta)
+        if need_tau:
+            grad_tau = torch.zeros((), dtype=theta.dtype, device=theta.device)
+            if grad is not None:
+                grad_tau = grad_tau - torch.dot(torch.mul(grad, theta).reshape(-1), slope.reshape(-1))
+            if grad_l0 is not None:
+                grad_tau = grad_tau - grad_l0 * slope.sum()
+            grad_tau = (grad_tau / temperature).reshape(()).to(theta.dtype)
+        return grad_theta, grad_tau, None
 
 
 class LearnedThresholdMask(nn.Module):
@@ -236,8 +212,8 @@ class LearnedThresholdMask(nn.Module):
         self.temperature = float(temperature)
         self.gradient = gradient
         self.tau = nn.Parameter(torch.tensor(float(tau)))
-        # (theta, its version, soft mask, T, slope cache) of the last training forward: the L0 term reuses the mask
-        self._last: tuple[Tensor, int, Tensor, Tensor, dict[str, Tensor]] | None = None
+        # (theta, its version, soft-L0 output) of the last training forward: the L0 term reuses it
+        self._last: tuple[Tensor, int, Tensor] | None = None
 
     def _temperature(self, theta: Tensor) -> Tensor:
         return (self.temperature * theta.detach().var(unbiased=False)).clamp_min(1e-30)
@@ -249,12 +225,12 @@ class LearnedThresholdMask(nn.Module):
     def l0(self, theta: Tensor) -> Tensor:
         """The soft L0 term :math:`\\sum_k \\sigma((\\theta_k^2-\\tau)/T)` (differentiable in both).
 
-        Reuses the soft mask of the last training forward while ``theta`` has not changed since (one
-        pass instead of recomputing the sigmoid), otherwise computes it.
+        Returns the L0 output of the last training forward while ``theta`` has not changed since (the
+        same mask, no second sigmoid pass, one backward node for both terms), otherwise computes it.
         """
         last = self._last
         if last is not None and last[0] is theta and last[1] == theta._version:
-            return _L0FromMask.apply(theta, self.tau, last[2], last[3], last[4])
+            return last[2]
         return self.soft_mask(theta).sum()
 
     def forward(self, theta: Tensor) -> Tensor:
@@ -264,10 +240,8 @@ class LearnedThresholdMask(nn.Module):
         if self.gradient == "full":
             self._last = None
             return theta * self.soft_mask(theta)
-        temperature = self._temperature(theta)
-        cache: dict[str, Tensor] = {}
-        out, m = _LTPSoftMask.apply(theta, self.tau, temperature, cache)
-        self._last = (theta, theta._version, m, temperature, cache)
+        out, l0 = _LTPSoftMask.apply(theta, self.tau, self._temperature(theta))
+        self._last = (theta, theta._version, l0)
         return out
 
     def extra_repr(self) -> str:
