@@ -236,7 +236,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.6 * len(kinds), 5.0), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         rs = [r for r in rows if r["kind"] == kind]
         dense = next(r for r in rs if r["method"] == "dense")
@@ -244,12 +244,13 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.plot([1.0], [dense["top1_recal"]], "ks", label="dense")
         filt = sorted((r for r in rs if r["granularity"] == "filter"), key=lambda r: r["speedup_b64_min"])
         unst = [r for r in rs if r["granularity"] == "weight"]
-        if filt:
-            ax.plot([r["speedup_b64_min"] for r in filt], [r["top1_recal"] for r in filt], "o-", color="C0",
-                    label="filter, measured time (batch 64)")  # fmt: skip
-            for r in filt:
+        for i, method in enumerate(sorted({r["method"] for r in filt}, key=lambda m: m != "pgh")):
+            series = [r for r in filt if r["method"] == method]
+            ax.plot([r["speedup_b64_min"] for r in series], [r["top1_recal"] for r in series], "o-",
+                    color=f"C{2 * i}", label=f"filter {method.upper()}, measured time (batch 64)")  # fmt: skip
+            for r in series:
                 ax.annotate(f"D={r['final_threshold']:g}", (r["speedup_b64_min"], r["top1_recal"]),
-                            textcoords="offset points", xytext=(4, -10), fontsize=7)  # fmt: skip
+                            textcoords="offset points", xytext=(4, -10), fontsize=7, color=f"C{2 * i}")  # fmt: skip
         if unst:
             ax.plot([r["energy_reduction_est"] for r in unst], [r["top1_recal"] for r in unst], "x", color="C3",
                     ms=8, label="unstructured LATS, estimated energy")  # fmt: skip
@@ -263,7 +264,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel("top-1 (%), embedded test set, BN recalibrated")
         ax.set_title(KINDS[kind])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", framealpha=0.7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(out / f"fig6_structured_speedup.{ext}", dpi=150)
