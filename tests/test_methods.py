@@ -490,9 +490,10 @@ def test_global_quantile_bracketed_search_equals_the_full_selection(hint_factor,
     calls: list[int] = []
     kthvalue = torch.kthvalue
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return kthvalue(*args, **kwargs)
+    def counted(values, *args, **kwargs):
+        if values.numel() > 1 << 17:  # a selection over (nearly) all values, not over a bracket
+            calls.append(1)
+        return kthvalue(values, *args, **kwargs)
 
     g = torch.Generator().manual_seed(1)
     for trial in range(4):
@@ -502,7 +503,9 @@ def test_global_quantile_bracketed_search_equals_the_full_selection(hint_factor,
             parts = [torch.round(p * 40) / 40 for p in parts]  # many repeated values
         flat = torch.cat(parts)
         for q in (0.0, 0.5, 0.9, 0.97, 1.0):
-            full = st3.global_quantile(flat, q)  # no hint, one tensor: the bracket, else kthvalue
+            monkeypatch.setattr(st3, "_BRACKET_MIN", 1 << 40)
+            full = st3.global_quantile(flat, q)  # the reference: the full kthvalue selection
+            monkeypatch.undo()
             hint = None if hint_factor is None else max(float(full), 0.5) * hint_factor
             calls.clear()
             monkeypatch.setattr(torch, "kthvalue", counted)

@@ -108,16 +108,16 @@ def channel_rescale(theta: Tensor, shrunk: Tensor, threshold: Tensor | float) ->
 
     :math:`r_o = (\\operatorname{mean}(|\\theta|\\,M) + 10^{-6}) / (\\operatorname{mean}(|\\theta|) + 10^{-6})`
     over all dims but the first, with :math:`M = 1[|\\theta| > t]`. Read from ``shrunk`` =
-    :math:`S_t(\\theta)` in three reductions and no temporary tensor: a kept weight has
+    :math:`S_t(\\theta)` (row sums of flat copies, the fast CPU reductions): a kept weight has
     :math:`|\\theta| = |S_t(\\theta)| + t`, so :math:`\\sum|\\theta|M = \\lVert S_t(\\theta)\\rVert_1 +
     t\\,\\#\\{S_t(\\theta) \\ne 0\\}` (equal up to rounding).
     """
     with torch.no_grad():
-        dims = tuple(range(1, theta.dim()))
-        n = theta[0].numel()
-        count = torch.count_nonzero(shrunk, dim=dims).to(theta.dtype)
-        kept = (torch.linalg.vector_norm(shrunk, 1, dim=dims) + count * threshold) / n
-        total = torch.linalg.vector_norm(theta, 1, dim=dims) / n
+        c, n = theta.shape[0], theta[0].numel()
+        kept_abs = shrunk.abs().reshape(c, n)  # flat rows: row sums are several times faster than dims
+        count = kept_abs.sign().sum(1)  # exact in float: a row has far fewer than 2^24 weights
+        kept = (kept_abs.sum(1) + count * threshold) / n
+        total = theta.abs().reshape(c, n).sum(1) / n
         ratio = (kept + 1e-6) / (total + 1e-6)
         return (1.01 / (ratio + 0.01)).reshape((-1,) + (1,) * (theta.dim() - 1))
 
