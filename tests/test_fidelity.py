@@ -104,6 +104,13 @@ def test_str_from_the_command_line_prunes(tmp_path):
     assert res["sparsity"] > 0.005
     config = (tmp_path / "ann_resnet18_str" / "config.json").read_text()
     assert '"s_init": -5.0' in config
+    # steps.csv logs the learned thresholds from device snapshots resolved once per epoch: plain numbers,
+    # rising step by step, the last one the final mean threshold
+    import csv
+
+    with open(tmp_path / "ann_resnet18_str" / "steps.csv") as f:
+        thresholds = [float(r["threshold"]) for r in csv.DictReader(f)]
+    assert thresholds[-1] == pytest.approx(res["threshold"], rel=1e-5) and len(set(thresholds)) > 1  # 6 digits
 
 
 # ----------------------------------------------------------------------------------- LATS closed form

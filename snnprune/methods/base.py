@@ -428,6 +428,17 @@ class Pruner:
             return dict(value)
         return dict.fromkeys(self.layers, float(value))
 
+    def _threshold_snapshot(self) -> Tensor | None:
+        """The thresholds in force as a tensor on the model's device, read without a host sync, for
+        methods that keep them there (STR, LTP, ST-3); None where :meth:`get_last_threshold` is free
+        (Python floats). :meth:`_thresholds_from_snapshot` turns its values into that dict later, so the
+        training loop logs every step with one sync per epoch."""
+        return None
+
+    def _thresholds_from_snapshot(self, values: list[float]) -> dict[str, float]:
+        """:meth:`get_last_threshold` as it was when :meth:`_threshold_snapshot` gave ``values``."""
+        return dict(zip(self.layers, values, strict=True))
+
     def regularization(self) -> Tensor:
         """Extra loss term (0 except for LTP's soft L0)."""
         first = next(iter(self.layers.values()))

@@ -14,8 +14,9 @@ from snnprune.threshold.parametrization import LTP_GRADIENTS, LearnedThresholdMa
 __all__ = ["LTPPruner", "STRPruner"]
 
 
-def _per_layer(values: list[Tensor], names: list[str]) -> dict[str, float]:
-    return dict(zip(names, torch.stack([v.detach().reshape(()) for v in values]).tolist(), strict=True))
+def _stacked(values: list[Tensor]) -> Tensor:
+    """Per-layer 0-d thresholds as one detached 1-D tensor (on their device, no host sync)."""
+    return torch.stack([v.detach().reshape(()) for v in values])
 
 
 @register_method("str")
@@ -65,8 +66,10 @@ class STRPruner(Pruner):
     @property
     def threshold(self) -> dict[str, float]:
         """Per-layer :math:`\\sigma(s_l)` (one host sync)."""
-        values = [m.parametrizations.weight[0].effective_threshold() for m in self.layers.values()]
-        return _per_layer(values, list(self.layers))
+        return dict(zip(self.layers, self._threshold_snapshot().tolist(), strict=True))
+
+    def _threshold_snapshot(self) -> Tensor:
+        return _stacked([m.parametrizations.weight[0].effective_threshold() for m in self.layers.values()])
 
 
 @register_method("ltp")
@@ -147,5 +150,8 @@ class LTPPruner(Pruner):
 
     @property
     def threshold(self) -> dict[str, float]:
-        """Per-layer :math:`\\tau_l` (in units of :math:`\\theta^2`)."""
-        return _per_layer([m.parametrizations.weight[0].tau for m in self.layers.values()], list(self.layers))
+        """Per-layer :math:`\\tau_l` (in units of :math:`\\theta^2`; one host sync)."""
+        return dict(zip(self.layers, self._threshold_snapshot().tolist(), strict=True))
+
+    def _threshold_snapshot(self) -> Tensor:
+        return _stacked([m.parametrizations.weight[0].tau for m in self.layers.values()])

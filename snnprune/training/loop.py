@@ -104,12 +104,25 @@ def mean_threshold(pruner: Any) -> float:
     Returns:
         The threshold (0 for a pruner without layers).
     """
-    values = list(pruner.get_last_threshold().values())
+    return _mean_of(list(pruner.get_last_threshold().values()))
+
+
+def _mean_of(values: list[float]) -> float:
     if not values:
         return 0.0
     if all(v == values[0] for v in values):
         return float(values[0])
     return float(np.mean(values))
+
+
+def _resolve_thresholds(rows: list[list[Any]], pruner: Any) -> None:
+    """Replace the device snapshots in the rows' threshold column by :func:`mean_threshold`'s value, with
+    one host sync for the whole epoch (see ``Pruner._threshold_snapshot``)."""
+    pending = [r for r in rows if isinstance(r[3], torch.Tensor)]
+    if not pending:
+        return
+    for row, values in zip(pending, torch.stack([r[3] for r in pending]).tolist(), strict=True):
+        row[3] = _mean_of(list(pruner._thresholds_from_snapshot(values).values()))
 
 
 def _accuracy(
@@ -224,7 +237,8 @@ def train_one_epoch(
                 sums[1] += _accuracy(out.float(), y, (1,))[0]
                 sums[2] += len(y)
             losses.append(loss_d)
-            rows.append([global_step, epoch, lr, mean_threshold(pruner)])
+            snapshot = pruner._threshold_snapshot()  # no host sync per step (resolved after the epoch)
+            rows.append([global_step, epoch, lr, mean_threshold(pruner) if snapshot is None else snapshot])
             logged = log_every and (i + 1) % log_every == 0
             postfix = progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1)
             if check_each_step or ((logged or postfix) and not distributed):
@@ -252,6 +266,7 @@ def train_one_epoch(
             raise NonFiniteLossError(epoch, first_step + (bad or 0), float(losses[bad or 0]))
     elif bad is not None:
         raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
+    _resolve_thresholds(rows, pruner)
     step_rows: list[list[Any]] = []
     if losses:
         for row, loss_v in zip(rows, torch.stack(losses).tolist(), strict=True):
