@@ -110,7 +110,9 @@ def test_str_from_the_command_line_prunes(tmp_path):
 
     with open(tmp_path / "ann_resnet18_str" / "steps.csv") as f:
         thresholds = [float(r["threshold"]) for r in csv.DictReader(f)]
-    assert thresholds[-1] == pytest.approx(res["threshold"], rel=1e-5) and len(set(thresholds)) > 1  # 6 digits
+    assert (
+        thresholds[-1] == pytest.approx(res["threshold"], rel=1e-5) and len(set(thresholds)) > 1
+    )  # 6 digits
 
 
 # ----------------------------------------------------------------------------------- LATS closed form
