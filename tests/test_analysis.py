@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Probe
 from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 from torch.nn.utils import parametrize
@@ -31,18 +32,6 @@ class _Mask(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w * self.mask
-
-
-class _Probe(nn.Module):
-    """A spiking wrapper: makes the model 'spiking' without touching the layer input."""
-
-    def __init__(self, syn: nn.Module) -> None:
-        super().__init__()
-        self.syn = syn
-        self.sn = neuron.IFNode()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sn(self.syn(x))
 
 
 def _sops(report: Report, name: str) -> float:
@@ -82,14 +71,14 @@ def test_conv_sops_hand_computed_padding_stride():
     x = torch.zeros(1, 1, 3, 3)
     x[0, 0, 1, 1] = 1.0
     x[0, 0, 0, 0] = 1.0
-    r = analyze(_Probe(conv), x, progress=False)
+    r = analyze(Probe(conv), x, progress=False)
     assert _sops(r, "syn") == 3
     assert r["syn"]["input"] == "spikes"
     assert r["syn"]["macs"] == 0
     assert r["syn"]["dense_macs"] == 4 * 9  # 4 output positions x 9 weights
     assert r["syn"]["sparsity"] == pytest.approx(2 / 9)
     _set_weight(conv, torch.ones(1, 1, 3, 3))
-    assert _sops(analyze(_Probe(conv), x, progress=False), "syn") == 5
+    assert _sops(analyze(Probe(conv), x, progress=False), "syn") == 5
 
 
 @pytest.mark.filterwarnings("ignore:analyze. the first layer")  # spike counts fed on purpose
@@ -99,12 +88,12 @@ def test_linear_sops_hand_computed_and_integer_counts():
     w = torch.tensor([[1.0, 0.0, 0.0, 2.0], [1.0, 3.0, 0.0, 0.0], [1.0, 0.0, 0.0, -1.0]])
     _set_weight(lin, w)
     x = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 2.0, 1.0, 1.0]])  # 3+1+0 = 4 ; 2*1+0+2 = 4
-    r = analyze(_Probe(lin), x, progress=False)
+    r = analyze(Probe(lin), x, progress=False)
     assert r["syn"]["sops"] == 4.0  # per sample
     assert r["syn"]["input"] == "counts"  # a 2 (SEW ADD) is an integer count
     assert r["syn"]["firing_rate"] == pytest.approx(7 / 8)  # mean input value
     # a value of 2 counts twice
-    r2 = analyze(_Probe(lin), torch.tensor([[2.0, 0.0, 0.0, 0.0]]), progress=False)
+    r2 = analyze(Probe(lin), torch.tensor([[2.0, 0.0, 0.0, 0.0]]), progress=False)
     assert r2["syn"]["sops"] == 6.0
     assert r2["syn"]["energy_pj"] == pytest.approx(6 * 0.9)
 
@@ -115,7 +104,7 @@ def test_depthwise_and_grouped_conv_sops():
     x = torch.zeros(1, 2, 2, 2)
     x[0, 0].view(-1)[:3] = 1.0  # 3 spikes on the pruned channel
     x[0, 1].view(-1)[:2] = 1.0  # 2 spikes on the live channel
-    assert _sops(analyze(_Probe(dw), x, progress=False), "syn") == 2
+    assert _sops(analyze(Probe(dw), x, progress=False), "syn") == 2
 
     g = nn.Conv2d(4, 4, 1, groups=2, bias=False)  # each input channel feeds 2 output channels
     w = torch.ones(4, 2, 1, 1)
@@ -124,7 +113,7 @@ def test_depthwise_and_grouped_conv_sops():
     x = torch.zeros(1, 4, 1, 1)
     x[0, 0] = 1.0
     x[0, 3] = 1.0
-    assert _sops(analyze(_Probe(g), x, progress=False), "syn") == 1 + 2
+    assert _sops(analyze(Probe(g), x, progress=False), "syn") == 1 + 2
 
 
 @pytest.mark.filterwarnings("ignore:analyze. the first layer")  # spike counts fed on purpose
@@ -151,7 +140,7 @@ def test_fanout_identity_matches_direct_masked_conv(kwargs, dim):
     x = torch.randint(0, 4, shape).float()  # spike counts 0..3
     mask = (conv.weight != 0).float()
     expected = conv._conv_forward(x, mask, None).sum().item()
-    r = analyze(_Probe(conv), x, progress=False)
+    r = analyze(Probe(conv), x, progress=False)
     assert _sops(r, "syn") == pytest.approx(expected, rel=1e-12)
 
 
@@ -160,7 +149,7 @@ def test_real_valued_input_counts_effective_macs():
     with torch.no_grad():
         conv.weight[:2] = 0.0  # half the output channels pruned
     x = torch.rand(5, 2, 6, 6) + 0.1
-    r = analyze(_Probe(conv), x, progress=False)
+    r = analyze(Probe(conv), x, progress=False)
     row = r["syn"]
     assert row["input"] == "real" and row["sops"] == 0 and row["firing_rate"] is None
     assert row["dense_macs"] == 36 * 4 * 2 * 9
@@ -186,11 +175,11 @@ def test_pruning_half_of_the_weights_halves_sops_parametrized():
     torch.manual_seed(1)
     conv = nn.Conv2d(3, 8, 3, padding=1, stride=2)
     x = (torch.rand(4, 3, 9, 9) < 0.3).float()
-    dense = _sops(analyze(_Probe(conv), x, progress=False), "syn")
+    dense = _sops(analyze(Probe(conv), x, progress=False), "syn")
     mask = torch.ones_like(conv.weight)
     mask[::2] = 0.0  # every other output channel: each input position loses exactly half its fan-out
     parametrize.register_parametrization(conv, "weight", _Mask(mask))
-    r = analyze(_Probe(conv), x, progress=False)
+    r = analyze(Probe(conv), x, progress=False)
     assert _sops(r, "syn") == dense / 2
     assert r["syn"]["sparsity"] == 0.5
     assert r["syn"]["params"] == 8 * 3 * 9 + 8  # effective weight + bias, not the mask buffer
@@ -491,6 +480,6 @@ def test_soft_threshold_parametrized_layer_reads_effective_weight():
     w = conv.weight.detach()
     x = (torch.rand(2, 2, 5, 5) < 0.5).float()
     expected = F.conv2d(x, (w != 0).float(), padding=1).sum().item()
-    r = analyze(_Probe(conv), x, progress=False)
+    r = analyze(Probe(conv), x, progress=False)
     assert _sops(r, "syn") == expected
     assert r["syn"]["sparsity"] == pytest.approx((w == 0).float().mean().item())

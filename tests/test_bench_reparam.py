@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_script
 
 
 def test_bench_reparam_tiny(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "_snnprune_bench_reparam", ROOT / "scripts" / "bench_reparam.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_reparam")
     out = tmp_path / "bench.json"
     res = bench.main(
         ["--width", "4", "--img-size", "16", "--batch-size", "2", "--num-classes", "10", "--rounds", "2",

@@ -3,13 +3,13 @@ resolve, and the README's "Add your own method" example runs as written."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 import snnprune
 from snnprune.methods import Pruner, ScheduledThresholdPruner
@@ -90,11 +90,7 @@ def test_readme_add_your_own_method_runs_as_written(tmp_path):
         (new,) = set(_REGISTRY) - names_before
         assert new in snnprune.METHODS
         # the registered method trains through the SNN training script, like any built-in one
-        spec = importlib.util.spec_from_file_location(
-            "_snnprune_doc_train_sew", ROOT / "scripts" / "train_sew.py"
-        )
-        sew = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sew)
+        sew = load_script("train_sew")
         res = sew.main(
             ["--method", new, "--final-threshold", "0.05", "--width", "8", "--epochs", "1", "--batch-size", "16",
              "--limit-train-batches", "2", "--limit-test-batches", "1", "--analyze-batches", "1", "--T", "2",

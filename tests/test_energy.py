@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import Probe
 from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
@@ -28,21 +29,11 @@ from snnprune.analysis.energy import HOROWITZ_SRAM_64BIT_PJ, add_pj, mult_pj
 FLAT = {"sram_pj": ((0.0, 64.0),), "sram_word_bits": 64}
 
 
-class _Probe(nn.Module):
-    def __init__(self, syn: nn.Module) -> None:
-        super().__init__()
-        self.syn = syn
-        self.sn = neuron.IFNode()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sn(self.syn(x))
-
-
 def _linear_probe() -> nn.Module:
     lin = nn.Linear(4, 3, bias=False)
     with torch.no_grad():  # non-zero synapses per input column: [3, 1, 0, 2]; dense fan-out 3
         lin.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 2.0], [1.0, 3.0, 0.0, 0.0], [1.0, 0.0, 0.0, -1.0]]))
-    return _Probe(lin)
+    return Probe(lin)
 
 
 _X = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])  # SOPs 3+1 and 1+0+2: 3.5 per sample
@@ -167,13 +158,11 @@ def test_sparse_weights_cut_weight_reads_by_density_plus_index_overhead():
     conv = nn.Conv2d(3, 8, 3, padding=1, stride=2, bias=False)
     x = (torch.rand(4, 3, 9, 9) < 0.3).float()
     base = dict(weight_bits=8, index_bits=4, potential_per_sop=False, **FLAT)
-    dense = analyze(_Probe(conv), x, energy=EnergyModel(weight_format="dense", **base), progress=False)["syn"]
+    dense = analyze(Probe(conv), x, energy=EnergyModel(weight_format="dense", **base), progress=False)["syn"]
     with torch.no_grad():
         conv.weight[::2] = 0.0  # density 1/2, every input loses exactly half its fan-out
     for fmt, factor in (("csr", 0.5 * (1 + 4 / 8)), ("bitmask", 0.5 + 1 / 8), ("dense", 1.0)):
-        sparse = analyze(_Probe(conv), x, energy=EnergyModel(weight_format=fmt, **base), progress=False)[
-            "syn"
-        ]
+        sparse = analyze(Probe(conv), x, energy=EnergyModel(weight_format=fmt, **base), progress=False)["syn"]
         read = sparse["energy_weights_pj"] + sparse["energy_index_pj"]
         assert read == pytest.approx(factor * dense["energy_weights_pj"]), fmt
     # with Horowitz's size-dependent SRAM the smaller (pruned, compressed) memory is also cheaper per bit
@@ -267,13 +256,13 @@ def test_syops_convention_rules():
     with torch.no_grad():
         conv.weight[:2] = 0.0  # zero weights are counted anyway
     x = (torch.rand(5, 2, 6, 6) < 0.3).float()
-    r = analyze(_Probe(conv), x, convention="syops", progress=False)["syn"]
+    r = analyze(Probe(conv), x, convention="syops", progress=False)["syn"]
     dense_macs = 36 * 4 * 2 * 9
     assert r["sops"] == pytest.approx(dense_macs * x.mean().item())  # dense ops x mean input rate
     counts = x * 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        c = analyze(_Probe(conv), counts, convention="syops", progress=False)["syn"]
+        c = analyze(Probe(conv), counts, convention="syops", progress=False)["syn"]
     assert c["sops"] == 0 and c["macs"] == dense_macs  # integer (non-binary) input: all dense MACs
 
     class Tiny(nn.Module):  # encoder runs once per sample, its output repeated T times
@@ -297,7 +286,7 @@ def test_syops_convention_rules():
 def _pair(rate: float, seed: int = 0):
     torch.manual_seed(seed)
     lin = nn.Linear(32, 16, bias=False)
-    snn = _Probe(lin)
+    snn = Probe(lin)
     snn.sn = neuron.IFNode(v_threshold=0.1)  # fires: the overall rate is measured
 
     class Twin(nn.Module):  # the ANN twin: same layer name, ReLU instead of the spiking neuron
@@ -455,11 +444,11 @@ def test_integer_pixels_at_the_first_layer_warn():
     with pytest.warns(
         UserWarning, match=r"first layer 'syn' receives integers above 1 .* normalise the input"
     ):
-        analyze(_Probe(conv), pixels, progress=False)
+        analyze(Probe(conv), pixels, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        analyze(_Probe(conv), pixels / 255, progress=False)  # normalised: real-valued MACs, no warning
-        analyze(_Probe(conv), (pixels > 128).float(), progress=False)  # binary spikes: no warning
+        analyze(Probe(conv), pixels / 255, progress=False)  # normalised: real-valued MACs, no warning
+        analyze(Probe(conv), (pixels > 128).float(), progress=False)  # binary spikes: no warning
 
 
 def test_energy_figure_pruned_twin_scales_by_layer_density():

@@ -3,11 +3,9 @@ per-iteration scheduler, and ST-3's fixed-mask fine-tuning phase."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import load_script
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
@@ -15,16 +13,8 @@ from snnprune import sparsify, sparsity
 from snnprune.methods import schedules
 from snnprune.threshold import LearnedThresholdMask, register_parametrization
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "3",
         "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_snnprune_fid_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _net(seed: int = 0) -> nn.Sequential:
@@ -97,7 +87,7 @@ def test_ltp_l0_coeff_relates_to_the_papers_lambda():
 
 # ------------------------------------------------------------------------------------------------ STR
 def test_str_from_the_command_line_prunes(tmp_path):
-    ann = _load("train_ann")
+    ann = load_script("train_ann")
     res = ann.main(
         [*TINY, "--method", "str", "--s-init", "-5", "--weight-decay", "5e-4", "--output-dir", str(tmp_path)]
     )
@@ -142,7 +132,7 @@ def test_lats_closed_form_with_a_per_iteration_scheduler_is_the_authors_formula(
 
 
 def test_closed_form_with_lr_step_per_iter_trains_from_the_cli(tmp_path):
-    sew = _load("train_sew")
+    sew = load_script("train_sew")
     res = sew.main(
         [*TINY, "--T", "2", "--method", "lats", "--lats-schedule", "closed_form", "--lr-step-per-iter",
          "--output-dir", str(tmp_path)]

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(f"_fig_test_{name}", SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mf = _load("make_figures")
-sweep = _load("sweep")
+mf = load_script("make_figures")
+sweep = load_script("sweep")
 
 METRIC_COLS = (
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"

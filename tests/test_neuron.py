@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate
@@ -1037,11 +1038,7 @@ def test_gpu_sew_resnet18_cupy_matches_spikingjelly():
 
 def test_bench_neurons_cpu_mode_runs_the_fused_node_path(tmp_path, capsys, monkeypatch):
     """scripts/bench_neurons.py --cpu: host time of the node path with a no-op launcher, bytes vs floors."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_neurons", ROOT / "scripts" / "bench_neurons.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_neurons")
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the test process's setting
     out = tmp_path / "b.json"
     argv = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import load_script
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
@@ -200,21 +201,10 @@ def test_sparse_file_round_trip_and_sizes(tmp_path):
         load_sparse(tmp_path / "other.pth")
 
 
-def _script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_snnprune_structured_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_filter_export_writes_compact_and_packed_files(tmp_path, capsys):
     import models
 
-    sew = _script("train_sew")
+    sew = load_script("train_sew")
     tiny = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2", "--T", "2",
             "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
     summary = sew.main(["--method", "slats", "--granularity", "filter", "--final-threshold", "0.2",
@@ -243,7 +233,7 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     from snnprune.training.cli import parse_args
     from snnprune.training.data import build_datasets
 
-    ann = _script("train_ann")
+    ann = load_script("train_ann")
     tiny = ["--width", "8", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "3",
             "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path),
             "--method", "lats", "--granularity", "filter", "--final-threshold", "0.5"]  # fmt: skip
