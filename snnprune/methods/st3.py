@@ -50,19 +50,26 @@ def global_quantile(values: Tensor | Sequence[Tensor], q: float, hint: float | N
     hi = min(lo + 1, n - 1)
     if hi == lo or pos == lo:
         hi = lo
-    if n > _BRACKET_MIN and all(p.device.type == "cpu" for p in parts):
-        stats = _order_stats_bracketed(parts, lo, hi, hint)
-        if stats is not None:
-            v_lo, v_hi = stats
-            return v_lo if hi == lo else v_lo + (pos - lo) * (v_hi - v_lo)
-    flat = parts[0] if len(parts) == 1 else torch.cat(parts)
-    v_lo = torch.kthvalue(flat, lo + 1).values
+    bracketed = n > _BRACKET_MIN and all(p.device.type == "cpu" for p in parts)
+    stats = _order_stats_bracketed(parts, lo, hi, hint) if bracketed else None
+    if stats is None:  # the full selection: off the CPU, small inputs, or a bracket that missed
+        stats = _order_pair(parts[0] if len(parts) == 1 else torch.cat(parts), lo, hi)
+    v_lo, v_hi = stats
+    return v_lo if hi == lo else v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def _order_pair(values: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    """The ``lo``-th and ``hi``-th smallest of 1-D ``values`` (0-based, ``hi`` = ``lo`` or ``lo + 1``).
+
+    One ``kthvalue``; the next order statistic is ``v_lo`` again when it is repeated, else the smallest
+    value above it (two cheap passes, no host sync).
+    """
+    v_lo = torch.kthvalue(values, lo + 1).values
     if hi == lo:
-        return v_lo
-    repeated = (flat <= v_lo).sum() >= hi + 1  # the (hi+1)-th smallest is v_lo itself
-    above = flat.masked_fill(flat <= v_lo, float("inf")).min()
-    v_hi = torch.where(repeated, v_lo, above)
-    return v_lo + (pos - lo) * (v_hi - v_lo)
+        return v_lo, v_lo
+    repeated = (values <= v_lo).sum() >= hi + 1
+    above = values.masked_fill(values <= v_lo, float("inf")).min()
+    return v_lo, torch.where(repeated, v_lo, above)
 
 
 def _bracket_stats(
@@ -79,13 +86,7 @@ def _bracket_stats(
     if upto < hi + 1:
         return None
     inside = torch.cat([p[(p >= a) & (p <= b)] for p in parts])
-    v_lo = torch.kthvalue(inside, lo - below + 1).values
-    if hi == lo:
-        return v_lo, v_lo
-    # the next order statistic: v_lo again when repeated, else the smallest value above it
-    if int(torch.count_nonzero(inside <= v_lo)) >= hi - below + 1:
-        return v_lo, v_lo
-    return v_lo, inside.masked_fill(inside <= v_lo, float("inf")).min()
+    return _order_pair(inside, lo - below, hi - below)
 
 
 def _order_stats_bracketed(
@@ -108,7 +109,7 @@ def _order_stats_bracketed(
     m = sample.numel()
     level = lo / max(n - 1, 1)
     spread = 4.0 * math.sqrt(m * level * (1 - level)) + 2  # 4 standard deviations of a sample rank
-    ia = math.floor(lo / max(n - 1, 1) * (m - 1) - spread)
+    ia = math.floor(level * (m - 1) - spread)
     ib = math.ceil(hi / max(n - 1, 1) * (m - 1) + spread)
     a = sample[ia] if ia > 0 else torch.tensor(float("-inf"), dtype=dtype)
     b = sample[ib] if ib < m - 1 else torch.tensor(float("inf"), dtype=dtype)
@@ -270,10 +271,11 @@ class ST3Pruner(Pruner):
         hint = float(self._global) if cpu and self._global is not None else None
         t = global_quantile(mags, r, hint=hint)
         self._global = t
+        t_cpu = float(t) if t.device.type == "cpu" else None  # a float: the forward runs one softshrink
         for n, module in self.layers.items():
             p = module.parametrizations.weight[0]
-            if t.device.type == "cpu":  # a Python float lets the forward run one fused softshrink
-                p.set_threshold(float(t) * self.sigmas[n])
+            if t_cpu is not None:
+                p.set_threshold(t_cpu * self.sigmas[n])
             else:
                 p.threshold.copy_(t * self.sigmas[n])
         if self.finetune_steps and self.step_count == self.fix_step:
