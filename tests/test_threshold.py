@@ -324,3 +324,30 @@ def test_scalar_fast_path_follows_every_write_to_the_buffer():
     per_channel = SoftThreshold(torch.zeros(3, 1), grad="ste")
     per_channel.set_threshold(0.5)
     assert torch.equal(per_channel(torch.ones(3, 4)), torch.full((3, 4), 0.5))
+
+
+def test_compiled_forward_follows_the_threshold_without_recompiling():
+    """torch.compile traces the threshold as a tensor: a scheduled update neither recompiles nor is missed."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 4)
+    p = register_soft_threshold(layer, "weight", 0.0).parametrizations.weight[0]
+    counter = CompileCounter()
+    compiled = torch.compile(layer, backend=counter)
+    x = torch.randn(2, 8)
+    theta = layer.parametrizations.weight.original.detach()
+    for d in (0.05, 0.1, 0.2, 0.3):
+        p.set_threshold(d)
+        expected = nn.functional.linear(x, theta.sign() * (theta.abs() - d).clamp_min(0), layer.bias)
+        torch.testing.assert_close(compiled(x), expected)
+    assert counter.frame_count == 1
+
+
+def test_parametrization_buffers_follow_the_weight_device():
+    """A layer already on another device (here ``meta``; ``cuda`` in tests/test_gpu.py) gets its threshold
+    buffer there, so ``model.cuda()`` followed by ``sparsify`` works."""
+    layer = nn.Linear(4, 3, device="meta")
+    p = register_soft_threshold(layer, "weight", 0.1).parametrizations.weight[0]
+    assert p.threshold.device.type == "meta"
+    assert layer.parametrizations.weight.original.device.type == "meta"

@@ -112,7 +112,13 @@ class SoftThreshold(nn.Module):
             self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
 
     def _threshold_arg(self) -> Tensor | float:
-        """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote."""
+        """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote.
+
+        Under ``torch.compile`` always the tensor: a Python float would be baked into the graph and guarded
+        on, so every threshold update would recompile (seen on an H200: LATS hit dynamo's recompile limit).
+        """
+        if torch.compiler.is_compiling():
+            return self.effective_threshold()
         scalar = self._scalar
         if scalar is not None and not self.learnable and scalar[0] == self.threshold._version:
             return scalar[1]
@@ -298,6 +304,9 @@ def _dense_checkpoint_compat_hook(
 def register_parametrization(module: nn.Module, name: str, parametrization: nn.Module) -> nn.Module:
     """Register ``parametrization`` on ``module.<name>`` plus the dense-checkpoint compat hook.
 
+    The parametrization's buffers and parameters (threshold, mask, learned threshold) are moved to the
+    tensor's device first, so a model already on a GPU can be pruned (``model.cuda()`` then ``sparsify``).
+
     Args:
         module: layer holding the tensor.
         name: tensor name (``"weight"``).
@@ -316,6 +325,7 @@ def register_parametrization(module: nn.Module, name: str, parametrization: nn.M
             f"{parametrize.type_before_parametrizations(module).__name__}.{name} is already parametrized; "
             "call snnprune.finalize(model) or remove_soft_threshold(module) first"
         )
+    parametrization.to(getattr(module, name).device)
     parametrize.register_parametrization(module, name, parametrization)
     hooks = module.__dict__.setdefault(_HOOKS_ATTR, {})
     if name not in hooks:
