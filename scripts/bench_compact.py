@@ -15,12 +15,15 @@ weight values, so no training is needed here; accuracy at each sparsity comes fr
 (``scripts/make_structured_figure.py``).
 
 Prints a table (min and median per cell, speed-up = dense min / variant min) and writes JSON (``--json``).
-One intra-op thread by default (``--threads``), so the numbers measure the kernels, not the scheduler.
+One intra-op thread by default on the CPU (``--threads``), so the numbers measure the kernels, not the
+scheduler. ``--device cuda`` times the same cells on a GPU (models and inputs moved there after compaction,
+the device synchronized around every timed call).
 
 Usage::
 
     python scripts/bench_compact.py --json /tmp/bench_compact.json
     python scripts/bench_compact.py --widths 16 --sparsities 0.5 --repeats 3 --json out.json  # quick
+    python scripts/bench_compact.py --device cuda --repeats 20 --repeats-wide 20 --json gpu.json
 """
 
 from __future__ import annotations
@@ -81,9 +84,13 @@ def compacted(kind: str, width: int, T: int, sparsity: float, x: torch.Tensor) -
     return snnprune.compact(model, x)
 
 
-def _time(fn: Any) -> float:
+def _time(fn: Any, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -118,14 +125,16 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Time every (kind, width, sparsity, measure) cell, interleaving the sparsities; returns the rows."""
     rows: list[dict[str, Any]] = []
     sparsities = [0.0] + [p for p in args.sparsities if p > 0]
+    device = torch.device(args.device)
     for kind in args.kinds:
         for width in args.widths:
             g = torch.Generator().manual_seed(0)
             x1 = torch.rand(1, 1, 28, 28, generator=g)
-            x64 = torch.rand(args.batch, 1, 28, 28, generator=g)
-            y64 = torch.randint(0, 10, (args.batch,), generator=g)
-            nets = {p: compacted(kind, width, args.T, p, x1) for p in sparsities}
-            train_nets = {p: compacted(kind, width, args.T, p, x1).train() for p in sparsities}
+            x64 = torch.rand(args.batch, 1, 28, 28, generator=g).to(device)
+            y64 = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+            nets = {p: compacted(kind, width, args.T, p, x1).to(device) for p in sparsities}
+            train_nets = {p: compacted(kind, width, args.T, p, x1).to(device).train() for p in sparsities}
+            x1 = x1.to(device)
             measures = {
                 "infer_b1": {p: _infer(nets[p].eval(), x1) for p in sparsities},
                 f"infer_b{args.batch}": {p: _infer(nets[p].eval(), x64) for p in sparsities},
@@ -138,7 +147,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                     fn()
                 for _ in range(repeats):
                     for p, fn in fns.items():
-                        times[p].append(_time(fn))
+                        times[p].append(_time(fn, device))
                 base = min(times[0.0])
                 for p in sparsities:
                     rows.append(
@@ -183,6 +192,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="torch.set_num_threads (default 1: on an oversubscribed shared CPU, 2 OpenMP threads wait on "
         "each other's time slices and a batch-1 SEW forward takes 100x longer; 0 = torch's default)",
     )
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (timed with device synchronization)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows and the machine as JSON")
     return p
 
@@ -196,10 +206,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"--sparsities: {p} is not in [0, 1); give channel fractions such as 0.5")
     if min(args.widths) < 4 or args.repeats < 1 or args.repeats_wide < 1:
         parser.error("--widths must be >= 4 and --repeats/--repeats-wide >= 1")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device: {args.device!r} is not a device; give cpu or cuda")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device: {args.device!r} is not supported; give cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = {
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "processor": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -210,8 +228,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     rows = bench(args)
-    if torch.cuda.is_available():
-        print("# CUDA is available but this benchmark times the CPU only")
+    if torch.cuda.is_available() and device.type == "cpu":
+        print("# CUDA is available; this run timed the CPU (--device cuda times the GPU)")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import load_script
@@ -299,3 +301,43 @@ def test_recalibrate_bn_estimates_the_current_statistics():
         expected = model.conv1(X).mean((0, 2, 3))  # the cumulative average over both = full-batch mean
     torch.testing.assert_close(model.bn1.running_mean, expected, rtol=1e-5, atol=1e-6)
     assert not model.training and model.bn1.momentum == 0.1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--sparsities", "1.5"], "--sparsities: 1.5 is not in [0, 1)"),
+        (["--widths", "2"], "--widths must be >= 4"),
+        (["--repeats", "0"], "--repeats/--repeats-wide >= 1"),
+        (["--device", "tpu"], "--device: 'tpu' is not a device"),
+        (["--device", "meta"], "--device: 'meta' is not supported"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device cuda: no CUDA device is visible",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible"),
+        ),
+    ],
+)
+def test_bench_compact_bad_options_exit_2_with_one_line(argv, message, capsys):
+    bench = load_script("bench_compact")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_bench_compact_tiny_run_writes_rows_and_json(tmp_path):
+    bench = load_script("bench_compact")
+    out = tmp_path / "b.json"
+    rows = bench.main(
+        ["--kinds", "ann", "--widths", "8", "--sparsities", "0.5", "--repeats", "1", "--batch", "4",
+         "--json", str(out)]
+    )  # fmt: skip
+    assert {(r["channel_sparsity"], r["measure"]) for r in rows} == {
+        (p, m) for p in (0.0, 0.5) for m in ("infer_b1", "infer_b4", "train_b4")
+    }
+    half = next(r for r in rows if r["channel_sparsity"] == 0.5)
+    assert half["params"] < next(r for r in rows if r["channel_sparsity"] == 0.0)["params"]
+    written = json.loads(out.read_text())
+    assert written["machine"]["device"] == "cpu" and len(written["rows"]) == 6
