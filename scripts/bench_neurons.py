@@ -382,18 +382,24 @@ def _gpu_main(args) -> dict:
 
                 before = ops.LAUNCHES["fwd"]
                 row = {"neuron": kind, "impl": impl, "dtype": dname}
-                for phase, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-                    eager = _time_ms(fn, args.iters, args.repeats, args.warmup)
-                    row[f"{phase}_ms"] = eager
-                    row[f"{phase}_floor_ms"] = floor[phase]
-                    try:
-                        row[f"{phase}_graph_ms"] = _graph_ms(fn, args.iters, args.repeats, args.warmup)
-                    except Exception as err:  # a baseline that cannot be captured keeps its eager row
-                        row[f"{phase}_graph_ms"] = None
-                        row[f"{phase}_graph_error"] = repr(err)[:200]
-                if impl == "snnprune" and ops.LAUNCHES["fwd"] == before:
-                    raise RuntimeError("the snnprune rows did not run the fused kernels (sentinel unchanged)")
+                try:
+                    for phase, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+                        row[f"{phase}_floor_ms"] = floor[phase]
+                        row[f"{phase}_ms"] = _time_ms(fn, args.iters, args.repeats, args.warmup)
+                        try:
+                            row[f"{phase}_graph_ms"] = _graph_ms(fn, args.iters, args.repeats, args.warmup)
+                        except Exception as err:  # a baseline that cannot be captured keeps its eager row
+                            row[f"{phase}_graph_ms"] = None
+                            row[f"{phase}_graph_error"] = repr(err)[:200]
+                            torch.cuda.synchronize()
+                    if impl == "snnprune" and ops.LAUNCHES["fwd"] == before:
+                        raise RuntimeError(
+                            "the snnprune row did not run the fused kernels (sentinel unchanged)"
+                        )
+                except Exception as err:  # one failing implementation must not hide the other rows
+                    row = {"neuron": kind, "impl": impl, "dtype": dname, "error": repr(err)[:300]}
                 results["rows"].append(row)
+                print(_row_lines(row)[0] if "error" in row else "\n".join(_row_lines(row)), flush=True)
     results["bytes"] = _bytes_table(args.dtypes.split(","), args.T)
     _print_gpu(results)
     _print_bytes(results["bytes"], args.T)
@@ -409,14 +415,23 @@ def _print_gpu(results: dict) -> None:
     print("| neuron | impl | dtype | phase | eager ms | CUDA graph ms | floor ms | graph x floor |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
-        for phase in ("fwd", "fwd+bwd"):
-            e, g, f = r[f"{phase}_ms"], r[f"{phase}_graph_ms"], r[f"{phase}_floor_ms"]
-            gtxt = "capture failed" if g is None else f"{g['min']:.3f} / {g['median']:.3f}"
-            xf = "-" if g is None else f"{g['min'] / f:.2f}"
-            print(
-                f"| {r['neuron']} | {r['impl']} | {r['dtype']} | {phase} | {e['min']:.3f} / {e['median']:.3f} | "
-                f"{gtxt} | {f:.3f} | {xf} |"
-            )
+        print("\n".join(_row_lines(r)))
+
+
+def _row_lines(r: dict) -> list[str]:
+    """Table lines of one row (one per phase), or one line naming the error."""
+    if "error" in r:
+        return [f"| {r['neuron']} | {r['impl']} | {r['dtype']} | - | ERROR {r['error'][:100]} | | | |"]
+    lines = []
+    for phase in ("fwd", "fwd+bwd"):
+        e, g, f = r[f"{phase}_ms"], r[f"{phase}_graph_ms"], r[f"{phase}_floor_ms"]
+        gtxt = "capture failed" if g is None else f"{g['min']:.3f} / {g['median']:.3f}"
+        xf = "-" if g is None else f"{g['min'] / f:.2f}"
+        lines.append(
+            f"| {r['neuron']} | {r['impl']} | {r['dtype']} | {phase} | {e['min']:.3f} / {e['median']:.3f} | "
+            f"{gtxt} | {f:.3f} | {xf} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -426,6 +441,10 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.output}")
+    failed = [r for r in results["rows"] if "error" in r and r.get("impl") == "snnprune"]
+    if failed:
+        print(f"bench_neurons.py: {len(failed)} snnprune row(s) failed; see the ERROR lines", file=sys.stderr)
+        sys.exit(1)
     return results
 
 

@@ -35,6 +35,9 @@ if str(ROOT) not in sys.path:
 
 __all__ = ["get_args_parser", "main"]
 
+#: SpikingJelly baselines: its neurons in our SEW net, and its own sew_resnet18.
+BASELINES = ("spikingjelly", "sj_model")
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options (returned, not parsed)."""
@@ -44,11 +47,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--precisions", default="fp16,fp32", help="comma list of fp16,bf16,fp32")
-    p.add_argument("--backends", default="spikingjelly,cupy", help="neuron_backend values to compare")
+    p.add_argument(
+        "--backends",
+        default="spikingjelly,cupy",
+        help="comma list: neuron_backend values of models.sew_resnet18 (spikingjelly, cupy, auto), and "
+        "sj_model for SpikingJelly's own sew_resnet18 (its IFNode, input repeated over T, mean over T)",
+    )
     p.add_argument(
         "--modes", default="eager,default,reduce-overhead", help="eager and/or torch.compile modes"
     )
     p.add_argument("--weights", default="dense,lats", help="dense and/or lats")
+    p.add_argument(
+        "--baseline-weights",
+        default=None,
+        help="dense and/or lats for the SpikingJelly baselines (default: --weights)",
+    )
     p.add_argument("--warmup", type=int, default=10, help="untimed steps (include compilation)")
     p.add_argument("--iters", type=int, default=30, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; min and median step time reported")
@@ -66,7 +79,7 @@ def _require_gpu(backends: list[str]) -> None:
     from snnprune.neuron import _cupy
 
     # "auto" without CuPy would silently run SpikingJelly's code and be reported as ours
-    if any(b != "spikingjelly" for b in backends) and not _cupy.cupy_available():
+    if any(b not in BASELINES for b in backends) and not _cupy.cupy_available():
         print(
             f"bench_sew_step.py needs CuPy ({_cupy.cupy_import_error()!r}); {_cupy.INSTALL_HINT}.",
             file=sys.stderr,
@@ -74,19 +87,46 @@ def _require_gpu(backends: list[str]) -> None:
         sys.exit(2)
 
 
-def _run_config(args, precision: str, backend: str, mode: str, weights: str) -> dict:
-    from spikingjelly.activation_based import functional
+class _RepeatOverTime(torch.nn.Module):
+    """SpikingJelly's own multi-step network on a static image: input repeated over ``T``, logits averaged."""
 
+    def __init__(self, net: torch.nn.Module, T: int) -> None:
+        super().__init__()
+        self.net, self.T = net, T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)).mean(0)
+
+
+def build_model(args, backend: str) -> torch.nn.Module:
+    """SEW ResNet-18 (IF, ATan, ADD, detach_reset) of ``models`` with ``backend`` neurons, or ``sj_model``:
+    SpikingJelly 2.0.0's own ``sew_resnet18`` with its ``IFNode`` in multi-step mode."""
+    if backend == "sj_model":
+        from spikingjelly.activation_based import functional, neuron, surrogate
+        from spikingjelly.activation_based.model import sew_resnet
+
+        net = sew_resnet.sew_resnet18(
+            num_classes=args.num_classes, cnf="ADD", spiking_neuron=neuron.IFNode,
+            surrogate_function=surrogate.ATan(), detach_reset=True,
+        )  # fmt: skip
+        functional.set_step_mode(net, "m")
+        return _RepeatOverTime(net, args.T)
     import models
-    import snnprune
 
-    torch.manual_seed(0)
-    model = models.create_model(
+    return models.create_model(
         "sew_resnet18", num_classes=args.num_classes, T=args.T, neuron="if", surrogate="atan", cnf="ADD",
         detach_reset=True, neuron_backend=backend,
     )  # fmt: skip
-    model = model.cuda().to(memory_format=torch.channels_last)
-    total = args.warmup + args.iters
+
+
+def _run_config(args, precision: str, backend: str, mode: str, weights: str) -> dict:
+    from spikingjelly.activation_based import functional
+
+    import snnprune
+
+    torch.manual_seed(0)
+    model = build_model(args, backend).cuda().to(memory_format=torch.channels_last)
+    total = args.warmup + args.repeats * args.iters  # every optimizer step of the run is a pruning step
     pruner = None
     if weights == "lats":
         pruner = snnprune.sparsify(model, "lats", final_threshold=1e-4, total_steps=total)
@@ -159,9 +199,12 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": [],
     }
     # backends innermost: ours and the baseline run back to back in every (precision, mode, weights)
+    baseline_weights = (args.baseline_weights or args.weights).split(",")
     for precision, mode, weights, backend in itertools.product(
-        args.precisions.split(","), args.modes.split(","), args.weights.split(","), backends
+        args.precisions.split(","), args.modes.split(","), _union(args.weights, baseline_weights), backends
     ):
+        if weights not in (baseline_weights if backend in BASELINES else args.weights.split(",")):
+            continue
         try:
             row = _run_config(args, precision, backend, mode, weights)
         except Exception as err:  # one failing configuration (e.g. a compile error) must not hide the others
@@ -174,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
             }
         results["rows"].append(row)
         print(_fmt_row(row), flush=True)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2))  # kept if a later row is cut short
         torch._dynamo.reset()
         torch.cuda.empty_cache()
     results["ratios"] = _ratios(results["rows"])
@@ -182,6 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.output).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.output}")
     return results
+
+
+def _union(weights: str, baseline_weights: list[str]) -> list[str]:
+    """The weights of every backend, in first-seen order."""
+    return list(dict.fromkeys([*weights.split(","), *baseline_weights]))
 
 
 def _ratios(rows: list[dict]) -> dict:
@@ -197,21 +247,21 @@ def _ratios(rows: list[dict]) -> dict:
             [
                 r
                 for r in ok
-                if r["precision"] == precision and r["backend"] != "spikingjelly" and r["weights"] == "lats"
+                if r["precision"] == precision and r["backend"] not in BASELINES and r["weights"] == "lats"
             ]
         )
         sj_eager = best(
             [
                 r
                 for r in ok
-                if r["precision"] == precision and r["backend"] == "spikingjelly" and r["mode"] == "eager"
+                if r["precision"] == precision and r["backend"] in BASELINES and r["mode"] == "eager"
             ]
         )
         sj_comp = best(
             [
                 r
                 for r in ok
-                if r["precision"] == precision and r["backend"] == "spikingjelly" and r["mode"] != "eager"
+                if r["precision"] == precision and r["backend"] in BASELINES and r["mode"] != "eager"
             ]
         )
         same_mode = {}
@@ -222,8 +272,8 @@ def _ratios(rows: list[dict]) -> dict:
                     for r in ok
                     if r["precision"] == precision and r["mode"] == mode and r["weights"] == weights
                 ]
-                o = best([r for r in sel if r["backend"] != "spikingjelly"])
-                b = best([r for r in sel if r["backend"] == "spikingjelly"])
+                o = best([r for r in sel if r["backend"] not in BASELINES])
+                b = best([r for r in sel if r["backend"] in BASELINES])
                 same_mode[f"{mode}/{weights}"] = o / b if o and b else None
         out[precision] = {
             "ours_lats_vs_sj_eager": ours / sj_eager if ours and sj_eager else None,
