@@ -8,8 +8,11 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based import functional, neuron
 from torch import nn
+
+import snnprune
+from snnprune.structured import channel_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -40,3 +43,30 @@ class Probe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sn(self.syn(x))
+
+
+def prune_half(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Filter-sparsify ``model`` and remove every other channel of every group (fc kept); BN statistics
+    warmed on ``x``. Returns the surviving output channels of every parametrized layer."""
+    pruner = snnprune.sparsify(
+        model, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["fc"]
+    )
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for group in channel_groups(model):
+            for conv_name, _ in group.producers:
+                theta = modules[conv_name].parametrizations.weight.original
+                theta[1::2] *= 1e-3  # RMS << 0.01: removed; the others (Kaiming, RMS > 0.03) survive
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.fill_(0.8)  # active neurons, so the spike comparison below means something
+    pruner.step()  # threshold = D
+    model.train()
+    for _ in range(2):
+        model(x)
+        functional.reset_net(model)
+    return {
+        n: m.weight.detach().flatten(1).ne(0).any(1)
+        for n, m in model.named_modules()
+        if n in modules and hasattr(m, "parametrizations")
+    }

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_script
+from helpers import load_script, prune_half
 from spikingjelly.activation_based import functional
 from torch.nn.utils import parametrize
 
 import models
 import snnprune
-from snnprune.structured import channel_groups, load_sparse, save_sparse
+from snnprune.structured import load_sparse, save_sparse
 
 pytestmark = [
     pytest.mark.gpu,
@@ -77,18 +77,9 @@ def test_filter_pruning_and_compaction_on_the_gpu():
     """Filter granularity on a GPU model, then ``compact`` with a GPU example input: a smaller model on
     the GPU whose outputs equal the masked model's."""
     model = _sew().cuda()
-    pruner = snnprune.sparsify(
-        model, "lats", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["fc"]
-    )
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for group in channel_groups(model):
-            for conv_name, _ in group.producers:
-                modules[conv_name].parametrizations.weight.original[1::2] *= 1e-3
-    pruner.bind(torch.optim.SGD(model.parameters(), lr=1e-9))
-    pruner.step()  # one step of a one-step window: threshold = D
-    model.eval()
     x, _ = _batch(4)
+    prune_half(model, x)
+    model.eval()
     with torch.no_grad():
         masked = model(x)
     functional.reset_net(model)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import load_script
+from helpers import load_script, prune_half
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
@@ -16,7 +16,6 @@ from models.ann_resnet import ANNResNet
 from models.sew_resnet import BasicBlock, Bottleneck, SEWResNet
 from snnprune.structured import (
     FollowConv,
-    channel_groups,
     layer_widths,
     load_compact,
     load_sparse,
@@ -32,32 +31,6 @@ X = torch.rand(4, 1, 12, 12)
 def _sew(cnf: str, block=BasicBlock, layers=(1, 1, 1, 1), width: int = 8) -> nn.Module:
     torch.manual_seed(0)
     return SEWResNet(block, layers, num_classes=5, in_channels=1, T=2, cnf=cnf, stem="small", width=width)
-
-
-def _prune_half(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Filter-sparsify ``model`` and remove every other channel of every group (fc kept); warm BN stats."""
-    pruner = snnprune.sparsify(
-        model, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["fc"]
-    )
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for group in channel_groups(model):
-            for conv_name, _ in group.producers:
-                theta = modules[conv_name].parametrizations.weight.original
-                theta[1::2] *= 1e-3  # RMS << 0.01: removed; the others (Kaiming, RMS > 0.03) survive
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.bias.fill_(0.8)  # active neurons, so the spike comparison below means something
-    pruner.step()  # threshold = D
-    model.train()
-    for _ in range(2):
-        model(X)
-        functional.reset_net(model)
-    return {
-        n: m.weight.detach().flatten(1).ne(0).any(1)
-        for n, m in model.named_modules()
-        if n in modules and hasattr(m, "parametrizations")
-    }
 
 
 def _spikes(model: nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -87,7 +60,7 @@ def _input_conv(neuron_name: str) -> str:
 def test_compact_equals_masked_sew_with_and_without_downsample(cnf):
     model = _sew(cnf)
     assert model.layer1[0].downsample is None and model.layer2[0].downsample is not None
-    alive = _prune_half(model)
+    alive = prune_half(model, X)
     model.eval()
     small = snnprune.compact(model, X)
     ref_spikes, ref = _spikes(model)
@@ -109,7 +82,7 @@ def test_compact_checks_its_structure_in_float64():
     masked model's by summation-order rounding (measured here: about 1e-7; in trained SNNs enough to flip a
     spike at its threshold and fail a float32 check), the float64 ones do not, so even atol=1e-12 passes."""
     model = _sew("ADD")
-    _prune_half(model)
+    prune_half(model, X)
     model.eval()
     small = snnprune.compact(model, X, atol=1e-12)
     assert small.conv1.weight.dtype == torch.float32  # the returned model keeps the model's dtype
@@ -121,7 +94,7 @@ def test_compact_bottleneck_and_ann_twin():
         _sew("ADD", block=Bottleneck, layers=(1, 1, 1, 1), width=2),
         ANNResNet(BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, stem="small", width=8),
     ):
-        _prune_half(model)
+        prune_half(model, X)
         model.eval()
         small = snnprune.compact(model, X)
         functional.reset_net(model)
@@ -148,7 +121,7 @@ def test_filter_granularity_couples_stream_and_bn_follows():
 
 def test_bn_follows_a_removed_channel_to_exact_zero():
     model = _sew("ADD")
-    _prune_half(model)
+    prune_half(model, X)
     model.eval()
     seen = {}
     model.layer2[0].bn1.register_forward_hook(lambda m, i, o: seen.setdefault("bn", o.detach()))
@@ -162,7 +135,7 @@ def test_bn_follows_a_removed_channel_to_exact_zero():
 
 def test_save_load_compact_round_trip(tmp_path):
     model = _sew("IAND")
-    _prune_half(model)
+    prune_half(model, X)
     model.eval()
     small = snnprune.compact(model, X)
     save_compact(small, tmp_path / "c.pth")
