@@ -69,6 +69,39 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Allowed values of the comma-list options.
+CHOICES = {
+    "precisions": ("fp16", "bf16", "fp32"),
+    "backends": ("spikingjelly", "cupy", "auto", "sj_model"),
+    "modes": ("eager", "default", "reduce-overhead", "max-autotune"),
+    "weights": ("dense", "lats"),
+    "baseline_weights": ("dense", "lats"),
+}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check the options before any GPU work; a bad one exits with code 2 and one line."""
+    args = get_args_parser().parse_args(argv)
+    for name, allowed in CHOICES.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        bad = [v for v in value.split(",") if v not in allowed]
+        if bad:
+            option = "--" + name.replace("_", "-")
+            print(f"{option}: unknown {','.join(bad)}; choose from {','.join(allowed)}", file=sys.stderr)
+            sys.exit(2)
+    for name in ("T", "batch_size", "img_size", "num_classes", "iters", "repeats"):
+        if getattr(args, name) < 1:
+            option = "--" + name.replace("_", "-")
+            print(f"{option}: must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            sys.exit(2)
+    if args.warmup < 0:
+        print(f"--warmup: must be >= 0, got {args.warmup}", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
 def _require_gpu(backends: list[str]) -> None:
     if not torch.cuda.is_available():
         print(
@@ -186,7 +219,7 @@ def _run_config(args, precision: str, backend: str, mode: str, weights: str) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run every configuration, print a table and the target ratios, write JSON; returns the results."""
-    args = get_args_parser().parse_args(argv)
+    args = _parse(argv)
     backends = args.backends.split(",")
     _require_gpu(backends)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -198,13 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": vars(args),
         "rows": [],
     }
-    # backends innermost: ours and the baseline run back to back in every (precision, mode, weights)
-    baseline_weights = (args.baseline_weights or args.weights).split(",")
-    for precision, mode, weights, backend in itertools.product(
-        args.precisions.split(","), args.modes.split(","), _union(args.weights, baseline_weights), backends
-    ):
-        if weights not in (baseline_weights if backend in BASELINES else args.weights.split(",")):
-            continue
+    for precision, mode, weights, backend in configurations(args):
         try:
             row = _run_config(args, precision, backend, mode, weights)
         except Exception as err:  # one failing configuration (e.g. a compile error) must not hide the others
@@ -229,9 +256,19 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def _union(weights: str, baseline_weights: list[str]) -> list[str]:
-    """The weights of every backend, in first-seen order."""
-    return list(dict.fromkeys([*weights.split(","), *baseline_weights]))
+def configurations(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    """``(precision, mode, weights, backend)`` of every row, backends innermost (ours and the baseline run
+    back to back in every precision and mode); the baselines get ``--baseline-weights``."""
+    ours_weights = args.weights.split(",")
+    baseline_weights = (args.baseline_weights or args.weights).split(",")
+    every_weights = list(dict.fromkeys([*ours_weights, *baseline_weights]))
+    return [
+        (precision, mode, weights, backend)
+        for precision, mode, weights, backend in itertools.product(
+            args.precisions.split(","), args.modes.split(","), every_weights, args.backends.split(",")
+        )
+        if weights in (baseline_weights if backend in BASELINES else ours_weights)
+    ]
 
 
 def _ratios(rows: list[dict]) -> dict:
