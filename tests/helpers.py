@@ -6,7 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
@@ -31,6 +33,13 @@ def load_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def expect_exit(script: ModuleType, argv: list[str], capsys: Any) -> tuple[int, str]:
+    """Run ``script.main(argv)``, expect ``SystemExit``; return (exit code, captured stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        script.main(argv)
+    return exc.value.code, capsys.readouterr().err
 
 
 class Probe(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import load_script
+from helpers import expect_exit, load_script
 
 
 @pytest.mark.parametrize(
@@ -23,21 +23,18 @@ from helpers import load_script
     ],
 )
 def test_bad_options_exit_2_with_one_line(argv, message, capsys):
-    bench = load_script("bench_sew_step")
-    with pytest.raises(SystemExit) as exc:
-        bench.main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = expect_exit(load_script("bench_sew_step"), argv, capsys)
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
 def test_no_gpu_exits_2_with_one_line(capsys):
-    bench = load_script("bench_sew_step")
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["--backends", "sj_model", "--precisions", "fp32"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    argv = ["--backends", "sj_model", "--precisions", "fp32"]
+    code, err = expect_exit(load_script("bench_sew_step"), argv, capsys)
+    assert code == 2
+    err = err.strip().splitlines()
     assert len(err) == 1 and "needs a CUDA GPU" in err[0]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import expect_exit
 
 from snnprune.training import engine as engine_mod
 from snnprune.training import parse_args
@@ -30,14 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 TINY = ["--width", "4", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "2",
         "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]  # fmt: skip
-
-
-def _fail(script, argv, capsys) -> tuple[int, str]:
-    """Run ``script.main(argv)``, expect SystemExit; return (code, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        script.main(argv)
-    err = capsys.readouterr().err
-    return exc.value.code, err
 
 
 def _one_line(err: str) -> str:
@@ -122,7 +115,7 @@ if not torch.cuda.is_available():
     ("argv", "fragment"), VALIDATION_CASES, ids=[" ".join(a) for a, _ in VALIDATION_CASES]
 )
 def test_bad_option_one_line_exit_2(sew, tmp_path, capsys, no_work, argv, fragment):
-    code, err = _fail(sew, [*argv, "--output-dir", str(tmp_path)], capsys)
+    code, err = expect_exit(sew, [*argv, "--output-dir", str(tmp_path)], capsys)
     assert code == 2
     line = _one_line(err)
     assert fragment in line, line
@@ -153,26 +146,28 @@ CONFIG_CASES = [
 def test_bad_config_one_line_exit_2(sew, tmp_path, capsys, no_work, text, extra, fragment):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
-    code, err = _fail(sew, ["--config", str(cfg), *extra, "--output-dir", str(tmp_path / "runs")], capsys)
+    code, err = expect_exit(
+        sew, ["--config", str(cfg), *extra, "--output-dir", str(tmp_path / "runs")], capsys
+    )
     assert code == 2
     assert fragment.format(cfg=cfg) in _one_line(err)
 
 
 def test_missing_config_and_recipe_on_cpu(sew, tmp_path, capsys, no_work):
-    code, err = _fail(sew, ["--config", str(tmp_path / "none.yaml")], capsys)
+    code, err = expect_exit(sew, ["--config", str(tmp_path / "none.yaml")], capsys)
     assert code == 2 and "--config: file" in _one_line(err) and "does not exist" in err
     if not torch.cuda.is_available():  # the README's ImageNet recipe on a CPU machine
         recipe = SCRIPTS / "configs" / "sew_resnet18_imagenet_lats.yaml"
-        code, err = _fail(sew, ["--config", str(recipe), "--data-path", str(tmp_path)], capsys)
+        code, err = expect_exit(sew, ["--config", str(recipe), "--data-path", str(tmp_path)], capsys)
         assert code == 2 and "--amp: fp16 needs a CUDA device" in _one_line(err)
 
 
 def test_output_dir_blocked_by_a_file(sew, tmp_path, capsys, no_work):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, err = _fail(sew, ["--output-dir", str(blocker)], capsys)
+    code, err = expect_exit(sew, ["--output-dir", str(blocker)], capsys)
     assert code == 2 and "--output-dir: " in _one_line(err) and "is a file" in err
-    code, err = _fail(sew, ["--output-dir", str(blocker / "sub")], capsys)
+    code, err = expect_exit(sew, ["--output-dir", str(blocker / "sub")], capsys)
     assert code == 2 and "cannot be created" in _one_line(err)
     assert blocker.read_text() == "x"
 
@@ -183,18 +178,20 @@ def test_output_dir_not_writable(sew, tmp_path, capsys, no_work):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        code, err = _fail(sew, ["--output-dir", str(locked)], capsys)
+        code, err = expect_exit(sew, ["--output-dir", str(locked)], capsys)
     finally:
         locked.chmod(0o700)
     assert code == 2 and "is not writable" in _one_line(err)
 
 
 def test_ann_script_options(ann, tmp_path, capsys, no_work):
-    code, err = _fail(ann, ["--model", "sew_resnet18", "--output-dir", str(tmp_path)], capsys)
+    code, err = expect_exit(ann, ["--model", "sew_resnet18", "--output-dir", str(tmp_path)], capsys)
     assert code == 2 and "--model: invalid choice: 'sew_resnet18'" in _one_line(err)
-    code, err = _fail(ann, ["--model", "resnet50", "--width", "32", "--output-dir", str(tmp_path)], capsys)
+    code, err = expect_exit(
+        ann, ["--model", "resnet50", "--width", "32", "--output-dir", str(tmp_path)], capsys
+    )
     assert code == 2 and "--width: not an option of --model resnet50" in _one_line(err)
-    code, err = _fail(ann, ["--T", "4"], capsys)  # an SNN-only option
+    code, err = expect_exit(ann, ["--T", "4"], capsys)  # an SNN-only option
     assert code == 2 and "unrecognized arguments: --T 4" in _one_line(err)
 
 
@@ -292,14 +289,14 @@ RESUME_CASES = [
 def test_resume_contradicting_flag_is_an_error(sew, trained, capsys, no_work, argv, fragment):
     ckpt = str(trained["snn"] / "checkpoint.pth")
     before = _hashes(trained["snn"])
-    code, err = _fail(sew, [*argv, "--resume", ckpt, "--output-dir", str(trained["out"])], capsys)
+    code, err = expect_exit(sew, [*argv, "--resume", ckpt, "--output-dir", str(trained["out"])], capsys)
     assert code == 2 and fragment.format(ckpt=ckpt) in _one_line(err)
     assert _hashes(trained["snn"]) == before
 
 
 def test_ann_checkpoint_into_sew_is_an_error(sew, trained, capsys, no_work):
     ckpt = trained["ann"] / "checkpoint.pth"
-    code, err = _fail(sew, ["--test-only", "--resume", str(ckpt)], capsys)
+    code, err = expect_exit(sew, ["--test-only", "--resume", str(ckpt)], capsys)
     assert code == 2 and "is a checkpoint of an ANN run; use scripts/train_ann.py" in _one_line(err)
 
 
@@ -316,7 +313,7 @@ def test_new_run_into_existing_folder_refused_files_identical(sew, trained, caps
     before = _hashes(trained["snn"])
     assert {"checkpoint.pth", "best.pth", "metrics.csv", "steps.csv", "summary.json"} <= set(before)
     argv = ["--method", "slats", *TINY, "--output-dir", str(trained["out"]), "--run-name", "snn"]
-    code, err = _fail(sew, argv, capsys)
+    code, err = expect_exit(sew, argv, capsys)
     line = _one_line(err)
     assert code == 2 and "already holds a run" in line
     assert "--resume auto" in line and "--run-name" in line and "--overwrite" in line
@@ -366,7 +363,7 @@ class _NaNAfter(torch.nn.CrossEntropyLoss):
 def test_non_finite_loss_stops_and_keeps_last_finite_checkpoint(sew, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(engine_mod.nn, "CrossEntropyLoss", _NaNAfter)
     argv = ["--method", "lats", *TINY, "--output-dir", str(tmp_path), "--run-name", "nan"]
-    code, err = _fail(sew, argv, capsys)
+    code, err = expect_exit(sew, argv, capsys)
     line = _one_line(err)
     assert code == 3
     assert (
@@ -418,7 +415,7 @@ def test_corrupt_image_names_the_file(sew, tmp_path, capsys):
         (tmp_path / "img" / split / "a").mkdir(parents=True)
     (tmp_path / "img" / "train" / "a" / "broken.JPEG").write_bytes(b"\xff\xd8 not a jpeg")
     Image.new("RGB", (8, 8)).save(tmp_path / "img" / "val" / "a" / "ok.JPEG")
-    code, err = _fail(sew, ["--dataset", "imagenet", "--data-path", str(tmp_path / "img"), "--batch-size", "1",
+    code, err = expect_exit(sew, ["--dataset", "imagenet", "--data-path", str(tmp_path / "img"), "--batch-size", "1",
                             "--width", "4", "--T", "1", "--epochs", "1", "--quiet",
                             "--output-dir", str(tmp_path / "runs")], capsys)  # fmt: skip
     line = _one_line(err)

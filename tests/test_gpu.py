@@ -103,10 +103,9 @@ def test_sparse_file_of_gpu_tensors_round_trips(tmp_path):
         assert torch.equal(back[k].cpu(), v.cpu())
 
 
-def test_cli_trains_on_cuda_with_fused_neurons_and_fp16(tmp_path):
+def test_cli_trains_on_cuda_with_fused_neurons_and_fp16(sew, tmp_path):
     """scripts/train_sew.py on the GPU: fused CuPy neurons, fp16 autocast, LATS, export; finite results."""
     pytest.importorskip("cupy")
-    sew = load_script("train_sew")
     summary = sew.main(
         ["--method", "lats", "--device", "cuda", "--neuron-backend", "cupy", "--amp", "fp16", "--width", "8",
          "--T", "2", "--epochs", "1", "--batch-size", "32", "--limit-train-batches", "4",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import load_script, prune_half
+from helpers import expect_exit, load_script, prune_half
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
@@ -292,11 +292,9 @@ def test_recalibrate_bn_estimates_the_current_statistics():
     ],
 )
 def test_bench_compact_bad_options_exit_2_with_one_line(argv, message, capsys):
-    bench = load_script("bench_compact")
-    with pytest.raises(SystemExit) as exc:
-        bench.main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = expect_exit(load_script("bench_compact"), argv, capsys)
+    assert code == 2
+    err = err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)
 
 
