@@ -173,6 +173,7 @@ def test_construction_validates_without_a_model_then_prepares():
         ),
         ({"method": "slats", "final_threshold": -1.0, "total_steps": 3}, ValueError, "final_threshold"),
         ({"method": "gmp", "target_sparsity": 0.5, "total_steps": 3, "bogus": 1}, TypeError, "'bogus'"),
+        ({"method": "lats", "final_threshold": 0.1, "total_steps": 3, "bogus": None}, TypeError, "'bogus'"),
     ],
 )
 def test_failed_sparsify_leaves_the_model_as_it_was(kwargs, exc, match):
@@ -368,6 +369,18 @@ MISUSE_ERRORS = [
         lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=3, beta=0.5),
         TypeError,
         r"unexpected keyword argument\(s\) 'beta' for method 'slats'; accepted: filter_scale, final_threshold, grad, granularity",
+    ),
+    (
+        "unknown keyword set to None",
+        lambda: sparsify(_net(), "lats", final_threshold=0.1, total_steps=3, bogus=None),
+        TypeError,
+        r"unexpected keyword argument\(s\) 'bogus' for method 'lats'; accepted: ",
+    ),
+    (
+        "unknown keyword to a Pruner",
+        lambda: snnprune.methods.LATSPruner(final_threshold=0.1, total_steps=3, bogus=None),
+        TypeError,
+        "unexpected keyword argument 'bogus'",
     ),
     (
         "infinite D",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -131,6 +132,56 @@ def test_bn_follows_a_removed_channel_to_exact_zero():
     bn_out = seen["bn"]  # [T, N, C, H, W] after the FollowConv hook ran (registered first)
     assert torch.equal(bn_out[:, :, 1::2], torch.zeros_like(bn_out[:, :, 1::2]))
     assert bn_out[:, :, 0::2].abs().sum() > 0
+
+
+def _bn_hooks(model: nn.Module) -> dict[str, tuple[int, int]]:
+    return {
+        n: (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
+
+
+def test_sparsify_finalize_sparsify_leaves_one_of_each():
+    model = _sew("ADD")
+    n_bn = 12  # stem, 2 per block (4 blocks), 3 downsample BNs
+    prunable = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for _ in range(2):
+        snnprune.sparsify(model, "stds", granularity="filter", final_threshold=0.01, total_steps=1)
+        assert list(_bn_hooks(model).values()) == [(1, 1)] * n_bn
+        modules = dict(model.named_modules())
+        assert [len(modules[n].parametrizations.weight) for n in prunable] == [1] * len(prunable)
+        snnprune.finalize(model)
+        assert list(_bn_hooks(model).values()) == [(0, 0)] * n_bn
+        assert not any(hasattr(m, "parametrizations") for m in model.modules())
+
+
+def test_finalize_folds_the_bn_hooks_into_the_bn():
+    """The finalized model (a deep copy: the original keeps its hooks) computes what the pruned one did,
+    and so does a plain model loaded from its state_dict: the removed channels' BN is gamma = beta = 0."""
+    model = _sew("AND")
+    alive = prune_half(model, X)
+    model.eval()
+    ref = _spikes(model)[1]
+    fin = snnprune.finalize(copy.deepcopy(model))
+    assert list(_bn_hooks(fin).values()) == [(0, 0)] * 12
+    assert list(_bn_hooks(model).values()) == [(1, 1)] * 12
+    plain = _sew("AND")
+    plain.load_state_dict(fin.state_dict())
+    plain.eval()
+    assert torch.equal(_spikes(fin)[1], ref) and torch.equal(_spikes(plain)[1], ref)
+    assert torch.equal(_spikes(model)[1], ref)  # the original still runs with its hooks
+    bn, keep = fin.layer2[0].bn1, alive["layer2.0.conv1"]
+    assert bn.weight[~keep].eq(0).all() and bn.bias[~keep].eq(0).all() and bn.bias[keep].eq(0.8).all()
+
+
+def test_failed_filter_prepare_removes_the_bn_hooks():
+    model = _sew("ADD")
+    model.layer4[0].bn2 = nn.BatchNorm2d(model.layer4[0].bn2.num_features, affine=False)  # found last
+    with pytest.raises(ValueError, match="without affine parameters cannot follow its conv"):
+        snnprune.sparsify(model, "stds", granularity="filter", final_threshold=0.01, total_steps=1)
+    assert list(_bn_hooks(model).values()) == [(0, 0)] * 12
+    assert not any(hasattr(m, "parametrizations") for m in model.modules())
 
 
 def test_save_load_compact_round_trip(tmp_path):

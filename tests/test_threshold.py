@@ -18,7 +18,12 @@ from snnprune import (
     soft_threshold,
     sparsity,
 )
-from snnprune.threshold import LearnedThresholdMask, MagnitudeMask, register_parametrization
+from snnprune.threshold import (
+    LearnedThresholdMask,
+    MagnitudeMask,
+    register_parametrization,
+    register_removal_hook,
+)
 
 
 def _away_from_kinks(shape, d, seed=0, alive_only=False):
@@ -253,6 +258,38 @@ def test_finalize_round_trip():
     fresh = _net().eval()
     fresh.load_state_dict(model.state_dict())
     assert torch.equal(fresh(x), before)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def undo(self, leave_parametrized: bool) -> None:
+        self.calls.append(leave_parametrized)
+
+
+def test_removal_hooks_run_once_with_the_parametrization():
+    lin = register_soft_threshold(nn.Linear(3, 2))
+    with pytest.raises(
+        ValueError, match=r"Linear\.bias is not parametrized; register the parametrization first"
+    ):
+        register_removal_hook(lin, _Recorder().undo, name="bias")
+    first, second = _Recorder(), _Recorder()
+    register_removal_hook(lin, first.undo)
+    register_removal_hook(lin, second.undo)
+    copied = copy.deepcopy(lin)  # the copy's hooks act on copies
+    finalize(copied)
+    assert first.calls == second.calls == []
+    remove_soft_threshold(lin, leave_parametrized=False)
+    assert first.calls == second.calls == [False]
+    register_soft_threshold(lin)
+    finalize(lin)  # a new parametrization: the old hooks are gone
+    assert first.calls == [False] and vars(lin).keys().isdisjoint({"_snnprune_removal_hooks"})
+    register_soft_threshold(lin)
+    third = _Recorder()
+    register_removal_hook(lin, third.undo)
+    finalize(lin)
+    assert third.calls == [True]
 
 
 def test_learned_threshold_mask_soft_and_hard():

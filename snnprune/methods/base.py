@@ -600,8 +600,9 @@ def sparsify(
             ``steps_per_epoch``).
         lr_scheduler: see :meth:`Pruner.bind`.
         steps_per_epoch: see :meth:`Pruner.bind`.
-        **method_kwargs: the method's keyword arguments (see each pruner class); keys whose value is
-            None are ignored (treated as "not set").
+        **method_kwargs: the method's keyword arguments (see each pruner class); a keyword the method
+            takes with the value None is ignored (treated as "not set"), one it does not take is an error
+            whatever its value.
 
     Returns:
         The pruner.
@@ -613,14 +614,14 @@ def sparsify(
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify() expects an nn.Module as model, got {type(model).__name__}")
     cls = get_method(method)
-    kwargs = {k: v for k, v in method_kwargs.items() if v is not None}
     accepted = _accepted_kwargs(cls)
-    unknown = sorted(set(kwargs) - accepted)
+    unknown = sorted(set(method_kwargs) - accepted)  # whatever the value, None included
     if unknown:
         raise TypeError(
             f"sparsify() got unexpected keyword argument(s) {', '.join(map(repr, unknown))} for method "
             f"{method!r}; accepted: {', '.join(sorted(accepted))}"
         )
+    kwargs = {k: v for k, v in method_kwargs.items() if v is not None}
     pruner = cls(**kwargs).prepare(model, include=include, exclude=exclude)
     if optimizer is not None:
         pruner.bind(optimizer, lr_scheduler, steps_per_epoch)

@@ -18,11 +18,20 @@ from snnprune.structured.compact import (
     shrink_,
 )
 from snnprune.structured.filter import GRANULARITIES, attach_filter_threshold
-from snnprune.structured.groups import ChannelGroup, FollowConv, FollowScale, channel_groups, is_resnet_like
+from snnprune.structured.groups import (
+    BatchNormFollower,
+    ChannelGroup,
+    FollowConv,
+    FollowScale,
+    channel_groups,
+    fold_removed_channels,
+    is_resnet_like,
+)
 from snnprune.structured.sparse import load_sparse, save_sparse
 
 __all__ = [
     "GRANULARITIES",
+    "BatchNormFollower",
     "ChannelGroup",
     "FollowConv",
     "FollowScale",
@@ -30,6 +39,7 @@ __all__ = [
     "channel_groups",
     "compact",
     "export_files",
+    "fold_removed_channels",
     "is_resnet_like",
     "layer_widths",
     "load_compact",

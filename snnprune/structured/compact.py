@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.structured.groups import FollowConv, FollowScale, channel_groups, is_resnet_like
+from snnprune.structured.groups import (
+    FollowConv,
+    FollowScale,
+    channel_groups,
+    fold_removed_channels,
+    is_resnet_like,
+)
 from snnprune.threshold.parametrization import finalize
 
 __all__ = [
@@ -92,16 +98,12 @@ def _slice_in(module: nn.Module, keep: Tensor) -> None:
 
 
 def _fold_follow_hooks(model: nn.Module) -> None:
-    """Fold every :class:`FollowConv` hook into its BN (gamma = beta = 0 on removed channels) and drop it."""
+    """Fold every :class:`FollowConv` hook left on a BN (registered by hand: :func:`finalize` removes the
+    pruners' ones) into its BN (gamma = beta = 0 on removed channels) and drop it."""
     for bn in model.modules():
         for key, hook in list(bn._forward_hooks.items()):
             if isinstance(hook, FollowConv):
-                if bn.weight is None or bn.bias is None:
-                    raise ValueError(f"{type(bn).__name__} without affine parameters cannot follow its conv")
-                w = hook.conv.weight
-                alive = w.detach().reshape(w.shape[0], -1).ne(0).any(1).to(bn.weight.dtype)
-                bn.weight.mul_(alive)
-                bn.bias.mul_(alive)
+                fold_removed_channels(bn, hook.conv)
                 del bn._forward_hooks[key]
         for key, hook in list(bn._forward_pre_hooks.items()):
             if isinstance(hook, FollowScale):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from snnprune.structured.groups import ChannelGroup, FollowConv, FollowScale, channel_groups, is_resnet_like
+from snnprune.structured.groups import BatchNormFollower, ChannelGroup, channel_groups, is_resnet_like
 from snnprune.threshold.group import register_group_soft_threshold
+from snnprune.threshold.parametrization import remove_soft_threshold
 
 __all__ = ["GRANULARITIES", "attach_filter_threshold", "couple_filter_groups"]
 
@@ -38,17 +39,31 @@ def attach_filter_threshold(
 
     Returns:
         The channel groups (empty for a model outside the ResNet protocol).
+
+    Raises:
+        ValueError: as :func:`~snnprune.threshold.group.register_group_soft_threshold` and
+            :func:`couple_filter_groups`; the layers are then left as they were.
     """
-    for module in layers.values():
-        register_group_soft_threshold(module, threshold=threshold, grad=grad, scale_by=scale_by)
-    return couple_filter_groups(model, layers)
+    attached: list[nn.Module] = []
+    try:
+        for module in layers.values():
+            register_group_soft_threshold(module, threshold=threshold, grad=grad, scale_by=scale_by)
+            attached.append(module)
+        return couple_filter_groups(model, layers)
+    except BaseException:
+        for module in reversed(attached):
+            remove_soft_threshold(module, leave_parametrized=False)
+        raise
 
 
 def couple_filter_groups(model: nn.Module | None, layers: dict[str, nn.Module]) -> list[ChannelGroup]:
     """Couple the group soft-thresholds already registered on ``layers`` across ``model``'s connections.
 
     The second half of :func:`attach_filter_threshold`, for pruners that register the parametrizations
-    themselves (:meth:`snnprune.methods.ScheduledThresholdPruner.make_parametrization`).
+    themselves (:meth:`snnprune.methods.ScheduledThresholdPruner.make_parametrization`). The BN hooks
+    (:class:`~snnprune.structured.groups.BatchNormFollower`) go with their conv's parametrization:
+    :func:`snnprune.finalize` folds them into the BN and removes them, so attaching again after it leaves
+    one of each.
 
     Args:
         model: the root model (None: independent groups).
@@ -56,6 +71,9 @@ def couple_filter_groups(model: nn.Module | None, layers: dict[str, nn.Module]) 
 
     Returns:
         The channel groups (empty for a model outside the ResNet protocol).
+
+    Raises:
+        ValueError: a BN after a pruned conv without affine parameters.
     """
     if model is None or not is_resnet_like(model):
         return []
@@ -68,7 +86,5 @@ def couple_filter_groups(model: nn.Module | None, layers: dict[str, nn.Module]) 
             m.parametrizations.weight[0].couple([o for o in members if o is not m])
         for conv_name, bn_name in group.producers:
             if bn_name is not None and id(modules[conv_name]) in selected:
-                modules[bn_name].register_forward_hook(FollowConv(modules[conv_name]))
-                if getattr(modules[bn_name], "running_mean", None) is not None:
-                    modules[bn_name].register_forward_pre_hook(FollowScale(modules[conv_name]))
+                BatchNormFollower(modules[bn_name], modules[conv_name])
     return groups

@@ -37,9 +37,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from snnprune.threshold.parametrization import is_prunable
+from snnprune.threshold.parametrization import is_prunable, register_removal_hook
 
-__all__ = ["ChannelGroup", "FollowConv", "FollowScale", "channel_groups", "is_resnet_like"]
+__all__ = [
+    "BatchNormFollower",
+    "ChannelGroup",
+    "FollowConv",
+    "FollowScale",
+    "channel_groups",
+    "fold_removed_channels",
+    "is_resnet_like",
+]
 
 
 @dataclass
@@ -204,6 +212,61 @@ class FollowScale:
         self.prev = now.clone()
 
 
-def follow_hooks(bn: nn.Module) -> list[int]:
-    """Ids of the :class:`FollowConv` hooks registered on ``bn``."""
-    return [k for k, h in bn._forward_hooks.items() if isinstance(h, FollowConv)]
+@torch.no_grad()
+def fold_removed_channels(bn: nn.Module, conv: nn.Module) -> None:
+    """Set :math:`\\gamma = \\beta = 0` on the channels of ``bn`` whose filter in ``conv`` is all zero.
+
+    What :class:`FollowConv` does to a finalized conv, written into the BN's parameters: the output of
+    those channels is then exactly 0 in training and eval mode without the hook.
+
+    Args:
+        bn: the BN after ``conv``, with affine parameters.
+        conv: the conv that feeds it (plain: finalized or never parametrized).
+
+    Raises:
+        ValueError: ``bn`` has no affine parameters.
+    """
+    if bn.weight is None or bn.bias is None:
+        raise ValueError(f"{type(bn).__name__} without affine parameters cannot follow its conv")
+    w = conv.weight
+    alive = w.detach().reshape(w.shape[0], -1).ne(0).any(1).to(bn.weight.dtype)
+    bn.weight.mul_(alive)
+    bn.bias.mul_(alive)
+
+
+class BatchNormFollower:
+    """Makes a BN follow its group-soft-thresholded conv: :class:`FollowConv` and :class:`FollowScale`.
+
+    Registers the forward hook (and, with running statistics, the pre-hook) on ``bn`` and ties their
+    removal to ``conv``'s parametrization (:func:`snnprune.threshold.register_removal_hook`): removing it
+    (:func:`snnprune.finalize`, a failing :meth:`snnprune.Pruner.prepare`) removes both hooks, after
+    folding the removed channels into the BN (:func:`fold_removed_channels`) when the effective weight is
+    kept, so the finalized model computes what the pruned one did.
+
+    Args:
+        bn: the BN after ``conv``, with affine parameters.
+        conv: the conv that feeds it, its ``weight`` parametrized.
+
+    Raises:
+        ValueError: ``bn`` has no affine parameters, or ``conv.weight`` is not parametrized.
+    """
+
+    def __init__(self, bn: nn.Module, conv: nn.Module) -> None:
+        if getattr(bn, "weight", None) is None or getattr(bn, "bias", None) is None:
+            raise ValueError(
+                f"{type(bn).__name__} without affine parameters cannot follow its conv under filter "
+                "granularity; build it with affine=True or use granularity='weight'"
+            )
+        self.bn, self.conv = bn, conv
+        self.handles = [bn.register_forward_hook(FollowConv(conv))]
+        if getattr(bn, "running_mean", None) is not None:
+            self.handles.append(bn.register_forward_pre_hook(FollowScale(conv)))
+        register_removal_hook(conv, self.remove)
+
+    def remove(self, leave_parametrized: bool) -> None:
+        """Remove both hooks; first fold the removed channels into the BN when ``leave_parametrized``."""
+        if leave_parametrized:
+            fold_removed_channels(self.bn, self.conv)
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []

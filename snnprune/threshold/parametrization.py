@@ -9,6 +9,7 @@ load-state-dict pre-hook lets a dense checkpoint (key ``<layer>.weight``) load i
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "finalize",
     "is_prunable",
     "register_parametrization",
+    "register_removal_hook",
     "register_soft_threshold",
     "remove_soft_threshold",
     "sparsity",
@@ -35,6 +37,7 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, 
 #: backward variants of :class:`LearnedThresholdMask`: the LTP paper's eq. 14, or exact autograd
 LTP_GRADIENTS: tuple[str, ...] = ("paper", "full")
 _HOOKS_ATTR = "_snnprune_compat_hooks"
+_REMOVAL_ATTR = "_snnprune_removal_hooks"
 
 
 def is_prunable(module: nn.Module) -> bool:
@@ -367,6 +370,31 @@ def register_soft_threshold(
     )
 
 
+def register_removal_hook(module: nn.Module, hook: Callable[[bool], None], name: str = "weight") -> None:
+    """Tie ``hook`` to the parametrization of ``module.<name>``: called when that parametrization is removed.
+
+    For what a pruner attaches around a parametrized tensor outside the layer (the BN hooks of filter
+    granularity): it is then removed by whatever removes the parametrization, :func:`finalize` (with
+    ``leave_parametrized=True``: keep the effect) and a failing :meth:`snnprune.Pruner.prepare` (``False``:
+    restore the model as it was). Each hook is called once, after the layer is plain again. The hook is
+    kept in the layer's ``__dict__``, so ``copy.deepcopy`` of the model copies it with the model: make it a
+    bound method of an object holding the modules it acts on (a closure would act on the original).
+
+    Args:
+        module: a layer whose ``<name>`` is parametrized.
+        hook: called as ``hook(leave_parametrized)``.
+        name: the parametrized tensor.
+
+    Raises:
+        ValueError: ``module.<name>`` is not parametrized.
+    """
+    if not parametrize.is_parametrized(module, name):
+        raise ValueError(
+            f"{type(module).__name__}.{name} is not parametrized; register the parametrization first"
+        )
+    module.__dict__.setdefault(_REMOVAL_ATTR, {}).setdefault(name, []).append(hook)
+
+
 def _own_class(module: nn.Module) -> None:
     """Give ``module`` a private copy of its ``Parametrized*`` class before removing a parametrization.
 
@@ -382,7 +410,10 @@ def _own_class(module: nn.Module) -> None:
 def remove_soft_threshold(
     module: nn.Module, name: str = "weight", leave_parametrized: bool = True
 ) -> nn.Module:
-    """Remove the parametrization of ``module.<name>`` (and the compat hook).
+    """Remove the parametrization of ``module.<name>``, the compat hook, and what is tied to it.
+
+    What was tied to it with :func:`register_removal_hook` is removed last (its hooks are called with
+    ``leave_parametrized``).
 
     Args:
         module: a parametrized layer.
@@ -407,6 +438,11 @@ def remove_soft_threshold(
         handle.remove()
     if not hooks:
         module.__dict__.pop(_HOOKS_ATTR, None)
+    removal = module.__dict__.get(_REMOVAL_ATTR, {})
+    for hook in removal.pop(name, []):
+        hook(leave_parametrized)
+    if not removal:
+        module.__dict__.pop(_REMOVAL_ATTR, None)
     return module
 
 
