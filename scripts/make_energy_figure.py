@@ -41,7 +41,6 @@ if str(ROOT) not in sys.path:
 
 import snnprune  # noqa: E402
 from snnprune.analysis import Report, ann_baselines, break_even, energy_at_rate  # noqa: E402
-from snnprune.analysis.report import _apply_energy, _totals  # noqa: E402
 
 __all__ = ["get_args_parser", "load_run", "main", "pruned_twin"]
 
@@ -124,11 +123,7 @@ def pruned_twin(ann: Report, snn: Report) -> Report:
         a["weight_nonzero"] = round(a["weight_params"] * d)
         r["macs"] = r["macs"] * d
         r["weight_nonzero"] = a["weight_nonzero"]
-    meta = copy.deepcopy(ann.meta)
-    model = ann.energy_model
-    for r in layers:
-        _apply_energy(r, model, False, 1)
-    return Report(layers, _totals(layers, model, meta), meta)
+    return Report(layers, ann.totals, copy.deepcopy(ann.meta)).with_energy(ann.energy_model)  # re-priced
 
 
 def _analyze(model: torch.nn.Module, args: argparse.Namespace, test_set: Any, opts: argparse.Namespace, **kw):
@@ -155,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for preset in opts.presets:
         for key, ann in (("dense", reports["ann"]), ("pruned", ann_pruned)):
             snn = reports[key]
-            base = ann_baselines(ann, snn, preset, opts.weight_bits)
-            be = break_even(snn, ann, preset, opts.weight_bits)
+            base = ann_baselines(ann=ann, snn=snn, energy=preset, weight_bits=opts.weight_bits)
+            be = break_even(ann=ann, snn=snn, energy=preset, weight_bits=opts.weight_bits)
             o = be["overall"]
             info = runs[key][2]
             rows.append(

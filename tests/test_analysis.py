@@ -341,7 +341,7 @@ def test_compare_ann_vs_snn():
     rs = analyze(snn, (x, torch.zeros(3, dtype=torch.long)), progress=False)
     ann = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, stride=2), nn.ReLU())
     ra = analyze(ann, torch.rand(3, 2, 8, 8), progress=False)
-    c = compare(ra, rs.to_dict())
+    c = compare(ann=ra, snn=rs.to_dict())
     assert isinstance(c, Comparison)
     assert c.energy_ratio == pytest.approx(ra.totals["energy_pj"] / rs.totals["energy_pj"])
     assert [row["name"] for row in c.layers] == ["0"]
@@ -466,7 +466,7 @@ def test_sew_resnet18_and_ann_twin_from_registry():
     assert conv1["macs"] == conv1["dense_macs"]  # encoder runs once per sample, dense
     assert rs.totals["sops"] > 0 and rs.totals["firing_rate"] is not None
     assert ra.totals["sops"] == 0 and ra.totals["macs"] > 0
-    c = compare(ra, rs)
+    c = compare(ann=ra, snn=rs)
     assert c.energy_ratio is not None and math.isfinite(c.energy_ratio)
     assert rs.totals["params"] == sum(p.numel() for p in snn.parameters())
 

@@ -18,12 +18,14 @@ from snnprune.analysis import (
     EnergyModel,
     Report,
     analyze,
+    ann_baselines,
     break_even,
     compare,
     energy_at_rate,
     quantized_activation_bits,
 )
 from snnprune.analysis.energy import HOROWITZ_SRAM_64BIT_PJ, add_pj, mult_pj
+from snnprune.analysis.report import price_row
 
 # 1 pJ per bit whatever the memory size: hand counts in bits are hand counts in pJ.
 FLAT = {"sram_pj": ((0.0, 64.0),), "sram_word_bits": 64}
@@ -302,16 +304,39 @@ def _pair(rate: float, seed: int = 0):
     return snn, ann, x
 
 
+@pytest.mark.parametrize("report_pair", [compare, ann_baselines, break_even])
+def test_report_pairs_are_keyword_only(report_pair):
+    snn, ann, x = _pair(0.25)
+    rs = analyze(snn, x, time_steps=4, progress=False)
+    ra = analyze(ann, torch.relu(torch.randn(64, 32)), progress=False)
+    with pytest.raises(TypeError, match="positional argument"):
+        report_pair(ra, rs)
+    with pytest.raises(TypeError, match="positional argument"):
+        report_pair(rs, ann=ra)
+    report_pair(ann=ra, snn=rs)
+
+
+def test_price_row_hand_values():
+    model = EnergyModel(e_mac_pj=4.0, e_ac_pj=0.5)
+    row = {"kind": "conv", "sops": 100.0, "macs": 10.0}
+    price_row(row, model, True, 4)
+    assert row["energy_pj"] == row["energy_compute_pj"] == 100 * 0.5 + 10 * 4.0  # 90 pJ
+    assert row["energy_pj_per_step"] == 90.0 / 4 and row["energy_memory_pj"] == 0.0
+    for other in ({"kind": "other"}, {"kind": "neuron"}, {"kind": "norm", "macs": None}):
+        price_row(other, model, True, 4)  # no energy applies: compute-only model, no MACs
+        assert other["energy_pj"] is None and other["energy_compute_pj"] is None
+
+
 @pytest.mark.parametrize("preset", ["yan-accelerator", "yan-neuromorphic", "lemaire"])
 def test_break_even_rate_equalises_snn_and_quantized_ann(preset):
     snn, ann, x = _pair(0.25)
     rs = analyze(snn, x, time_steps=4, energy=preset, progress=False)
     ra = analyze(ann, torch.relu(torch.randn(64, 32)), progress=False)
-    be = break_even(rs, ra, preset, weight_bits=8)
+    be = break_even(ann=ra, snn=rs, energy=preset, weight_bits=8)
     o = be["overall"]
     assert o["measured_rate"] == rs.totals["firing_rate"]
     assert o["snn_energy_pj"] == pytest.approx(rs.totals["energy_pj"])
-    base = compare(ra, rs, energy=preset).baselines
+    base = compare(ann=ra, snn=rs, energy=preset).baselines
     assert o["qann_energy_pj"] == pytest.approx(base["ann_quantized"]["energy_pj"])
     assert base["activation_bits"] == 3  # ceil(log2(4 + 1))
     assert o["measured_rate"] > 0 and 0 < o["break_even_rate"] < math.inf
@@ -344,7 +369,7 @@ def test_compare_prints_winner_and_factor():
     snn, ann, x = _pair(0.1)
     rs = analyze(snn, x, time_steps=2, progress=False)
     ra = analyze(ann, torch.relu(torch.randn(64, 32)), progress=False)
-    c = compare(ra, rs, energy="yan-accelerator", weight_bits=4)
+    c = compare(ann=ra, snn=rs, energy="yan-accelerator", weight_bits=4)
     b = c.baselines
     assert b["weight_bits"] == 4 and b["activation_bits"] == 2
     q = b["ann_quantized"]
@@ -365,7 +390,7 @@ def test_compare_prints_winner_and_factor():
         ra["syn"]["access"]["nonzero_input_macs"] * (mult_pj(2, 4) + add_pj(16))
     )
     assert c.to_dict()["break_even"]["overall"]["measured_rate"] == rs.totals["firing_rate"]
-    assert compare(ra, rs).baselines is None  # plain comparison unchanged
+    assert compare(ann=ra, snn=rs).baselines is None  # plain comparison unchanged
 
 
 # --------------------------------------------------------------------------- analyze inputs (issue 10, item 6)

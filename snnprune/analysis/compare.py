@@ -1,4 +1,4 @@
-"""``compare(ann_report, snn_report)``: ANN vs SNN side by side (params, sparsity, MACs vs SOPs, energy),
+"""``compare(ann=..., snn=...)``: ANN vs SNN side by side (params, sparsity, MACs vs SOPs, energy),
 the fair baselines (the ANN twin at FP32 and the equivalent quantized ANN) and the break-even firing rate."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from .energy import EnergyModel, add_pj, mult_pj, quantized_activation_bits
-from .report import Report, _apply_energy, format_count, format_energy
+from .report import Report, format_count, format_energy, price_row
 
 __all__ = ["Comparison", "ann_baselines", "break_even", "compare", "energy_at_rate"]
 
@@ -71,6 +71,7 @@ class Comparison:
 
     def __init__(
         self,
+        *,
         ann: Report,
         snn: Report,
         energy: EnergyModel | None = None,
@@ -106,8 +107,9 @@ class Comparison:
         self.baselines: dict[str, Any] | None = None
         self.break_even: dict[str, Any] | None = None
         if energy is not None:
-            self.baselines = ann_baselines(ann, snn, energy, weight_bits, activation_bits)
-            self.break_even = break_even(snn, ann, energy, weight_bits, activation_bits)
+            options = {"energy": energy, "weight_bits": weight_bits, "activation_bits": activation_bits}
+            self.baselines = ann_baselines(ann=ann, snn=snn, **options)
+            self.break_even = break_even(ann=ann, snn=snn, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"metrics": ..., "energy_ratio": ..., "layers": ..., "energy_models": {...}}``."""
@@ -222,9 +224,10 @@ def _summary(report: Report) -> dict[str, float]:
 
 
 def ann_baselines(
+    *,
     ann: Report | dict[str, Any],
     snn: Report | dict[str, Any],
-    energy: EnergyModel | str | None,
+    energy: EnergyModel | str | None = None,
     weight_bits: int = 8,
     activation_bits: int | None = None,
 ) -> dict[str, Any]:
@@ -248,7 +251,7 @@ def ann_baselines(
         entry holds ``energy_pj``, ``energy_compute_pj``, ``energy_memory_pj`` and, for the ANNs, a
         ``label``, the ``winner`` (``"snn"``/``"ann"``), the ``factor`` and a printable ``verdict``.
     """
-    ann, snn = _as_report(ann, "ann_report"), _as_report(snn, "snn_report")
+    ann, snn = _as_report(ann, "ann"), _as_report(snn, "snn")
     model = snn.energy_model if energy is None else EnergyModel.resolve(energy)
     fp32, quant, ab = _quantized_models(model, snn, weight_bits, activation_bits)
     snn_e = _summary(snn.with_energy(model))
@@ -290,7 +293,7 @@ def _scale_events(row: dict[str, Any], s: float) -> dict[str, Any]:
 
 def _row_pj(row: dict[str, Any], model: EnergyModel, spiking: bool, t: int) -> float:
     r = copy.deepcopy(row)
-    _apply_energy(r, model, spiking, t)
+    price_row(r, model, spiking, t)
     return float(r.get("energy_pj") or 0.0)
 
 
@@ -312,7 +315,7 @@ def energy_at_rate(
     Returns:
         Energy in pJ per sample.
     """
-    snn = _as_report(snn, "snn_report")
+    snn = _as_report(snn, "snn")
     model = snn.energy_model if energy is None else EnergyModel.resolve(energy)
     measured = snn.totals.get("firing_rate")
     if not measured:
@@ -323,8 +326,9 @@ def energy_at_rate(
 
 
 def break_even(
-    snn: Report | dict[str, Any],
+    *,
     ann: Report | dict[str, Any],
+    snn: Report | dict[str, Any],
     energy: EnergyModel | str | None = None,
     weight_bits: int = 8,
     activation_bits: int | None = None,
@@ -339,8 +343,8 @@ def break_even(
     layer's input rate; overall: every row (neurons included), with the neuron-weighted mean rate.
 
     Args:
-        snn: the SNN report.
         ann: the ANN twin's report on the same data (its activation sparsity is used).
+        snn: the SNN report.
         energy: the preset; ``None`` = the SNN report's model.
         weight_bits: weight width of the quantized ANN.
         activation_bits: activation width of the quantized ANN; default ``ceil(log2(T + 1))``.
@@ -350,7 +354,7 @@ def break_even(
         ``snn_energy_pj`` (measured), ``snn_energy_zero_pj`` (:math:`E_0`), ``qann_energy_pj`` and
         ``wins`` (measured rate below the break-even rate); layers also have ``name``.
     """
-    snn, ann = _as_report(snn, "snn_report"), _as_report(ann, "ann_report")
+    ann, snn = _as_report(ann, "ann"), _as_report(snn, "snn")
     model = snn.energy_model if energy is None else EnergyModel.resolve(energy)
     _, quant, _ = _quantized_models(model, snn, weight_bits, activation_bits)
     q = ann.with_energy(quant)
@@ -405,9 +409,9 @@ def break_even(
 
 
 def compare(
-    ann_report: Report | dict[str, Any],
-    snn_report: Report | dict[str, Any],
     *,
+    ann: Report | dict[str, Any],
+    snn: Report | dict[str, Any],
     energy: EnergyModel | str | None = None,
     weight_bits: int = 8,
     activation_bits: int | None = None,
@@ -430,8 +434,8 @@ def compare(
     (:func:`break_even`).
 
     Args:
-        ann_report: :func:`snnprune.analyze` report (or its ``to_dict()``) of the ANN.
-        snn_report: report of the SNN (e.g. the SEW twin of the ANN).
+        ann: :func:`snnprune.analyze` report (or its ``to_dict()``) of the ANN.
+        snn: report of the SNN (e.g. the SEW twin of the ANN).
         energy: preset for the fair baselines; ``None`` keeps the plain side-by-side comparison.
         weight_bits: weight width of the quantized ANN.
         activation_bits: activation width of the quantized ANN; default ``ceil(log2(T + 1))``.
@@ -440,6 +444,8 @@ def compare(
         A :class:`Comparison` (``print`` it, ``to_dict()``, ``energy_ratio``, ``baselines``,
         ``break_even``).
     """
-    ann, snn = _as_report(ann_report, "ann_report"), _as_report(snn_report, "snn_report")
+    ann, snn = _as_report(ann, "ann"), _as_report(snn, "snn")
     model = None if energy is None else EnergyModel.resolve(energy)
-    return Comparison(ann, snn, model, weight_bits, activation_bits)
+    return Comparison(
+        ann=ann, snn=snn, energy=model, weight_bits=weight_bits, activation_bits=activation_bits
+    )

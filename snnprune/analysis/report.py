@@ -12,7 +12,15 @@ from typing import Any
 
 from .energy import EnergyModel
 
-__all__ = ["CONVENTIONS", "CSV_COLUMNS", "Report", "build_report", "format_count", "format_energy"]
+__all__ = [
+    "CONVENTIONS",
+    "CSV_COLUMNS",
+    "Report",
+    "build_report",
+    "format_count",
+    "format_energy",
+    "price_row",
+]
 
 #: Column order of :meth:`Report.to_csv` (rows may hold ``None`` = not applicable -> empty cell).
 CSV_COLUMNS: tuple[str, ...] = (
@@ -96,8 +104,19 @@ def _convention_counts(raw: dict[str, Any], convention: str, t: int, first_real:
     return raw["sops"], raw["macs"]
 
 
-def _apply_energy(row: dict[str, Any], energy: EnergyModel, spiking: bool, t: int) -> None:
-    """Fill the energy columns of one row (in place) from its counts and ``access`` record."""
+def price_row(row: dict[str, Any], energy: EnergyModel, spiking: bool, t: int) -> None:
+    """Fill the energy columns of one :class:`Report` row, in place, from its counts and ``access`` record.
+
+    Energy applies to synaptic rows (``conv``, ``linear``), to neuron rows with an ``access`` record when
+    ``energy`` charges memory, and to norm rows with MACs; the energy columns of any other row are set to
+    None.
+
+    Args:
+        row: a report row (e.g. a copy of ``report.layers[i]`` with scaled counts).
+        energy: the energy model that prices it.
+        spiking: whether the model is an SNN (see :meth:`EnergyModel.row_energy`).
+        t: time steps (for ``energy_pj_per_step``).
+    """
     applies = (
         row["kind"] in ("conv", "linear")
         or (energy.has_memory and row["kind"] == "neuron" and "access" in row)
@@ -206,7 +225,7 @@ def build_report(
             )
         if "norm_macs" in raw and convention == "spikingjelly":
             row.update(macs=raw["norm_macs"] / samples, sops=0.0, calls=raw["calls"])
-        _apply_energy(row, energy, spiking, t)
+        price_row(row, energy, spiking, t)
         layers.append(row)
     return Report(layers, _totals(layers, energy, meta), {**meta, "convention": convention})
 
@@ -304,7 +323,7 @@ class Report:
         spiking = bool(self.meta.get("spiking", True))
         t = max(int(self.totals["time_steps"]), 1)
         for row in layers:
-            _apply_energy(row, model, spiking, t)
+            price_row(row, model, spiking, t)
         meta = {**copy.deepcopy(self.meta), "energy_model": model.to_dict()}
         return Report(layers, _totals(layers, model, meta), meta)
 
