@@ -442,6 +442,21 @@ def test_misuse_raises_one_clear_error(case, call, exc, match):
         call()
 
 
+def test_step_and_threshold_checks_for_method_authors():
+    from snnprune.methods import check_finite_nonnegative, check_steps
+
+    assert (
+        check_steps(3, "total_steps", "m") == 3 and type(check_steps(torch.tensor(4).item(), "n", "m")) is int
+    )
+    for bad in (2.5, True, "3", None):
+        with pytest.raises(TypeError, match=r"m: frequency must be an integer number of optimizer steps"):
+            check_steps(bad, "frequency", "m")
+    assert check_finite_nonnegative(2, "k") == 2.0 and check_finite_nonnegative(0.0, "k") == 0.0
+    for bad in (-1e-9, math.inf, math.nan):
+        with pytest.raises(ValueError, match="k must be a finite number >= 0"):
+            check_finite_nonnegative(bad, "k")
+
+
 def test_step_errors():
     model = _net()
     pruner = sparsify(model, "slats", final_threshold=0.1, total_steps=2)

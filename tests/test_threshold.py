@@ -21,6 +21,7 @@ from snnprune import (
 from snnprune.threshold import (
     LearnedThresholdMask,
     MagnitudeMask,
+    check_grad,
     register_parametrization,
     register_removal_hook,
 )
@@ -111,6 +112,26 @@ def test_ste_backward_is_sign_squared_on_both_paths(zero):
     soft_threshold(theta, 0.5, "ste").backward(upstream)
     assert torch.equal(theta.grad, upstream * theta.detach().sign().square())
     assert torch.equal(upstream, kept)
+
+
+def test_soft_threshold_rescale_hand_values():
+    """ST-3 rescale by hand: row 0 keeps |theta| 2 of (2, 0.5), r = 1/1.25 = 0.8, c = 1.01/0.81; row 1
+    keeps everything, r = 1, c = 1. No gradient flows through c."""
+    theta = torch.tensor([[2.0, -0.5], [3.0, 1.5]], dtype=torch.float64, requires_grad=True)
+    w = soft_threshold(theta, 1.0, "exact", rescale=True)
+    c0 = 1.01 / ((1.0 + 1e-6) / (1.25 + 1e-6) + 0.01)
+    expected = torch.tensor([[c0, 0.0], [2.0, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(w, expected, rtol=1e-12, atol=0)
+    w.sum().backward()
+    torch.testing.assert_close(theta.grad, torch.tensor([[c0, 0.0], [1.0, 1.0]], dtype=torch.float64))
+    torch.testing.assert_close(soft_threshold(theta, 1.0, "dense", rescale=True), expected.detach())
+
+
+def test_check_grad():
+    for grad in ("exact", "ste", "dense"):
+        check_grad(grad)
+    with pytest.raises(ValueError, match=r"unknown grad mode 'STE'; use one of \('exact', 'ste', 'dense'\)"):
+        check_grad("STE")
 
 
 def test_soft_threshold_bad_input():

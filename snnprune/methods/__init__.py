@@ -18,6 +18,8 @@ from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001 
 from snnprune.methods.base import (
     METHODS,
     Pruner,
+    check_finite_nonnegative,
+    check_steps,
     get_method,
     list_methods,
     method_kwargs,
@@ -46,6 +48,8 @@ __all__ = [
     "STDSPruner",
     "STRPruner",
     "ScheduledThresholdPruner",
+    "check_finite_nonnegative",
+    "check_steps",
     "get_method",
     "list_methods",
     "lr_total",

@@ -27,6 +27,8 @@ from snnprune.threshold.parametrization import is_prunable, register_parametriza
 __all__ = [
     "METHODS",
     "Pruner",
+    "check_finite_nonnegative",
+    "check_steps",
     "get_method",
     "list_methods",
     "method_kwargs",
@@ -126,8 +128,20 @@ def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
     return decorator
 
 
-def _check_steps(value: Any, what: str, method: str) -> int:
-    """``value`` as an int, or a clear error (a float such as 2.5 is never truncated)."""
+def check_steps(value: Any, what: str, method: str) -> int:
+    """``value`` as an int: a step count a method takes (a float such as 2.5 is never truncated).
+
+    Args:
+        value: the step count to check.
+        what: its name, for the message (e.g. ``"total_steps"``).
+        method: the method's name, for the message.
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        TypeError: ``value`` is not an integer (a bool, a float, a string...).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"{method}: {what} must be an integer number of optimizer steps, got {value!r} "
@@ -205,10 +219,10 @@ class Pruner:
                     "e.g. epochs * len(train_loader))"
                 )
         else:
-            total_steps = _check_steps(total_steps, "total_steps", name)
+            total_steps = check_steps(total_steps, "total_steps", name)
             if total_steps <= 0:
                 raise ValueError(f"total_steps must be > 0, got {total_steps}")
-        start_step = _check_steps(start_step, "start_step", name)
+        start_step = check_steps(start_step, "start_step", name)
         if start_step < 0 or (total_steps is not None and start_step >= total_steps):
             raise ValueError(f"start_step must be in [0, total_steps={total_steps}), got {start_step}")
         self.total_steps: int | None = total_steps
@@ -333,7 +347,7 @@ class Pruner:
                 f"{self.method}: bind() needs a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         if steps_per_epoch is not None:
-            steps_per_epoch = _check_steps(steps_per_epoch, "steps_per_epoch", self.method)
+            steps_per_epoch = check_steps(steps_per_epoch, "steps_per_epoch", self.method)
             if steps_per_epoch <= 0:
                 raise ValueError(f"steps_per_epoch must be > 0 or None, got {steps_per_epoch}")
         if self._hook_handle is not None:
@@ -499,7 +513,7 @@ class Pruner:
                     f"pruner state was saved with {key}={a!r}, but this pruner has {key}={b!r}; "
                     "sparsify with the same settings as the run that saved it"
                 )
-        step_count = _check_steps(state["step_count"], "step_count", self.method)
+        step_count = check_steps(state["step_count"], "step_count", self.method)
         if step_count < 0 or (self.total_steps is not None and step_count > self.total_steps):
             raise ValueError(
                 f"pruner state has step_count={step_count} outside [0, total_steps={self.total_steps}]"
@@ -656,7 +670,18 @@ def _accepted_kwargs(cls: type[Pruner]) -> set[str]:
 
 
 def check_finite_nonnegative(value: Any, what: str) -> float:
-    """``float(value)``, or a ValueError naming ``what`` when it is negative, NaN or infinite."""
+    """``value`` as a float: a threshold or coefficient a method takes, finite and >= 0.
+
+    Args:
+        value: the number to check.
+        what: its name, for the message (e.g. ``"final_threshold"``).
+
+    Returns:
+        ``float(value)``.
+
+    Raises:
+        ValueError: ``value`` is negative, NaN or infinite.
+    """
     value = float(value)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(

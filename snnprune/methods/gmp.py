@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, _check_steps, register_method
+from snnprune.methods.base import Pruner, check_steps, register_method
 from snnprune.methods.schedules import cubic_sparsity
 from snnprune.threshold.parametrization import MagnitudeMask
 
@@ -62,9 +62,9 @@ class GMPPruner(Pruner):
             )
         if not 0.0 <= initial_sparsity <= target_sparsity:
             raise ValueError(f"initial_sparsity must be in [0, target_sparsity], got {initial_sparsity}")
-        if frequency is not None and _check_steps(frequency, "frequency", "gmp") < 1:
+        if frequency is not None and check_steps(frequency, "frequency", "gmp") < 1:
             raise ValueError(f"frequency must be >= 1 step, got {frequency}")
-        end = self.total_steps if end_step is None else _check_steps(end_step, "end_step", "gmp")
+        end = self.total_steps if end_step is None else check_steps(end_step, "end_step", "gmp")
         if not self.start_step < end <= self.total_steps:
             raise ValueError(f"end_step must be in (start_step, total_steps], got {end}")
         self.target_sparsity = float(target_sparsity)

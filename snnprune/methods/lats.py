@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from snnprune.methods.base import Pruner, _check_steps, check_finite_nonnegative, register_method
+from snnprune.methods.base import Pruner, check_finite_nonnegative, check_steps, register_method
 from snnprune.methods.lr_total import lr_total as compute_lr_total
 from snnprune.methods.schedules import (
     lats_low_freq,
@@ -24,7 +24,7 @@ from snnprune.methods.schedules import (
     stds_linear_fraction,
     stds_sine_fraction,
 )
-from snnprune.threshold.functional import _check_grad
+from snnprune.threshold.functional import check_grad
 from snnprune.threshold.parametrization import SoftThreshold
 
 __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThresholdPruner"]
@@ -70,7 +70,7 @@ class ScheduledThresholdPruner(Pruner):
                 raise ValueError(f"method {self.method!r} needs final_threshold (D >= 0)")
         else:
             final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
-        _check_grad(grad)
+        check_grad(grad)
         if granularity not in ("weight", "filter"):
             raise ValueError(
                 f"granularity must be 'weight' or 'filter', got {granularity!r}; filter prunes whole channels"
@@ -201,7 +201,7 @@ class LATSPruner(ScheduledThresholdPruner):
         if lr_total is not None and not (math.isfinite(lr_total) and lr_total > 0):
             raise ValueError(f"lr_total must be a finite number > 0, got {lr_total}")
         if epoch_length is not None:
-            epoch_length = _check_steps(epoch_length, "epoch_length", "lats")
+            epoch_length = check_steps(epoch_length, "epoch_length", "lats")
             if epoch_length <= 0:
                 raise ValueError(f"epoch_length must be > 0, got {epoch_length}")
         self.schedule = schedule

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from snnprune.methods.base import Pruner, register_method
-from snnprune.threshold.functional import _check_grad
+from snnprune.threshold.functional import check_grad
 from snnprune.threshold.parametrization import LTP_GRADIENTS, LearnedThresholdMask, SoftThreshold
 
 __all__ = ["LTPPruner", "STRPruner"]
@@ -55,7 +55,7 @@ class STRPruner(Pruner):
         s_init = float(s_init)
         if s_init != s_init or s_init in (float("inf"), float("-inf")):
             raise ValueError(f"s_init must be a finite number, got {s_init}")
-        _check_grad(grad)
+        check_grad(grad)
         self.s_init = s_init
         self.grad = grad
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, _check_steps, register_method
+from snnprune.methods.base import Pruner, check_steps, register_method
 from snnprune.methods.schedules import cubic_sparsity
 from snnprune.threshold.parametrization import SoftThreshold
 
@@ -207,14 +207,14 @@ class ST3Pruner(Pruner):
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
         self.target_sparsity = _check_target(target_sparsity, type(self).method)
-        finetune_steps = _check_steps(finetune_steps, "finetune_steps", type(self).method)
+        finetune_steps = check_steps(finetune_steps, "finetune_steps", type(self).method)
         if not 0 <= finetune_steps < self.total_steps - self.start_step:
             raise ValueError(
                 f"finetune_steps must be in [0, total_steps - start_step = {self.total_steps - self.start_step}), "
                 f"got {finetune_steps}"
             )
         fix_step = self.total_steps - finetune_steps
-        end = fix_step if end_step is None else _check_steps(end_step, "end_step", type(self).method)
+        end = fix_step if end_step is None else check_steps(end_step, "end_step", type(self).method)
         if not self.start_step < end <= fix_step:
             raise ValueError(
                 f"end_step must be in (start_step, total_steps - finetune_steps = {fix_step}], got {end}"

@@ -1,6 +1,6 @@
 """Thresholding core: the soft-threshold operator, its parametrizations, sparsity and export."""
 
-from snnprune.threshold.functional import GRAD_MODES, soft_threshold
+from snnprune.threshold.functional import GRAD_MODES, check_grad, soft_threshold
 from snnprune.threshold.parametrization import (
     PRUNABLE_TYPES,
     LearnedThresholdMask,
@@ -21,6 +21,7 @@ __all__ = [
     "LearnedThresholdMask",
     "MagnitudeMask",
     "SoftThreshold",
+    "check_grad",
     "finalize",
     "is_prunable",
     "register_parametrization",

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["GRAD_MODES", "soft_threshold"]
+__all__ = ["GRAD_MODES", "channel_rescale", "check_grad", "soft_threshold"]
 
 GRAD_MODES: tuple[str, ...] = ("exact", "ste", "dense")
 
@@ -139,31 +139,22 @@ class _DenseStraightThrough(torch.autograd.Function):
         return grad, None, None
 
 
-def _check_grad(grad: str) -> None:
+def check_grad(grad: str) -> None:
+    """Check that ``grad`` names a backward variant of :func:`soft_threshold` (one of :data:`GRAD_MODES`).
+
+    Args:
+        grad: the name to check.
+
+    Raises:
+        ValueError: ``grad`` is not in :data:`GRAD_MODES` (the message lists them).
+    """
     if grad not in GRAD_MODES:
         raise ValueError(f"unknown grad mode {grad!r}; use one of {GRAD_MODES}")
 
 
-def _soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str, rescale: bool = False) -> Tensor:
-    """Soft threshold, optionally times the gradient-free ST-3 :func:`channel_rescale`."""
-    if grad == "dense":
-        return _DenseStraightThrough.apply(theta, threshold, rescale)
-    if grad == "exact":
-        if isinstance(threshold, Tensor) and threshold.requires_grad:
-            out = _SoftThresholdLearned.apply(theta, threshold)
-        else:  # autograd of softshrink / theta - clamp(theta, -d, d): 1[|theta| > d]
-            out = _shrink(theta, threshold)
-    elif isinstance(threshold, Tensor) and threshold.requires_grad:
-        # a trained threshold under the straight-through ReLU: d receives -sign(theta) dL/dw everywhere
-        out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
-    else:
-        out = _SoftThresholdSTE.apply(theta, threshold)
-    if rescale:
-        out = out * channel_rescale(theta, out.detach(), threshold)
-    return out
-
-
-def soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "exact") -> Tensor:
+def soft_threshold(
+    theta: Tensor, threshold: Tensor | float, grad: str = "exact", *, rescale: bool = False
+) -> Tensor:
     """Soft-threshold ``theta``: :math:`S_d(\\theta) = \\operatorname{sign}(\\theta)\\max(|\\theta|-d, 0)`.
 
     Entries with :math:`|\\theta| \\le d` become exactly zero; survivors shrink toward 0 by ``d``.
@@ -185,6 +176,9 @@ def soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "exact"
               :math:`\\partial L/\\partial\\theta = \\partial L/\\partial w` for every entry (zeros included);
               the threshold gets no gradient.
 
+        rescale: multiply by the ST-3 per-output-channel rescale :func:`channel_rescale` (no gradient flows
+            through the rescale factor).
+
     Returns:
         The effective weight :math:`w`, same shape as ``theta``.
 
@@ -196,10 +190,24 @@ def soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "exact"
         >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0)
         tensor([-1.,  0.,  2.])
     """
-    _check_grad(grad)
+    check_grad(grad)
     if isinstance(threshold, (int, float)):
         threshold = _check_nonnegative(threshold)
-    return _soft_threshold(theta, threshold, grad)
+    if grad == "dense":
+        return _DenseStraightThrough.apply(theta, threshold, rescale)
+    if grad == "exact":
+        if isinstance(threshold, Tensor) and threshold.requires_grad:
+            out = _SoftThresholdLearned.apply(theta, threshold)
+        else:  # autograd of softshrink / theta - clamp(theta, -d, d): 1[|theta| > d]
+            out = _shrink(theta, threshold)
+    elif isinstance(threshold, Tensor) and threshold.requires_grad:
+        # a trained threshold under the straight-through ReLU: d receives -sign(theta) dL/dw everywhere
+        out = torch.sign(theta) * _ReLUStraightThrough.apply(theta.abs() - threshold)
+    else:
+        out = _SoftThresholdSTE.apply(theta, threshold)
+    if rescale:
+        out = out * channel_rescale(theta, out.detach(), threshold)
+    return out
 
 
 def _check_nonnegative(value: float, what: str = "threshold") -> float:

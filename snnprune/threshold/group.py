@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from snnprune.threshold.functional import _check_grad
+from snnprune.threshold.functional import check_grad
 
 __all__ = [
     "SCALE_BY",
@@ -136,7 +136,7 @@ def group_soft_threshold(theta: Tensor, threshold: Tensor | float, grad: str = "
         tensor([[2.1515, 2.8686],
                 [0.0000, 0.0000]])
     """
-    _check_grad(grad)
+    check_grad(grad)
     if isinstance(threshold, (int, float)) and (math.isnan(threshold) or threshold < 0):
         raise ValueError(f"threshold must be >= 0, got {threshold}; pass a non-negative threshold")
     n = group_size(theta)
@@ -178,7 +178,7 @@ class GroupSoftThreshold(nn.Module):
         scale_by: str = "size",
     ) -> None:
         super().__init__()
-        _check_grad(grad)
+        check_grad(grad)
         if scale_by not in SCALE_BY:
             raise ValueError(f"scale_by must be one of {SCALE_BY}, got {scale_by!r}")
         self.scale_by = scale_by

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from snnprune.threshold.functional import _check_grad, _soft_threshold
+from snnprune.threshold.functional import check_grad, soft_threshold
 
 __all__ = [
     "LTP_GRADIENTS",
@@ -78,7 +78,7 @@ class SoftThreshold(nn.Module):
         rescale: bool = False,
     ) -> None:
         super().__init__()
-        _check_grad(grad)
+        check_grad(grad)
         value = torch.as_tensor(threshold, dtype=torch.get_default_dtype()).detach().clone()
         if not logit and bool(torch.isnan(value).any() or (value < 0).any()):
             raise ValueError(f"threshold must be >= 0, got {threshold}; pass a non-negative threshold")
@@ -135,7 +135,7 @@ class SoftThreshold(nn.Module):
 
     def forward(self, theta: Tensor) -> Tensor:
         """Return the effective weight for raw weight ``theta``."""
-        return _soft_threshold(theta, self._threshold_arg(), self.grad, rescale=self.rescale)
+        return soft_threshold(theta, self._threshold_arg(), self.grad, rescale=self.rescale)
 
     def extra_repr(self) -> str:
         stored = self.threshold_logit if self.logit else self.threshold
