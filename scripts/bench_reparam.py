@@ -1,6 +1,6 @@
 """Benchmark the cost of the pruning reparametrization: a dense training step vs every registered method.
 
-One model per variant (dense, then each method of ``snnprune.METHODS`` attached with
+One model per variant (dense, then each method of ``snnprune.list_methods()`` attached with
 ``snnprune.sparsify``), the same initial weights, the same batch; the variants are timed **interleaved**
 (round r times one step of every variant in turn) so that the load of a shared machine hits them alike.
 Per variant the table gives the min and median step time over the rounds and the ratios to dense (min/min
@@ -124,11 +124,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("bench_reparam.py --device cuda: no CUDA device is visible; use --device cpu", file=sys.stderr)
         sys.exit(2)
     methods = (
-        args.methods.split(",") if args.methods else ["dense", *[m for m in snnprune.METHODS if m != "dense"]]
+        args.methods.split(",")
+        if args.methods
+        else ["dense", *[m for m in snnprune.list_methods() if m != "dense"]]
     )
-    unknown = [m for m in methods if m not in snnprune.METHODS]
+    unknown = [m for m in methods if m not in snnprune.list_methods()]
     if unknown:
-        print(f"--methods: unknown {unknown}; registered: {', '.join(snnprune.METHODS)}", file=sys.stderr)
+        print(
+            f"--methods: unknown {unknown}; registered: {', '.join(snnprune.list_methods())}", file=sys.stderr
+        )
         sys.exit(2)
     if "dense" not in methods:
         methods = ["dense", *methods]

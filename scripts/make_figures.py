@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from snnprune.methods import METHODS, method_kwargs
+from snnprune.methods import list_methods, method_kwargs
 
 __all__ = ["METHOD_COLORS", "Run", "discover_runs", "load_reference_points", "main", "method_label"]
 
@@ -94,7 +94,7 @@ def _float(x) -> float:
 def _run_level(method: str | None, config: dict) -> float:
     """The swept level of a run: its target sparsity or final threshold, whichever its method takes (NaN
     for dense and learned-threshold methods). config.json holds both options, one of them unused."""
-    accepted = method_kwargs(method) if method in METHODS else frozenset()
+    accepted = method_kwargs(method) if method in list_methods() else frozenset()
     for key in ("target_sparsity", "final_threshold"):
         if key in accepted:
             return _float(config.get(key))

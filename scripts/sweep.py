@@ -69,7 +69,7 @@ class GridEntry:
     """One method (with fixed extra flags) and the levels it is swept over.
 
     Args:
-        method: method name from ``snnprune.METHODS``.
+        method: method name from ``snnprune.list_methods()``.
         levels: final thresholds D (``level_flag="--final-threshold"``) or target sparsities.
         level_flag: training CLI flag that receives the level (``None`` for dense).
         extra: additional fixed CLI flags, e.g. ``("--stds-shape", "sine")``.

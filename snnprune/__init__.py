@@ -6,8 +6,8 @@ and each name is imported from its home module on first use:
 * thresholding core (:mod:`snnprune.threshold`): :func:`soft_threshold`, :class:`SoftThreshold`,
   :func:`register_soft_threshold`, :func:`remove_soft_threshold`, :func:`sparsity`, :func:`finalize`;
 * pruning methods (:mod:`snnprune.methods`): :func:`sparsify`, :class:`Pruner`,
-  :class:`ScheduledThresholdPruner`, :func:`register_method`, :data:`METHODS` (derived from the registry),
-  :func:`list_methods`, :func:`get_method`, :func:`lr_total`;
+  :class:`ScheduledThresholdPruner`, :func:`register_method`, :func:`list_methods` (the registered names),
+  :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
 * neurons with fused CuPy kernels (:mod:`snnprune.neuron`).
 """
@@ -34,7 +34,6 @@ _EXPORTS: dict[str, str] = {
     "register_method": "snnprune.methods",
     "list_methods": "snnprune.methods",
     "get_method": "snnprune.methods",
-    "METHODS": "snnprune.methods",
     "lr_total": "snnprune.methods",
     # analytics
     "analyze": "snnprune.analysis",

@@ -36,7 +36,7 @@ def _batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, 16, 16, generator=g).cuda(), torch.randint(0, 10, (n,), generator=g).cuda()
 
 
-@pytest.mark.parametrize("method", snnprune.METHODS)
+@pytest.mark.parametrize("method", snnprune.list_methods())
 def test_every_method_prunes_a_model_already_on_the_gpu(method):
     """``model.cuda()`` then ``sparsify``: buffers follow the weights; the effective weights are
     sign(θ)·max(|θ| − d, 0) (or the method's mask) on the GPU, and they stay finite."""

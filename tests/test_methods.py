@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
 
 import snnprune
-from snnprune import METHODS, Pruner, lr_total, sparsify, sparsity
+from snnprune import Pruner, list_methods, lr_total, sparsify, sparsity
 from snnprune.methods import schedules
 from snnprune.threshold import soft_threshold
 
@@ -230,7 +230,7 @@ def _train(model, pruner, opt, sched, batches):
     return thresholds
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list_methods())
 def test_resume_mid_schedule_is_exact(method):
     total = 12
     batches = _batches(total)

@@ -38,7 +38,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-@pytest.mark.parametrize("method", snnprune.METHODS)
+@pytest.mark.parametrize("method", snnprune.list_methods())
 def test_smoke_sew_every_method(sew, tmp_path, method):
     summary = sew.main(["--method", method, *SNN_TINY, "--output-dir", str(tmp_path)])
     run = Path(summary["run_dir"])
@@ -63,7 +63,7 @@ def test_smoke_sew_every_method(sew, tmp_path, method):
         assert summary["sparsity"] == 0.0
 
 
-@pytest.mark.parametrize("method", snnprune.METHODS)
+@pytest.mark.parametrize("method", snnprune.list_methods())
 def test_smoke_ann_every_method(ann, tmp_path, method):
     summary = ann.main(["--method", method, *TINY, "--output-dir", str(tmp_path)])
     assert summary["kind"] == "ann" and summary["firing_rate"] is None
@@ -172,7 +172,7 @@ def test_config_yaml_and_cli_override(tmp_path):
     assert (args.lr, args.epochs, args.final_threshold, args.opt) == (0.05, 1, 0.2, "adam")
     for name in ("sew_resnet18_imagenet_lats", "stds_cifar10", "resnet50_lats", "mobilenet_v1_lats"):
         a = parse_args(get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / f"{name}.yaml")])
-        assert a.method in snnprune.METHODS
+        assert a.method in snnprune.list_methods()
     # a recipe does not inherit the embedded default run's small stem / width 16 / 8 epochs
     parser = get_args_parser(snn=False, defaults=EMBEDDED_DEFAULTS)
     assert (parser.parse_args([]).stem, parser.parse_args([]).width) == ("small", 16)

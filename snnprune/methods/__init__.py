@@ -1,7 +1,7 @@
-"""Pruning methods on the thresholding core: :func:`sparsify`, :class:`Pruner`, :data:`METHODS`, :func:`lr_total`.
+"""Pruning methods on the thresholding core: :func:`sparsify`, :class:`Pruner`, :func:`list_methods`, :func:`lr_total`.
 
 Formulas, options and the choices made where the papers are silent: ``snnprune/docs/methods.md``. New
-methods register with :func:`register_method`; :data:`METHODS` is derived from the registry.
+methods register with :func:`register_method`; :func:`list_methods` and :func:`get_method` read the registry.
 
 | method | effective weight | threshold | gradient |
 |---|---|---|---|
@@ -13,10 +13,9 @@ methods register with :func:`register_method`; :data:`METHODS` is derived from t
 | gmp | :math:`\\theta\\odot M` | per-layer top-k, cubic ratio | masked |
 """
 
-# registration order = the order of METHODS
+# registration order = the order of list_methods()
 from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001  (register the methods)
 from snnprune.methods.base import (
-    METHODS,
     Pruner,
     check_finite_nonnegative,
     check_steps,
@@ -35,7 +34,6 @@ from snnprune.methods.lr_total import lr_total
 from snnprune.methods.st3 import ST3Pruner, ST3SigmaPruner
 
 __all__ = [
-    "METHODS",
     "DensePruner",
     "GMPPruner",
     "LATSPruner",

@@ -4,7 +4,7 @@ The design follows ``torch.ao.pruning``: a pruner is built in two steps, ``Prune
 configuration (no model needed) and :meth:`Pruner.prepare` attaches one parametrization per selected layer
 (all or nothing). The scheduler surface follows ``torch.optim.lr_scheduler``: :meth:`Pruner.step` once per
 optimizer step, :meth:`Pruner.get_last_threshold`, :meth:`Pruner.state_dict` / :meth:`Pruner.load_state_dict`.
-The registry is open like timm's ``register_model``: :data:`METHODS` is derived from it.
+The registry is open like timm's ``register_model``: :func:`list_methods` and :func:`get_method` read it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import numbers
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -25,7 +25,6 @@ from torch.nn.utils import parametrize
 from snnprune.threshold.parametrization import is_prunable, register_parametrization, remove_soft_threshold
 
 __all__ = [
-    "METHODS",
     "Pruner",
     "check_finite_nonnegative",
     "check_steps",
@@ -40,38 +39,11 @@ __all__ = [
 _REGISTRY: dict[str, type[Pruner]] = {}
 
 
-class _MethodNames(Sequence[str]):
-    """Read-only, live view of the registered method names (in registration order)."""
-
-    def __getitem__(self, index: Any) -> Any:
-        return tuple(_REGISTRY)[index]
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(_REGISTRY))
-
-    def __contains__(self, name: object) -> bool:
-        return name in _REGISTRY
-
-    def __eq__(self, other: object) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
-
-
-#: Every registered method name, derived from the registry (a live, read-only sequence: a method
-#: registered later with :func:`register_method` appears in it).
-METHODS: Sequence[str] = _MethodNames()
-
-
 def list_methods() -> tuple[str, ...]:
-    """The registered method names, in registration order (a snapshot of :data:`METHODS`)."""
+    """The registered method names, in registration order.
+
+    A new tuple on every call, so a method registered with :func:`register_method` is in the next one.
+    """
     return tuple(_REGISTRY)
 
 
@@ -82,14 +54,14 @@ def get_method(name: str) -> type[Pruner]:
         ValueError: no method of that name (the message lists the registered ones).
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {name!r}; choose one of {METHODS}")
+        raise ValueError(f"unknown pruning method {name!r}; choose one of {list_methods()}")
     return _REGISTRY[name]
 
 
 def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
     """Class decorator registering a :class:`Pruner` subclass under ``name``.
 
-    The name becomes usable everywhere a method name is: :func:`sparsify`, :data:`METHODS`, and the
+    The name becomes usable everywhere a method name is: :func:`sparsify`, :func:`list_methods`, and the
     training scripts' ``--method`` option.
 
     Args:
@@ -607,7 +579,7 @@ def sparsify(
 
     Args:
         model: the model (SNN or ANN), not yet wrapped in DDP.
-        method: one of :data:`METHODS`.
+        method: one of :func:`list_methods`.
         include: fnmatch globs on qualified module names to prune (default: every prunable layer).
         exclude: globs to keep dense.
         optimizer: if given, :meth:`Pruner.bind` is called with it (and ``lr_scheduler``,
