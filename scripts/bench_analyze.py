@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from spikingjelly.activation_based import functional
@@ -29,6 +30,8 @@ from spikingjelly.activation_based import functional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from timing import time_calls  # noqa: E402  (scripts/ is on sys.path: the script's own folder)
 
 from snnprune import analyze  # noqa: E402
 
@@ -86,13 +89,6 @@ def _plain_eval(model: torch.nn.Module, loader, device: torch.device) -> None:
     _forward_all(model, loader, device)
 
 
-def _timed(fn):
-    """``(seconds, fn())``."""
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and return the JSON-able result."""
     args = get_args_parser().parse_args(argv)
@@ -114,11 +110,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     _plain_eval(model, [next(iter(loader))], device)  # warm-up
     analyze(model, loader, max_batches=1, progress=False)  # warm-up
-    evals, analyses = [], []
-    for _ in range(args.repeats):
-        evals.append(_timed(lambda: _plain_eval(model, loader, device))[0])
-        dt, report = _timed(lambda: analyze(model, loader, progress=False))
-        analyses.append(dt)
+    last: dict[str, Any] = {}  # the report of the last analyze run
+    times = time_calls(
+        {
+            "eval": lambda: _plain_eval(model, loader, device),
+            "analyze": lambda: last.update(report=analyze(model, loader, progress=False)),
+        },
+        args.repeats,
+        device=device,
+        clock=time.perf_counter,  # wall time of the whole pass, host work included
+    )
+    evals, analyses, report = times["eval"], times["analyze"], last["report"]
     t_eval, t_an = statistics.median(evals), statistics.median(analyses)
     ratio = t_an / t_eval
     result = {

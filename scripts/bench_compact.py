@@ -17,7 +17,7 @@ weight values, so no training is needed here; accuracy at each sparsity comes fr
 Prints a table (min and median per cell, speed-up = dense min / variant min) and writes JSON (``--json``).
 One intra-op thread by default on the CPU (``--threads``), so the numbers measure the kernels, not the
 scheduler. ``--device cuda`` times the same cells on a GPU (models and inputs moved there after compaction,
-the device synchronized around every timed call).
+every call timed with CUDA events and the device synchronized after it: ``scripts/timing.py``).
 
 Usage::
 
@@ -33,7 +33,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import time_calls  # scripts/ is on sys.path: the script's own folder
 
 import models
 import snnprune
@@ -82,16 +83,6 @@ def compacted(kind: str, width: int, T: int, sparsity: float, x: torch.Tensor) -
         layer.parametrizations.weight[0].threshold.fill_(1e-6)
     model.eval()
     return snnprune.compact(model, x)
-
-
-def _time(fn: Any, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def _infer(model: nn.Module, x: torch.Tensor) -> Any:
@@ -142,12 +133,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
             repeats = args.repeats if width <= 32 else args.repeats_wide
             for measure, fns in measures.items():
-                times: dict[float, list[float]] = {p: [] for p in sparsities}
-                for fn in fns.values():  # warm-up
-                    fn()
-                for _ in range(repeats):
-                    for p, fn in fns.items():
-                        times[p].append(_time(fn, device))
+                times = time_calls(fns, repeats, warmup=1, device=device)
                 base = min(times[0.0])
                 for p in sparsities:
                     rows.append(

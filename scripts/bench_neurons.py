@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from timing import min_median, time_calls  # scripts/ is on sys.path: the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -93,10 +92,6 @@ def _require_gpu() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    return {"min": min(samples), "median": statistics.median(samples)}
 
 
 def _node(kind: str, impl: str, device: str):
@@ -253,24 +248,17 @@ def _cpu_main(args) -> dict:
                               ("custom op (torch.compile path)", (op_fwd, op_fwd_bwd))):  # fmt: skip
                 for phase, fn in zip(("fwd", "fwd+bwd"), fns, strict=True):
                     cases.append(({"neuron": kind, "dtype": dname, "path": path, "phase": phase}, fn))
-    samples: list[list[float]] = [[] for _ in cases]
     with ops.kernel_hooks(noop):
         before = ops.LAUNCHES["fwd"]
-        for _, fn in cases:
-            for _ in range(args.warmup):
-                fn()
-        # interleaved: every case `iters` times per repeat; each call is timed on its own, so a preemption by
-        # another process (milliseconds on a shared CPU) costs one sample, not a whole block's mean
-        for _ in range(args.repeats):
-            for i, (_, fn) in enumerate(cases):
-                for _ in range(args.iters):
-                    t0 = time.perf_counter()
-                    fn()
-                    samples[i].append((time.perf_counter() - t0) * 1e6)
+        # interleaved, each call timed on its own: a preemption by another process (milliseconds on a shared
+        # CPU) costs one sample, not a whole block's mean
+        samples = time_calls(
+            dict(enumerate(fn for _, fn in cases)), args.repeats * args.iters, warmup=args.warmup
+        )
         if ops.LAUNCHES["fwd"] == before:
             raise RuntimeError("the node did not take the fused path (launch sentinel unchanged)")
-    for (row, _), s in zip(cases, samples, strict=True):
-        results["rows"].append({**row, **{f"{k}_us": v for k, v in _stats(s).items()}})
+    for i, (row, _) in enumerate(cases):
+        results["rows"].append({**row, **{f"{k}_us": v * 1e6 for k, v in min_median(samples[i]).items()}})
     results["bytes"] = _bytes_table(args.dtypes.split(","), args.T)
     print(
         f"# host time per call (min and median over {args.repeats * args.iters} single calls), no-op kernel "
@@ -291,19 +279,9 @@ def _cpu_main(args) -> dict:
 
 
 def _time_ms(fn, iters: int, repeats: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) / iters)
-    return _stats(samples)
+    """Min and median ms per call over ``repeats`` samples of ``iters`` calls (CUDA events)."""
+    samples = time_calls({"fn": fn}, repeats, warmup=warmup, number=iters, device="cuda")["fn"]
+    return {k: v * 1e3 for k, v in min_median(samples).items()}
 
 
 def _graph_ms(fn, iters: int, repeats: int, warmup: int) -> dict[str, float]:

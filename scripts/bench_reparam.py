@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timing import time_calls  # scripts/ is on sys.path: the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -142,20 +143,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g).to(device)
     y = torch.randint(0, args.num_classes, (args.batch_size,), generator=g).to(device)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    samples: dict[str, list[float]] = {m: [] for m in methods}
-    for r in range(steps):
-        for m in methods:
-            sync()
-            t0 = clock()
-            _step(variants[m], x, y)
-            sync()
-            if r >= args.warmup:
-                samples[m].append((clock() - t0) * 1e3)
+    seconds = time_calls(
+        {m: lambda m=m: _step(variants[m], x, y) for m in methods},
+        args.rounds,
+        warmup=args.warmup,
+        device=device,
+        clock=clock,  # host clock, device synchronized around every step
+    )
+    samples = {m: [1e3 * t for t in ts] for m, ts in seconds.items()}
     dense_min, dense_med = min(samples["dense"]), statistics.median(samples["dense"])
     rows = []
     for m in methods:

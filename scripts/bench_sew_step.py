@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import time_calls  # scripts/ is on sys.path: the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -194,15 +195,8 @@ def _run_config(args, precision: str, backend: str, mode: str, weights: str) -> 
         train_step()
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - t0
-    samples = []
-    for _ in range(args.repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(args.iters):
-            train_step()
-        end.record()
-        torch.cuda.synchronize()
-        samples.append(start.elapsed_time(end) / args.iters)
+    seconds = time_calls({"step": train_step}, args.repeats, number=args.iters, device="cuda")["step"]
+    samples = [1e3 * t for t in seconds]  # ms per step, CUDA events
     step_ms = min(samples)
     return {
         "precision": precision,

@@ -29,7 +29,6 @@ import csv
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+
+from timing import time_calls  # noqa: E402
 
 import snnprune  # noqa: E402
 from snnprune.methods import method_kwargs  # noqa: E402
@@ -136,17 +137,14 @@ def channels_removed(model: nn.Module, small: nn.Module) -> float:
 
 
 def time_models(nets: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, list[float]]:
-    """Interleaved inference times (s) of every model on ``x``."""
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    for rep in range(repeats + 1):
-        for name, net in nets.items():
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                net(x)
-            _reset(net)
-            if rep:  # the first round is warm-up
-                times[name].append(time.perf_counter() - t0)
-    return times
+    """Interleaved inference times (s) of every model on ``x`` (one warm-up round first)."""
+
+    def infer(net: nn.Module) -> None:
+        with torch.no_grad():
+            net(x)
+        _reset(net)
+
+    return time_calls({name: lambda net=net: infer(net) for name, net in nets.items()}, repeats, warmup=1)
 
 
 def collect(runs: Path, repeats: int, recal_batches: int) -> list[dict[str, Any]]:
