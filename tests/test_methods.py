@@ -356,27 +356,39 @@ def test_str_threshold_is_learned():
     assert pruner.threshold["0"] != before
 
 
-def test_ltp_regularization_formula():
-    model = _mlp()
-    pruner = sparsify(model, "ltp", l0_coeff=0.3, temperature=0.05, tau_init=1e-3)
-    total, count = 0.0, 0
-    for m in (model[0], model[4]):
-        theta = m.parametrizations.weight.original.detach()
-        temp = 0.05 * theta.var(unbiased=False)
-        total += torch.sigmoid((theta.pow(2) - 1e-3) / temp).sum()
-        count += theta.numel()
+@pytest.mark.parametrize("after_forward", [False, True], ids=["fresh", "reusing-the-forward"])
+def test_ltp_regularization_hand_values(after_forward):
+    """Two layers with theta = (0, 1, 2) and (-1, 1): Var = 2/3 and 1, so with t_rel = 1.5 the temperatures
+    are T = 1 and 1.5, and with tau = 1 the sigmoid arguments (theta^2 - tau)/T are (-1, 0, 3) and (0, 0)."""
+    model = nn.Sequential(nn.Linear(3, 1, bias=False), nn.Linear(1, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0, 1.0, 2.0]]))
+        model[1].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+    pruner = sparsify(model, "ltp", l0_coeff=0.3, temperature=1.5, tau_init=1.0)
+    if after_forward:  # the soft L0 then comes from the forward's own node
+        model(torch.ones(1, 3))
     reg = pruner.regularization()
-    assert reg.item() == pytest.approx(0.3 * total.item() / count, rel=1e-6)
+
+    def sig(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    masks = [sig(-1.0), 0.5, sig(3.0), 0.5, 0.5]
+    assert reg.item() == pytest.approx(0.3 * sum(masks) / 5, rel=1e-6)  # 0.16329...
     reg.backward()
-    assert model[0].parametrizations.weight[0].tau.grad.item() < 0  # L0 pushes tau up
-    model.eval()
-    hard = sparsity(model)["overall"]
-    expected = (
-        sum(int((m.parametrizations.weight.original.pow(2) <= 1e-3).sum()) for m in (model[0], model[4]))
-        / count
+    slope = [m * (1 - m) for m in masks]  # d sigma / dz
+    # d reg / d tau_l = -(0.3 / 5) sum_l sigma' / T_l: the L0 term pushes tau up
+    assert model[0].parametrizations.weight[0].tau.grad.item() == pytest.approx(
+        -0.06 * sum(slope[:3]), rel=1e-5
     )
-    assert hard == pytest.approx(expected)
-    assert pruner.threshold["4"] == pytest.approx(1e-3)
+    assert model[1].parametrizations.weight[0].tau.grad.item() == pytest.approx(-0.06 * 0.5 / 1.5, rel=1e-5)
+    # d reg / d theta_k = (0.3 / 5) sigma'_k 2 theta_k / T (T detached)
+    grad0 = model[0].parametrizations.weight.original.grad.flatten().tolist()
+    grad1 = model[1].parametrizations.weight.original.grad.flatten().tolist()
+    assert grad0 == pytest.approx([0.0, 0.06 * 0.25 * 2, 0.06 * slope[2] * 4], rel=1e-5, abs=1e-12)
+    assert grad1 == pytest.approx([-0.02, 0.02], rel=1e-5)
+    model.eval()  # hard mask theta^2 > tau: (0, 1, 2) keeps 2, (-1, 1) keeps nothing
+    assert sparsity(model)["overall"] == pytest.approx(4 / 5)
+    assert pruner.threshold == pytest.approx({"0": 1.0, "1": 1.0})
 
 
 def _sj_net():
