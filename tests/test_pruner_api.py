@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 
@@ -440,13 +441,45 @@ MISUSE_ERRORS = [
     ("ltp gradient", lambda: sparsify(_net(), "ltp", gradient="approx"), ValueError, "ltp gradient must be one of"),
     ("st3 finetune", lambda: sparsify(_net(), "st3", target_sparsity=0.5, total_steps=4, finetune_steps=4), ValueError, "finetune_steps must be in"),
     ("bind a non-optimizer", lambda: sparsify(_net(), "str").bind("sgd"), TypeError, "needs a torch.optim.Optimizer"),
+    ("D a bool", lambda: sparsify(_net(), "slats", final_threshold=True, total_steps=3), TypeError, r"final_threshold must be a number, got True \(bool\); pass one float"),
+    ("D a list", lambda: sparsify(_net(), "lats", final_threshold=[0.1], total_steps=3), TypeError, r"final_threshold must be a number, got \[0.1\] \(list\)"),
+    ("lazy layer", lambda: sparsify(nn.Sequential(nn.Linear(2, 3), nn.LazyLinear(4)), "str"), ValueError, r"layer '1' \(LazyLinear\) has an uninitialized weight; run one forward pass"),
+    ("meta-device model", lambda: sparsify(nn.Sequential(nn.Linear(2, 3, device="meta")), "str"), ValueError, r"layer '0' \(Linear\) has its weight on the meta device; materialize the model"),
+    ("load_compact, narrower model", lambda: _load_compact_into_narrower(), ValueError, r"layer '1' has out_features=6 in Sequential, the compacted model has 8; build the model with the width"),
 ]  # fmt: skip
+
+
+def _load_compact_into_narrower() -> None:
+    from snnprune.structured import load_compact, save_compact
+
+    buf = io.BytesIO()
+    save_compact(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 8)), buf)
+    buf.seek(0)
+    load_compact(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 6)), buf)
 
 
 @pytest.mark.parametrize(("case", "call", "exc", "match"), MISUSE_ERRORS, ids=[c[0] for c in MISUSE_ERRORS])
 def test_misuse_raises_one_clear_error(case, call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("method", ["slats", "gmp"])
+def test_sparsity_has_one_denominator_before_and_after_finalize(method):
+    """Every Conv/Linear weight counts, pruned or excluded: 144 conv + 512 linear weights, the linear kept
+    dense, so the overall fraction is the conv's zeros / 656 in both states (and in a reloaded model)."""
+    model = _net()
+    pruner = sparsify(model, method, total_steps=1, exclude=["4"], **THRESHOLD_KWARGS[method])
+    pruner.step()
+    zeros = int((model[0].weight == 0).sum())
+    assert zeros > 0
+    before = snnprune.sparsity(model)
+    assert before == {"overall": zeros / 656, "layers": {"0": zeros / 144, "4": 0.0}}
+    snnprune.finalize(model)
+    assert snnprune.sparsity(model) == before
+    plain = _net(seed=1)
+    plain.load_state_dict(model.state_dict())
+    assert snnprune.sparsity(plain) == before
 
 
 def test_step_and_threshold_checks_for_method_authors():

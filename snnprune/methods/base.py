@@ -262,7 +262,8 @@ class Pruner:
         Raises:
             TypeError: ``model`` is not an ``nn.Module``.
             RuntimeError: this pruner was already prepared.
-            ValueError: bad patterns, no prunable layer, or a layer already parametrized.
+            ValueError: bad patterns, no prunable layer, a layer already parametrized, or a selected layer
+                without values (a lazy module not yet run, a meta-device model).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.method}: expected an nn.Module to prune, got {type(model).__name__}")
@@ -271,6 +272,8 @@ class Pruner:
                 f"{self.method}: this pruner is already prepared on a model; create a new one per model"
             )
         layers = select_layers(model, include, exclude)
+        for name, module in layers.items():
+            _check_materialized(name, module)
         self.model = model  # the root, for parametrizations that couple layers (filter granularity)
         attached: list[nn.Module] = []
         try:
@@ -505,6 +508,21 @@ class Pruner:
         return f"{type(self).__name__}(method={self.method!r}, layers={len(self.layers)}, step={self.step_count}, {options})"
 
 
+def _check_materialized(name: str, module: nn.Module) -> None:
+    """Raise unless ``module.weight`` holds values (not a lazy or meta-device parameter)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, nn.parameter.UninitializedParameter):
+        raise ValueError(
+            f"layer {name!r} ({type(module).__name__}) has an uninitialized weight; run one forward pass "
+            "(or give its input size) before sparsify"
+        )
+    if isinstance(weight, Tensor) and weight.is_meta:
+        raise ValueError(
+            f"layer {name!r} ({type(module).__name__}) has its weight on the meta device; materialize the model "
+            "first (model.to_empty(device=...) and load its weights)"
+        )
+
+
 def _check_patterns(patterns: Iterable[str] | None, names: list[str], kind: str) -> list[str]:
     if patterns is None:
         return []
@@ -595,7 +613,8 @@ def sparsify(
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or a keyword argument the method does not accept.
-        ValueError: unknown method, bad option values, bad patterns, no prunable layer.
+        ValueError: unknown method, bad option values, bad patterns, no prunable layer, a selected layer
+            without values (lazy or meta-device).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify() expects an nn.Module as model, got {type(model).__name__}")
@@ -652,8 +671,13 @@ def check_finite_nonnegative(value: Any, what: str) -> float:
         ``float(value)``.
 
     Raises:
+        TypeError: ``value`` is not a real number (a bool, a list, a string...).
         ValueError: ``value`` is negative, NaN or infinite.
     """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{what} must be a number, got {value!r} ({type(value).__name__}); pass one float, e.g. {what}=0.05"
+        )
     value = float(value)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(

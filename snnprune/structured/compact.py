@@ -192,7 +192,8 @@ def shrink_(model: nn.Module, widths: dict[str, dict[str, int]]) -> nn.Module:
         ``model``, ready for ``load_state_dict`` of the compacted model.
 
     Raises:
-        ValueError: a recorded layer that ``model`` does not have.
+        ValueError: a recorded layer that ``model`` does not have, or one narrower than recorded (a model
+            built with another width).
     """
     modules = dict(model.named_modules())
     for name, w in widths.items():
@@ -205,6 +206,11 @@ def shrink_(model: nn.Module, widths: dict[str, dict[str, int]]) -> nn.Module:
             old = getattr(module, attr)
             if old == value:
                 continue
+            if not 0 < value < old:
+                raise ValueError(
+                    f"layer {name!r} has {attr}={old} in {type(model).__name__}, the compacted model has "
+                    f"{value}; build the model with the width it was trained with"
+                )
             idx = torch.arange(value)
             if attr in ("out_channels", "out_features", "num_features"):
                 _slice_out(module, idx)
@@ -229,7 +235,8 @@ def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Modu
         ``model``, now the compacted model.
 
     Raises:
-        ValueError: not a compact-model file.
+        ValueError: not a compact-model file, or ``model`` lacks a recorded layer or is narrower than
+            recorded (another width).
     """
     data = path if isinstance(path, dict) else torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:

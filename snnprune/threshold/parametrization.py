@@ -446,19 +446,15 @@ def remove_soft_threshold(
     return module
 
 
-def _sparsity_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    layers = [(n, m) for n, m in model.named_modules() if parametrize.is_parametrized(m, "weight")]
-    if not layers:
-        layers = [(n, m) for n, m in model.named_modules() if is_prunable(m)]
-    return layers
-
-
 @torch.no_grad()
 def sparsity(model: nn.Module) -> dict[str, Any]:
     """Fraction of exact zeros of the effective weights, in one pass with one host sync.
 
-    Counts the layers whose ``weight`` is parametrized; for a model with none (dense, or finalized),
-    every Conv/Linear layer.
+    The denominator is every Conv1d/2d/3d and Linear weight of ``model`` (:func:`is_prunable`), pruned or
+    kept dense (``exclude=``), parametrized or finalized: the same layers before and after
+    :func:`finalize` and in a plain model loaded from the finalized ``state_dict``, so the number does not
+    depend on the model's state (it is :func:`snnprune.analyze`'s ``sparsity``, the zeros among all
+    synaptic weights).
 
     Args:
         model: the (possibly parametrized, possibly DDP-wrapped) model.
@@ -467,7 +463,7 @@ def sparsity(model: nn.Module) -> dict[str, Any]:
         ``{"overall": zeros / weights, "layers": {qualified_name: fraction}}`` (``overall`` 0.0 and
         empty ``layers`` when the model has no prunable layer).
     """
-    layers = _sparsity_layers(model)
+    layers = [(n, m) for n, m in model.named_modules() if is_prunable(m)]
     if not layers:
         return {"overall": 0.0, "layers": {}}
     weights = [m.weight for _, m in layers]
