@@ -184,6 +184,23 @@ def test_failed_filter_prepare_removes_the_bn_hooks():
     assert not any(hasattr(m, "parametrizations") for m in model.modules())
 
 
+def test_batch_norm_follower_needs_a_parametrized_conv_and_an_affine_bn():
+    from snnprune.structured import BatchNormFollower
+
+    conv, bn = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)
+    with pytest.raises(ValueError, match=r"Conv2d\.weight is not parametrized"):
+        BatchNormFollower(bn, conv)
+    assert _bn_hooks(nn.Sequential(bn)) == {"0": (0, 0)}  # nothing attached
+    snnprune.register_soft_threshold(conv)
+    with pytest.raises(ValueError, match="without affine parameters cannot follow its conv under filter"):
+        BatchNormFollower(nn.BatchNorm2d(4, affine=False), conv)
+    follower = BatchNormFollower(bn, conv)
+    assert _bn_hooks(nn.Sequential(bn)) == {"0": (1, 1)}
+    snnprune.remove_soft_threshold(conv, leave_parametrized=False)  # undo: hooks gone, BN untouched
+    assert _bn_hooks(nn.Sequential(bn)) == {"0": (0, 0)} and follower.handles == []
+    assert bn.weight.eq(1).all() and bn.bias.eq(0).all()
+
+
 def test_save_load_compact_round_trip(tmp_path):
     model = _sew("IAND")
     prune_half(model, X)

@@ -257,11 +257,11 @@ class BatchNormFollower:
                 f"{type(bn).__name__} without affine parameters cannot follow its conv under filter "
                 "granularity; build it with affine=True or use granularity='weight'"
             )
-        self.bn, self.conv = bn, conv
-        self.handles = [bn.register_forward_hook(FollowConv(conv))]
+        self.bn, self.conv, self.handles = bn, conv, []
+        register_removal_hook(conv, self.remove)  # first: raises before anything is attached
+        self.handles.append(bn.register_forward_hook(FollowConv(conv)))
         if getattr(bn, "running_mean", None) is not None:
             self.handles.append(bn.register_forward_pre_hook(FollowScale(conv)))
-        register_removal_hook(conv, self.remove)
 
     def remove(self, leave_parametrized: bool) -> None:
         """Remove both hooks; first fold the removed channels into the BN when ``leave_parametrized``."""
