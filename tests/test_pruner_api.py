@@ -216,10 +216,10 @@ def test_get_last_threshold_is_a_threshold_per_layer(method):
     _train_steps(model, pruner, opt, None, 6)
     last = pruner.get_last_threshold()
     assert set(last) == set(pruner.layers) and all(isinstance(v, float) for v in last.values())
-    snapshot = pruner._threshold_snapshot()  # what the training loop logs per step without a host sync
+    snapshot = pruner.threshold_snapshot()  # what the training loop logs per step without a host sync
     if method in ("str", "ltp", "st3", "st3sigma"):
         assert (
-            isinstance(snapshot, torch.Tensor) and pruner._thresholds_from_snapshot(snapshot.tolist()) == last
+            isinstance(snapshot, torch.Tensor) and pruner.thresholds_from_snapshot(snapshot.tolist()) == last
         )
     else:
         assert snapshot is None

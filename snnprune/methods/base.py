@@ -417,15 +417,28 @@ class Pruner:
             return dict(value)
         return dict.fromkeys(self.layers, float(value))
 
-    def _threshold_snapshot(self) -> Tensor | None:
-        """The thresholds in force as a tensor on the model's device, read without a host sync, for
-        methods that keep them there (STR, LTP, ST-3); None where :meth:`get_last_threshold` is free
-        (Python floats). :meth:`_thresholds_from_snapshot` turns its values into that dict later, so the
-        training loop logs every step with one sync per epoch."""
+    def threshold_snapshot(self) -> Tensor | None:
+        """The thresholds in force as a tensor on the model's device, read without a host sync.
+
+        For methods that keep their thresholds there (STR, LTP, ST-3); None where
+        :meth:`get_last_threshold` is free (Python floats). :meth:`thresholds_from_snapshot` turns the
+        snapshot's values into that dict later, so a training loop can log every step with one host sync
+        per epoch (stack the snapshots, one ``tolist()``).
+
+        Returns:
+            A 1-D tensor, or None.
+        """
         return None
 
-    def _thresholds_from_snapshot(self, values: list[float]) -> dict[str, float]:
-        """:meth:`get_last_threshold` as it was when :meth:`_threshold_snapshot` gave ``values``."""
+    def thresholds_from_snapshot(self, values: list[float]) -> dict[str, float]:
+        """:meth:`get_last_threshold` as it was when :meth:`threshold_snapshot` gave ``values``.
+
+        Args:
+            values: ``threshold_snapshot().tolist()``.
+
+        Returns:
+            Layer -> threshold.
+        """
         return dict(zip(self.layers, values, strict=True))
 
     def regularization(self) -> Tensor:

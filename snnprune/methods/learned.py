@@ -66,9 +66,9 @@ class STRPruner(Pruner):
     @property
     def threshold(self) -> dict[str, float]:
         """Per-layer :math:`\\sigma(s_l)` (one host sync)."""
-        return dict(zip(self.layers, self._threshold_snapshot().tolist(), strict=True))
+        return dict(zip(self.layers, self.threshold_snapshot().tolist(), strict=True))
 
-    def _threshold_snapshot(self) -> Tensor:
+    def threshold_snapshot(self) -> Tensor:
         return _stacked([m.parametrizations.weight[0].effective_threshold() for m in self.layers.values()])
 
 
@@ -151,7 +151,7 @@ class LTPPruner(Pruner):
     @property
     def threshold(self) -> dict[str, float]:
         """Per-layer :math:`\\tau_l` (in units of :math:`\\theta^2`; one host sync)."""
-        return dict(zip(self.layers, self._threshold_snapshot().tolist(), strict=True))
+        return dict(zip(self.layers, self.threshold_snapshot().tolist(), strict=True))
 
-    def _threshold_snapshot(self) -> Tensor:
+    def threshold_snapshot(self) -> Tensor:
         return _stacked([m.parametrizations.weight[0].tau for m in self.layers.values()])

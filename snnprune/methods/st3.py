@@ -303,10 +303,10 @@ class ST3Pruner(Pruner):
         """The global threshold :math:`t` (one host sync)."""
         return 0.0 if self._global is None else float(self._global)
 
-    def _threshold_snapshot(self) -> Tensor | None:
+    def threshold_snapshot(self) -> Tensor | None:
         return None if self._global is None else self._global.detach().reshape(1)
 
-    def _thresholds_from_snapshot(self, values: list[float]) -> dict[str, float]:
+    def thresholds_from_snapshot(self, values: list[float]) -> dict[str, float]:
         return {n: values[0] * s for n, s in self.sigmas.items()}  # sigma = 1 for ST-3: t itself
 
     def _extra_state(self) -> dict[str, Any]:
