@@ -90,9 +90,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     total = nonzero = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".parametrizations." in name and name.endswith(".original"):
-                path, rest = name.split(".parametrizations.")
-                p = getattr(model.get_submodule(path), rest.split(".")[0])
+            path, found, rest = f".{name}".partition(".parametrizations.")  # "." also finds a top-level one
+            if found and name.endswith(".original"):
+                p = getattr(model.get_submodule(path[1:]), rest.split(".")[0])
             total += p.numel()
             nonzero += int(torch.count_nonzero(p))
     return total, nonzero
