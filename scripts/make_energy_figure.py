@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 import snnprune  # noqa: E402
 from snnprune.analysis import Report, ann_baselines, break_even, energy_at_rate  # noqa: E402
+from snnprune.training import CheckpointError, ConfigError, DataError  # noqa: E402
 
 __all__ = ["get_args_parser", "load_run", "main", "pruned_twin"]
 
@@ -61,44 +61,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def load_run(
     run_dir: str, option: str = "--run"
 ) -> tuple[torch.nn.Module, argparse.Namespace, dict[str, Any]]:
-    """Rebuild the model of a run folder from its ``config.json`` and ``best.pth`` (sparse weights baked in).
+    """The model of a run folder's ``best.pth`` with its sparse weights baked in (:func:`snnprune.load_run`).
 
     Args:
         run_dir: a folder written by ``train_sew.py`` or ``train_ann.py``.
+        option: the option that named it (for the error message).
 
     Returns:
-        ``(model in eval mode, the run's arguments, its summary.json or {})``.
+        ``(model in eval mode, the run's configuration, its summary.json or {} with "test_set")``.
     """
-    folder = Path(run_dir)
-    cfg, ckpt_path = folder / "config.json", folder / "best.pth"
-    if not cfg.is_file() or not ckpt_path.is_file():
-        _fail(f"{option} {run_dir}: needs config.json and best.pth (a finished training run folder)")
-    args = argparse.Namespace(**json.loads(cfg.read_text()))
-    if args.kind == "snn":
-        import train_sew as script
-    else:
-        import train_ann as script
-    _, test_set, num_classes, in_channels = snnprune.training.build_datasets(args)
-    model = script.build_model(args, num_classes, in_channels)
-    if args.method != "dense":
-        from snnprune.training.cli import pruner_kwargs
-
-        snnprune.sparsify(model, args.method, **pruner_kwargs(args, args.steps_per_epoch))
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
-    if args.method != "dense":
-        model = snnprune.finalize(model)
-    summary_path = folder / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return model.eval(), args, {**summary, "test_set": test_set}
+    try:
+        run = snnprune.load_run(Path(run_dir) / "best.pth", finalize=True)
+        test_set = run.test_data().dataset
+    except (
+        ConfigError,
+        CheckpointError,
+        DataError,
+    ) as exc:
+        print(f"error: {option}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return run.model, argparse.Namespace(**run.config), {**(run.summary or {}), "test_set": test_set}
 
 
 def pruned_twin(ann: Report, snn: Report) -> Report:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -42,7 +41,6 @@ sys.path.insert(0, str(HERE))
 from timing import time_calls  # noqa: E402
 
 import snnprune  # noqa: E402
-from snnprune.methods import method_kwargs  # noqa: E402
 from snnprune.structured import channel_groups, layer_widths, recalibrate_bn  # noqa: E402
 
 KINDS = {"sew": "SNN (SEW ResNet-18)", "ann": "ANN (ResNet-18 twin)"}
@@ -60,33 +58,10 @@ def _reset(model: nn.Module) -> None:
     functional.reset_net(model)
 
 
-def _script(kind: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"train_{kind}")
-
-
 def load_run(kind: str, run: Path) -> tuple[dict[str, Any], dict[str, Any], nn.Module]:
     """``(config, summary, model)``: the run's final model with its pruning parametrizations loaded."""
-    cfg = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
-    model = _script(kind).build_model(argparse.Namespace(**cfg), 10, 1)
-    method = cfg["method"]
-    if method != "dense":
-        accepted = method_kwargs(method)
-        values = {
-            "final_threshold": cfg.get("final_threshold"),
-            "target_sparsity": cfg.get("target_sparsity"),
-            "beta": cfg.get("beta"),
-            "lr_total": 1.0,
-            "granularity": cfg.get("granularity"),
-            "filter_scale": cfg.get("filter_scale"),
-        }
-        kw = {k: v for k, v in values.items() if k in accepted and v is not None}
-        snnprune.sparsify(model, method, total_steps=1, exclude=cfg.get("prune_exclude"), **kw)
-    ckpt = torch.load(run / "checkpoint.pth", map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
-    return cfg, summary, model.eval()
+    loaded = snnprune.load_run(run)
+    return loaded.config, loaded.summary, loaded.model
 
 
 @torch.no_grad()
@@ -149,9 +124,9 @@ def time_models(nets: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> di
 
 def collect(runs: Path, repeats: int, recal_batches: int) -> list[dict[str, Any]]:
     """One row per run (see ``COLUMNS``), dense first per kind."""
-    from snnprune.training.data import _embedded_mnist
+    from snnprune.training import build_datasets
 
-    train, test = _embedded_mnist()
+    train, test, _, _ = build_datasets(argparse.Namespace(dataset="embedded_mnist"))
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(train), generator=g)[: 64 * recal_batches]
     recal = [torch.stack([train[int(j)][0] for j in order[i : i + 64]]) for i in range(0, len(order), 64)]

@@ -15,13 +15,16 @@ from typing import Any
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the top-level `models` package
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from entry import exit_on_error
 
 import models
 from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
 from snnprune.training.cli import EMBEDDED_DEFAULTS
 
-__all__ = ["DEFAULTS", "MODELS", "build_model", "get_parser", "main", "task"]
+__all__ = ["DEFAULTS", "MODELS", "get_parser", "main", "model_builder", "task"]
 
 # Default run: <= 10 min on 2 CPU cores, sparsity >= 80 % (see README).
 DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "sew_resnet18", "T": 2}
@@ -29,10 +32,9 @@ DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "sew_resnet18", "T": 2
 MODELS = tuple(m for m in models.list_models() if "T" in models.model_kwargs(m))
 
 
-def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) -> nn.Module:
-    """Build ``args.model`` from the ``models`` registry with the SNN options."""
-    return models.create_model(
-        args.model,
+def model_builder(args: argparse.Namespace, num_classes: int, in_channels: int) -> dict[str, Any]:
+    """The builder record of ``args.model`` (the ``models`` registry) with the SNN options (None: default)."""
+    kw = dict(
         num_classes=num_classes,
         in_channels=in_channels,
         T=args.T,
@@ -43,6 +45,11 @@ def build_model(args: argparse.Namespace, num_classes: int, in_channels: int) ->
         width=args.width,
         neuron_backend=args.neuron_backend,
     )
+    return {
+        "_target_": "models.create_model",
+        "name": args.model,
+        **{k: v for k, v in kw.items() if v is not None},
+    }
 
 
 def _reset(model: nn.Module) -> None:
@@ -55,7 +62,7 @@ def _reset(model: nn.Module) -> None:
 # [N, T, C, H, W] directly, so the input needs no preparation; the neuron state is reset after each batch.
 task = Task(
     kind="snn",
-    build_model=build_model,
+    model_builder=model_builder,
     after_batch=_reset,
     time_steps=lambda a: a.T,
     model_kwargs=models.model_kwargs,
@@ -69,7 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the SNN training; returns the summary dict."""
-    return engine_main(task, get_parser(), argv)
+    return exit_on_error(lambda a: engine_main(task, get_parser(), a), argv)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ _EXPORTS: dict[str, str] = {
     "compare": "snnprune.analysis",
     "EnergyModel": "snnprune.analysis",
     "Report": "snnprune.analysis",
-    "compact": "snnprune.structured",  # structured pruning: physically smaller model
+    "compact": "snnprune.structured",
+    "load_run": "snnprune.training",  # a trained run rebuilt from its folder
+    "Run": "snnprune.training",  # structured pruning: physically smaller model
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -271,3 +271,39 @@ def test_spike_rate_monitor_and_is_spiking_rule():
     assert is_spiking(net) and not is_spiking(ann) and m2.totals() == [0.0, 0.0] and m2.rate() != m2.rate()
     net.is_spiking = False  # a model may declare itself: the flag wins (analyze and the engine agree)
     assert not is_spiking(net)
+
+
+def test_epoch_shuffle_sampler_order_is_a_function_of_the_epoch():
+    from snnprune.training.builders import EpochShuffleSampler
+
+    sampler = EpochShuffleSampler(50, seed=7)
+    orders = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    expected = [torch.randperm(50, generator=torch.Generator().manual_seed(7 + e)).tolist() for e in (0, 1)]
+    assert orders == [expected[0], expected[1], expected[0]] and orders[0] != orders[1]
+
+
+def test_count_params_counts_the_effective_weight():
+    from snnprune.training.engine import count_params
+
+    layer = torch.nn.Linear(3, 2)  # 6 weights + 2 biases
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.05, -0.9, 0.2], [-0.05, 0.0, 1.0]]))
+        layer.bias.copy_(torch.tensor([0.0, 0.5]))
+    snnprune.register_soft_threshold(layer, threshold=0.1)  # |θ| <= 0.1 -> 0: three weights
+    assert count_params(layer) == (8, 3 + 1)  # θ itself has five non-zeros: a θ count gives 6
+
+
+def test_recalibrate_bn_leaves_the_random_state_as_it_was():
+    from snnprune.structured import recalibrate_bn
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.5))
+    before = torch.get_rng_state()
+    recalibrate_bn(
+        model, [torch.randn(8, 4, generator=torch.Generator().manual_seed(0))], reset=lambda m: None
+    )
+    assert torch.equal(torch.get_rng_state(), before)  # dropout drew inside fork_rng only
+    assert not torch.equal(model[1].running_mean, torch.zeros(4))

@@ -278,43 +278,44 @@ def export_files(
     return result
 
 
+class _ResetAfterForward(nn.Module):
+    """``model`` whose neuron states are reset after every forward (for :func:`recalibrate_bn`)."""
+
+    def __init__(self, model: nn.Module, reset: Any) -> None:
+        super().__init__()
+        self.model, self.reset = model, reset
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Any:
+        out = self.model(x)
+        self.reset(self.model)
+        return out
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Any, *, reset: Any = None) -> nn.Module:
     """Re-estimate every BatchNorm's running statistics of ``model`` on ``batches`` (in place).
 
-    Each BN's running mean/variance are reset and replaced by the cumulative average over train-mode
-    forwards of ``batches`` (``momentum=None``) under ``torch.no_grad``; weights do not change and the
-    momenta and the training flag are restored. Useful after filter pruning: the group shrink factor of a
-    surviving channel near the threshold is small and moves with every step, and the exponential running
-    averages of training can then lag the current weights (measured: a filter-pruned ANN scored 22 % in
-    eval mode and 93 % with batch statistics; see the README section "Structured pruning").
+    :func:`torch.optim.swa_utils.update_bn` (running statistics reset, then the cumulative average over
+    train-mode forwards, momenta and the training flag restored) with the neuron states reset after each
+    batch, under :func:`torch.random.fork_rng`: the random number generators (of the CPU and the model's
+    CUDA devices) are as before, so a training run with recalibration draws what one without draws.
+    Weights do not change. Useful after filter pruning: the group shrink factor of a surviving channel
+    near the threshold is small and moves with every step, and the exponential running averages of
+    training can then lag the current weights (measured: a filter-pruned ANN scored 22 % in eval mode and
+    93 % with batch statistics; see the README section "Structured pruning").
 
     Args:
         model: the model (parametrized, finalized or compacted).
         batches: an iterable of input tensors (or ``(input, target, ...)`` tuples), e.g. training batches.
-        reset: called with ``model`` after each batch (e.g. SpikingJelly's ``functional.reset_net``);
-            default: reset the SpikingJelly neuron states.
+        reset: called with ``model`` after each batch; default: SpikingJelly's ``functional.reset_net``.
 
     Returns:
         ``model``.
     """
-    reset = _reset if reset is None else reset
-    bns = [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-    momenta = [m.momentum for m in bns]
-    training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
-            reset(model)
-    finally:
-        for m, mom in zip(bns, momenta, strict=True):
-            m.momentum = mom
-        model.train(training)
+    from torch.optim.swa_utils import update_bn
+
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=devices):
+        update_bn(batches, _ResetAfterForward(model, _reset if reset is None else reset))
     return model

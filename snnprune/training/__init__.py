@@ -8,7 +8,8 @@
 * :mod:`~snnprune.training.builders`: optimizer, lr scheduler, samplers and loaders;
 * :mod:`~snnprune.training.loop`: :class:`Task` hooks, :func:`train_one_epoch`, :func:`evaluate`;
 * :mod:`~snnprune.training.run_folder`: :class:`RunFolder`, the one writer of a run's files;
-* :mod:`~snnprune.training.engine`: :func:`run` and :func:`main`;
+* :mod:`~snnprune.training.engine`: :func:`run` and :func:`main` (raise; the entry scripts exit);
+* :mod:`~snnprune.training.runs`: :func:`load_run`, the one way to rebuild a trained run;
 * :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint`;
 * :mod:`~snnprune.training.distributed`: torchrun initialisation and rank helpers.
 
@@ -19,21 +20,25 @@ from snnprune.training.checkpoint import CheckpointError, load_checkpoint, save_
 from snnprune.training.cli import ConfigError, get_args_parser, parse_args, pruner_kwargs
 from snnprune.training.data import DataError, build_datasets
 from snnprune.training.engine import main, run
-from snnprune.training.loop import NonFiniteLossError, Task, evaluate, train_one_epoch
+from snnprune.training.loop import LoopOptions, NonFiniteLossError, Task, evaluate, train_one_epoch
 from snnprune.training.run_folder import RunFolder
+from snnprune.training.runs import Run, load_run
 from snnprune.training.validation import prepare
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "LoopOptions",
     "NonFiniteLossError",
+    "Run",
     "RunFolder",
     "Task",
     "build_datasets",
     "evaluate",
     "get_args_parser",
     "load_checkpoint",
+    "load_run",
     "main",
     "parse_args",
     "prepare",

@@ -126,11 +126,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (on CPU).
+def load_checkpoint(
+    path: str | os.PathLike, *, name: str = "--resume", map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
 
     Args:
         path: checkpoint file.
+        name: what the errors name as the source of ``path`` (the option or function that was given it).
+        map_location: where the tensors are loaded.
 
     Returns:
         The checkpoint dict.
@@ -141,18 +145,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"--resume: checkpoint {str(path)!r} does not exist; pass an existing .pth file or --resume auto"
+            f"{name}: checkpoint {str(path)!r} does not exist; pass an existing .pth file"
+            + (" or --resume auto" if name == "--resume" else "")
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise CheckpointError(
-            f"--resume: checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
+            f"{name}: checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
             "delete it or resume from another checkpoint (e.g. best.pth)"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_KEYS):
         raise CheckpointError(
-            f"--resume: {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
+            f"{name}: {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
             "pass a checkpoint.pth/best.pth written by the training scripts"
         )
     return state

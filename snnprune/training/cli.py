@@ -74,7 +74,7 @@ PRUNING_OPTIONS: dict[str, str] = {
 
 #: Keys of a run's ``config.json`` that describe the run rather than set an option: accepted (and ignored)
 #: when that file is given back as ``--config``; ``kind`` must match the script.
-RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config")
+RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config", "model_builder")
 
 _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never written to config.json)
 

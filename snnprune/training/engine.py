@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,28 +29,30 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
 from snnprune.training.cli import PRUNING_OPTIONS, ConfigError, parse_args, plain_args, pruner_kwargs
-from snnprune.training.data import DataError, build_datasets
+from snnprune.training.data import build_datasets
 from snnprune.training.loop import (
+    LoopOptions,
     NonFiniteLossError,
     Task,
-    bn_recalibrate_batches,
+    autocast,
     evaluate,
     mean_threshold,
-    recalibrate_batchnorm,
+    to_device,
     train_one_epoch,
 )
 from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite
+from snnprune.training.runs import BUILDER_KEY, instantiate, restore
 from snnprune.training.validation import prepare, resolve_device
 
 __all__ = [
-    "EXIT_DIVERGED",
-    "EXIT_USAGE",
+    "FILTER_BN_RECALIBRATE",
     "METRICS_COLUMNS",
     "STEPS_COLUMNS",
     "Task",
@@ -62,8 +63,10 @@ __all__ = [
     "train_one_epoch",
 ]
 
-EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path)
-EXIT_DIVERGED = 3  # the loss or the weights became non-finite
+#: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
+#: (removed channels make the running statistics of training lag, see
+#: :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
+FILTER_BN_RECALIBRATE = 20
 
 #: Options that describe one invocation, not the run: left out of ``config.json`` (so that file can be
 #: given back as ``--config`` without resuming, overwriting or stopping early again).
@@ -87,29 +90,19 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     total = nonzero = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".parametrizations." in name and name.endswith(".original"):
-                path, rest = name.split(".parametrizations.")
-                p = getattr(model.get_submodule(path), rest.split(".")[0])
+            path, found, rest = f".{name}".partition(".parametrizations.")  # "." also finds a top-level one
+            if found and name.endswith(".original"):
+                p = getattr(model.get_submodule(path[1:]), rest.split(".")[0])
             total += p.numel()
             nonzero += int(torch.count_nonzero(p))
     return total, nonzero
 
 
-def _sparsify(
-    model: nn.Module, args: argparse.Namespace, steps_per_epoch: int, ckpt: dict[str, Any] | None = None
-) -> Any:
-    """Attach ``args.method`` to ``model``.
-
-    Under ``--test-only`` the pruner takes its configuration from the checkpoint's pruner state (its step
-    counts depend on the batch size and data of the training run, not of this evaluation), so
-    :meth:`snnprune.Pruner.load_state_dict` accepts it.
-    """
+def _sparsify(model: nn.Module, args: argparse.Namespace, steps_per_epoch: int) -> Any:
+    """Attach ``args.method`` to ``model`` (configured by the options, see :func:`pruner_kwargs`)."""
     import snnprune
 
     kwargs = pruner_kwargs(args, steps_per_epoch)
-    saved = (ckpt or {}).get("pruner")
-    if args.test_only and isinstance(saved, dict) and isinstance(saved.get("config"), dict):
-        kwargs = {**saved["config"], **({"exclude": kwargs["exclude"]} if "exclude" in kwargs else {})}
     try:
         return snnprune.sparsify(model, args.method, **kwargs)
     except ValueError as exc:
@@ -152,8 +145,29 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     if args.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, args.limit_train_batches)
 
-    model = task.build_model(args, num_classes, in_channels)
-    pruner = _sparsify(model, args, steps_per_epoch, ckpt)
+    options = LoopOptions(
+        amp=args.amp,
+        channels_last=args.channels_last,
+        clip_grad_norm=args.clip_grad_norm,
+        lr_step_per_iter=args.lr_step_per_iter,
+        limit_train_batches=args.limit_train_batches,
+        limit_test_batches=args.limit_test_batches,
+        log_every=getattr(args, "log_every", 0) or 0,
+    )
+    builder = task.model_builder(args, num_classes, in_channels)
+    model = instantiate(builder)
+    if args.test_only:  # the model as load_run rebuilds it: the pruner configured by the checkpoint
+        pruner = restore(
+            model,
+            args.method,
+            ckpt,
+            exclude=args.prune_exclude,
+            source=f"--resume: checkpoint {str(resume_path)!r}",
+        )
+        return _test_only(
+            args, task, model.to(device), pruner, test_loader, device, options, resume_path, progress, log
+        )
+    pruner = _sparsify(model, args, steps_per_epoch)
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -167,12 +181,11 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
-            if not args.test_only:
-                optimizer.load_state_dict(ckpt["optimizer"])
-                lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-                scaler.load_state_dict(ckpt["scaler"])
-                start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
-                best_top1 = float(ckpt.get("best_top1", -1.0))
+            optimizer.load_state_dict(ckpt["optimizer"])
+            lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+            best_top1 = float(ckpt.get("best_top1", -1.0))
             pruner.load_state_dict(ckpt["pruner"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -189,26 +202,6 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    if args.test_only:
-        m = evaluate(dmodel, criterion, test_loader, device, args, task, progress)
-        sp = snnprune.sparsity(model)
-        res = {
-            "kind": task.kind,
-            "model": args.model,
-            "method": args.method,
-            "dataset": args.dataset,
-            **m,
-            "sparsity": sp["overall"],
-            "threshold": mean_threshold(pruner),
-            "checkpoint": str(resume_path),
-        }
-        log(
-            f"test-only {resume_path}: top1 {m['test_top1']:.2f}% top5 {m['test_top5']:.2f}% "
-            f"sparsity {100 * sp['overall']:.2f}%"
-        )
-        D.cleanup()
-        return res
-
     folder = RunFolder(run_dir, main_proc)
     config = {
         **{
@@ -220,6 +213,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         "kind": task.kind,
         "steps_per_epoch": steps_per_epoch,
         "world_size": D.get_world_size(),
+        BUILDER_KEY: builder,
     }
     folder.start(config, resumed=(start_epoch - 1, global_step) if ckpt is not None else None, log=log)
     if ckpt is not None:
@@ -230,7 +224,9 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         f"{task.kind} {args.model} | {args.method} | {args.dataset} | {len(pruner.layers)} pruned layers | "
         f"{args.epochs} epochs x {steps_per_epoch} steps | device {device} x{D.get_world_size()}"
     )
-    n_recalibrate = bn_recalibrate_batches(args)
+    n_recalibrate = args.bn_recalibrate
+    if n_recalibrate is None:
+        n_recalibrate = FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
     last_epoch = (
         args.epochs - 1 if args.stop_after_epoch is None else min(args.stop_after_epoch, args.epochs - 1)
     )
@@ -242,24 +238,25 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             lr = optimizer.param_groups[0]["lr"]
             tm, step_rows, global_step = train_one_epoch(
                 dmodel,
-                criterion,
-                optimizer,
                 train_loader,
-                device,
-                epoch,
-                args,
-                task,
-                pruner,
-                scaler,
-                lr_scheduler,
-                global_step,
-                progress,
-                log if plain_log else None,
+                criterion=criterion,
+                optimizer=optimizer,
+                scaler=scaler,
+                lr_scheduler=lr_scheduler,
+                pruner=pruner,
+                task=task,
+                device=device,
+                epoch=epoch,
+                global_step=global_step,
+                options=options,
+                progress=progress,
+                log=log if plain_log else None,
             )
             if not args.lr_step_per_iter:
                 lr_scheduler.step()
-            recalibrate_batchnorm(model, train_set, n_recalibrate, device, args, task)
-            m = evaluate(dmodel, criterion, test_loader, device, args, task, progress)
+            if n_recalibrate > 0:
+                _recalibrate(model, train_set, n_recalibrate, args.batch_size, device, options, task)
+            m = evaluate(dmodel, criterion, test_loader, device, options, task, progress)
             sp = snnprune.sparsity(model)["overall"]
             row = {
                 "epoch": epoch,
@@ -301,11 +298,71 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         raise
 
     if not m:  # resumed a finished run: evaluate the restored model
-        m = evaluate(dmodel, criterion, test_loader, device, args, task, progress)
+        m = evaluate(dmodel, criterion, test_loader, device, options, task, progress)
     summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, t_start, log)
     folder.close()
     D.cleanup()
     return summary
+
+
+def _test_only(
+    args: argparse.Namespace,
+    task: Task,
+    model: nn.Module,
+    pruner: Any,
+    test_loader: DataLoader,
+    device: torch.device,
+    options: LoopOptions,
+    resume_path: Any,
+    progress: bool,
+    log: Callable[..., None],
+) -> dict[str, Any]:
+    """``--test-only``: evaluate the checkpoint's model; nothing is written."""
+    import snnprune
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    m = evaluate(model, criterion, test_loader, device, options, task, progress)
+    sp = snnprune.sparsity(model)
+    log(
+        f"test-only {resume_path}: top1 {m['test_top1']:.2f}% top5 {m['test_top5']:.2f}% "
+        f"sparsity {100 * sp['overall']:.2f}%"
+    )
+    D.cleanup()
+    return {
+        "kind": task.kind,
+        "model": args.model,
+        "method": args.method,
+        "dataset": args.dataset,
+        **m,
+        "sparsity": sp["overall"],
+        "threshold": mean_threshold(pruner),
+        "checkpoint": str(resume_path),
+    }
+
+
+def _recalibrate(
+    model: nn.Module,
+    train_set: Any,
+    n_batches: int,
+    batch_size: int,
+    device: torch.device,
+    options: LoopOptions,
+    task: Task,
+) -> None:
+    """BN statistics of ``model`` re-estimated (:func:`snnprune.structured.recalibrate_bn`) on the first
+    ``n_batches`` training batches, in order and without workers, so every DDP process gets the same."""
+    from snnprune.structured import recalibrate_bn
+
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, num_workers=0)
+
+    def batches() -> Iterator[torch.Tensor]:  # iterated inside recalibrate_bn's fork_rng
+        for i, (x, y) in enumerate(loader):
+            if i >= n_batches:
+                return
+            yield to_device(x, y, device, options, task)[0]
+
+    with autocast(device, options.amp), parametrize.cached():
+        recalibrate_bn(model, batches(), reset=task.after_batch)
 
 
 def _finish(
@@ -409,17 +466,8 @@ class _AnalysisData:
         return len(self.loader)
 
 
-def _one_line(exc: BaseException) -> str:
-    """The message of ``exc`` as one line (a DataLoader worker wraps it in a traceback: keep its last line)."""
-    text = str(exc).strip()
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
-    return " ".join(text.split())
-
-
 def main(task: Task, parser: Any, argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` (with ``--config``), run, and turn input errors into one clear line.
+    """Parse ``argv`` (with ``--config``) and :func:`run`; the entry scripts turn the errors into exit codes.
 
     Args:
         task: the SNN/ANN hooks.
@@ -430,17 +478,11 @@ def main(task: Task, parser: Any, argv: list[str] | None = None) -> dict[str, An
         The summary dict.
 
     Raises:
-        SystemExit: code 2 (:data:`EXIT_USAGE`) on an option, config, data or checkpoint error, code 3
-            (:data:`EXIT_DIVERGED`) on a non-finite loss; the message is one line on stderr, no traceback.
+        ConfigError, DataError, CheckpointError: a bad input, as one line with its fix.
+        NonFiniteLossError: the loss or the weights became non-finite.
     """
     try:
-        args = parse_args(parser, argv, kind=task.kind)
-        return run(args, task)
-    except (DataError, CheckpointError, ConfigError) as exc:
+        return run(parse_args(parser, argv, kind=task.kind), task)
+    except BaseException:
         D.cleanup()
-        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
-    except NonFiniteLossError as exc:
-        D.cleanup()
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_DIVERGED) from None
+        raise

@@ -9,7 +9,6 @@ the check costs nothing, and at every log point and the end of the epoch elsewhe
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,16 +24,7 @@ from torch.utils.data import DataLoader
 from snnprune.analysis.spikes import SpikeRateMonitor
 from snnprune.training import distributed as D
 
-__all__ = [
-    "FILTER_BN_RECALIBRATE",
-    "NonFiniteLossError",
-    "Task",
-    "bn_recalibrate_batches",
-    "evaluate",
-    "mean_threshold",
-    "recalibrate_batchnorm",
-    "train_one_epoch",
-]
+__all__ = ["LoopOptions", "NonFiniteLossError", "Task", "evaluate", "mean_threshold", "train_one_epoch"]
 
 _POSTFIX_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
 
@@ -53,7 +43,9 @@ class Task:
 
     Attributes:
         kind: ``"snn"`` or ``"ann"``.
-        build_model: ``(args, num_classes, in_channels) -> nn.Module``.
+        model_builder: ``(args, num_classes, in_channels) -> record``, the builder record of the model
+            (``{"_target_": dotted path, **kwargs}``, see :func:`snnprune.training.runs.instantiate`); the
+            engine builds the model from it and writes it to ``config.json``.
         prepare_input: applied to every input batch on the device (e.g. DVS layout handling).
         after_batch: called with the unwrapped model after each forward (``reset_net`` for SNNs).
         time_steps: ``args -> T`` for the analysis (None for ANNs).
@@ -62,11 +54,33 @@ class Task:
     """
 
     kind: str
-    build_model: Callable[[argparse.Namespace, int, int], nn.Module]
+    model_builder: Callable[[Any, int, int], dict[str, Any]]
     prepare_input: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
     after_batch: Callable[[nn.Module], None] = field(default=_noop)
-    time_steps: Callable[[argparse.Namespace], int | None] | None = None
+    time_steps: Callable[[Any], int | None] | None = None
     model_kwargs: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the epoch loop runs (the training options it reads).
+
+    Attributes:
+        amp: ``"none"``, ``"fp16"`` or ``"bf16"`` autocast.
+        channels_last: 4-D inputs in the channels-last layout.
+        clip_grad_norm: clip the gradient norm to this value (None: no clipping).
+        lr_step_per_iter: the lr scheduler steps every optimizer step (else once per epoch, by the caller).
+        limit_train_batches, limit_test_batches: batches per epoch / per evaluation (None: all).
+        log_every: steps between plain log lines (0: none).
+    """
+
+    amp: str = "none"
+    channels_last: bool = False
+    clip_grad_norm: float | None = None
+    lr_step_per_iter: bool = False
+    limit_train_batches: int | None = None
+    limit_test_batches: int | None = None
+    log_every: int = 0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -117,12 +131,12 @@ def _mean_of(values: list[float]) -> float:
 
 def _resolve_thresholds(rows: list[list[Any]], pruner: Any) -> None:
     """Replace the device snapshots in the rows' threshold column by :func:`mean_threshold`'s value, with
-    one host sync for the whole epoch (see ``Pruner._threshold_snapshot``)."""
+    one host sync for the whole epoch (see ``Pruner.threshold_snapshot``)."""
     pending = [r for r in rows if isinstance(r[3], torch.Tensor)]
     if not pending:
         return
     for row, values in zip(pending, torch.stack([r[3] for r in pending]).tolist(), strict=True):
-        row[3] = _mean_of(list(pruner._thresholds_from_snapshot(values).values()))
+        row[3] = _mean_of(list(pruner.thresholds_from_snapshot(values).values()))
 
 
 def _accuracy(
@@ -143,11 +157,11 @@ def autocast(device: torch.device, amp: str) -> Any:
 
 
 def to_device(
-    x: torch.Tensor, y: torch.Tensor, device: torch.device, args: argparse.Namespace, task: Task
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, options: LoopOptions, task: Task
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a batch to ``device``, apply the task's input hook and the ``--channels-last`` layout."""
+    """Move a batch to ``device``, apply the task's input hook and the channels-last layout."""
     x = task.prepare_input(x.to(device, non_blocking=True))
-    if args.channels_last and x.dim() == 4:
+    if options.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
 
@@ -161,17 +175,18 @@ def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
 
 def train_one_epoch(
     model: nn.Module,
+    loader: DataLoader,
+    *,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
-    loader: DataLoader,
-    device: torch.device,
-    epoch: int,
-    args: argparse.Namespace,
-    task: Task,
-    pruner: Any,
     scaler: torch.amp.GradScaler,
     lr_scheduler: Any,
+    pruner: Any,
+    task: Task,
+    device: torch.device,
+    epoch: int,
     global_step: int,
+    options: LoopOptions,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, float], list[list[Any]], int]:
@@ -179,15 +194,15 @@ def train_one_epoch(
 
     Args:
         model: the (possibly DDP-wrapped) sparsified model.
+        loader: the training loader (``options.limit_train_batches`` applies).
         criterion, optimizer, scaler, lr_scheduler, pruner: the run's objects.
-        loader: the training loader (``--limit-train-batches`` applies).
+        task: the SNN/ANN hooks.
         device: the device.
         epoch: the epoch number (for rows and messages).
-        args: parsed arguments.
-        task: the SNN/ANN hooks.
         global_step: optimizer steps done before this epoch.
+        options: how the loop runs.
         progress: show a progress bar.
-        log: when given (and no progress bar), called with a plain line every ``--log-every`` steps.
+        log: when given (and no progress bar), called with a plain line every ``options.log_every`` steps.
 
     Returns:
         ``(metrics, step_rows, global_step)``: ``{"train_loss", "train_top1"}`` averaged over all
@@ -199,9 +214,9 @@ def train_one_epoch(
     from tqdm import tqdm
 
     model.train()
-    limit = args.limit_train_batches
+    limit = options.limit_train_batches
     n_batches = len(loader) if limit is None else min(limit, len(loader))
-    log_every = getattr(args, "log_every", 0) if (log is not None and not progress) else 0
+    log_every = options.log_every if (log is not None and not progress) else 0
     distributed = D.get_world_size() > 1
     check_each_step = device.type == "cpu" and not distributed  # free on the CPU (no device sync)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
@@ -213,22 +228,22 @@ def train_one_epoch(
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
                 break
-            x, y = to_device(x, y, device, args, task)
-            with autocast(device, args.amp):
+            x, y = to_device(x, y, device, options, task)
+            with autocast(device, options.amp):
                 out = model(x)
                 loss = criterion(out, y)
             loss = loss + pruner.regularization()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if args.clip_grad_norm is not None:
+            if options.clip_grad_norm is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+                nn.utils.clip_grad_norm_(model.parameters(), options.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             task.after_batch(unwrap(model))
             lr = optimizer.param_groups[0]["lr"]
             pruner.step()  # after optimizer.step(), before the lr scheduler (snnprune/docs/methods.md §12.6)
-            if args.lr_step_per_iter:
+            if options.lr_step_per_iter:
                 lr_scheduler.step()
             global_step += 1
             with torch.no_grad():
@@ -237,7 +252,7 @@ def train_one_epoch(
                 sums[1] += _accuracy(out.float(), y, (1,))[0]
                 sums[2] += len(y)
             losses.append(loss_d)
-            snapshot = pruner._threshold_snapshot()  # no host sync per step (resolved after the epoch)
+            snapshot = pruner.threshold_snapshot()  # no host sync per step (resolved after the epoch)
             rows.append([global_step, epoch, lr, mean_threshold(pruner) if snapshot is None else snapshot])
             logged = log_every and (i + 1) % log_every == 0
             postfix = progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1)
@@ -276,67 +291,13 @@ def train_one_epoch(
     return metrics, step_rows, global_step
 
 
-#: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
-FILTER_BN_RECALIBRATE = 20
-
-
-def bn_recalibrate_batches(args: argparse.Namespace) -> int:
-    """``--bn-recalibrate``, or its default: :data:`FILTER_BN_RECALIBRATE` batches for ``--granularity
-    filter`` (removed channels make the running statistics of training lag, see
-    :func:`snnprune.structured.recalibrate_bn`), 0 otherwise."""
-    n = getattr(args, "bn_recalibrate", None)
-    if n is not None:
-        return int(n)
-    return FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
-
-
-def recalibrate_batchnorm(
-    model: nn.Module,
-    dataset: Any,
-    n_batches: int,
-    device: torch.device,
-    args: argparse.Namespace,
-    task: Task,
-) -> None:
-    """Re-estimate the BN running statistics of ``model`` on the first ``n_batches`` of ``dataset``.
-
-    The batches are taken in order (no shuffling, no worker processes), so every process of a DDP run
-    computes the same statistics, and the random number generators are forked around it, so a run with
-    recalibration draws the same training batches as one without (and resumes the same). Weights do not
-    change; see :func:`snnprune.structured.recalibrate_bn`.
-
-    Args:
-        model: the unwrapped model.
-        dataset: the training set.
-        n_batches: how many batches of ``--batch-size`` (0: nothing happens).
-        device: the device.
-        args: parsed arguments (``batch_size``, ``amp``, ``channels_last``).
-        task: the SNN/ANN hooks (input hook, neuron reset after each batch).
-    """
-    from snnprune.structured import recalibrate_bn
-
-    if n_batches <= 0:
-        return
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
-
-    def batches() -> Any:
-        for i, (x, y) in enumerate(loader):
-            if i >= n_batches:
-                return
-            yield to_device(x, y, device, args, task)[0]
-
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), autocast(device, args.amp), parametrize.cached():
-        recalibrate_bn(model, batches(), reset=task.after_batch)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     criterion: nn.Module,
     loader: DataLoader,
     device: torch.device,
-    args: argparse.Namespace,
+    options: LoopOptions,
     task: Task,
     progress: bool = False,
 ) -> dict[str, float]:
@@ -345,9 +306,9 @@ def evaluate(
     Args:
         model: the (possibly DDP-wrapped) model.
         criterion: the loss.
-        loader: the test loader (``--limit-test-batches`` applies).
+        loader: the test loader (``options.limit_test_batches`` applies).
         device: the device.
-        args: parsed arguments.
+        options: how the loop runs (``amp``, ``channels_last``, ``limit_test_batches``).
         task: the SNN/ANN hooks.
         progress: show a progress bar.
 
@@ -358,7 +319,7 @@ def evaluate(
     from tqdm import tqdm
 
     model.eval()
-    limit = args.limit_test_batches
+    limit = options.limit_test_batches
     total = len(loader) if limit is None else min(limit, len(loader))
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n (one sync at the end)
     bar = tqdm(total=total, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
@@ -367,8 +328,8 @@ def evaluate(
             for i, (x, y) in enumerate(loader):
                 if limit is not None and i >= limit:
                     break
-                x, y = to_device(x, y, device, args, task)
-                with autocast(device, args.amp):
+                x, y = to_device(x, y, device, options, task)
+                with autocast(device, options.amp):
                     out = model(x)
                     loss = criterion(out, y)
                 task.after_batch(unwrap(model))

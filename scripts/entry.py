@@ -1,0 +1,39 @@
+"""The exit codes of the training scripts: library errors become one ``error: ...`` line, no traceback."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from snnprune.training import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from snnprune.training import distributed as D
+
+__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error"]
+
+EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path)
+EXIT_DIVERGED = 3  # the loss or the weights became non-finite
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line (a DataLoader worker wraps it in a traceback: keep its last line)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
+    return " ".join(text.split())
+
+
+def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | None) -> Any:
+    """``main(argv)``; an input error exits with code 2, a non-finite loss with code 3 (message on stderr)."""
+    try:
+        return main(argv)
+    except (DataError, CheckpointError, ConfigError) as exc:
+        D.cleanup()
+        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None
+    except NonFiniteLossError as exc:
+        D.cleanup()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_DIVERGED) from None

@@ -1,0 +1,237 @@
+"""Reload a training run in one call: :func:`load_run` returns a :class:`Run` (model, pruner, config, summary).
+
+A run records how its model was built in ``config.json`` under :data:`BUILDER_KEY`, Hydra-style: a dotted
+path and its keyword arguments, e.g. ``{"_target_": "models.create_model", "name": "sew_resnet18",
+"num_classes": 10, "in_channels": 1, "T": 2, "width": 16, ...}``. The engine builds every model from that
+record (:func:`instantiate`), so the record is exactly what was trained; :func:`load_run` imports the
+path with :mod:`importlib`, so ``snnprune`` never imports the ``models`` package itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from snnprune.training.checkpoint import CheckpointError, load_checkpoint
+from snnprune.training.cli import ConfigError
+from snnprune.training.data import build_datasets
+
+__all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
+
+#: The key of ``config.json`` that holds the model builder record.
+BUILDER_KEY = "model_builder"
+
+
+def instantiate(record: Mapping[str, Any]) -> nn.Module:
+    """Build a model from a builder record: ``record["_target_"]`` (``"package.module.function"``), called
+    with the record's other keys as keyword arguments.
+
+    Args:
+        record: ``{"_target_": dotted path, **keyword arguments}``.
+
+    Returns:
+        The model.
+
+    Raises:
+        ConfigError: no ``_target_``, or it cannot be imported.
+    """
+    target = record.get("_target_") if isinstance(record, Mapping) else None
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError(
+            f"{BUILDER_KEY}: {record!r} has no '_target_' dotted path; record "
+            "{'_target_': 'package.module.function', **kwargs}"
+        )
+    module, _, name = target.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{BUILDER_KEY}: cannot import {target!r} ({exc}); run from the folder that holds {module.split('.')[0]!r} "
+            "(or put it on sys.path), or pass builder="
+        ) from None
+    return fn(**{k: v for k, v in record.items() if k != "_target_"})
+
+
+def restore(
+    model: nn.Module, method: str, checkpoint: Mapping[str, Any], *, exclude: Any = None, source: str
+) -> Any:
+    """Attach ``method`` to ``model`` with the configuration saved in ``checkpoint["pruner"]`` and load the
+    checkpoint's model and pruner states (the pruner's step counts belong to the run that saved it).
+
+    Args:
+        model: the freshly built model of the run.
+        method: the run's method.
+        checkpoint: a training checkpoint (:func:`~snnprune.training.load_checkpoint`).
+        exclude: the run's ``prune_exclude`` globs (not part of the pruner's configuration).
+        source: how the checkpoint is named in errors (e.g. ``"--resume: checkpoint 'x/best.pth'"``).
+
+    Returns:
+        The pruner, its state loaded.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the model or the method.
+    """
+    import snnprune
+
+    saved = checkpoint.get("pruner")
+    kwargs = (
+        dict(saved["config"]) if isinstance(saved, dict) and isinstance(saved.get("config"), dict) else {}
+    )
+    if exclude:
+        kwargs["exclude"] = list(exclude)
+    try:
+        pruner = snnprune.sparsify(model, method, **kwargs)
+        model.load_state_dict(checkpoint["model"])
+        pruner.load_state_dict(saved)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{source} does not match the model/method {method!r} of its run ({first}); pass a checkpoint of "
+            "that run"
+        ) from None
+    return pruner
+
+
+@dataclass
+class Run:
+    """A reloaded training run (see :func:`load_run`).
+
+    Attributes:
+        model: the trained model in eval mode.
+        pruner: the attached :class:`snnprune.Pruner` with its state loaded (None when finalized or compacted).
+        config: the run's ``config.json``.
+        summary: its ``summary.json`` (None for an unfinished run).
+        path: the run folder.
+    """
+
+    model: nn.Module
+    pruner: Any
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    path: Path
+
+    def test_data(self, batch_size: int = 100) -> DataLoader:
+        """A loader over the run's test set (in order), built from its stored dataset options.
+
+        Args:
+            batch_size: samples per batch.
+
+        Returns:
+            The DataLoader of ``(input, target)`` batches.
+
+        Raises:
+            DataError: the dataset cannot be loaded here (e.g. its ``data_path`` is missing).
+        """
+        _, test, _, _ = build_datasets(
+            argparse.Namespace(**{"data_path": None, "download": False, **self.config})
+        )
+        return DataLoader(test, batch_size=batch_size, shuffle=False)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"load_run: {str(path)!r} is damaged ({exc}); pass a run folder written by the training scripts"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"load_run: {str(path)!r} is not a JSON object; pass a run folder written by the training scripts"
+        )
+    return data
+
+
+def load_run(
+    path: str | Path,
+    *,
+    finalize: bool = False,
+    compact: bool = False,
+    builder: Callable[[dict[str, Any]], nn.Module] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Run:
+    """Rebuild a trained model from its run folder (the one way: the engine, the figure scripts and the
+    README use it).
+
+    The model is built from the builder record of ``config.json`` (see the module docstring), the run's
+    method is attached with the configuration saved in the checkpoint, and the checkpoint's model and
+    pruner states are loaded.
+
+    Args:
+        path: a run folder (its ``checkpoint.pth``, the final state that ``summary.json`` describes) or a
+            checkpoint inside one (e.g. ``run/best.pth``).
+        finalize: return plain sparse weights (:func:`snnprune.finalize`; ``pruner`` is None).
+        compact: return the physically smaller model of ``model_compact.pth`` (``--granularity filter
+            --export`` runs; ``pruner`` is None).
+        builder: ``config -> nn.Module`` instead of the recorded builder (runs without a record, or a
+            model that cannot be imported here).
+        map_location: device of the returned model.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        ConfigError: no such folder, no or a damaged ``config.json``, no builder record and no ``builder``,
+            no ``model_compact.pth`` for ``compact=True``.
+        CheckpointError: a missing, corrupt or mismatching checkpoint.
+    """
+    import snnprune
+    from snnprune.structured import load_compact
+
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise ConfigError(
+            f"load_run: {str(given)!r} does not exist; pass a run folder or a checkpoint inside one"
+        )
+    folder, ckpt_path = (given, given / "checkpoint.pth") if given.is_dir() else (given.parent, given)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"load_run: {str(folder)!r} has no config.json; pass a run folder written by the training scripts"
+        )
+    config = _read_json(folder / "config.json")
+    if not isinstance(config.get("method"), str):
+        raise ConfigError(
+            f"load_run: {str(folder / 'config.json')!r} names no method; pass a run folder written by the "
+            "training scripts"
+        )
+    summary = _read_json(folder / "summary.json") if (folder / "summary.json").is_file() else None
+    if builder is None and BUILDER_KEY not in config:
+        raise ConfigError(
+            f"load_run: {str(folder / 'config.json')!r} has no {BUILDER_KEY!r} record of how its model was "
+            "built; pass builder=<function config -> nn.Module>"
+        )
+
+    def build() -> nn.Module:
+        return builder(config) if builder is not None else instantiate(config[BUILDER_KEY])
+
+    if compact:
+        if not (folder / "model_compact.pth").is_file():
+            raise ConfigError(
+                f"load_run: {str(folder)!r} has no model_compact.pth; train the run with --granularity filter "
+                "--export, or load it without compact=True"
+            )
+        model, pruner = load_compact(build(), folder / "model_compact.pth"), None
+    else:
+        ckpt = load_checkpoint(ckpt_path, name="load_run", map_location="cpu")
+        model = build()
+        pruner = restore(
+            model,
+            config["method"],
+            ckpt,
+            exclude=config.get("prune_exclude"),
+            source=f"load_run: {str(ckpt_path)!r}",
+        )
+        if finalize:
+            model, pruner = snnprune.finalize(model), None
+    return Run(
+        model=model.to(map_location).eval(), pruner=pruner, config=config, summary=summary, path=folder
+    )
