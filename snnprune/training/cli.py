@@ -281,12 +281,11 @@ def _keyword_parameters(cls: type) -> dict[str, tuple[inspect.Parameter, Any]]:
         params = list(inspect.signature(init).parameters.values())[1:]
         for p in params:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in out:
+                hint = hints.get(p.name)
                 kinds = [
-                    t for t in typing.get_args(hints.get(p.name)) or (hints.get(p.name),) if t is not None
+                    t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
                 ]
-                kinds = [t for t in kinds if t in (bool, int, float, str)]
-                default = None if p.default is p.empty else p.default
-                out[p.name] = (p, kinds[0] if kinds else type(default) if default is not None else str)
+                out[p.name] = (p, kinds[0] if kinds else str)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return out
@@ -427,22 +426,13 @@ def _converter(o: Option) -> Callable[[str], Any]:
     return convert
 
 
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
 def _as_bool(value: Any) -> bool | None:
-    words = {
-        "true": True,
-        "yes": True,
-        "on": True,
-        "1": True,
-        "false": False,
-        "no": False,
-        "off": False,
-        "0": False,
-    }
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
-    return words.get(value.strip().lower()) if isinstance(value, str) else None
+    return _BOOLEANS.get(value.strip().lower()) if isinstance(value, str) else None
 
 
 def _from_file(o: Option, key: str, value: Any) -> Any:
