@@ -315,24 +315,29 @@ def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``.
 
     Type and default come from the method's signature (default None on the command line: the method's own
-    default applies), the help line from its ``Args:`` docstring; the method's constructor checks the value.
-    A keyword named like a declared option, a state keyword or one of :data:`ENGINE_KEYWORDS` is left out.
+    default applies), the help line from its ``Args:`` docstring (a keyword of several methods names them
+    all); the method's constructor checks the value. A keyword named like a declared option, a state
+    keyword or one of :data:`ENGINE_KEYWORDS` is left out.
 
     Returns:
         One option per keyword, in registration order.
     """
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
-    found: dict[str, Option] = {}
+    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
     for method in list_methods():
         cls = get_method(method)
         docs = _docstring_args(cls)
         accepted = method_kwargs(method) - set(getattr(cls, "state_kwargs", ()))
         for kw, (p, kind) in _keyword_parameters(cls).items():
-            if kw in accepted and kw not in taken and kw not in found:
-                default = "" if p.default in (p.empty, None) else f" (default: {p.default})"
-                help_line = f"{method}: {docs.get(kw, kw)}{default}"
-                found[kw] = Option(kw, kind, None, help_line, "pruning", "model", keyword=kw)
-    return tuple(found.values())
+            if kw in accepted and kw not in taken:
+                methods, doc, defaults, first_kind = found.get(kw, ([], "", set(), kind))
+                defaults.add("" if p.default in (p.empty, None) else f" (default: {p.default})")
+                found[kw] = ([*methods, method], doc or docs.get(kw, ""), defaults, first_kind)
+    return tuple(
+        Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
+               "pruning", "model", keyword=kw)
+        for kw, (methods, doc, defaults, kind) in found.items()
+    )  # fmt: skip
 
 
 def pruning_options() -> dict[str, str]:
