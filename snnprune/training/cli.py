@@ -268,27 +268,20 @@ _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never writ
 
 # ----------------------------------------------------------------------------------------------- method options
 def _keyword_parameters(cls: type) -> dict[str, tuple[inspect.Parameter, Any]]:
-    """Keyword -> (parameter, its type) along the ``__init__`` chain (as :func:`snnprune.method_kwargs`)."""
+    """Keyword -> (parameter, type) along the ``__init__`` chain (the type: annotation, else the default's)."""
     out: dict[str, tuple[inspect.Parameter, Any]] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        init = vars(klass)["__init__"]
+    for init in (vars(klass)["__init__"] for klass in cls.__mro__ if "__init__" in vars(klass)):
         try:
             hints = typing.get_type_hints(init)
-        except Exception:  # an annotation that does not evaluate: fall back on the default's type
+        except Exception:  # an annotation that does not evaluate: the default's type
             hints = {}
-        params = list(inspect.signature(init).parameters.values())[1:]
-        for p in params:
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in out:
-                hint = hints.get(p.name)
-                kinds = [
-                    t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
-                ]
-                out[p.name] = (p, kinds[0] if kinds else str)
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return out
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            hint = hints.get(p.name)
+            kinds = [
+                t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
+            ]
+            out.setdefault(p.name, (p, kinds[0] if kinds else str))
+    return out  # method_kwargs tells which of them the method takes
 
 
 def _docstring_args(cls: type) -> dict[str, str]:
