@@ -36,6 +36,7 @@ from snnprune.training.data import DATASETS
 
 __all__ = [
     "EMBEDDED_DEFAULTS",
+    "ENGINE_KEYWORDS",
     "OPTIONS",
     "RUN_METADATA_KEYS",
     "ConfigError",
