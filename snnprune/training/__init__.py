@@ -1,7 +1,8 @@
 """The one shared training engine of snnprune (used by ``scripts/train_sew.py`` and ``scripts/train_ann.py``).
 
-* :mod:`~snnprune.training.cli`: :func:`get_args_parser` (argparse groups), :func:`parse_args` (``--config``
-  YAML through the same typed parser), :func:`pruner_kwargs` (flags -> method keyword arguments);
+* :mod:`~snnprune.training.cli`: :data:`OPTIONS` (each training option declared once), :func:`get_args_parser`,
+  :func:`parse_args` (``--config`` checked key by key against them), :func:`pruner_kwargs` (options -> method
+  keyword arguments);
 * :mod:`~snnprune.training.validation`: :func:`prepare`, the one check of the whole configuration before
   any data or model is built (``error: <option>: <what is wrong>; <what to do>``, exit code 2);
 * :mod:`~snnprune.training.data`: :func:`build_datasets` (embedded MNIST, torchvision, ImageFolder, DVS);

@@ -1,38 +1,241 @@
-"""Command-line interface shared by the training scripts: :func:`get_args_parser`, :func:`parse_args`, adapters.
+"""The training options, each declared once (:data:`OPTIONS`), and everything made from them.
 
-Configuration flows one way: parser defaults (the script's) -> YAML file (``--config``, a whole recipe that
-replaces the script's defaults) -> command line -> ``args``. The YAML values go through the same typed
-parser as the command line (each key becomes ``--key=value``), so types, choices and booleans are checked
-once, the same way. :func:`parse_args` never changes its parser (a second parse starts from the same
-defaults) and records which options were given explicitly (:func:`explicit_options`), which the
-validation (:mod:`snnprune.training.validation`) and the resume rules need. :func:`pruner_kwargs` turns
-``args`` into the keyword arguments of :func:`snnprune.sparsify` through one table,
-:data:`PRUNING_OPTIONS`.
+One :class:`Option` per training option gives its type, default, range or choices, help and role (it
+defines the model or its pruning, or the training plan). From it come the flag and its ``--help`` line
+(:func:`get_args_parser`), the ``--config`` loading (:func:`load_config`: the YAML/JSON file is read into a
+dict and each key converted and checked against its declaration), the range checks
+(:func:`check_values`), what ``--resume``/``--test-only`` take from a checkpoint
+(:func:`options_with_role`) and the keyword arguments of :func:`snnprune.sparsify`
+(:func:`pruner_kwargs`). A keyword of a registered method that no declaration feeds is an option too
+(:func:`method_keyword_options`): its type and default come from the method's signature, its help line
+from the method's ``Args:`` docstring, and its value is checked by the method's constructor.
+
+Plain argparse over dataclass declarations rather than jsonargparse: the values are converted and checked
+here, so every bad input has one message format (``<option>: <what is wrong>; <what to do>``) with no
+library's messages to rewrite.
+
+Configuration flows one way: the declared defaults -> the script's defaults (a ``--config`` file is a whole
+recipe that replaces them) -> the ``--config`` file -> the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-from collections.abc import Sequence
+import inspect
+import math
+import os
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snnprune.methods import METHODS, method_kwargs
+from snnprune.methods import get_method, list_methods, method_kwargs
 from snnprune.training.data import DATASETS
 
 __all__ = [
-    "PRUNING_OPTIONS",
+    "EMBEDDED_DEFAULTS",
+    "ENGINE_KEYWORDS",
+    "OPTIONS",
     "RUN_METADATA_KEYS",
     "ConfigError",
+    "Option",
+    "check_values",
     "explicit_options",
     "get_args_parser",
     "load_config",
+    "method_keyword_options",
+    "method_options",
+    "option_name",
+    "options_with_role",
     "parse_args",
+    "plain_args",
     "pruner_kwargs",
+    "pruning_options",
     "run_name",
 ]
 
+
+class ConfigError(ValueError):
+    """An invalid option value or combination, or a ``--config`` file that is missing or malformed.
+
+    The message has the form ``<option>: <what is wrong>; <what to do>``; the scripts print it as
+    ``error: <message>`` and exit with code 2.
+    """
+
+
+def _plain_name(text: str) -> str:
+    if text.strip() in ("", ".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(
+            f"must be a plain folder name, got {text!r}; pass a name without '/'"
+        )
+    return text
+
+
+def _folder(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must be a folder, got ''; pass --output-dir DIR")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option.
+
+    Attributes:
+        name: the dest (``final_threshold``; the flag is ``--final-threshold``, the YAML key either).
+        type: ``int``, ``float``, ``str``, ``bool`` (``--x``/``--no-x``), ``list`` (of names) or a converter
+            ``str -> value`` raising ``argparse.ArgumentTypeError``.
+        default: the generic default (a script's defaults and a ``--config`` file replace it).
+        help: the ``--help`` line.
+        group: the ``--help`` section.
+        role: ``"model"`` (defines the model or its pruning: ``--resume`` and ``--test-only`` take it from
+            the checkpoint), ``"plan"`` (the training plan: ``--resume`` takes it) or ``"run"`` (this
+            invocation's; ``""``: the group's).
+        choices: the accepted values.
+        range: numbers: ``">= 0"``, ``"> 0"``, an interval ``"[0, 1)"`` or ``"finite"``.
+        keyword: the :func:`snnprune.sparsify` keyword it feeds (for the methods whose signature takes it).
+        in_epochs: the value counts epochs, the keyword optimizer steps.
+        snn: an option of the SNN script only.
+        metavar: the value's name in ``--help`` (default: the choices, or the name in capitals).
+    """
+
+    name: str
+    type: Callable[..., Any] = str
+    default: Any = None
+    help: str = ""
+    group: str = "runtime"
+    role: str = ""
+    choices: tuple[str, ...] | None = None
+    range: str = ""
+    keyword: str = ""
+    in_epochs: bool = False
+    snn: bool = False
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return option_name(self.name)
+
+
+def _group(group: str, role: str, *options: Option) -> tuple[Option, ...]:
+    """``options`` in ``group``; those without a role of their own get ``role``."""
+    return tuple(replace(o, group=group, role=o.role or role) for o in options)
+
+
+_O = Option
+#: Every training option (the method keywords no declaration feeds are added from the registry).
+OPTIONS: tuple[Option, ...] = (
+    *_group(
+        "pruning",
+        "model",
+        _O("method", str, "lats", "pruning method, any registered name", metavar="NAME"),
+        _O("final_threshold", float, None, "final threshold D (>= 0, finite)", metavar="D", range=">= 0",
+           keyword="final_threshold"),
+        _O("target_sparsity", float, None, "st3/st3sigma/gmp, in [0, 1)", metavar="P", range="[0, 1)",
+           keyword="target_sparsity"),
+        _O("beta", float, None, "PGH decay beta (>0; 1 = S-LATS)", range="> 0", keyword="beta"),
+        _O("stds_shape", str, "sine", "STDS schedule shape", choices=("sine", "linear"), keyword="shape"),
+        _O("lats_schedule", str, "lr", "LATS schedule", choices=("lr", "closed_form"), keyword="schedule"),
+        _O("prune_start_epoch", int, 0, "start of the pruning window", metavar="E", range=">= 0"),
+        _O("prune_end_epoch", int, None, "st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: "
+           "the end of training); the remaining epochs fine-tune with the final sparsity", metavar="E",
+           range=">= 1", keyword="end_step", in_epochs=True),
+        _O("prune_exclude", list, None, "layers kept dense", metavar="GLOB"),
+        _O("st3_finetune_epochs", int, None, "st3/st3sigma: the last E epochs fine-tune with the mask fixed "
+           "(the authors' n_ft_epochs, 10)", metavar="E", range=">= 1", keyword="finetune_steps",
+           in_epochs=True),
+        _O("s_init", float, None, "str: initial threshold logit s (e.g. -5)", range="finite", keyword="s_init"),
+        _O("l0_coeff", float, None, "ltp: weight of the normalized soft-L0 term", range=">= 0",
+           keyword="l0_coeff"),
+        _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
+           range="> 0", keyword="temperature"),
+        _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", range=">= 0", keyword="tau_init"),
+        _O("granularity", str, None, "lats/slats/pgh/stds: filter = channels", choices=("weight", "filter"),
+           keyword="granularity"),
+        _O("filter_scale", str, None, "filter granularity: a channel goes when its RMS <= D (size) or <= D x "
+           "its layer's RMS (layer)", choices=("size", "layer"), keyword="filter_scale"),
+    ),
+    *_group(
+        "model",
+        "model",
+        _O("model", str, None, "models.create_model name"),  # default and choices: the script's
+        _O("width", int, None, "base width (64 = the paper's)", range=">= 1"),
+        _O("stem", str, None, "imagenet or small-image stem", choices=("imagenet", "small")),
+        _O("T", int, 4, "time steps (also frames_number of DVS datasets)", range=">= 1", snn=True),
+        _O("neuron", str, "if", "spiking neuron", choices=("if", "lif", "plif"), snn=True),
+        _O("surrogate", str, "atan", "surrogate gradient", choices=("atan", "sigmoid"), snn=True),
+        _O("cnf", str, "ADD", "SEW connect function", choices=("ADD", "AND", "IAND"), snn=True),
+        _O("neuron_backend", str, "spikingjelly", "neuron kernels", choices=("spikingjelly", "cupy", "auto"),
+           snn=True, role="run"),
+    ),
+    *_group(
+        "data",
+        "run",
+        _O("dataset", str, "embedded_mnist", "embedded_mnist is offline; the others read --data-path",
+           choices=DATASETS, role="model"),
+        _O("data_path", str, None, "dataset root", metavar="DIR"),
+        _O("download", bool, False, "allow torchvision to download the dataset"),
+        _O("workers", int, 0, "DataLoader worker processes", range=">= 0"),
+        _O("limit_train_batches", int, None, "train on N batches/epoch", metavar="N", range=">= 1",
+           role="plan"),
+        _O("limit_test_batches", int, None, "test on N batches", metavar="N", range=">= 1"),
+    ),
+    *_group(
+        "optimization",
+        "plan",
+        _O("epochs", int, 90, "epochs of the run (every schedule is planned on it)", range=">= 1"),
+        _O("batch_size", int, 32, "per process", range=">= 1"),
+        _O("opt", str, "sgd", "optimizer", choices=("sgd", "adam")),
+        _O("lr", float, 0.1, "learning rate", range="> 0"),
+        _O("momentum", float, 0.9, "SGD momentum", range="[0, 1]"),
+        _O("nesterov", bool, False, "SGD Nesterov momentum"),
+        _O("weight_decay", float, 0.0, "applied to theta (as the papers)", range=">= 0"),
+        _O("norm_weight_decay", float, None, "weight decay of BN (default: same)", range=">= 0"),
+        _O("lr_scheduler", str, "cosine", "lr schedule", choices=("cosine", "step", "constant")),
+        _O("lr_step_size", int, 30, "step scheduler: epochs per decay", range=">= 1"),
+        _O("lr_gamma", float, 0.1, "step scheduler: decay factor", range="> 0"),
+        _O("lr_warmup_epochs", int, 0, "linear warm-up epochs", range=">= 0"),
+        _O("lr_warmup_decay", float, 0.01, "warm-up start factor", range="(0, 1]"),
+        _O("lr_warmup_shape", str, "linear", "linear: from --lr-warmup-decay to 1, full lr in the first step "
+           "after the warm-up (torchvision); str: lr*(i+1)/W for warm-up step i of W, full lr in the last "
+           "warm-up step (the STR and LATS code; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores "
+           "--lr-warmup-decay)", choices=("linear", "str")),
+        _O("lr_step_per_iter", bool, False, "step the lr scheduler every iteration"),
+        _O("label_smoothing", float, 0.0, "in [0, 1)", range="[0, 1)"),
+        _O("clip_grad_norm", float, None, "max gradient norm (> 0)", range="> 0"),
+    ),
+    *_group(
+        "runtime",
+        "run",
+        _O("amp", str, "none", "autocast (fp16 needs CUDA)", choices=("none", "fp16", "bf16")),
+        _O("channels_last", bool, False, "channels-last memory format"),
+        _O("seed", int, 2020, "in [0, 2**32)", range="[0, 2**32)", role="plan"),
+        _O("deterministic", bool, False, "torch.use_deterministic_algorithms"),
+        _O("device", str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
+        _O("sync_bn", bool, False, "SyncBatchNorm under DDP"),
+        _O("analyze_batches", int, 4, "test batches for the final snnprune.analyze", range=">= 0"),
+        _O("bn_recalibrate", int, None, "re-estimate BN statistics on N training batches before every "
+           "evaluation (default: 20 with --granularity filter, else 0 = off)", metavar="N", range=">= 0"),
+    ),
+    *_group(
+        "output",
+        "run",
+        _O("output_dir", _folder, "./runs", "parent folder of the run folders", metavar="DIR"),
+        _O("run_name", _plain_name, None, "default: <model>_<method>[_D<d>|_P<p>]"),
+        _O("resume", str, None, "checkpoint to continue from (auto: the run folder's checkpoint.pth, if any); "
+           "the model, pruning and training plan come from the checkpoint", metavar="PATH|auto"),
+        _O("overwrite", bool, False, "replace a run folder that already holds a run"),
+        _O("stop_after_epoch", int, None, "stop after epoch K (checkpoint written; continue with --resume "
+           "auto)", metavar="K", range=">= 0"),
+        _O("test_only", bool, False, "evaluate the --resume checkpoint and exit"),
+        _O("export", bool, False, "write the finalized sparse model_sparse.pth"),
+        _O("quiet", bool, False, "no progress bar and no per-epoch lines"),
+        _O("log_every", int, 50, "when stdout is not a terminal (SLURM, nohup): a plain progress line every "
+           "N steps (0: off)", metavar="N", range=">= 0"),
+    ),
+)  # fmt: skip
 
 #: The default run of both training scripts on the embedded MNIST subset: a width-16 small-stem ResNet-18
 #: (SEW for train_sew.py with T = 2, the ReLU twin for train_ann.py), 8 epochs of SGD 0.1 with a cosine
@@ -52,25 +255,10 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "beta": 0.1,
 }
 
-#: Pruning options: CLI dest -> the :func:`snnprune.sparsify` keyword it feeds. An option is valid for the
-#: methods whose signature takes that keyword (:func:`snnprune.methods.method_kwargs`); giving it to
-#: another method is an error naming the options that method takes. A new method option is one row here
-#: (plus its ``add_argument``); ``prune_end_epoch`` is converted from epochs to steps.
-PRUNING_OPTIONS: dict[str, str] = {
-    "final_threshold": "final_threshold",
-    "target_sparsity": "target_sparsity",
-    "beta": "beta",
-    "stds_shape": "shape",
-    "lats_schedule": "schedule",
-    "prune_end_epoch": "end_step",
-    "st3_finetune_epochs": "finetune_steps",
-    "s_init": "s_init",
-    "l0_coeff": "l0_coeff",
-    "ltp_temperature": "temperature",
-    "tau_init": "tau_init",
-    "granularity": "granularity",
-    "filter_scale": "filter_scale",
-}
+#: Method keywords that are no option: the engine sets them (``total_steps``, ``epoch_length``) or the
+#: training scripts keep the method's default (backward variants and the papers' fixed settings).
+ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length", "grad", "l1_coeff", "initial_sparsity",
+                   "frequency", "rescale", "gradient")  # fmt: skip
 
 #: Keys of a run's ``config.json`` that describe the run rather than set an option: accepted (and ignored)
 #: when that file is given back as ``--config``; ``kind`` must match the script.
@@ -79,14 +267,198 @@ RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config", "model_b
 _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never written to config.json)
 
 
-class ConfigError(ValueError):
-    """An invalid option value or combination, or a ``--config`` file that is missing or malformed.
+# ----------------------------------------------------------------------------------------------- method options
+def _keyword_parameters(cls: type) -> dict[str, tuple[inspect.Parameter, Any]]:
+    """Keyword -> (parameter, type) along the ``__init__`` chain (the type: annotation, else the default's)."""
+    out: dict[str, tuple[inspect.Parameter, Any]] = {}
+    for init in (vars(klass)["__init__"] for klass in cls.__mro__ if "__init__" in vars(klass)):
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # an annotation that does not evaluate: the default's type
+            hints = {}
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            hint = hints.get(p.name)
+            kinds = [
+                t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
+            ]
+            out.setdefault(p.name, (p, kinds[0] if kinds else str))
+    return out  # method_kwargs tells which of them the method takes
 
-    The message has the form ``<option>: <what is wrong>; <what to do>``; the scripts print it as
-    ``error: <message>`` and exit with code 2.
+
+def _docstring_args(cls: type) -> dict[str, str]:
+    """The ``Args:`` entries of the class docstrings along ``cls``'s MRO (the subclass's first)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+        if "Args:" not in lines:
+            continue
+        name, found = None, {}
+        for line in lines[lines.index("Args:") + 1 :]:
+            if not line.startswith("    "):  # a blank line or the next section
+                break
+            key, sep, text = line.strip().partition(": ")
+            if not line.startswith("     ") and sep and key.isidentifier():
+                name, found[key] = key, text
+            elif name is not None:
+                found[name] += " " + line.strip()
+        out.update(found)
+    return out
+
+
+def method_keyword_options() -> tuple[Option, ...]:
+    """The keywords of the registered methods that no declared option feeds, as options of role ``model``.
+
+    Type and default come from the method's signature (default None on the command line: the method's own
+    default applies), the help line from its ``Args:`` docstring (a keyword of several methods names them
+    all); the method's constructor checks the value. A keyword named like a declared option, a state
+    keyword or one of :data:`ENGINE_KEYWORDS` is left out.
+
+    Returns:
+        One option per keyword, in registration order.
     """
+    taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
+    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
+    for method in list_methods():
+        cls = get_method(method)
+        docs = _docstring_args(cls)
+        accepted = method_kwargs(method) - set(getattr(cls, "state_kwargs", ()))
+        for kw, (p, kind) in _keyword_parameters(cls).items():
+            if kw in accepted and kw not in taken:
+                methods, doc, defaults, first_kind = found.get(kw, ([], "", set(), kind))
+                defaults.add("" if p.default in (p.empty, None) else f" (default: {p.default})")
+                found[kw] = ([*methods, method], doc or docs.get(kw, ""), defaults, first_kind)
+    return tuple(
+        Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
+               "pruning", "model", keyword=kw)
+        for kw, (methods, doc, defaults, kind) in found.items()
+    )  # fmt: skip
 
 
+def pruning_options() -> dict[str, str]:
+    """Options that feed a method keyword: dest -> :func:`snnprune.sparsify` keyword (declared and from
+    the registry). An option is valid for the methods whose signature takes its keyword."""
+    return {o.name: o.keyword for o in (*OPTIONS, *method_keyword_options()) if o.keyword}
+
+
+def options_with_role(*roles: str) -> list[str]:
+    """Dests of the options of these roles (``"model"``, ``"plan"``), method keywords included."""
+    return [o.name for o in (*OPTIONS, *method_keyword_options()) if o.role in roles]
+
+
+def method_options(method: str) -> list[str]:
+    """The pruning options (:func:`pruning_options`) that ``method`` takes, as sorted ``--flags``."""
+    taken = method_kwargs(method)
+    return sorted(option_name(d) for d, kw in pruning_options().items() if kw in taken)
+
+
+# ----------------------------------------------------------------------------------------------- values
+def _bound(text: str) -> float:
+    base, _, exponent = text.strip().partition("**")
+    return float(base) ** float(exponent) if exponent else float(base)
+
+
+def _within(spec: str, v: Any) -> bool:
+    if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+        return False
+    if spec == "finite":
+        return True
+    if spec[0] in "[(":
+        lo, hi = (_bound(s) for s in spec[1:-1].split(","))
+        return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
+    op, bound = spec.split()
+    return v >= _bound(bound) if op == ">=" else v > _bound(bound)
+
+
+def _must(o: Option) -> str:
+    if o.range == "finite":
+        return "must be a finite number"
+    if o.range[0] in "[(":
+        return f"must be in {o.range}"
+    return f"must be {o.range}" if o.type is int else f"must be a finite number {o.range}"
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Check each option's value against its declared range (None passes where the default is None).
+
+    Args:
+        args: parsed arguments (or with a checkpoint's values).
+
+    Raises:
+        ConfigError: the first value out of range, as ``--option: must be ..., got X; <fix>``.
+    """
+    for o in OPTIONS:
+        if not o.range or not hasattr(args, o.name):
+            continue
+        v = getattr(args, o.name)
+        if v is None and o.default is None:
+            continue
+        if not (_within(o.range, v) and (o.type is not int or isinstance(v, int))):
+            number = "a whole number" if o.type is int else "a number"
+            where = o.range if o.range[0] in "<>" else f"in {o.range}"
+            fix = "pass a finite number" if o.range == "finite" else f"pass {number} {where}"
+            raise ConfigError(f"{o.flag}: {_must(o)}, got {v!r}; {fix}")
+
+
+def _converter(o: Option) -> Callable[[str], Any]:
+    """The command-line string -> value conversion of ``o`` (also used for ``--config`` values)."""
+
+    def convert(text: str) -> Any:
+        if o.choices is not None:
+            if text not in o.choices:
+                listed = ", ".join(map(repr, o.choices))
+                raise argparse.ArgumentTypeError(
+                    f"invalid choice: {text!r} (choose from {listed}); pick one of the listed values"
+                )
+            return text
+        if o.type in (int, float):
+            try:
+                return o.type(text)
+            except ValueError:
+                number = "a whole number" if o.type is int else "a number"
+                raise argparse.ArgumentTypeError(
+                    f"invalid {o.type.__name__} value: {text!r}; give {number}"
+                ) from None
+        if o.type is list and not text:
+            raise argparse.ArgumentTypeError("must be a list of layer-name globs, got ''; e.g. fc 'conv1*'")
+        return text if o.type in (str, list) else o.type(text)
+
+    return convert
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    return _BOOLEANS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def _from_file(o: Option, key: str, value: Any) -> Any:
+    """A YAML/JSON value (not None) as ``o``'s value."""
+    if o.type is bool:
+        b = _as_bool(value)
+        if b is None:
+            raise argparse.ArgumentTypeError(
+                f"expected true or false, got {value!r}; write {key}: true or false"
+            )
+        return b
+    if isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a value, got a mapping; write {key}: <value>")
+    convert = _converter(o)
+    if o.type is list:
+        items = value if isinstance(value, list) else [value]  # a scalar is one pattern
+        if any(isinstance(v, list | dict) for v in items):
+            raise argparse.ArgumentTypeError(f"expected a list of names, got {value!r}; write {key}: [a, b]")
+        return [convert(str(v)) for v in items]
+    if isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected one value, got a list {value!r}; write {key}: <value>")
+    if isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected a value, got the boolean {value}; write {key}: <value>")
+    return convert(str(value))
+
+
+# ----------------------------------------------------------------------------------------------- parser
 class _HelpFormatter(argparse.HelpFormatter):
     """Shows each option's effective default (the script's own, e.g. ``epochs 8`` for the default run)."""
 
@@ -102,31 +474,18 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class TrainingParser(argparse.ArgumentParser):
-    """``ArgumentParser`` whose errors raise :class:`ConfigError` (one line, no usage dump) instead of
-    printing usage and exiting, so the scripts report every bad input the same way."""
+    """``ArgumentParser`` over :class:`Option` declarations whose errors raise :class:`ConfigError`.
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(_argparse_message(message))
+    Attributes:
+        options: dest -> :class:`Option` (choices resolved: the registered methods, the script's models).
+        generic_defaults: dest -> the declared default (what a ``--config`` recipe starts from).
+    """
 
+    options: dict[str, Option]
+    generic_defaults: dict[str, Any]
 
-def _argparse_message(message: str) -> str:
-    """``argument --epochs: invalid int value: '2.5'`` -> ``--epochs: invalid int value '2.5'; <fix>``."""
-    m = re.match(r"argument ([^:]+): (.*)", message, re.S)
-    if m is None:
-        return f"{message}; see --help for the options"
-    opt = m.group(1).split("/")[0]
-    what = m.group(2)
-    if "invalid int value" in what:
-        fix = "give a whole number"
-    elif "invalid float value" in what:
-        fix = "give a number"
-    elif "invalid choice" in what:
-        fix = "pick one of the listed values"
-    elif "expected" in what:
-        fix = "give a value after the option"
-    else:
-        fix = "see --help"
-    return f"{opt}: {what}; {fix}"
+    def error(self, message: str) -> typing.NoReturn:  # unknown arguments
+        raise ConfigError(f"{message}; see --help for the options")
 
 
 def get_args_parser(
@@ -135,321 +494,77 @@ def get_args_parser(
     snn: bool = True,
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
-) -> argparse.ArgumentParser:
-    """The training parser (returned, not parsed, so scripts can extend it).
+) -> TrainingParser:
+    """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it).
 
     Args:
         add_help: add ``-h/--help``.
-        snn: add the SNN-only options (``--T``, ``--neuron``, ``--surrogate``, ``--cnf``).
-        defaults: script-specific defaults (applied with ``set_defaults`` and shown by ``--help``; a YAML
-            ``--config`` replaces them and the command line overrides both).
-        model_choices: the names ``--model`` accepts (the scripts pass their part of the ``models``
-            registry; None: any name, checked when the model is built).
+        snn: add the SNN-only options (``--T``, ``--neuron``, ``--surrogate``, ``--cnf``, ``--neuron-backend``).
+        defaults: script-specific defaults (shown by ``--help``; a ``--config`` file replaces them and the
+            command line overrides both).
+        model_choices: the names ``--model`` accepts (None: any name, checked when the model is built).
 
     Returns:
-        The parser (a :class:`TrainingParser`: errors raise :class:`ConfigError`).
+        The parser; plain ``parser.parse_args`` gives typed values, :func:`parse_args` adds ``--config``.
     """
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
         add_help=add_help,
         formatter_class=_HelpFormatter,
+        exit_on_error=False,
     )
-    p.add_argument(
-        "--config",
-        default=None,
-        metavar="FILE",
-        help="YAML recipe (or a run's config.json); CLI flags override it",
-    )
-    flag = argparse.BooleanOptionalAction
-
-    g = p.add_argument_group("pruning")
-    g.add_argument(
-        "--method",
-        default="lats",
-        choices=METHODS,  # the live registry: a method registered before parsing is accepted and listed
-        metavar="NAME",
-        help=f"pruning method, any registered name: {', '.join(METHODS)}",
-    )
-    g.add_argument(
-        "--final-threshold", type=float, default=None, metavar="D", help="final threshold D (>= 0, finite)"
-    )
-    g.add_argument(
-        "--target-sparsity", type=float, default=None, metavar="P", help="st3/st3sigma/gmp, in [0, 1)"
-    )
-    g.add_argument("--beta", type=float, default=None, help="PGH decay beta (>0; 1 = S-LATS)")
-    g.add_argument("--stds-shape", choices=("sine", "linear"), default="sine", help="STDS schedule shape")
-    g.add_argument("--lats-schedule", choices=("lr", "closed_form"), default="lr", help="LATS schedule")
-    g.add_argument(
-        "--prune-start-epoch", type=int, default=0, metavar="E", help="start of the pruning window"
-    )
-    g.add_argument(
-        "--prune-end-epoch",
-        type=int,
-        default=None,
-        metavar="E",
-        help="st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: the end of training); "
-        "the remaining epochs fine-tune with the final sparsity",
-    )
-    g.add_argument("--prune-exclude", nargs="*", default=None, metavar="GLOB", help="layers kept dense")
-    g.add_argument(
-        "--st3-finetune-epochs",
-        type=int,
-        default=None,
-        metavar="E",
-        help="st3/st3sigma: the last E epochs fine-tune with the mask fixed (the authors' n_ft_epochs, 10)",
-    )
-    g.add_argument("--s-init", type=float, default=None, help="str: initial threshold logit s (e.g. -5)")
-    g.add_argument("--l0-coeff", type=float, default=None, help="ltp: weight of the normalized soft-L0 term")
-    g.add_argument(
-        "--ltp-temperature",
-        type=float,
-        default=None,
-        help="ltp: temperature relative to each layer's Var(theta)",
-    )
-    g.add_argument("--tau-init", type=float, default=None, help="ltp: initial threshold tau on theta^2")
-    g.add_argument(
-        "--granularity",
-        choices=("weight", "filter"),
-        default=None,
-        help="lats/slats/pgh/stds: filter = channels",
-    )
-    g.add_argument(
-        "--filter-scale",
-        choices=("size", "layer"),
-        default=None,
-        help="filter granularity: a channel goes when its RMS <= D (size) or <= D x its layer's RMS (layer)",
-    )
-
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        default="sew_resnet18" if snn else "ann_resnet18",
-        choices=tuple(model_choices) if model_choices is not None else None,
-        help="models.create_model name",
-    )
-    g.add_argument("--width", type=int, default=None, help="base width (64 = the paper's)")
-    g.add_argument("--stem", choices=("imagenet", "small"), default=None, help="imagenet or small-image stem")
-    if snn:
-        g.add_argument("--T", type=int, default=4, help="time steps (also frames_number of DVS datasets)")
-        g.add_argument("--neuron", choices=("if", "lif", "plif"), default="if", help="spiking neuron")
-        g.add_argument("--surrogate", choices=("atan", "sigmoid"), default="atan", help="surrogate gradient")
-        g.add_argument("--cnf", choices=("ADD", "AND", "IAND"), default="ADD", help="SEW connect function")
-        g.add_argument(
-            "--neuron-backend",
-            choices=("spikingjelly", "cupy", "auto"),
-            default="spikingjelly",
-            help="neuron kernels",
-        )
-
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        default="embedded_mnist",
-        choices=DATASETS,
-        help="embedded_mnist is offline; the others read --data-path",
-    )
-    g.add_argument("--data-path", default=None, metavar="DIR", help="dataset root")
-    g.add_argument("--download", action=flag, default=False, help="allow torchvision to download the dataset")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument(
-        "--limit-train-batches", type=int, default=None, metavar="N", help="train on N batches/epoch"
-    )
-    g.add_argument("--limit-test-batches", type=int, default=None, metavar="N", help="test on N batches")
-
-    g = p.add_argument_group("optimization")
-    g.add_argument(
-        "--epochs", type=int, default=90, help="epochs of the run (every schedule is planned on it)"
-    )
-    g.add_argument("--batch-size", type=int, default=32, help="per process")
-    g.add_argument("--opt", choices=("sgd", "adam"), default="sgd", help="optimizer")
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--nesterov", action=flag, default=False, help="SGD Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="applied to theta (as the papers)")
-    g.add_argument("--norm-weight-decay", type=float, default=None, help="weight decay of BN (default: same)")
-    g.add_argument(
-        "--lr-scheduler", choices=("cosine", "step", "constant"), default="cosine", help="lr schedule"
-    )
-    g.add_argument("--lr-step-size", type=int, default=30, help="step scheduler: epochs per decay")
-    g.add_argument("--lr-gamma", type=float, default=0.1, help="step scheduler: decay factor")
-    g.add_argument("--lr-warmup-epochs", type=int, default=0, help="linear warm-up epochs")
-    g.add_argument("--lr-warmup-decay", type=float, default=0.01, help="warm-up start factor")
-    g.add_argument(
-        "--lr-warmup-shape",
-        choices=("linear", "str"),
-        default="linear",
-        help="linear: from --lr-warmup-decay to 1, full lr in the first step after the warm-up "
-        "(torchvision); str: lr*(i+1)/W for warm-up step i of W, full lr in the last warm-up step "
-        "(the STR and LATS code; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores --lr-warmup-decay)",
-    )
-    g.add_argument(
-        "--lr-step-per-iter", action=flag, default=False, help="step the lr scheduler every iteration"
-    )
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="in [0, 1)")
-    g.add_argument("--clip-grad-norm", type=float, default=None, help="max gradient norm (> 0)")
-
-    g = p.add_argument_group("runtime")
-    g.add_argument(
-        "--amp", choices=("none", "fp16", "bf16"), default="none", help="autocast (fp16 needs CUDA)"
-    )
-    g.add_argument("--channels-last", action=flag, default=False, help="channels-last memory format")
-    g.add_argument("--seed", type=int, default=2020, help="in [0, 2**32)")
-    g.add_argument("--deterministic", action=flag, default=False, help="torch.use_deterministic_algorithms")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    g.add_argument("--sync-bn", action=flag, default=False, help="SyncBatchNorm under DDP")
-    g.add_argument(
-        "--analyze-batches", type=int, default=4, help="test batches for the final snnprune.analyze"
-    )
-    g.add_argument(
-        "--bn-recalibrate",
-        type=int,
-        default=None,
-        metavar="N",
-        help="re-estimate BN statistics on N training batches before every evaluation "
-        "(default: 20 with --granularity filter, else 0 = off)",
-    )
-
-    g = p.add_argument_group("output")
-    g.add_argument("--output-dir", default="./runs", metavar="DIR", help="parent folder of the run folders")
-    g.add_argument("--run-name", default=None, help="default: <model>_<method>[_D<d>|_P<p>]")
-    g.add_argument(
-        "--resume",
-        default=None,
-        metavar="PATH|auto",
-        help="checkpoint to continue from (auto: the run folder's checkpoint.pth, if any); the model, "
-        "pruning and training plan come from the checkpoint",
-    )
-    g.add_argument(
-        "--overwrite", action=flag, default=False, help="replace a run folder that already holds a run"
-    )
-    g.add_argument(
-        "--stop-after-epoch",
-        type=int,
-        default=None,
-        metavar="K",
-        help="stop after epoch K (checkpoint written; continue with --resume auto)",
-    )
-    g.add_argument(
-        "--test-only", action=flag, default=False, help="evaluate the --resume checkpoint and exit"
-    )
-    g.add_argument("--export", action=flag, default=False, help="write the finalized sparse model_sparse.pth")
-    g.add_argument("--quiet", action=flag, default=False, help="no progress bar and no per-epoch lines")
-    g.add_argument(
-        "--log-every",
-        type=int,
-        default=50,
-        metavar="N",
-        help="when stdout is not a terminal (SLURM, nohup): a plain progress line every N steps (0: off)",
-    )
-    # The script's defaults describe its default run (e.g. EMBEDDED_DEFAULTS); a --config recipe replaces
-    # them (parse_args starts from these generic values), so a recipe never inherits the small-image stem.
-    p.generic_defaults = {a.dest: a.default for a in p._actions if a.dest != "help"}
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
+    p.options, groups = {}, {}
+    for o in (*OPTIONS, *method_keyword_options()):
+        if o.snn and not snn:
+            continue
+        if o.name == "method":
+            o = replace(o, choices=list_methods())
+        elif o.name == "model":
+            choices = None if model_choices is None else tuple(model_choices)
+            o = replace(o, default="sew_resnet18" if snn else "ann_resnet18", choices=choices)
+        if o.group not in groups:
+            groups[o.group] = p.add_argument_group(o.group)
+        if o.type is bool:
+            kw: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        else:
+            metavar = o.metavar or ("{" + ",".join(o.choices) + "}" if o.choices is not None else None)
+            kw = {"type": _converter(o), "metavar": metavar, "nargs": "*" if o.type is list else None}
+        listed = f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else ""
+        groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
+        p.options[o.name] = o
+    p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
     if defaults:
         p.set_defaults(**defaults)
     return p
 
 
-def _dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", argparse.SUPPRESS)}
-
-
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "true",
-        "yes",
-        "on",
-        "1",
-        "false",
-        "no",
-        "off",
-        "0",
-    ):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    return None
-
-
-def _config_tokens(
-    key: str, value: Any, action: argparse.Action, where: str, default: Any
-) -> list[str] | None:
-    """One YAML ``key: value`` as command-line tokens for the same parser (None: set the option to None)."""
-    opt = action.option_strings[0]
-    if isinstance(action, argparse.BooleanOptionalAction):
-        b = _as_bool(value)
-        if b is None:
-            raise ConfigError(
-                f"{key} ({where}): expected true or false, got {value!r}; write {key}: true or false"
-            )
-        return [opt if b else "--no-" + opt[2:]]
-    if value is None:
-        if default is None:
-            return None
-        raise ConfigError(
-            f"{key} ({where}): must not be null; give a value or delete the line (default {default!r})"
-        )
-    if isinstance(value, dict):
-        raise ConfigError(f"{key} ({where}): expected a value, got a mapping; write {key}: <value>")
-    if action.nargs == "*":
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(v, list | dict) for v in items):
-            raise ConfigError(
-                f"{key} ({where}): expected a list of names, got {value!r}; write {key}: [a, b]"
-            )
-        return [opt, *[str(v) for v in items]]
-    if isinstance(value, list):
-        raise ConfigError(f"{key} ({where}): expected one value, got a list {value!r}; write {key}: <value>")
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} ({where}): expected a value, got the boolean {value}; write {key}: <value>")
-    return [f"{opt}={value}"]
-
-
-def load_config(path: str | Path, parser: argparse.ArgumentParser, kind: str | None = None) -> dict[str, Any]:
-    """Read a YAML config (or a run's ``config.json``); see :func:`_read_config`.
-
-    Args:
-        path: YAML/JSON file with a flat mapping of option -> value.
-        parser: the parser whose options the keys must name.
-        kind: ``"snn"``/``"ann"``: a run ``config.json`` (key ``kind``) of the other kind is refused.
-
-    Returns:
-        ``{dest: value}`` (already converted).
-
-    Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, unknown keys, or a bad value.
-    """
-    return _read_config(path, parser, kind)[0]
-
-
-def _read_config(
-    path: str | Path, parser: argparse.ArgumentParser, kind: str | None = None
+def load_config(
+    path: str | Path, parser: TrainingParser, kind: str | None = None
 ) -> tuple[dict[str, Any], bool]:
-    """Read a YAML config (or a run's ``config.json``) and parse its values with ``parser``'s types.
+    """Read a YAML recipe (or a run's ``config.json``) and check each key against its declaration.
 
-    Keys may be written ``final-threshold`` or ``final_threshold``. Each value goes through the parser as
-    ``--key=value`` (booleans as ``--flag``/``--no-flag``; YAML strings ``"true"``/``"false"`` are
-    booleans), so a wrong type or choice is reported like the same mistake on the command line.
+    Keys may be written ``final-threshold`` or ``final_threshold``; booleans also as the strings
+    ``"true"``/``"false"`` (``yes``/``no``, ``on``/``off``, 1/0).
 
     Args:
         path: YAML/JSON file with a flat mapping of option -> value.
-        parser: the parser whose options the keys must name.
+        parser: from :func:`get_args_parser` (its options are the valid keys).
         kind: ``"snn"``/``"ann"``: a run ``config.json`` (key ``kind``) of the other kind is refused.
 
     Returns:
-        ``({dest: value}, is_run_config)``: the values (already converted), and whether the file is a run's
+        ``({dest: value}, is_run_config)``: the converted values, and whether the file is a run's
         ``config.json`` (it has the key ``kind``: every option written out, defaults included).
 
     Raises:
         ConfigError: missing file, invalid YAML, not a mapping, unknown keys, or a bad value.
     """
+    import yaml
+
     path = Path(path)
     where = f"--config {path}"
     if path.is_dir() or not path.exists():
         raise ConfigError(f"--config: file {str(path)!r} does not exist; pass a YAML recipe file")
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -462,7 +577,6 @@ def _read_config(
         raise ConfigError(
             f"--config: {str(path)!r} must be a mapping of option: value; write one 'key: value' a line"
         )
-    actions = _dests(parser)
     raw = {str(k).replace("-", "_"): v for k, v in data.items()}
     if kind is not None and raw.get("kind") not in (None, kind):
         script = "train_sew.py" if raw["kind"] == "snn" else "train_ann.py"
@@ -472,25 +586,23 @@ def _read_config(
     is_run_config = "kind" in raw
     for key in RUN_METADATA_KEYS:
         raw.pop(key, None)
-    unknown = sorted(set(raw) - set(actions))
+    unknown = sorted(set(raw) - set(parser.options))
     if unknown:
         raise ConfigError(
             f"--config: {str(path)!r} has unknown keys {unknown}; valid keys are the CLI options "
-            f"(e.g. {', '.join(sorted(actions)[:6])}, ...; see --help)"
+            f"(e.g. {', '.join(sorted(parser.options)[:6])}, ...; see --help)"
         )
     out: dict[str, Any] = {}
-    generic = getattr(parser, "generic_defaults", {})
     for key, value in raw.items():
-        action = actions[key]
-        tokens = _config_tokens(key, value, action, where, generic.get(key, action.default))
-        if tokens is None:
-            out[key] = None
-            continue
+        default = parser.generic_defaults[key]
+        if value is None and default is not None:
+            raise ConfigError(
+                f"{key} ({where}): must not be null; give a value or delete the line (default {default!r})"
+            )
         try:
-            parsed = _given(parser, tokens)
-        except ConfigError as exc:
-            raise ConfigError(f"{key} ({where}): {str(exc).split(': ', 1)[-1]}") from None
-        out[key] = parsed[key]
+            out[key] = None if value is None else _from_file(parser.options[key], key, value)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{key} ({where}): {exc}") from None
     return out, is_run_config
 
 
@@ -502,22 +614,15 @@ class _Unset:
 _UNSET = _Unset()
 
 
-def _given(parser: argparse.ArgumentParser, tokens: list[str]) -> dict[str, Any]:
-    """Values of the options present in ``tokens`` (parsed and converted; defaults left out)."""
-    ns = argparse.Namespace(**dict.fromkeys(_dests(parser), _UNSET))
-    parser.parse_args(tokens, namespace=ns)
-    return {k: v for k, v in vars(ns).items() if v is not _UNSET}
-
-
 def parse_args(
-    parser: argparse.ArgumentParser, argv: list[str] | None = None, *, kind: str | None = None
+    parser: TrainingParser, argv: list[str] | None = None, *, kind: str | None = None
 ) -> argparse.Namespace:
-    """Parse ``argv`` with ``--config`` YAML values as defaults (command line wins); the parser is unchanged.
+    """Parse ``argv`` with the ``--config`` file's values under it (the command line wins).
 
     A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do
-    not apply under it, so keys the file omits take the generic parser defaults (e.g. ``stem``/``width``
-    ``None`` = the model's own ImageNet stem and width), never the default run's small stem. Only the
-    syntax and types are checked here; :func:`snnprune.training.validation.validate` checks the values.
+    not apply under it, so keys the file omits take the declared defaults (e.g. ``stem``/``width`` ``None``
+    = the model's own ImageNet stem and width). Types and choices are checked here; the ranges and the
+    combinations by :func:`snnprune.training.validation.prepare`. The parser is never changed.
 
     Args:
         parser: from :func:`get_args_parser`.
@@ -525,30 +630,30 @@ def parse_args(
         kind: ``"snn"``/``"ann"`` of the script (a run ``config.json`` of the other kind is refused).
 
     Returns:
-        The parsed namespace; :func:`explicit_options` tells which options were set by the command line
-        or the config file.
+        The namespace; :func:`explicit_options` tells which options the command line or the file set.
 
     Raises:
         ConfigError: an unknown option, a wrong type or choice, or a bad ``--config`` file.
     """
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    cli = _given(parser, argv)
-    actions = _dests(parser)
-    values = {k: a.default for k, a in actions.items()}
+    ns = argparse.Namespace(**dict.fromkeys(parser.generic_defaults, _UNSET))
+    try:
+        parser.parse_args(argv, namespace=ns)
+    except argparse.ArgumentError as exc:
+        message = exc.message  # the converters' messages carry their fix; argparse's own do not
+        if "; " not in message:
+            message += "; give a value after the option" if "expected" in message else "; see --help"
+        raise ConfigError(f"{(exc.argument_name or '').split('/')[0]}: {message}") from None
+    cli = {k: v for k, v in vars(ns).items() if v is not _UNSET}
+    values = {k: parser.get_default(k) for k in parser.generic_defaults}
     explicit = set(cli)
-    config_path = cli.get("config")
-    if config_path:
-        generic = getattr(parser, "generic_defaults", {})
-        values.update({k: v for k, v in generic.items() if k in values})
-        from_file, is_run_config = _read_config(config_path, parser, kind=kind)
+    if cli.get("config"):
+        values = dict(parser.generic_defaults)
+        from_file, is_run_config = load_config(cli["config"], parser, kind=kind)
         values.update(from_file)
         # A recipe's keys are choices; a run's config.json lists every option, so there only the values
         # that differ from the defaults count as chosen.
-        explicit |= {
-            k for k, v in from_file.items() if not is_run_config or v != generic.get(k, actions[k].default)
-        }
+        explicit |= {k for k, v in from_file.items() if not is_run_config or v != parser.generic_defaults[k]}
     values.update(cli)
     args = argparse.Namespace(**values)
     setattr(args, _EXPLICIT, frozenset(explicit))
@@ -556,60 +661,27 @@ def parse_args(
 
 
 def explicit_options(args: argparse.Namespace) -> frozenset[str]:
-    """Options (dests) set on the command line or by the ``--config`` file (not left at a default).
-
-    Args:
-        args: from :func:`parse_args` (a namespace from ``parser.parse_args`` has none recorded: empty).
-
-    Returns:
-        The set of dests.
-    """
+    """Options (dests) set on the command line or by the ``--config`` file (empty for a plain namespace)."""
     return getattr(args, _EXPLICIT, frozenset())
 
 
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:
-    """``vars(args)`` without the parser's bookkeeping (what config.json and checkpoints store).
-
-    Args:
-        args: parsed arguments.
-
-    Returns:
-        ``{dest: value}``.
-    """
+    """``vars(args)`` without the parser's bookkeeping (what config.json and checkpoints store)."""
     return {k: v for k, v in vars(args).items() if not k.startswith("_")}
 
 
 def option_name(dest: str) -> str:
-    """``final_threshold`` -> ``--final-threshold`` (``T`` -> ``--T``).
-
-    Args:
-        dest: an argparse dest.
-
-    Returns:
-        The command-line spelling.
-    """
+    """``final_threshold`` -> ``--final-threshold`` (``T`` -> ``--T``)."""
     return "--" + dest.replace("_", "-")
 
 
-def method_options(method: str) -> list[str]:
-    """The pruning options (:data:`PRUNING_OPTIONS`) that ``method`` takes, as ``--flags``.
-
-    Args:
-        method: one of :data:`snnprune.METHODS`.
-
-    Returns:
-        Sorted option names.
-    """
-    taken = method_kwargs(method)
-    return sorted(option_name(d) for d, kw in PRUNING_OPTIONS.items() if kw in taken)
-
-
+# ----------------------------------------------------------------------------------------------- method
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
-    """Map CLI options to :func:`snnprune.sparsify` keyword arguments for ``args.method``.
+    """Map the options to :func:`snnprune.sparsify` keyword arguments for ``args.method``.
 
-    ``total_steps = epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch`` and,
-    for the target-sparsity methods, ``end_step = prune_end_epoch * steps_per_epoch`` (when given). Every
-    other option of :data:`PRUNING_OPTIONS` is passed when the method takes its keyword and it is set.
+    ``total_steps = epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``;
+    every option of :func:`pruning_options` that is set goes to its keyword when the method takes it
+    (options counted in epochs are converted to steps).
 
     Args:
         args: parsed arguments.
@@ -621,29 +693,30 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
     Raises:
         ValueError: unknown method or a pruning window outside the run.
     """
-    if args.method not in METHODS:
-        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(METHODS)}")
-    total = args.epochs * steps_per_epoch
-    start = args.prune_start_epoch * steps_per_epoch
+    if args.method not in list_methods():
+        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(list_methods())}")
     if not 0 <= args.prune_start_epoch < args.epochs:
         raise ValueError(
             f"--prune-start-epoch must be in [0, --epochs={args.epochs}), got {args.prune_start_epoch}"
         )
-    values = {PRUNING_OPTIONS[d]: getattr(args, d, None) for d in PRUNING_OPTIONS}
-    if values.get("end_step") is not None:
-        if not args.prune_start_epoch < args.prune_end_epoch <= args.epochs:
-            raise ValueError(
-                f"--prune-end-epoch must be in (--prune-start-epoch={args.prune_start_epoch}, "
-                f"--epochs={args.epochs}], got {args.prune_end_epoch}"
-            )
-        values["end_step"] = args.prune_end_epoch * steps_per_epoch
-    if values.get("finetune_steps") is not None:  # epochs -> steps (st3/st3sigma fixed-mask phase)
-        values["finetune_steps"] = args.st3_finetune_epochs * steps_per_epoch
-    if args.lats_schedule == "closed_form":  # the closed form's epoch length B, not how the lr is stepped
-        values["epoch_length"] = steps_per_epoch
-    kw: dict[str, Any] = {"total_steps": total, "start_step": start}
+    end = getattr(args, "prune_end_epoch", None)
+    if end is not None and not args.prune_start_epoch < end <= args.epochs:
+        raise ValueError(
+            f"--prune-end-epoch must be in (--prune-start-epoch={args.prune_start_epoch}, "
+            f"--epochs={args.epochs}], got {end}"
+        )
+    kw: dict[str, Any] = {
+        "total_steps": args.epochs * steps_per_epoch,
+        "start_step": args.prune_start_epoch * steps_per_epoch,
+    }
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
-    kw.update({k: v for k, v in values.items() if k in accepted and v is not None})
+    in_epochs = {o.name for o in OPTIONS if o.in_epochs}
+    for dest, keyword in pruning_options().items():
+        value = getattr(args, dest, None)
+        if value is not None and keyword in accepted:
+            kw[keyword] = value * steps_per_epoch if dest in in_epochs else value
+    if args.lats_schedule == "closed_form" and "epoch_length" in accepted:  # the closed form's epoch B
+        kw["epoch_length"] = steps_per_epoch
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
     return kw
@@ -652,7 +725,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 def run_name(args: argparse.Namespace) -> str:
     """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set."""
     name = f"{args.model}_{args.method}"
-    keys = method_kwargs(args.method) if args.method in METHODS else frozenset()
+    keys = method_kwargs(args.method) if args.method in list_methods() else frozenset()
     if "final_threshold" in keys and args.final_threshold is not None:
         name += f"_D{args.final_threshold:g}"
     if "target_sparsity" in keys and args.target_sparsity is not None:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
-from snnprune.training.cli import PRUNING_OPTIONS, ConfigError, parse_args, plain_args, pruner_kwargs
+from snnprune.training.cli import ConfigError, parse_args, plain_args, pruner_kwargs, pruning_options
 from snnprune.training.data import build_datasets
 from snnprune.training.loop import (
     LoopOptions,
@@ -203,12 +203,13 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         )
 
     folder = RunFolder(run_dir, main_proc)
+    method_options = pruning_options()
     config = {
         **{
             k: v
             for k, v in plain_args(args).items()
             if k not in _INVOCATION_KEYS
-            and not (k in PRUNING_OPTIONS and v is None)  # options of other methods
+            and not (k in method_options and v is None)  # options of other methods
         },
         "kind": task.kind,
         "steps_per_epoch": steps_per_epoch,

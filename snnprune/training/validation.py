@@ -1,19 +1,20 @@
 """One validation of the whole training configuration, before any data or model is built.
 
-:func:`prepare` runs, in order: the value of every option (:data:`RULES`: type, range, finiteness), the
-checkpoint's own settings for ``--resume``/``--test-only`` (:func:`apply_checkpoint`), the cross-option
-rules (pruning window, options the method does not take, options the method needs, optimizer/scheduler
-options, device and AMP) and the run folder (writable, not already holding a run unless resumed or
-``--overwrite``). Every failure is a :class:`~snnprune.training.cli.ConfigError` (or
-:class:`~snnprune.training.checkpoint.CheckpointError`) whose message reads
-``<option>: <what is wrong>; <what to do>``.
+:func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
+the checkpoint's own settings for ``--resume``/``--test-only`` (:func:`apply_checkpoint`: the options of
+role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
+does not take, optimizer/scheduler options), the method's own check of its options (:func:`check_method`:
+the :class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
+(writable, not already holding a run unless resumed or ``--overwrite``). Every failure is a
+:class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
+whose message reads ``<option>: <what is wrong>; <what to do>``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,179 +22,29 @@ from typing import Any
 
 import torch
 
-from snnprune.methods import METHODS, method_kwargs
+from snnprune.methods import get_method, list_methods, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
 from snnprune.training.cli import (
-    PRUNING_OPTIONS,
     ConfigError,
+    check_values,
     explicit_options,
     method_options,
     option_name,
+    options_with_role,
+    pruner_kwargs,
+    pruning_options,
     run_name,
 )
 
 __all__ = [
-    "MODEL_KEYS",
-    "PLAN_KEYS",
-    "REQUIRED_OPTIONS",
-    "RULES",
     "RUN_FILES",
     "Prepared",
     "apply_checkpoint",
-    "check_values",
+    "check_combination",
+    "check_method",
     "prepare",
     "resolve_device",
 ]
-
-# ----------------------------------------------------------------------------------------------- values
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-#: dest -> (check, what it must be, what to do). ``None`` passes for options whose default is ``None``.
-RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
-    "final_threshold": (
-        _opt(lambda v: _num(v) and v >= 0),
-        "must be a finite number >= 0",
-        "pass a threshold D such as 0.1",
-    ),
-    "target_sparsity": (
-        _opt(lambda v: _num(v) and 0 <= v < 1),
-        "must be in [0, 1)",
-        "pass the fraction of zeros, e.g. 0.9",
-    ),
-    "beta": (_opt(lambda v: _num(v) and v > 0), "must be a finite number > 0", "e.g. 0.1 (1 is S-LATS)"),
-    "prune_start_epoch": (
-        lambda v: _int(v) and v >= 0,
-        "must be >= 0",
-        "pass the first pruning epoch, e.g. 0",
-    ),
-    "prune_end_epoch": (
-        _opt(lambda v: _int(v) and v >= 1),
-        "must be >= 1",
-        "pass the epoch the sparsity ramp ends",
-    ),
-    "st3_finetune_epochs": (
-        _opt(lambda v: _int(v) and v >= 1),
-        "must be >= 1",
-        "pass the fixed-mask epochs (the authors: 10), or drop it",
-    ),
-    "s_init": (_opt(_num), "must be a finite number", "pass the threshold logit, e.g. -5"),
-    "l0_coeff": (_opt(lambda v: _num(v) and v >= 0), "must be a finite number >= 0", "e.g. 1.0"),
-    "ltp_temperature": (_opt(lambda v: _num(v) and v > 0), "must be a finite number > 0", "e.g. 0.01"),
-    "tau_init": (_opt(lambda v: _num(v) and v >= 0), "must be a finite number >= 0", "e.g. 0"),
-    "width": (_opt(lambda v: _int(v) and v >= 1), "must be >= 1", "e.g. 64 (the paper's) or 16"),
-    "T": (lambda v: _int(v) and v >= 1, "must be >= 1", "pass the number of time steps, e.g. 4"),
-    "workers": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 (load in the main process) or more"),
-    "limit_train_batches": (_opt(lambda v: _int(v) and v >= 1), "must be >= 1", "drop it to use every batch"),
-    "limit_test_batches": (_opt(lambda v: _int(v) and v >= 1), "must be >= 1", "drop it to use every batch"),
-    "epochs": (lambda v: _int(v) and v >= 1, "must be >= 1", "pass the number of epochs, e.g. 8"),
-    "batch_size": (lambda v: _int(v) and v >= 1, "must be >= 1", "pass a batch size such as 32"),
-    "lr": (lambda v: _num(v) and v > 0, "must be a finite number > 0", "pass a learning rate such as 0.1"),
-    "momentum": (lambda v: _num(v) and 0 <= v <= 1, "must be in [0, 1]", "e.g. 0.9"),
-    "weight_decay": (lambda v: _num(v) and v >= 0, "must be a finite number >= 0", "e.g. 0 or 5e-4"),
-    "norm_weight_decay": (_opt(lambda v: _num(v) and v >= 0), "must be a finite number >= 0", "e.g. 0"),
-    "lr_step_size": (lambda v: _int(v) and v >= 1, "must be >= 1", "pass the epochs per decay, e.g. 30"),
-    "lr_gamma": (lambda v: _num(v) and v > 0, "must be a finite number > 0", "e.g. 0.1"),
-    "lr_warmup_epochs": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 for no warm-up"),
-    "lr_warmup_decay": (lambda v: _num(v) and 0 < v <= 1, "must be in (0, 1]", "e.g. 0.01"),
-    "label_smoothing": (lambda v: _num(v) and 0 <= v < 1, "must be in [0, 1)", "e.g. 0.1"),
-    "clip_grad_norm": (
-        _opt(lambda v: _num(v) and v > 0),
-        "must be a finite number > 0",
-        "e.g. 1.0, or drop it",
-    ),
-    "seed": (lambda v: _int(v) and 0 <= v < 2**32, "must be in [0, 2**32)", "pass a seed such as 2020"),
-    "analyze_batches": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 to skip the final analysis"),
-    "bn_recalibrate": (
-        _opt(lambda v: _int(v) and v >= 0),
-        "must be >= 0",
-        "pass the number of training batches, or 0 to keep the running statistics of training",
-    ),
-    "stop_after_epoch": (_opt(lambda v: _int(v) and v >= 0), "must be >= 0", "pass the last epoch to run"),
-    "log_every": (lambda v: _int(v) and v >= 0, "must be >= 0", "pass 0 to turn the step lines off"),
-    "run_name": (
-        _opt(
-            lambda v: (
-                isinstance(v, str) and v.strip() not in ("", ".", "..") and "/" not in v and os.sep not in v
-            )
-        ),
-        "must be a plain folder name",
-        "pass a name without '/'",
-    ),
-    "prune_exclude": (
-        _opt(lambda v: isinstance(v, list) and all(isinstance(p, str) and p for p in v)),
-        "must be a list of layer-name globs",
-        "e.g. --prune-exclude fc 'conv1*'",
-    ),
-    "output_dir": (lambda v: isinstance(v, str) and v != "", "must be a folder", "pass --output-dir DIR"),
-}
-
-#: Methods and the options they cannot run without.
-REQUIRED_OPTIONS: dict[str, tuple[str, ...]] = {
-    "lats": ("final_threshold",),
-    "slats": ("final_threshold",),
-    "pgh": ("final_threshold", "beta"),
-    "stds": ("final_threshold",),
-    "st3": ("target_sparsity",),
-    "st3sigma": ("target_sparsity",),
-    "gmp": ("target_sparsity",),
-}
-_WHAT = {
-    "final_threshold": "the final threshold D, e.g. 0.1",
-    "target_sparsity": "the fraction of zeros P, e.g. 0.9",
-    "beta": "the PGH decay, e.g. 0.1",
-}
-
-#: Settings that define the model and its pruning: ``--resume`` and ``--test-only`` take them from the
-#: checkpoint; an explicit flag that contradicts it is an error.
-MODEL_KEYS: tuple[str, ...] = (
-    "model",
-    "width",
-    "stem",
-    "T",
-    "neuron",
-    "surrogate",
-    "cnf",
-    "dataset",
-    "method",
-    *PRUNING_OPTIONS,
-    "prune_start_epoch",
-    "prune_exclude",
-)
-#: The training plan: ``--resume`` (not ``--test-only``) takes it from the checkpoint too, so every
-#: schedule (lr, threshold, sparsity) continues as planned.
-PLAN_KEYS: tuple[str, ...] = (
-    "epochs",
-    "batch_size",
-    "opt",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "norm_weight_decay",
-    "lr_scheduler",
-    "lr_step_size",
-    "lr_gamma",
-    "lr_warmup_epochs",
-    "lr_warmup_decay",
-    "lr_warmup_shape",
-    "lr_step_per_iter",
-    "label_smoothing",
-    "clip_grad_norm",
-    "limit_train_batches",
-    "seed",
-)
 
 #: Files that make a folder a run folder (a new run into it needs --resume or --overwrite).
 RUN_FILES = (
@@ -206,23 +57,6 @@ RUN_FILES = (
     "config.json",
     "model_sparse.pth",
 )
-
-
-def check_values(args: argparse.Namespace) -> None:
-    """Check each option's own value (:data:`RULES`).
-
-    Args:
-        args: parsed arguments.
-
-    Raises:
-        ConfigError: the first invalid value, as ``--option: must be ..., got X; <fix>``.
-    """
-    for dest, (ok, what, fix) in RULES.items():
-        if not hasattr(args, dest):
-            continue
-        value = getattr(args, dest)
-        if not ok(value):
-            raise ConfigError(f"{option_name(dest)}: {what}, got {value!r}; {fix}")
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -310,8 +144,7 @@ def apply_checkpoint(
     saved = state.get("args")
     if not isinstance(saved, dict):
         return  # an old checkpoint without its arguments: the model load checks the shapes
-    keys = MODEL_KEYS if args.test_only else MODEL_KEYS + PLAN_KEYS
-    for key in keys:
+    for key in options_with_role("model") if args.test_only else options_with_role("model", "plan"):
         if key not in saved or not hasattr(args, key):
             continue
         value, stored = getattr(args, key), saved[key]
@@ -375,22 +208,18 @@ def check_combination(
             f"--stop-after-epoch: must be < --epochs ({e}) (epochs are numbered 0 to {e - 1}), got "
             f"{args.stop_after_epoch}; drop it to run to the end"
         )
-    if args.method not in METHODS:  # only reachable through a namespace built without the parser
-        raise ConfigError(f"--method: unknown method {args.method!r}; choose one of {', '.join(METHODS)}")
+    if args.method not in list_methods():  # only reachable through a namespace built without the parser
+        raise ConfigError(
+            f"--method: unknown method {args.method!r}; choose one of {', '.join(list_methods())}"
+        )
     taken = method_kwargs(args.method)
-    for dest, keyword in PRUNING_OPTIONS.items():
+    for dest, keyword in pruning_options().items():
         if dest in explicit and getattr(args, dest, None) is not None and keyword not in taken:
             opts = method_options(args.method)
             takes = f"it takes {', '.join(opts)}" if opts else "it takes no pruning option"
             raise ConfigError(
                 f"{option_name(dest)}: not an option of --method {args.method} ({takes}); "
                 f"drop {option_name(dest)} or choose a method that takes it"
-            )
-    for dest in REQUIRED_OPTIONS.get(args.method, ()):
-        if getattr(args, dest, None) is None:
-            raise ConfigError(
-                f"{option_name(dest)}: --method {args.method} needs it ({_WHAT[dest]}); pass "
-                f"{option_name(dest)} or add '{dest}: <value>' to the config file"
             )
     if args.opt == "adam":
         for dest in ("momentum", "nesterov"):
@@ -430,6 +259,44 @@ def check_combination(
                     f"{option_name(dest)}: not an option of --model {args.model} (it takes "
                     f"{', '.join(sorted(accepted - {'num_classes', 'in_channels'}))}); drop {option_name(dest)}"
                 )
+
+
+def check_method(args: argparse.Namespace) -> None:
+    """The method's own check of its options: its :class:`~snnprune.Pruner` is constructed (no model).
+
+    A constructor's ``ValueError``/``TypeError`` names the option of the first keyword it mentions: an
+    option that is not set is one the method needs; a set one has a value the method refuses. The check
+    does not depend on the epoch length (the steps are counted as if an epoch were one step).
+
+    Args:
+        args: parsed (and checkpoint-merged) arguments whose window passed :func:`check_combination`.
+
+    Raises:
+        ConfigError: ``--option: <the method's message>; <fix>``.
+    """
+    kwargs = pruner_kwargs(args, 1)
+    kwargs.pop("exclude", None)
+    try:
+        get_method(args.method)(**kwargs)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        taken = method_kwargs(args.method)
+        options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
+        hits = sorted((m.start(), kw) for kw in options if (m := re.search(rf"\b{kw}\b", msg)))
+        if not hits:
+            raise ConfigError(f"--method {args.method}: {msg}; fix the pruning options") from None
+        keyword = hits[0][1]
+        dest = options[keyword]
+        opt = option_name(dest)
+        if getattr(args, dest, None) is None:
+            raise ConfigError(
+                f"{opt}: --method {args.method} needs it ({msg}); pass {opt} or add '{dest}: <value>' to "
+                "the config file"
+            ) from None
+        problem = msg.removeprefix(f"{keyword} ")
+        raise ConfigError(
+            f"{opt}: {problem}" + ("" if "; " in problem else f"; pass another {opt}")
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------- run folder
@@ -559,6 +426,7 @@ def prepare(
             )
     check_values(args)  # the checkpoint's values too
     check_combination(args, explicit, model_kwargs)
+    check_method(args)
     device = resolve_device(args.device, args.amp)
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
         check_output(run_dir)
@@ -571,9 +439,8 @@ def prepare(
                 "or drop --stop-after-epoch"
             )
     # Pruning options the method does not take were only defaults: record them as unset.
-    if args.method in METHODS:
-        taken = method_kwargs(args.method)
-        for dest, keyword in PRUNING_OPTIONS.items():
-            if keyword not in taken and hasattr(args, dest) and dest != "prune_end_epoch":
-                setattr(args, dest, None)
+    taken = method_kwargs(args.method)
+    for dest, keyword in pruning_options().items():
+        if keyword not in taken and hasattr(args, dest) and dest != "prune_end_epoch":
+            setattr(args, dest, None)
     return Prepared(device=device, run_dir=run_dir, resume_path=resume_path, checkpoint=state)
