@@ -485,3 +485,35 @@ def test_soft_threshold_parametrized_layer_reads_effective_weight():
     r = analyze(Probe(conv), x, progress=False)
     assert _sops(r, "syn") == expected
     assert r["syn"]["sparsity"] == pytest.approx((w == 0).float().mean().item())
+
+
+def test_analyze_reads_the_device_a_fixed_number_of_times(monkeypatch):
+    """The counting forward accumulates on the device: the host reads (``item``, ``tolist``, ``bool``,
+    ``float``, ``int`` of a tensor) do not grow with the number of layers."""
+
+    def reads(depth: int) -> int:
+        blocks = []
+        for _ in range(depth):
+            blocks += [nn.Linear(8, 8), neuron.IFNode(step_mode="m")]
+        model = nn.Sequential(*blocks)
+        x = torch.rand(4, 2, 8)  # [T, N, features]
+        count = [0]
+        patched = {}
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(self, *args, _original=original, **kwargs):
+                count[0] += 1
+                return _original(self, *args, **kwargs)
+
+            patched[name] = wrapper
+        with monkeypatch.context() as m:
+            for name, wrapper in patched.items():
+                m.setattr(torch.Tensor, name, wrapper)
+            analyze(model, x, time_steps=4, progress=False)
+        functional.reset_net(model)
+        return count[0]
+
+    few, many = reads(2), reads(6)
+    assert few == many, (few, many)
+    assert few >= 1  # the one read at the end is seen: the patch counts

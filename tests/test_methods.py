@@ -526,3 +526,25 @@ def test_global_quantile_bracketed_search_equals_the_full_selection(hint_factor,
             assert torch.equal(got, full), (trial, q)
             assert torch.allclose(got, torch.quantile(flat, q), rtol=1e-5, atol=0)
             assert not calls, "the bracketed search fell back to the full selection"
+
+
+def test_global_quantile_bracketed_search_on_adversarial_inputs(monkeypatch):
+    """The path a GPU takes (no hint, strided-sample bracket, counts read once) equals the full kthvalue
+    selection exactly on many zeros, ties, and a strided sample that misses (then the full selection)."""
+    from snnprune.methods import st3
+
+    n = 300_000
+    zeros = torch.zeros(n)
+    zeros[-1000:] = torch.arange(1000, dtype=torch.float32)  # mostly zeros
+    ties = torch.full((n,), 0.25)
+    ties[::3] = 0.5  # two values, repeated
+    miss = torch.full((n,), 10.0)
+    miss[:: n // 65536] = 0.0  # the strided sample sees only zeros: its bracket misses
+    for values in (zeros, ties, miss):
+        for q in (0.0, 0.3, 0.5, 0.9, 0.999, 1.0):
+            monkeypatch.setattr(st3, "_BRACKET_MIN", 1 << 40)
+            full = st3.global_quantile(values, q)
+            monkeypatch.undo()
+            got = st3.global_quantile([values[:100_000], values[100_000:]], q)
+            assert torch.equal(got, full), q
+            assert torch.allclose(got, torch.quantile(values, q), rtol=1e-5, atol=0)

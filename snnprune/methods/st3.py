@@ -23,16 +23,17 @@ _BRACKET_MIN = 1 << 18
 def global_quantile(values: Tensor | Sequence[Tensor], q: float, hint: float | None = None) -> Tensor:
     """Quantile of the values of one or several tensors, linear interpolation (``torch.quantile`` semantics).
 
-    Without ``hint`` (or off the CPU): one ``kthvalue`` over the concatenated values for the lower order
-    statistic; the next one is the smallest value above it (or the same value when it is repeated), found
-    by two cheap passes. Stays on device (no host sync).
+    Up to 2^18 values: one ``kthvalue`` over the concatenated values for the lower order statistic; the
+    next one is the smallest value above it (or the same value when it is repeated), found by two cheap
+    passes. Stays on device (no host sync).
 
-    On the CPU, for more than 2^18 values: the two order statistics are found exactly inside a bracket,
+    For more than 2^18 values, on any device: the two order statistics are found exactly inside a bracket,
     ``hint`` ±0.2 % when a hint (a value near the answer, e.g. the previous step's threshold) is given and
     holds them, else the quantiles of an evenly strided sample of 2^16 values ±4 standard deviations of a
     sample rank (Floyd & Rivest). Two counting passes give the ranks before and up to the bracket, and
     only the values inside it are searched; a bracket that misses (about 1 in 10^4 for the sample) falls back
-    to the ``kthvalue`` path. Same order statistics, hence the same value, for a fraction of the cost of a
+    to the ``kthvalue`` path. The two counts are read in one host transfer (plus the one a masked selection
+    takes on a GPU); a hint is a host value, so callers on a GPU pass none. Same order statistics, hence the same value, for a fraction of the cost of a
     full selection over millions of weights, which ST-3 does every step.
 
     Args:
@@ -50,9 +51,8 @@ def global_quantile(values: Tensor | Sequence[Tensor], q: float, hint: float | N
     hi = min(lo + 1, n - 1)
     if hi == lo or pos == lo:
         hi = lo
-    bracketed = n > _BRACKET_MIN and all(p.device.type == "cpu" for p in parts)
-    stats = _order_stats_bracketed(parts, lo, hi, hint) if bracketed else None
-    if stats is None:  # the full selection: off the CPU, small inputs, or a bracket that missed
+    stats = _order_stats_bracketed(parts, lo, hi, hint) if n > _BRACKET_MIN else None
+    if stats is None:  # the full selection: small inputs, or a bracket that missed
         stats = _order_pair(parts[0] if len(parts) == 1 else torch.cat(parts), lo, hi)
     v_lo, v_hi = stats
     return v_lo if hi == lo else v_lo + (pos - lo) * (v_hi - v_lo)
@@ -77,13 +77,14 @@ def _bracket_stats(
 ) -> tuple[Tensor, Tensor] | None:
     """The ``lo``-th and ``hi``-th smallest values (0-based) of ``parts`` if both lie in ``[a, b]``, else None.
 
-    Two counting passes give the ranks before and up to the bracket; only the values inside it are searched.
+    Two counting passes give the ranks before and up to the bracket (read together, one host transfer);
+    only the values inside it are searched.
     """
-    below = sum(int(torch.count_nonzero(p < a)) for p in parts)
-    if below > lo:
-        return None
-    upto = sum(int(torch.count_nonzero(p <= b)) for p in parts)
-    if upto < hi + 1:
+    counts = torch.stack(
+        [sum(torch.count_nonzero(p < a) for p in parts), sum(torch.count_nonzero(p <= b) for p in parts)]
+    )
+    below, upto = counts.tolist()
+    if below > lo or upto < hi + 1:
         return None
     inside = torch.cat([p[(p >= a) & (p <= b)] for p in parts])
     return _order_pair(inside, lo - below, hi - below)
@@ -97,9 +98,12 @@ def _order_stats_bracketed(
     First a narrow bracket around ``hint`` (±0.2 %), then one from an evenly strided sample of 2^16 values
     (Floyd & Rivest's selection: the sample's quantiles ±4 standard deviations of a sample rank).
     """
-    dtype = parts[0].dtype
+    dtype, device = parts[0].dtype, parts[0].device
     if hint is not None and math.isfinite(hint) and hint > 0:
-        a, b = torch.tensor(hint * 0.998, dtype=dtype), torch.tensor(hint * 1.002, dtype=dtype)
+        a, b = (
+            torch.tensor(hint * 0.998, dtype=dtype, device=device),
+            torch.tensor(hint * 1.002, dtype=dtype, device=device),
+        )
         stats = _bracket_stats(parts, lo, hi, a, b)
         if stats is not None:
             return stats
@@ -111,8 +115,8 @@ def _order_stats_bracketed(
     spread = 4.0 * math.sqrt(m * level * (1 - level)) + 2  # 4 standard deviations of a sample rank
     ia = math.floor(level * (m - 1) - spread)
     ib = math.ceil(hi / max(n - 1, 1) * (m - 1) + spread)
-    a = sample[ia] if ia > 0 else torch.tensor(float("-inf"), dtype=dtype)
-    b = sample[ib] if ib < m - 1 else torch.tensor(float("inf"), dtype=dtype)
+    a = sample[ia] if ia > 0 else torch.tensor(float("-inf"), dtype=dtype, device=device)
+    b = sample[ib] if ib < m - 1 else torch.tensor(float("inf"), dtype=dtype, device=device)
     return _bracket_stats(parts, lo, hi, a, b)
 
 
@@ -267,7 +271,7 @@ class ST3Pruner(Pruner):
             return
         mags = [self._magnitude(n, m).float() for n, m in self.layers.items()]
         cpu = mags[0].device.type == "cpu"
-        # the previous threshold as the hint of the bracketed search (CPU only: no host sync on a GPU)
+        # the previous threshold as the hint of the bracketed search (CPU only: reading it syncs a GPU)
         hint = float(self._global) if cpu and self._global is not None else None
         t = global_quantile(mags, r, hint=hint)
         self._global = t
