@@ -7,7 +7,7 @@ Per variant the table gives the min and median step time over the rounds and the
 and median/median); the JSON holds every sample. A step is a full SGD training step (forward, loss +
 ``pruner.regularization()``, backward, ``optimizer.step()``, ``pruner.step()``, neuron reset).
 
-Default configuration (issue 9): SEW ResNet-18, ImageNet stem, width 64, T = 2, IF neurons, batch 16,
+Default configuration: SEW ResNet-18, ImageNet stem, width 64, T = 2, IF neurons, batch 16,
 64x64 input, SGD with momentum, on the CPU. ``--device cuda`` runs the same on a GPU (synchronized timing).
 
 ``--clock cpu`` times the CPU time the process used (``time.process_time``) instead of wall time: on a

@@ -52,7 +52,7 @@ def no_work(monkeypatch):
     return tripwire
 
 
-# --------------------------------------------------------------------------------- item 1 + 2: one line
+# --------------------------------------------------------------------------- bad inputs: one line, exit 2
 # (argv, expected message fragment); every case: exit code 2, one line, nothing built.
 VALIDATION_CASES = [
     (["--method", "nope"], "--method: invalid choice: 'nope'"),
@@ -239,7 +239,7 @@ def test_help_shows_script_defaults_and_choices(sew, ann):
     assert "ann_resnet18" in ann_text and "sew_resnet18," not in ann_text and "--T" not in ann_text
 
 
-# --------------------------------------------------------------------------------- items 3 + 4: runs
+# --------------------------------------------------------------------------- runs: logs, resume, no lost run
 def _hashes(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

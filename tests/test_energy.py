@@ -393,7 +393,7 @@ def test_compare_prints_winner_and_factor():
     assert compare(ann=ra, snn=rs).baselines is None  # plain comparison unchanged
 
 
-# --------------------------------------------------------------------------- analyze inputs (issue 10, item 6)
+# --------------------------------------------------------------------------- analyze inputs
 def _multi_step_net() -> nn.Module:
     torch.manual_seed(3)
     net = nn.Sequential(layer.Flatten(), layer.Linear(2 * 4 * 4, 6), neuron.IFNode(v_threshold=0.2))

@@ -1,4 +1,4 @@
-"""Fidelity to the papers (issue 11): LTP's eq. 14 gradient, STR from the CLI, the LATS closed form under a
+"""Fidelity to the papers: LTP's eq. 14 gradient, STR from the CLI, the LATS closed form under a
 per-iteration scheduler, and ST-3's fixed-mask fine-tuning phase."""
 
 from __future__ import annotations

@@ -3,14 +3,8 @@
 Formulas, options and the choices made where the papers are silent: ``snnprune/docs/methods.md``. New
 methods register with :func:`register_method`; :func:`list_methods` and :func:`get_method` read the registry.
 
-| method | effective weight | threshold | gradient |
-|---|---|---|---|
-| dense | unchanged | - | - |
-| lats / slats / pgh / stds | :math:`S_d(\\theta)` | global scalar, scheduled | straight-through |
-| str | :math:`S_{\\sigma(s_l)}(\\theta)` | learned per layer | exact |
-| ltp | :math:`\\theta\\sigma((\\theta^2-\\tau_l)/T)` | learned per layer + soft L0 | eq. 14 (or exact) |
-| st3 / st3sigma | :math:`c\\odot S_t(\\theta)` | global quantile, cubic ratio (+ fixed-mask phase) | dense straight-through |
-| gmp | :math:`\\theta\\odot M` | per-layer top-k, cubic ratio | masked |
+The method table (effective weight, threshold schedule, what is trained, key arguments) is the one at the top
+of ``snnprune/docs/methods.md``.
 """
 
 # registration order = the order of list_methods()
