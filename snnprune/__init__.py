@@ -9,7 +9,8 @@ and each name is imported from its home module on first use:
   :class:`ScheduledThresholdPruner`, :func:`register_method`, :data:`METHODS` (derived from the registry),
   :func:`list_methods`, :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
-* neurons with fused CuPy kernels (:mod:`snnprune.neuron`).
+* neurons with fused CuPy kernels (:mod:`snnprune.neuron`);
+* NIR exchange (:mod:`snnprune.interop`): :func:`export_nir`, :func:`verify_nir`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "EnergyModel": "snnprune.analysis",
     "Report": "snnprune.analysis",
     "compact": "snnprune.structured",  # structured pruning: physically smaller model
+    # NIR exchange (imports nir / nirtorch on first use only)
+    "export_nir": "snnprune.interop",
+    "verify_nir": "snnprune.interop",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
