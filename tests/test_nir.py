@@ -18,7 +18,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 import models
 import snnprune
 from snnprune.interop import NIRExportError, model_nonzeros, nir_nonzeros
-from tests.helpers import prune_half
+from tests.helpers import expect_exit, load_script, prune_half
 
 
 def _sew(T: int = 2, seed: int = 0, bias: tuple[float, float] = (0.0, 0.5), **kw) -> nn.Module:
@@ -267,3 +267,12 @@ def test_bad_inputs():
         snnprune.export_nir(m, x)
     with pytest.raises(ValueError, match="frameworks"):
         snnprune.verify_nir(nir.NIRGraph(nodes={}, edges=[]), m, x, frameworks=("lava",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["{run}", "--images", "0"], "--images"), (["{run}", "--dt", "-1"], "--dt"), (["{run}/missing"], "RUN")],
+)
+def test_export_script_bad_options_exit_2(tmp_path, capsys, argv, option):
+    code, err = expect_exit(load_script("export_nir"), [a.format(run=tmp_path) for a in argv], capsys)
+    assert code == 2 and err.startswith(f"error: {option}")
