@@ -46,7 +46,9 @@ def _data(n: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
-    return {r["framework"]: r for r in snnprune.verify_nir(graph_or_path, model, data)}
+    rows = snnprune.verify_nir(graph_or_path, model, data)
+    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
+    return {r["framework"]: r for r in rows[1:]}
 
 
 def _spike_total(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
@@ -276,3 +278,27 @@ def test_bad_inputs():
 def test_export_script_bad_options_exit_2(tmp_path, capsys, argv, option):
     code, err = expect_exit(load_script("export_nir"), [a.format(run=tmp_path) for a in argv], capsys)
     assert code == 2 and err.startswith(f"error: {option}")
+
+
+def test_threshold_ties_follow_spikingjelly_rule():
+    """v = θ exactly: SpikingJelly (and the source model) spike, Norse spikes on v > θ; verify_nir moves
+    the threshold one float32 step down for Norse and snnTorch, which makes the two rules agree."""
+
+    class Tie(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(2, 2, bias=False), neuron.IFNode()
+            with torch.no_grad():
+                self.fc.weight.copy_(torch.tensor([[0.5, 0.5], [0.25, 0.25]]))
+
+        def forward(self, x):
+            return self.sn(self.fc(x))
+
+    m = Tie().eval()
+    x = torch.ones(1, 2)  # v = 1.0 exactly for neuron 0 at step 1; 0.5 and 1.0 for neuron 1
+    graph = snnprune.export_nir(m, x, T=4)
+    rows = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("spikingjelly", "norse"))}
+    assert rows["spikingjelly"]["spike_mismatches"] == 0 and rows["norse"]["spike_mismatches"] == 0
+    assert any("step down" in a for a in rows["norse"]["added"])
+    plain = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("norse",))}
+    assert plain["source model"]["spike_mismatches"] == 0

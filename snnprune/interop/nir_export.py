@@ -145,6 +145,7 @@ class _Lowering:
         self.edges: list[tuple[str, str]] = []
         self.spiking: set[str] = set()  # NIR nodes whose output is a binary spike
         self.src: dict[fx.Node, Any] = {}  # fx node -> list of NIR sources, or a marker tuple
+        self.folded: list[tuple[str, str]] = []  # (conv, BatchNorm) qualified names
 
     def add(self, name: str, node: nir.NIRNode, sources: list[str], *, spikes: bool = False) -> list[str]:
         name = name.replace(".", "_")
@@ -217,6 +218,7 @@ class _Lowering:
                     "convolution used only by it; fold it into the preceding layer before export"
                 )
             _, conv_node, conv_mod = conv
+            self.folded.append((str(conv_node.target), str(n.target)))
             w, b = _fold_bn(conv_mod, m)
             return self.conv(conv_node, conv_mod, w, b)
         if isinstance(m, nn.Conv2d):
@@ -387,6 +389,54 @@ class _Lowering:
         )
 
 
+def _check_plain(model: nn.Module, what: str) -> None:
+    if any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules()):
+        raise ValueError(
+            f"model is still parametrized; call snnprune.finalize(model) (or compact it) before {what}"
+        )
+
+
+def _lower(model: nn.Module, example_input: Tensor, dt: float) -> tuple[nir.NIRGraph, list[tuple[str, str]]]:
+    """Trace a single-step copy (``nir_step`` if the class has it) and lower it; also the folded pairs."""
+    net = copy.deepcopy(model).cpu().float().eval()
+    functional.set_step_mode(net, "s")
+    functional.reset_net(net)
+    step = getattr(type(net), "nir_step", None)
+    if step is not None:  # trace nir_step as the forward of this private copy
+        net.__class__ = type(type(net).__name__, (type(net),), {"forward": step})
+    tracer = _Tracer()
+    graph = tracer.trace(net)
+    gm = fx.GraphModule(tracer.root, graph)
+    shapes = _shapes(gm, example_input.detach().cpu().float())
+    lowering = _Lowering(gm, shapes, dt)
+    return lowering.run(), lowering.folded
+
+
+def fold_batchnorm(model: nn.Module, example_input: Tensor) -> nn.Module:
+    """A copy of ``model`` with every BatchNorm that :func:`export_nir` folds folded the same way.
+
+    The folded convolutions hold the float32 weights and biases the NIR file holds, and each BatchNorm
+    becomes ``nn.Identity``: this is the network the graph describes, in the model's own step mode, the
+    reference :func:`snnprune.verify_nir` compares spikes with.
+
+    Args:
+        model: the finalized or compacted network (not changed).
+        example_input: one time step's input ``[N, ...]``.
+    """
+    _check_plain(model, "fold_batchnorm")
+    _, pairs = _lower(model, example_input, 1e-4)
+    net = copy.deepcopy(model).eval()
+    for conv_name, bn_name in pairs:
+        conv, bn = net.get_submodule(conv_name), net.get_submodule(bn_name)
+        w, b = _fold_bn(conv, bn)
+        with torch.no_grad():
+            conv.weight.copy_(w.to(conv.weight.dtype))
+            conv.bias = nn.Parameter(b.to(conv.weight.dtype).to(conv.weight.device))
+        parent, _, leaf = bn_name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, leaf, nn.Identity())
+    return net
+
+
 def export_nir(
     model: nn.Module,
     example_input: Tensor,
@@ -420,21 +470,8 @@ def export_nir(
         raise ValueError(f"T must be a positive integer (pass T= or give the model a T attribute), got {T!r}")
     if not isinstance(example_input, Tensor) or example_input.dim() < 2:
         raise ValueError("example_input must be one time step's input tensor [N, ...]; pass e.g. images[:2]")
-    if any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules()):
-        raise ValueError(
-            "model is still parametrized; call snnprune.finalize(model) (or compact it) before export_nir"
-        )
-    net = copy.deepcopy(model).cpu().float().eval()
-    functional.set_step_mode(net, "s")
-    functional.reset_net(net)
-    step = getattr(type(net), "nir_step", None)
-    if step is not None:  # trace nir_step as the forward of this private copy
-        net.__class__ = type(type(net).__name__, (type(net),), {"forward": step})
-    tracer = _Tracer()
-    graph = tracer.trace(net)
-    gm = fx.GraphModule(tracer.root, graph)
-    shapes = _shapes(gm, example_input.detach().cpu().float())
-    out = _Lowering(gm, shapes, float(dt)).run()
+    _check_plain(model, "export_nir")
+    out, _ = _lower(model, example_input, float(dt))
     out.metadata = {
         "T": int(T),
         "dt": float(dt),

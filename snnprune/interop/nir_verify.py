@@ -11,6 +11,7 @@ depth-first ``nirtorch.load``), so Norse's node converter runs on nirtorch's exe
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ import torch
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.base import MemoryModule
 from torch import Tensor, nn
+
+from .nir_export import fold_batchnorm
 
 __all__ = ["FRAMEWORKS", "format_rows", "verify_nir"]
 
@@ -67,6 +70,22 @@ def _needs(graph: nir.NIRGraph) -> list[str]:
     return sorted({type(n).__name__ for n in graph.nodes.values() if type(n) in _ADDED})
 
 
+def _threshold_down(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The graph with every IF/LIF ``v_threshold`` one float32 step lower: for float32 potentials
+    ``v > nextafter(θ, −∞)`` is exactly ``v ≥ θ``, SpikingJelly's rule (which the source model follows)."""
+    nodes = dict(graph.nodes)
+    for name, node in graph.nodes.items():
+        if isinstance(node, (nir.IF, nir.LIF)):
+            node = copy.copy(node)
+            th = np.asarray(node.v_threshold, dtype=np.float32)
+            node.v_threshold = np.nextafter(th, np.float32(-np.inf))
+            nodes[name] = node
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata))
+
+
+_STEP_DOWN = "v_threshold one float32 step down (spikes on v > θ)"
+
+
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from spikingjelly.activation_based.nir_exchange import from_nir
 
@@ -81,10 +100,10 @@ def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[
 def _load_snntorch(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from snntorch import import_nir
 
-    added = _needs(graph)
+    graph, added = _threshold_down(graph), [_STEP_DOWN, *_needs(graph)]
     with contextlib.redirect_stdout(io.StringIO()):  # its converter prints a warning per LIF layer
-        if not added:
-            return import_nir.import_from_nir(graph), []
+        if len(added) == 1:
+            return import_nir.import_from_nir(graph), added
         convert = partial(import_nir._nir_to_snntorch_module, init_hidden=True)  # the importer's converter
         classes = (
             nir.Affine,
@@ -103,7 +122,7 @@ def _load_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     import_nir = importlib.import_module("norse.torch.utils.import_nir")
     convert = partial(import_nir._import_norse_module, ignore_warnings=True, dt=dt)  # Norse's converter
     classes = (nir.Affine, nir.Conv2d, nir.Flatten, nir.Linear, nir.IF, nir.LIF, nir.CubaLIF)
-    added = ["nirtorch executor", *_needs(graph)]
+    graph, added = _threshold_down(graph), ["nirtorch executor", _STEP_DOWN, *_needs(graph)]
     return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
 
 
@@ -126,23 +145,30 @@ def _neuron_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, MemoryModule) and n]
 
 
-def _reference(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-    """The source model's output and every neuron's spikes ``[T, N, ...]`` on one batch."""
-    spikes: dict[str, Tensor] = {}
+def _reference(model: nn.Module, x: Tensor, names: list[str], T: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The source model's output and every neuron's spikes ``[T, N, ...]`` on one batch.
+
+    A model with ``nir_step`` runs its own ``forward`` (all T steps, e.g. a SEW ResNet); any other model
+    is a per-step network, run T times in single-step mode with its outputs averaged."""
+    stepwise = getattr(type(model), "nir_step", None) is None
+    if stepwise:
+        model = copy.deepcopy(model)
+        functional.set_step_mode(model, "s")
+    spikes: dict[str, list[Tensor]] = {n: [] for n in names}
     modules = dict(model.named_modules())
     hooks = [
-        modules[n].register_forward_hook(lambda m, i, o, n=n: spikes.__setitem__(n, o.detach().clone()))
+        modules[n].register_forward_hook(lambda m, i, o, n=n: spikes[n].append(o.detach().clone()))
         for n in names
     ]
     try:
         functional.reset_net(model)
         with torch.no_grad():
-            out = model(x)
+            out = torch.stack([model(x) for _ in range(T)]).mean(0) if stepwise else model(x)
     finally:
         for h in hooks:
             h.remove()
         functional.reset_net(model)
-    return out, spikes
+    return out, {n: torch.stack(v) if stepwise else v[0] for n, v in spikes.items() if v}
 
 
 def _imported(net: nn.Module, x: Tensor, T: int, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -194,8 +220,13 @@ def verify_nir(
         frameworks: which of ``"spikingjelly"``, ``"snntorch"``, ``"norse"`` to run.
         max_batches: stop after this many batches (None: all).
 
+    Spikes and outputs are compared with the network the graph describes: ``model`` with its BatchNorms
+    folded as the exporter folds them (:func:`snnprune.interop.fold_batchnorm`), run in the model's own
+    step mode. The first row, ``"source model"``, compares ``model`` itself with that network (the float
+    rounding of the fold).
+
     Returns:
-        One dict per framework: ``framework``, ``loaded`` (bool), ``spike_mismatches`` (int, over every
+        One dict for the source model, then one per framework: ``framework``, ``loaded`` (bool), ``spike_mismatches`` (int, over every
         neuron of the model and every step; None if it did not run), ``max_abs_diff`` (float, outputs),
         ``top1`` (percent, None without labels), ``added`` (converters registered here, with their node
         types) and ``reason`` (why it could not load or run, else None). A framework that fails is a row
@@ -209,9 +240,36 @@ def verify_nir(
         raise ValueError(f"frameworks: unknown {unknown}; choose from {list(FRAMEWORKS)}")
     graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
     T, dt = int(graph.metadata.get("T", 1)), float(graph.metadata.get("dt", 1e-4))
+    batches = list(_batches(data, max_batches))
+    if not batches:
+        raise ValueError("data: no batches; pass a DataLoader, an (x, y) pair or a tensor x")
     model = model.eval()
     names = _neuron_names(model)
-    rows = []
+    reference = fold_batchnorm(model, batches[0][0][:1])
+
+    def compare(run) -> dict[str, Any]:
+        mism, diff, correct, seen = 0, 0.0, 0, 0
+        for x, y in batches:
+            ref_out, ref_spk = _reference(reference, x, names, T)
+            out, spk = run(x)
+            diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
+            for n, s in ref_spk.items():
+                if n not in spk:
+                    raise RuntimeError(f"neuron {n!r} has no module in the imported graph")
+                mism += int((spk[n].reshape(s.shape) != s).sum())
+            if y is not None:
+                correct += int((out.argmax(1) == y).sum())
+                seen += len(y)
+        return {
+            "spike_mismatches": mism,
+            "max_abs_diff": diff,
+            "top1": 100.0 * correct / seen if seen else None,
+        }
+
+    # first row: the source model itself against the graph's network (BN folded in float64, run in
+    # float32): float rounding of the fold, which a spike at the threshold can turn into a flip
+    rows = [{"framework": "source model", "loaded": True, "added": [], "reason": None}]
+    rows[0].update(compare(lambda x: _reference(model, x, names, T)))
     for fw in frameworks:
         row: dict[str, Any] = {
             "framework": fw,
@@ -229,22 +287,7 @@ def verify_nir(
             rows.append(row)
             continue
         try:
-            mism, diff, correct, seen, checked = 0, 0.0, 0, 0, set()
-            for x, y in _batches(data, max_batches):
-                ref_out, ref_spk = _reference(model, x, names)
-                out, spk = _imported(net, x.float(), T, names)
-                diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
-                for n, s in ref_spk.items():
-                    if n not in spk:
-                        raise RuntimeError(f"neuron {n!r} has no module in the imported graph")
-                    mism += int((spk[n].reshape(s.shape) != s).sum())
-                    checked.add(n)
-                if y is not None:
-                    correct += int((out.argmax(1) == y).sum())
-                    seen += len(y)
-            row.update(
-                spike_mismatches=mism, max_abs_diff=diff, top1=100.0 * correct / seen if seen else None
-            )
+            row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names)))
         except Exception as e:
             row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
         rows.append(row)
