@@ -54,11 +54,12 @@ def load(run: str, compact: bool) -> tuple[torch.nn.Module, object]:
     if load_run is not None:
         r = load_run(run, finalize=not compact, compact=compact)
         return r.model, r.test_data(batch_size=100).dataset
-    if compact:
-        _fail("--compact: needs snnprune.load_run, which this version of snnprune lacks; export without it")
     from make_energy_figure import load_run as load_folder
 
     model, _, summary = load_folder(run, option="RUN")
+    if compact:  # the same model as the run's model_compact.pth, checked against the masked one
+        x = torch.stack([summary["test_set"][i][0] for i in range(2)])
+        model = snnprune.compact(model, x)
     return model, summary["test_set"]
 
 
