@@ -302,3 +302,20 @@ def test_threshold_ties_follow_spikingjelly_rule():
     assert any("step down" in a for a in rows["norse"]["added"])
     plain = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("norse",))}
     assert plain["source model"]["spike_mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
+    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
+    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
+    summary = sew.main(["--method", "lats", *argv, "--output-dir", str(tmp_path), "--run-name", "r"])
+    capsys.readouterr()
+    rows = load_script("export_nir").main([summary["run_dir"], "--images", "20", "--batch-size", "10"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "r" / "model.nir").is_file()
+    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
+    assert rows[1]["spike_mismatches"] == 0 and rows[3]["spike_mismatches"] == 0
+    (line,) = [x for x in out.splitlines() if x.startswith("non-zero weights")]
+    file_nz, model_nz = line.removeprefix("non-zero weights: file ").split(", model ")
+    assert file_nz == model_nz
+    assert "spikingjelly" in out and "r != 1 not supported" in out
