@@ -54,13 +54,34 @@ def load(run: str, compact: bool) -> tuple[torch.nn.Module, object]:
     if load_run is not None:
         r = load_run(run, finalize=not compact, compact=compact)
         return r.model, r.test_data(batch_size=100).dataset
-    from make_energy_figure import load_run as load_folder
-
-    model, _, summary = load_folder(run, option="RUN")
+    model, test_set = _load_folder(Path(run))
     if compact:  # the same model as the run's model_compact.pth, checked against the masked one
-        x = torch.stack([summary["test_set"][i][0] for i in range(2)])
-        model = snnprune.compact(model, x)
-    return model, summary["test_set"]
+        model = snnprune.compact(model, torch.stack([test_set[i][0] for i in range(2)]))
+    return model, test_set
+
+
+def _load_folder(folder: Path) -> tuple[torch.nn.Module, object]:
+    """Rebuild a run's finalized model from config.json (over the script's defaults) and best.pth."""
+    cfg_path, ckpt_path = folder / "config.json", folder / "best.pth"
+    if not cfg_path.is_file() or not ckpt_path.is_file():
+        _fail(f"RUN {folder}: needs config.json and best.pth (a finished training run folder)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("kind") != "snn":
+        _fail(f"RUN {folder}: an ANN run; NIR export needs a spiking run of scripts/train_sew.py")
+    import train_sew
+
+    from snnprune.training import build_datasets
+    from snnprune.training.cli import pruner_kwargs
+
+    args = argparse.Namespace(**{**vars(train_sew.get_parser().parse_args([])), **cfg})
+    _, test_set, num_classes, in_channels = build_datasets(args)
+    model = train_sew.build_model(args, num_classes, in_channels)
+    if args.method != "dense":
+        snnprune.sparsify(model, args.method, **pruner_kwargs(args, args.steps_per_epoch))
+    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
+    if args.method != "dense":
+        snnprune.finalize(model)
+    return model.eval(), test_set
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
