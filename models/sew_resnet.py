@@ -394,6 +394,12 @@ class SEWResNet(ResNetBackbone):
             f"SEW ResNet expects [N, C, H, W] images or [N, T, C, H, W] event frames, got shape {tuple(x.shape)}"
         )
 
+    def nir_step(self, x: Tensor) -> Tensor:
+        """One time step for ``snnprune.export_nir``: a static image ``[N, C, H, W]`` (or one event frame)
+        through the encoding conv + BN, the body and ``fc``; the mean over T of these per-step logits is
+        :meth:`forward` (``fc`` is affine). Run in single-step mode; the exporter does that on its copy."""
+        return self.fc(torch.flatten(self._body(self.bn1(self.conv1(x))), 1))
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[N, num_classes]`` from the mean over time of the pooled spike features."""
         x = self._body(self.encode(x))  # [T, N, C, 1, 1]

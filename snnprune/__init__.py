@@ -9,7 +9,9 @@ and each name is imported from its home module on first use:
   :class:`ScheduledThresholdPruner`, :func:`register_method`, :func:`list_methods` (the registered names),
   :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
-* neurons with fused CuPy kernels (:mod:`snnprune.neuron`).
+* trained runs (:mod:`snnprune.training`): :func:`load_run`, :class:`Run`;
+* neurons with fused CuPy kernels (:mod:`snnprune.neuron`);
+* NIR exchange (:mod:`snnprune.interop`): :func:`export_nir`, :func:`verify_nir`.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ _EXPORTS: dict[str, str] = {
     "compare": "snnprune.analysis",
     "EnergyModel": "snnprune.analysis",
     "Report": "snnprune.analysis",
-    "compact": "snnprune.structured",
+    "compact": "snnprune.structured",  # structured pruning: physically smaller model
     "load_run": "snnprune.training",  # a trained run rebuilt from its folder
-    "Run": "snnprune.training",  # structured pruning: physically smaller model
+    "Run": "snnprune.training",
+    # NIR exchange (imports nir / nirtorch on first use only)
+    "export_nir": "snnprune.interop",
+    "verify_nir": "snnprune.interop",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -1,0 +1,112 @@
+"""Export a trained run as a NIR graph and check it in SpikingJelly, snnTorch and Norse.
+
+    python scripts/export_nir.py runs/sew_resnet18_lats_D0.1            # writes RUN/model.nir, prints the table
+    python scripts/export_nir.py RUN --compact --images 200 --json rows.json
+
+The run's finalized model (or, with ``--compact``, its compacted filter-pruned model) is exported with
+``snnprune.export_nir`` and re-imported with ``snnprune.verify_nir`` on the first ``--images`` test images:
+one row per framework with its spike mismatches (every neuron, every step), the largest output difference
+and the top-1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+import snnprune  # noqa: E402
+from snnprune.interop import FRAMEWORKS, format_rows, model_nonzeros, nir_nonzeros  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a training run folder (config.json + best.pth)")
+    p.add_argument("--out", default=None, help="NIR file to write (default RUN/model.nir)")
+    p.add_argument("--images", type=int, default=1000, help="test images to verify on (default 1000)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--dt", type=float, default=1e-4, help="NIR time step in seconds (default 1e-4)")
+    p.add_argument("--compact", action="store_true", help="export the compacted model (filter runs)")
+    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    return p
+
+
+def _fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load(run: str, compact: bool) -> tuple[torch.nn.Module, object]:
+    """The run's model (finalized, or compacted) and its test set, through ``snnprune.load_run`` where
+    the library has it, else by rebuilding the model from the run's config.json and best.pth."""
+    try:
+        load_run = snnprune.load_run
+    except AttributeError:
+        load_run = None
+    if load_run is not None:
+        r = load_run(run, finalize=not compact, compact=compact)
+        return r.model, r.test_data(batch_size=100).dataset
+    model, test_set = _load_folder(Path(run))
+    if compact:  # the same model as the run's model_compact.pth, checked against the masked one
+        model = snnprune.compact(model, torch.stack([test_set[i][0] for i in range(2)]))
+    return model, test_set
+
+
+def _load_folder(folder: Path) -> tuple[torch.nn.Module, object]:
+    """Rebuild a run's finalized model from config.json (over the script's defaults) and best.pth."""
+    cfg_path, ckpt_path = folder / "config.json", folder / "best.pth"
+    if not cfg_path.is_file() or not ckpt_path.is_file():
+        _fail(f"RUN {folder}: needs config.json and best.pth (a finished training run folder)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("kind") != "snn":
+        _fail(f"RUN {folder}: an ANN run; NIR export needs a spiking run of scripts/train_sew.py")
+    import train_sew
+
+    from snnprune.training import build_datasets
+    from snnprune.training.cli import pruner_kwargs
+
+    args = argparse.Namespace(**{**vars(train_sew.get_parser().parse_args([])), **cfg})
+    _, test_set, num_classes, in_channels = build_datasets(args)
+    model = train_sew.build_model(args, num_classes, in_channels)
+    if args.method != "dense":
+        snnprune.sparsify(model, args.method, **pruner_kwargs(args, args.steps_per_epoch))
+    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
+    if args.method != "dense":
+        snnprune.finalize(model)
+    return model.eval(), test_set
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = get_parser().parse_args(argv)
+    if args.images < 1:
+        _fail(f"--images: must be a positive integer, got {args.images}; pass e.g. --images 1000")
+    if args.batch_size < 1:
+        _fail(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    if not args.dt > 0:
+        _fail(f"--dt: must be a positive number of seconds, got {args.dt}; the NIR default is 1e-4")
+    if not Path(args.run).is_dir():
+        _fail(f"RUN {args.run}: not a folder; pass a training run folder (config.json + best.pth)")
+    model, test_set = load(args.run, args.compact)
+    data = DataLoader(Subset(test_set, range(min(args.images, len(test_set)))), batch_size=args.batch_size)
+    example = next(iter(data))[0][:2]
+    out = Path(args.out) if args.out else Path(args.run) / "model.nir"
+    graph = snnprune.export_nir(model, example, out, dt=args.dt)
+    print(f"wrote {out}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, T = {graph.metadata['T']}")
+    print(f"non-zero weights: file {nir_nonzeros(graph):,}, model {model_nonzeros(model):,}")
+    rows = snnprune.verify_nir(out, model, data, frameworks=tuple(args.frameworks))
+    print(format_rows(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

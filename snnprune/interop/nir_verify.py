@@ -1,0 +1,311 @@
+"""Re-import a NIR graph in SpikingJelly, snnTorch and Norse and compare it with the source model.
+
+Each framework's own converters build the modules; they run on nirtorch's graph executor
+(``nirtorch.nir_to_torch``, which sums the incoming edges of a node and executes in topological order).
+Where an importer has no converter for a node the exporter emits (``Threshold`` and ``Scale`` for
+AND/IAND and max-pool, ``SumPool2d`` with padding), the converters below are registered and the row says
+so in ``added``. Norse's own ``from_nir`` runs residual graphs in the wrong order (it uses the deprecated
+depth-first ``nirtorch.load``), so Norse's node converter runs on nirtorch's executor instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import io
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import nir
+import nirtorch
+import numpy as np
+import torch
+from spikingjelly.activation_based import functional
+from spikingjelly.activation_based.base import MemoryModule
+from torch import Tensor, nn
+
+from .nir_export import fold_batchnorm
+
+__all__ = ["FRAMEWORKS", "format_rows", "verify_nir"]
+
+FRAMEWORKS: tuple[str, ...] = ("spikingjelly", "snntorch", "norse")
+
+
+class _Threshold(nn.Module):
+    """NIR ``Threshold``: H(x − θ) (θ is 0.5 or 1.5 in exported graphs: no ties on integer inputs)."""
+
+    def __init__(self, node: nir.Threshold) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(np.asarray(node.threshold), dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+class _Scale(nn.Module):
+    """NIR ``Scale``: x · s."""
+
+    def __init__(self, node: nir.Scale) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(np.asarray(node.scale), dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def _sum_pool(node: nir.SumPool2d) -> nn.Module:
+    """NIR ``SumPool2d`` with zero padding (nirtorch's and Norse's converters drop the padding)."""
+    k, s, p = (tuple(int(v) for v in np.atleast_1d(a)) for a in (node.kernel_size, node.stride, node.padding))
+    return nn.AvgPool2d(k, s, p, count_include_pad=True, divisor_override=1)
+
+
+_ADDED = {nir.Threshold: _Threshold, nir.Scale: _Scale, nir.SumPool2d: _sum_pool}
+
+
+def _needs(graph: nir.NIRGraph) -> list[str]:
+    """Node types of the graph that need a converter from here."""
+    return sorted({type(n).__name__ for n in graph.nodes.values() if type(n) in _ADDED})
+
+
+def _threshold_down(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """The graph with every IF/LIF ``v_threshold`` one float32 step lower: for float32 potentials
+    ``v > nextafter(θ, −∞)`` is exactly ``v ≥ θ``, SpikingJelly's rule (which the source model follows)."""
+    nodes = dict(graph.nodes)
+    for name, node in graph.nodes.items():
+        if isinstance(node, (nir.IF, nir.LIF)):
+            node = copy.copy(node)
+            th = np.asarray(node.v_threshold, dtype=np.float32)
+            node.v_threshold = np.nextafter(th, np.float32(-np.inf))
+            nodes[name] = node
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata))
+
+
+_STEP_DOWN = "v_threshold one float32 step down (spikes on v > θ)"
+
+
+def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    from spikingjelly.activation_based.nir_exchange import from_nir
+
+    added = _needs(graph)
+    if not added:
+        return from_nir.import_from_nir(graph, dt=dt), []
+    # the importer's own node map (SpikingJelly exposes no public hook to extend it)
+    node_map = {**from_nir._NodeMapper(dt=dt).map_dict, **_ADDED}
+    return nirtorch.nir_to_torch(graph, node_map), added
+
+
+def _load_snntorch(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    from snntorch import import_nir
+
+    graph, added = _threshold_down(graph), [_STEP_DOWN, *_needs(graph)]
+    with contextlib.redirect_stdout(io.StringIO()):  # its converter prints a warning per LIF layer
+        if len(added) == 1:
+            return import_nir.import_from_nir(graph), added
+        convert = partial(import_nir._nir_to_snntorch_module, init_hidden=True)  # the importer's converter
+        classes = (
+            nir.Affine,
+            nir.Linear,
+            nir.Conv2d,
+            nir.Flatten,
+            nir.AvgPool2d,
+            nir.IF,
+            nir.LIF,
+            nir.CubaLIF,
+        )
+        return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
+
+
+def _load_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    import_nir = importlib.import_module("norse.torch.utils.import_nir")
+    convert = partial(import_nir._import_norse_module, ignore_warnings=True, dt=dt)  # Norse's converter
+    classes = (nir.Affine, nir.Conv2d, nir.Flatten, nir.Linear, nir.IF, nir.LIF, nir.CubaLIF)
+    graph, added = _threshold_down(graph), ["nirtorch executor", _STEP_DOWN, *_needs(graph)]
+    return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
+
+
+_LOADERS = {"spikingjelly": _load_spikingjelly, "snntorch": _load_snntorch, "norse": _load_norse}
+
+
+def _batches(data: Any, max_batches: int | None) -> Iterable[tuple[Tensor, Tensor | None]]:
+    if isinstance(data, Tensor):
+        data = [(data, None)]
+    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        data = [data]
+    for i, batch in enumerate(data):
+        if max_batches is not None and i >= max_batches:
+            return
+        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+        yield x, y
+
+
+def _neuron_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, MemoryModule) and n]
+
+
+def _reference(model: nn.Module, x: Tensor, names: list[str], T: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The source model's output and every neuron's spikes ``[T, N, ...]`` on one batch.
+
+    A model with ``nir_step`` runs its own ``forward`` (all T steps, e.g. a SEW ResNet); any other model
+    is a per-step network, run T times in single-step mode with its outputs averaged."""
+    stepwise = getattr(type(model), "nir_step", None) is None
+    if stepwise:
+        model = copy.deepcopy(model)
+        functional.set_step_mode(model, "s")
+    spikes: dict[str, list[Tensor]] = {n: [] for n in names}
+    modules = dict(model.named_modules())
+    hooks = [
+        modules[n].register_forward_hook(lambda m, i, o, n=n: spikes[n].append(o.detach().clone()))
+        for n in names
+    ]
+    try:
+        functional.reset_net(model)
+        with torch.no_grad():
+            out = torch.stack([model(x) for _ in range(T)]).mean(0) if stepwise else model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        functional.reset_net(model)
+    return out, {n: torch.stack(v) if stepwise else v[0] for n, v in spikes.items() if v}
+
+
+def _imported(net: nn.Module, x: Tensor, T: int, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run the imported graph T steps on the same input; per-step outputs averaged, spikes stacked."""
+    steps: dict[str, list[Tensor]] = {n: [] for n in names}
+    modules = dict(net.named_modules())
+    hooks = []
+    for n in names:
+        key = n.replace(".", "_")
+        if key in modules:
+            hooks.append(
+                modules[key].register_forward_hook(
+                    lambda m, i, o, n=n: steps[n].append(
+                        (o[0] if isinstance(o, tuple) else o).detach().clone()
+                    )
+                )
+            )
+    for m in net.modules():  # snnTorch neurons with init_hidden keep their state inside
+        if hasattr(m, "reset_hidden") and callable(m.reset_hidden):
+            m.reset_hidden()
+    state, outs = None, []
+    try:
+        with torch.no_grad():
+            for _ in range(T):
+                out, state = net(x, state)
+                outs.append(out.flatten(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(outs).mean(0), {n: torch.stack(v) for n, v in steps.items() if v}
+
+
+def verify_nir(
+    graph_or_path: nir.NIRGraph | str | Path,
+    model: nn.Module,
+    data: Any,
+    *,
+    frameworks: tuple[str, ...] = FRAMEWORKS,
+    max_batches: int | None = None,
+) -> list[dict[str, Any]]:
+    """Re-import a NIR graph in other frameworks and compare spikes and outputs with ``model``.
+
+    Args:
+        graph_or_path: the graph from :func:`snnprune.export_nir`, or the file it wrote.
+        model: the model the graph was exported from (its forward gives the reference output: for a SEW
+            ResNet the logits of the mean over T; every neuron's spikes are recorded by hooks).
+        data: a DataLoader (or any iterable) of ``(x, y)`` batches, one ``(x, y)`` pair, or a tensor
+            ``x`` (no top-1 then); ``x`` is one time step's input, fed at every step.
+        frameworks: which of ``"spikingjelly"``, ``"snntorch"``, ``"norse"`` to run.
+        max_batches: stop after this many batches (None: all).
+
+    Spikes and outputs are compared with the network the graph describes: ``model`` with its BatchNorms
+    folded as the exporter folds them (:func:`snnprune.interop.fold_batchnorm`), run in the model's own
+    step mode. The first row, ``"source model"``, compares ``model`` itself with that network (the float
+    rounding of the fold).
+
+    Returns:
+        One dict for the source model, then one per framework: ``framework``, ``loaded`` (bool), ``spike_mismatches`` (int, over every
+        neuron of the model and every step; None if it did not run), ``max_abs_diff`` (float, outputs),
+        ``top1`` (percent, None without labels), ``added`` (converters registered here, with their node
+        types) and ``reason`` (why it could not load or run, else None). A framework that fails is a row
+        with its reason, never an exception.
+
+    Raises:
+        ValueError: an unknown framework name.
+    """
+    unknown = [f for f in frameworks if f not in _LOADERS]
+    if unknown:
+        raise ValueError(f"frameworks: unknown {unknown}; choose from {list(FRAMEWORKS)}")
+    graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
+    T, dt = int(graph.metadata.get("T", 1)), float(graph.metadata.get("dt", 1e-4))
+    batches = list(_batches(data, max_batches))
+    if not batches:
+        raise ValueError("data: no batches; pass a DataLoader, an (x, y) pair or a tensor x")
+    model = model.eval()
+    names = _neuron_names(model)
+    reference = fold_batchnorm(model, batches[0][0][:1])
+
+    def compare(run) -> dict[str, Any]:
+        mism, diff, correct, seen = 0, 0.0, 0, 0
+        for x, y in batches:
+            ref_out, ref_spk = _reference(reference, x, names, T)
+            out, spk = run(x)
+            diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
+            for n, s in ref_spk.items():
+                if n not in spk:
+                    raise RuntimeError(f"neuron {n!r} has no module in the imported graph")
+                mism += int((spk[n].reshape(s.shape) != s).sum())
+            if y is not None:
+                correct += int((out.argmax(1) == y).sum())
+                seen += len(y)
+        return {
+            "spike_mismatches": mism,
+            "max_abs_diff": diff,
+            "top1": 100.0 * correct / seen if seen else None,
+        }
+
+    # first row: the source model itself against the graph's network (BN folded in float64, run in
+    # float32): float rounding of the fold, which a spike at the threshold can turn into a flip
+    rows = [{"framework": "source model", "loaded": True, "added": [], "reason": None}]
+    rows[0].update(compare(lambda x: _reference(model, x, names, T)))
+    for fw in frameworks:
+        row: dict[str, Any] = {
+            "framework": fw,
+            "loaded": False,
+            "spike_mismatches": None,
+            "max_abs_diff": None,
+        }
+        row.update(top1=None, added=[], reason=None)
+        try:
+            net, row["added"] = _LOADERS[fw](graph, dt)
+            net = net.eval()
+            row["loaded"] = True
+        except Exception as e:
+            row["reason"] = f"load: {type(e).__name__}: {e}".strip()[:300]
+            rows.append(row)
+            continue
+        try:
+            row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names)))
+        except Exception as e:
+            row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`verify_nir` as a plain text table.
+
+    Args:
+        rows: the list :func:`verify_nir` returned.
+    """
+    head = f"{'framework':<13} {'loaded':<6} {'spike mismatches':>16} {'max |Δ out|':>11} {'top-1':>6}  notes"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mism = "-" if r["spike_mismatches"] is None else str(r["spike_mismatches"])
+        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+        top1 = "-" if r["top1"] is None else f"{r['top1']:.1f}"
+        notes = r["reason"] or (("added: " + ", ".join(r["added"])) if r["added"] else "")
+        lines.append(f"{r['framework']:<13} {r['loaded']!s:<6} {mism:>16} {diff:>11} {top1:>6}  {notes}")
+    return "\n".join(lines)

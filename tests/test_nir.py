@@ -1,0 +1,321 @@
+"""NIR export (snnprune.export_nir) and its re-import in SpikingJelly, snnTorch and Norse (verify_nir)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("nir")
+pytest.importorskip("nirtorch")
+
+import nir
+from spikingjelly.activation_based import functional, layer, neuron
+
+import models
+import snnprune
+from snnprune.interop import NIRExportError, model_nonzeros, nir_nonzeros
+from tests.helpers import expect_exit, load_script, prune_half
+
+
+def _sew(T: int = 2, seed: int = 0, bias: tuple[float, float] = (0.0, 0.5), **kw) -> nn.Module:
+    """A width-4 SEW ResNet-18 whose neurons fire in every stage (BN gains raised), half of the weights
+    of every conv set to exact zeros by magnitude."""
+    torch.manual_seed(seed)
+    kw.setdefault("stem", "small")
+    m = models.create_model("sew_resnet18", num_classes=10, in_channels=1, T=T, width=4, **kw)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(1.0, 3.0)
+                mod.bias.uniform_(*bias)
+            if isinstance(mod, nn.Conv2d):
+                w = mod.weight
+                w[w.abs() < w.abs().median()] = 0.0
+    return m.eval()
+
+
+def _data(n: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g) * 2, torch.randint(0, 10, (n,), generator=g)
+
+
+def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
+    rows = snnprune.verify_nir(graph_or_path, model, data)
+    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
+    return {r["framework"]: r for r in rows[1:]}
+
+
+def _spike_total(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Spikes per neuron layer of the source model (so a 0-mismatch result is not a silent network)."""
+    out: dict[str, float] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: out.__setitem__(n, float(o.sum())))
+        for n, m in model.named_modules()
+        if isinstance(m, neuron.BaseNode)
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    functional.reset_net(model)
+    return out
+
+
+def _top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    functional.reset_net(model)
+    return 100.0 * float((pred == y).float().mean())
+
+
+def test_import_snnprune_imports_no_nir():
+    code = "import sys, snnprune; snnprune.sparsity; print(any(m in sys.modules for m in ('nir', 'nirtorch', 'snntorch', 'norse')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_if_add_default_model_round_trip(tmp_path):
+    """The default run's kind of model (IF, ADD, small stem, our IF class): SpikingJelly and Norse
+    give the same spikes and top-1; snnTorch's importer refuses IF (r != 1) and that is a row."""
+    m = _sew(neuron_backend="auto")  # snnprune.neuron.IFNode: SpikingJelly's exporter fails on it
+    assert isinstance(m.sn1, snnprune.neuron.IFNode)
+    x, y = _data()
+    fired = _spike_total(m, x)
+    assert fired["layer4.1.sn2"] > 0 and fired["sn1"] > 0
+    path = tmp_path / "sew.nir"
+    graph = snnprune.export_nir(m, x[:2], path)
+    assert path.exists()
+    assert nir_nonzeros(nir.read(str(path))) == model_nonzeros(m) == nir_nonzeros(graph)
+    assert model_nonzeros(m) < sum(
+        mod.weight.numel() for mod in m.modules() if isinstance(mod, nn.Conv2d | nn.Linear)
+    )
+    assert graph.metadata["T"] == 2 and graph.metadata["dt"] == 1e-4
+    assert "mean" in graph.metadata["output_rule"]
+    rows = _rows(m, path, (x, y))
+    for fw in ("spikingjelly", "norse"):
+        assert rows[fw]["loaded"] and rows[fw]["reason"] is None, rows[fw]
+        assert rows[fw]["spike_mismatches"] == 0
+        assert rows[fw]["max_abs_diff"] < 1e-5
+        assert rows[fw]["top1"] == _top1(m, x, y)
+    assert not rows["snntorch"]["loaded"] and "r != 1" in rows["snntorch"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"neuron": "lif"},
+        {"neuron": "plif"},
+        {"neuron": "lif", "cnf": "AND"},
+        {"neuron": "lif", "cnf": "IAND"},
+    ],
+)
+def test_lif_and_connect_functions_round_trip_in_all_three(kw):
+    m = _sew(T=4, bias=(1.0, 2.0) if kw.get("cnf") == "AND" else (0.0, 0.5), **kw)
+    x, y = _data()
+    fired = _spike_total(m, x)
+    # the neurons after the first blocks see their connect function's output: it is not all zeros
+    assert fired["layer1.1.sn1"] > 0 and fired["layer2.0.sn1"] > 0 and fired["layer2.0.downsample_sn"] > 0, (
+        fired
+    )
+    graph = snnprune.export_nir(m, x[:2])
+    kinds = {type(n).__name__ for n in graph.nodes.values()}
+    assert "LIF" in kinds and "IF" not in kinds
+    if kw.get("cnf") in ("AND", "IAND"):
+        assert "Threshold" in kinds  # AND = H(a + b - 1.5), IAND = H(b - a - 0.5)
+    rows = _rows(m, graph, (x, y))
+    for fw, r in rows.items():
+        assert r["loaded"] and r["reason"] is None, r
+        assert r["spike_mismatches"] == 0, fw
+        assert r["max_abs_diff"] < 1e-5, fw
+    if "cnf" in kw:
+        assert "Threshold" in rows["spikingjelly"]["added"]  # the importer lacks it; the row says so
+
+
+def test_plif_exports_its_learned_tau():
+    m = _sew(neuron="plif")
+    with torch.no_grad():
+        m.sn1.w.fill_(0.3)
+    graph = snnprune.export_nir(m, _data()[0][:1])
+    tau = 1.0 / torch.sigmoid(torch.tensor(0.3, dtype=torch.float64)).item()
+    assert graph.nodes["sn1"].tau.flat[0] == pytest.approx(tau * 1e-4, rel=1e-6)
+
+
+def test_compacted_filter_pruned_round_trip():
+    torch.manual_seed(0)
+    m = models.create_model(
+        "sew_resnet18", num_classes=10, in_channels=1, T=2, stem="small", width=8, neuron="lif"
+    )
+    x, y = _data(4)
+    prune_half(m, x)
+    m.eval()
+    small = snnprune.compact(m, x[:2])
+    graph = snnprune.export_nir(small, x[:2])
+    assert graph.nodes["conv1"].weight.shape[0] == 4  # half of the 8 stem channels
+    assert nir_nonzeros(graph) == model_nonzeros(small)
+    rows = _rows(small, graph, (x, y))
+    for fw, r in rows.items():
+        assert r["loaded"] and r["spike_mismatches"] == 0, (fw, r)
+        assert r["max_abs_diff"] < 1e-5
+
+
+def test_imagenet_stem_max_pool_is_sum_pool_and_threshold():
+    m = _sew(stem="imagenet")
+    x, y = _data()
+    graph = snnprune.export_nir(m, x[:2])
+    assert isinstance(graph.nodes["maxpool"], nir.SumPool2d)
+    assert isinstance(graph.nodes["maxpool_or"], nir.Threshold)
+    rows = _rows(m, graph, (x, y))
+    for fw in ("spikingjelly", "norse"):
+        assert rows[fw]["spike_mismatches"] == 0 and rows[fw]["max_abs_diff"] < 1e-5, rows[fw]
+
+
+def test_bn_folded_in_float64_and_head_without_flatten():
+    """Hand check on a two-layer net: conv + BN + IF -> adaptive avg-pool -> flatten -> fc."""
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2)
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] = 0.0
+        bn.running_mean.copy_(torch.tensor([0.1, -0.2]))
+        bn.running_var.copy_(torch.tensor([0.5, 2.0]))
+        bn.weight.copy_(torch.tensor([1.5, 0.7]))
+        bn.bias.copy_(torch.tensor([0.3, -0.1]))
+    net = nn.Sequential(
+        conv, bn, neuron.IFNode(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)
+    ).eval()
+    graph = snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=3)
+    c = graph.nodes["0"]
+    scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+    expect_w = (conv.weight.double() * scale.view(-1, 1, 1, 1)).float()
+    expect_b = (bn.bias.double() - bn.running_mean.double() * scale).float()
+    assert torch.equal(torch.from_numpy(c.weight), expect_w)
+    assert torch.equal(torch.from_numpy(c.bias), expect_b)
+    assert c.weight[0, 0, 0, 0] == 0.0
+    assert "1" not in graph.nodes  # BN has no node of its own
+    assert isinstance(graph.nodes["3"], nir.AvgPool2d) and list(graph.nodes["3"].kernel_size) == [4, 4]
+    assert isinstance(graph.nodes["5"], nir.Conv2d) and graph.nodes["5"].weight.shape == (3, 2, 1, 1)
+    assert not any(isinstance(n, nir.Flatten) for n in graph.nodes.values())
+    assert ("0", "2") in graph.edges and ("2", "3") in graph.edges and ("3", "5") in graph.edges
+
+
+def test_add_becomes_two_edges():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sa, self.conv, self.sb = neuron.IFNode(), nn.Conv2d(2, 2, 1), neuron.IFNode()
+
+        def forward(self, x):
+            a = self.sa(x)
+            return self.sb(self.conv(a)) + a
+
+    graph = snnprune.export_nir(Res(), torch.rand(1, 2, 3, 3), T=1)
+    assert ("sb", "output") in graph.edges and ("sa", "output") in graph.edges
+
+
+@pytest.mark.parametrize(
+    ("node", "match"),
+    [
+        (neuron.IFNode(v_reset=None), "soft reset"),
+        (neuron.IFNode(v_reset=-0.5), "v_reset=-0.5"),
+        (neuron.CUBALIFNode(), "CUBALIFNode"),
+    ],
+)
+def test_neurons_nir_cannot_express_raise_naming_the_layer(node, match):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), node)
+    with pytest.raises(NIRExportError, match=match) as info:
+        snnprune.export_nir(net, torch.rand(1, 1, 5, 5), T=2)
+    assert "'1'" in str(info.value)
+
+
+def test_custom_operation_raises_naming_it():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sn = neuron.IFNode()
+
+        def forward(self, x):
+            return torch.sigmoid(self.sn(x))
+
+    with pytest.raises(NIRExportError, match="sigmoid"):
+        snnprune.export_nir(Odd(), torch.rand(1, 3), T=1)
+
+
+def test_sew_forward_without_protocol_fails_clearly_and_multistep_bn_is_folded():
+    """The encode branch (x.dim() == 4) cannot be traced: without nir_step the export says so."""
+    m = _sew()
+    m.__class__ = type("NoStep", (models.sew_resnet.SEWResNet,), {"nir_step": None})
+    with pytest.raises(Exception, match=r"dim|symbolically traced|nir_step"):
+        snnprune.export_nir(m, _data()[0][:1])
+    net = nn.Sequential(layer.Conv2d(1, 2, 3), layer.BatchNorm2d(2), neuron.IFNode()).eval()
+    functional.set_step_mode(net, "m")
+    graph = snnprune.export_nir(net, torch.rand(1, 1, 5, 5), T=2)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Conv2d", "IF", "Output"]
+
+
+def test_bad_inputs():
+    m = _sew()
+    x = _data()[0][:1]
+    with pytest.raises(ValueError, match="dt"):
+        snnprune.export_nir(m, x, dt=0)
+    with pytest.raises(ValueError, match="T must be"):
+        snnprune.export_nir(nn.Sequential(nn.Conv2d(1, 1, 1), neuron.IFNode()), x)
+    snnprune.sparsify(m, "lats", final_threshold=0.1, total_steps=1)
+    with pytest.raises(ValueError, match="finalize"):
+        snnprune.export_nir(m, x)
+    with pytest.raises(ValueError, match="frameworks"):
+        snnprune.verify_nir(nir.NIRGraph(nodes={}, edges=[]), m, x, frameworks=("lava",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["{run}", "--images", "0"], "--images"), (["{run}", "--dt", "-1"], "--dt"), (["{run}/missing"], "RUN")],
+)
+def test_export_script_bad_options_exit_2(tmp_path, capsys, argv, option):
+    code, err = expect_exit(load_script("export_nir"), [a.format(run=tmp_path) for a in argv], capsys)
+    assert code == 2 and err.startswith(f"error: {option}")
+
+
+def test_threshold_ties_follow_spikingjelly_rule():
+    """v = θ exactly: SpikingJelly (and the source model) spike, Norse spikes on v > θ; verify_nir moves
+    the threshold one float32 step down for Norse and snnTorch, which makes the two rules agree."""
+
+    class Tie(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.sn = nn.Linear(2, 2, bias=False), neuron.IFNode()
+            with torch.no_grad():
+                self.fc.weight.copy_(torch.tensor([[0.5, 0.5], [0.25, 0.25]]))
+
+        def forward(self, x):
+            return self.sn(self.fc(x))
+
+    m = Tie().eval()
+    x = torch.ones(1, 2)  # v = 1.0 exactly for neuron 0 at step 1; 0.5 and 1.0 for neuron 1
+    graph = snnprune.export_nir(m, x, T=4)
+    rows = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("spikingjelly", "norse"))}
+    assert rows["spikingjelly"]["spike_mismatches"] == 0 and rows["norse"]["spike_mismatches"] == 0
+    assert any("step down" in a for a in rows["norse"]["added"])
+    plain = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("norse",))}
+    assert plain["source model"]["spike_mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
+    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
+    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
+    summary = sew.main(["--method", "lats", *argv, "--output-dir", str(tmp_path), "--run-name", "r"])
+    capsys.readouterr()
+    rows = load_script("export_nir").main([summary["run_dir"], "--images", "20", "--batch-size", "10"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "r" / "model.nir").is_file()
+    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
+    assert rows[1]["spike_mismatches"] == 0 and rows[3]["spike_mismatches"] == 0
+    (line,) = [x for x in out.splitlines() if x.startswith("non-zero weights")]
+    file_nz, model_nz = line.removeprefix("non-zero weights: file ").split(", model ")
+    assert file_nz == model_nz
+    assert "spikingjelly" in out and "r != 1 not supported" in out
