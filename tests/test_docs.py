@@ -192,8 +192,8 @@ def test_every_measured_table_has_its_command(name):
 # Text that narrates the project's own history rather than describing it as it is. References to other
 # projects' issue trackers (a source, e.g. "Yanqi-Chen/LATS issue #1") are not narration.
 NARRATION = re.compile(
-    r"\bissues? \d+,? items?\b|\(issues? \d+\b|\bitems? \d+ \+ \d+|now fixed|this release|"
-    r"the issue'?s?\b|previous session|earlier session|same session|arrives? with",
+    r"\bissues?\s\d+,?\sitems?\b|\(issues?\s\d+\b|\bitems?\s\d+\s\+\s\d+|now\sfixed|this\srelease|"
+    r"the\sissue'?s?\b|previous\ssession|earlier\ssession|same\ssession|arrives?\swith",
     flags=re.I,
 )
 
