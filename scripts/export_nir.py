@@ -45,43 +45,9 @@ def _fail(msg: str) -> None:
 
 
 def load(run: str, compact: bool) -> tuple[torch.nn.Module, object]:
-    """The run's model (finalized, or compacted) and its test set, through ``snnprune.load_run`` where
-    the library has it, else by rebuilding the model from the run's config.json and best.pth."""
-    try:
-        load_run = snnprune.load_run
-    except AttributeError:
-        load_run = None
-    if load_run is not None:
-        r = load_run(run, finalize=not compact, compact=compact)
-        return r.model, r.test_data(batch_size=100).dataset
-    model, test_set = _load_folder(Path(run))
-    if compact:  # the same model as the run's model_compact.pth, checked against the masked one
-        model = snnprune.compact(model, torch.stack([test_set[i][0] for i in range(2)]))
-    return model, test_set
-
-
-def _load_folder(folder: Path) -> tuple[torch.nn.Module, object]:
-    """Rebuild a run's finalized model from config.json (over the script's defaults) and best.pth."""
-    cfg_path, ckpt_path = folder / "config.json", folder / "best.pth"
-    if not cfg_path.is_file() or not ckpt_path.is_file():
-        _fail(f"RUN {folder}: needs config.json and best.pth (a finished training run folder)")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("kind") != "snn":
-        _fail(f"RUN {folder}: an ANN run; NIR export needs a spiking run of scripts/train_sew.py")
-    import train_sew
-
-    from snnprune.training import build_datasets
-    from snnprune.training.cli import pruner_kwargs
-
-    args = argparse.Namespace(**{**vars(train_sew.get_parser().parse_args([])), **cfg})
-    _, test_set, num_classes, in_channels = build_datasets(args)
-    model = train_sew.build_model(args, num_classes, in_channels)
-    if args.method != "dense":
-        snnprune.sparsify(model, args.method, **pruner_kwargs(args, args.steps_per_epoch))
-    model.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
-    if args.method != "dense":
-        snnprune.finalize(model)
-    return model.eval(), test_set
+    """The run's finalized (or compacted) model and its test set, rebuilt by ``snnprune.load_run``."""
+    r = snnprune.load_run(run, finalize=not compact, compact=compact)
+    return r.model, r.test_data(batch_size=100).dataset
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -94,7 +60,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _fail(f"--dt: must be a positive number of seconds, got {args.dt}; the NIR default is 1e-4")
     if not Path(args.run).is_dir():
         _fail(f"RUN {args.run}: not a folder; pass a training run folder (config.json + best.pth)")
-    model, test_set = load(args.run, args.compact)
+    try:
+        model, test_set = load(args.run, args.compact)
+    except (ValueError, RuntimeError, OSError) as exc:  # load_run's errors name the file and the fix
+        _fail(str(exc).splitlines()[0])
     data = DataLoader(Subset(test_set, range(min(args.images, len(test_set)))), batch_size=args.batch_size)
     example = next(iter(data))[0][:2]
     out = Path(args.out) if args.out else Path(args.run) / "model.nir"
