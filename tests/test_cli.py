@@ -79,8 +79,8 @@ VALIDATION_CASES = [
     (["--epochs", "2.5"], "--epochs: invalid int value: '2.5'"),
     (["--limit-train-batches", "0"], "--limit-train-batches: must be >= 1, got 0"),
     (["--limit-test-batches", "0"], "--limit-test-batches: must be >= 1, got 0"),
-    (["--method", "gmp", "--final-threshold", "0.2"], "--final-threshold: not an option of --method gmp (it takes --prune-end-epoch, --target-sparsity)"),
-    (["--method", "lats", "--target-sparsity", "0.5"], "--target-sparsity: not an option of --method lats (it takes --filter-scale, --final-threshold, --granularity, --lats-schedule)"),
+    (["--method", "gmp", "--final-threshold", "0.2"], "--final-threshold: not an option of --method gmp (it takes --frequency, --initial-sparsity, --prune-end-epoch, --target-sparsity)"),
+    (["--method", "lats", "--target-sparsity", "0.5"], "--target-sparsity: not an option of --method lats (it takes --filter-scale, --final-threshold, --grad, --granularity, --l1-coeff, --lats-schedule)"),
     (["--method", "dense", "--beta", "0.5"], "--beta: not an option of --method dense (it takes no pruning option)"),
     (["--method", "lats", "--prune-end-epoch", "4"], "--prune-end-epoch: not an option of --method lats"),
     (["--method", "gmp", "--prune-end-epoch", "9"], "--prune-end-epoch: must be in (--prune-start-epoch=0, --epochs=8], got 9"),
@@ -103,6 +103,10 @@ VALIDATION_CASES = [
     (["--resume", "/no/such/checkpoint.pth"], "--resume: checkpoint '/no/such/checkpoint.pth' does not exist"),
     (["--resume", "auto", "--overwrite"], "--overwrite: contradicts --resume"),
     (["--neuron-backend", "cupy", "--device", "cpu"], "--neuron-backend: cupy needs a CUDA device"),
+    (["--lats-schedule", "closed_form", "--lr-scheduler", "step"], "--lats-schedule: closed_form is the authors' threshold for a per-epoch cosine lr without warm-up, not for --lr-scheduler step"),
+    (["--lats-schedule", "closed_form", "--lr-warmup-epochs", "1"], "--lats-schedule: closed_form is the authors' threshold for a per-epoch cosine lr without warm-up, not for --lr-warmup-epochs"),
+    (["--filter-scale", "layer"], "--filter-scale: filter_scale='layer' applies to granularity='filter' only"),
+    (["--method", "str", "--s-init", "-1e400"], "--s-init: must be a finite number, got -inf; pass another --s-init"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     VALIDATION_CASES += [
@@ -139,6 +143,10 @@ CONFIG_CASES = [
     ("- 1\n- 2\n", [], "must be a mapping of option: value"),
     ("kind: ann\nmodel: ann_resnet18\n", [], "is the config of an ANN run; use scripts/train_ann.py"),
     ("method: stds\nfinal_threshold: 0.2\nstds_shape: sine\n", ["--method", "lats"], "--stds-shape: not an option of --method lats"),
+    ("lr: 0.1\nepochs: 2\nlr: 0.2\n", [], "sets 'lr' twice (the last one would win silently); keep one"),
+    ("final-threshold: 0.1\nfinal_threshold: 0.2\n", [], "sets one option under two spellings ['final-threshold', 'final_threshold']"),
+    ("epochs: 2\nmodel_builder: {_target_: x.y}\n", [], "has unknown keys ['model_builder']"),
+    ("trainer:\n  max_epochs: 3\n", [], "has unknown keys ['trainer']"),
 ]  # fmt: skip
 
 
@@ -151,6 +159,14 @@ def test_bad_config_one_line_exit_2(sew, tmp_path, capsys, no_work, text, extra,
     )
     assert code == 2
     assert fragment.format(cfg=cfg) in _one_line(err)
+
+
+def test_negative_numbers_in_scientific_notation_are_values(sew):
+    args = parse_args(
+        sew.get_parser(), ["--method", "str", "--s-init", "-1e3", "--final-threshold", "-.5e-1"]
+    )
+    assert (args.s_init, args.final_threshold) == (-1000.0, -0.05)
+    assert parse_args(sew.get_parser(), ["--method", "str", "--s-init", "-5"]).s_init == -5.0
 
 
 def test_missing_config_and_recipe_on_cpu(sew, tmp_path, capsys, no_work):

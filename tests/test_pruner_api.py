@@ -303,7 +303,7 @@ def test_state_dict_carries_the_configuration():
     assert state["method"] == "pgh" and state["step_count"] == 0
     assert state["config"] == {
         "beta": 0.1,
-        "filter_scale": "size",
+        "filter_scale": None,
         "final_threshold": 0.05,
         "grad": "ste",
         "granularity": "weight",
@@ -411,9 +411,12 @@ MISUSE_ERRORS = [
     ("missing total_steps", lambda: sparsify(_net(), "slats", final_threshold=0.1), ValueError, "needs total_steps"),
     ("missing D", lambda: sparsify(_net(), "stds", total_steps=3), ValueError, "needs final_threshold"),
     ("start past the end", lambda: sparsify(_net(), "slats", final_threshold=0.1, total_steps=3, start_step=3), ValueError, "start_step must be in"),
-    ("pgh beta", lambda: sparsify(_net(), "pgh", final_threshold=0.1, total_steps=3, beta=0.0), ValueError, "beta > 0"),
+    ("pgh beta", lambda: sparsify(_net(), "pgh", final_threshold=0.1, total_steps=3, beta=0.0), ValueError, r"beta must be a finite number > 0, got 0\.0"),
+    ("pgh no beta", lambda: sparsify(_net(), "pgh", final_threshold=0.1, total_steps=3), ValueError, "pgh needs beta > 0"),
+    ("weight filter_scale", lambda: sparsify(_net(), "lats", final_threshold=0.1, total_steps=3, filter_scale="layer"), ValueError, r"filter_scale='layer' applies to granularity='filter' only"),
     ("st3 target", lambda: sparsify(_net(), "st3", total_steps=3), ValueError, "needs target_sparsity"),
-    ("gmp target", lambda: sparsify(_net(), "gmp", total_steps=3, target_sparsity=1.5), ValueError, "needs target_sparsity"),
+    ("gmp target", lambda: sparsify(_net(), "gmp", total_steps=3, target_sparsity=1.5), ValueError, r"target_sparsity must be in \[0, 1\), got 1\.5"),
+    ("gmp no target", lambda: sparsify(_net(), "gmp", total_steps=3), ValueError, "gmp needs target_sparsity"),
     ("include", lambda: sparsify(_net(), "str", include=["layer9.*"]), ValueError, r"include pattern 'layer9\.\*' matches no"),
     ("exclude", lambda: sparsify(_net(), "str", exclude=["nope"]), ValueError, "exclude pattern 'nope' matches no"),
     ("empty selection", lambda: sparsify(_net(), "str", exclude=["*"]), ValueError, "leave no layer to prune"),

@@ -56,9 +56,11 @@ class GMPPruner(Pruner):
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
-        if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
+        if target_sparsity is None:
+            raise ValueError("gmp needs target_sparsity (the fraction of zeros, in [0, 1))")
+        if not 0.0 <= target_sparsity < 1.0:
             raise ValueError(
-                f"gmp needs target_sparsity in [0, 1) (fraction of zeros), got {target_sparsity}"
+                f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
             )
         if not 0.0 <= initial_sparsity <= target_sparsity:
             raise ValueError(f"initial_sparsity must be in [0, target_sparsity], got {initial_sparsity}")

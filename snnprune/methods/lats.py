@@ -44,8 +44,8 @@ class ScheduledThresholdPruner(Pruner):
         start_step: first step of the pruning window.
         granularity: ``"weight"`` (element-wise :math:`S_d`) or ``"filter"`` (group soft-threshold of
             output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`).
-        filter_scale: filter granularity: ``"size"`` (a group goes when its RMS <= D) or ``"layer"``
-            (when its RMS <= D times its layer's RMS).
+        filter_scale: filter granularity only: ``"size"`` (a group goes when its RMS <= D; the default)
+            or ``"layer"`` (when its RMS <= D times its layer's RMS).
 
     Raises:
         ValueError: missing or negative/infinite ``final_threshold``, unknown ``grad``, bad step counts.
@@ -60,7 +60,7 @@ class ScheduledThresholdPruner(Pruner):
         final_threshold: float | None = None,
         grad: str = "ste",
         granularity: str = "weight",
-        filter_scale: str = "size",
+        filter_scale: str | None = None,
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
@@ -75,9 +75,15 @@ class ScheduledThresholdPruner(Pruner):
             raise ValueError(
                 f"granularity must be 'weight' or 'filter', got {granularity!r}; filter prunes whole channels"
             )
-        if filter_scale not in ("size", "layer"):
+        if filter_scale not in (None, "size", "layer"):
             raise ValueError(f"filter_scale must be 'size' or 'layer', got {filter_scale!r}")
-        self.granularity, self.filter_scale = granularity, filter_scale
+        if filter_scale is not None and granularity != "filter":
+            raise ValueError(
+                f"filter_scale={filter_scale!r} applies to granularity='filter' only (this pruner prunes "
+                "single weights); pass granularity='filter' or drop filter_scale"
+            )
+        self.granularity = granularity
+        self.filter_scale = (filter_scale or "size") if granularity == "filter" else None
         self.final_threshold = final_threshold
         self.grad = grad
         self._threshold = 0.0
@@ -362,8 +368,12 @@ class PGHPruner(ScheduledThresholdPruner):
     ) -> None:
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
-        if beta is None or not (math.isfinite(beta) and beta > 0):
-            raise ValueError(f"pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS), got {beta}")
+        if beta is None:
+            raise ValueError("pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS)")
+        if not (math.isfinite(beta) and beta > 0):
+            raise ValueError(
+                f"beta must be a finite number > 0, got {float(beta)}; pass e.g. 0.1 (1 is S-LATS)"
+            )
         self.beta = float(beta)
 
     def fraction(self, x: float) -> float:

@@ -48,10 +48,16 @@ def pgh_fraction(x: float, beta: float) -> float:
     if abs(beta - 1.0) < 1e-7:
         return slats_fraction(x)
     ell = math.log(beta)
-    bx = beta**x
+    # Numerator and denominator divided by s = max(beta, 1), so no power overflows for any finite beta.
+    s = max(beta, 1.0)
+    bx = math.exp(ell * x - math.log(s))
     pi = math.pi
-    num = pi**2 * (bx - 1) + (bx - 2) * ell**2 + bx * ell * (ell * math.cos(pi * x) + pi * math.sin(pi * x))
-    return num / (pi**2 * (beta - 1) - 2 * ell**2)
+    num = (
+        pi**2 * (bx - 1 / s)
+        + (bx - 2 / s) * ell**2
+        + bx * ell * (ell * math.cos(pi * x) + pi * math.sin(pi * x))
+    )
+    return min(max(num / (pi**2 * (beta / s - 1 / s) - 2 * ell**2 / s), 0.0), 1.0)
 
 
 def stds_sine_fraction(x: float) -> float:

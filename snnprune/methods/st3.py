@@ -121,9 +121,11 @@ def _order_stats_bracketed(
 
 
 def _check_target(target_sparsity: float | None, method: str) -> float:
-    if target_sparsity is None or not 0.0 <= target_sparsity < 1.0:
+    if target_sparsity is None:
+        raise ValueError(f"{method} needs target_sparsity (the fraction of zeros, in [0, 1))")
+    if not 0.0 <= target_sparsity < 1.0:
         raise ValueError(
-            f"{method} needs target_sparsity in [0, 1) (fraction of zeros), got {target_sparsity}"
+            f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
         )
     return float(target_sparsity)
 

@@ -24,6 +24,7 @@ import argparse
 import inspect
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -131,11 +132,11 @@ OPTIONS: tuple[Option, ...] = (
         "pruning",
         "model",
         _O("method", str, "lats", "pruning method, any registered name", metavar="NAME"),
-        _O("final_threshold", float, None, "final threshold D (>= 0, finite)", metavar="D", range=">= 0",
+        _O("final_threshold", float, None, "final threshold D (>= 0, finite)", metavar="D",
            keyword="final_threshold"),
-        _O("target_sparsity", float, None, "st3/st3sigma/gmp, in [0, 1)", metavar="P", range="[0, 1)",
+        _O("target_sparsity", float, None, "st3/st3sigma/gmp, in [0, 1)", metavar="P",
            keyword="target_sparsity"),
-        _O("beta", float, None, "PGH decay beta (>0; 1 = S-LATS)", range="> 0", keyword="beta"),
+        _O("beta", float, None, "PGH decay beta (>0; 1 = S-LATS)", keyword="beta"),
         _O("stds_shape", str, "sine", "STDS schedule shape", choices=("sine", "linear"), keyword="shape"),
         _O("lats_schedule", str, "lr", "LATS schedule", choices=("lr", "closed_form"), keyword="schedule"),
         _O("prune_start_epoch", int, 0, "start of the pruning window", metavar="E", range=">= 0"),
@@ -146,12 +147,11 @@ OPTIONS: tuple[Option, ...] = (
         _O("st3_finetune_epochs", int, None, "st3/st3sigma: the last E epochs fine-tune with the mask fixed "
            "(the authors' n_ft_epochs, 10)", metavar="E", range=">= 1", keyword="finetune_steps",
            in_epochs=True),
-        _O("s_init", float, None, "str: initial threshold logit s (e.g. -5)", range="finite", keyword="s_init"),
-        _O("l0_coeff", float, None, "ltp: weight of the normalized soft-L0 term", range=">= 0",
-           keyword="l0_coeff"),
+        _O("s_init", float, None, "str: initial threshold logit s (e.g. -5)", keyword="s_init"),
+        _O("l0_coeff", float, None, "ltp: weight of the normalized soft-L0 term", keyword="l0_coeff"),
         _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
-           range="> 0", keyword="temperature"),
-        _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", range=">= 0", keyword="tau_init"),
+           keyword="temperature"),
+        _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", keyword="tau_init"),
         _O("granularity", str, None, "lats/slats/pgh/stds: filter = channels", choices=("weight", "filter"),
            keyword="granularity"),
         _O("filter_scale", str, None, "filter granularity: a channel goes when its RMS <= D (size) or <= D x "
@@ -255,10 +255,8 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "beta": 0.1,
 }
 
-#: Method keywords that are no option: the engine sets them (``total_steps``, ``epoch_length``) or the
-#: training scripts keep the method's default (backward variants and the papers' fixed settings).
-ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length", "grad", "l1_coeff", "initial_sparsity",
-                   "frequency", "rescale", "gradient")  # fmt: skip
+#: The method keywords that :func:`pruner_kwargs` computes from the epochs (no option of their own).
+ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length")
 
 #: Keys of a run's ``config.json`` that describe the run rather than set an option: accepted (and ignored)
 #: when that file is given back as ``--config``; ``kind`` must match the script.
@@ -539,13 +537,32 @@ def get_args_parser(
     return p
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_key_loader(yaml: Any) -> type:
+    """PyYAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last)."""
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            for k in keys:
+                if keys.count(k) > 1:
+                    raise _DuplicateKey(k)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
 def load_config(
     path: str | Path, parser: TrainingParser, kind: str | None = None
 ) -> tuple[dict[str, Any], bool]:
     """Read a YAML recipe (or a run's ``config.json``) and check each key against its declaration.
 
-    Keys may be written ``final-threshold`` or ``final_threshold``; booleans also as the strings
-    ``"true"``/``"false"`` (``yes``/``no``, ``on``/``off``, 1/0).
+    Keys may be written ``final-threshold`` or ``final_threshold`` (one of them, once); booleans also as
+    the strings ``"true"``/``"false"`` (``yes``/``no``, ``on``/``off``, 1/0). The keys that describe a run
+    (:data:`RUN_METADATA_KEYS`) are accepted only in a run's ``config.json`` (the file has ``kind``).
 
     Args:
         path: YAML/JSON file with a flat mapping of option -> value.
@@ -557,7 +574,8 @@ def load_config(
         ``config.json`` (it has the key ``kind``: every option written out, defaults included).
 
     Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, unknown keys, or a bad value.
+        ConfigError: missing file, invalid YAML, not a mapping, a key set twice, unknown keys, or a bad
+            value.
     """
     import yaml
 
@@ -566,7 +584,11 @@ def load_config(
     if path.is_dir() or not path.exists():
         raise ConfigError(f"--config: file {str(path)!r} does not exist; pass a YAML recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_unique_key_loader(yaml))
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"--config: {str(path)!r} sets {exc.args[0]!r} twice (the last one would win silently); keep one"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--config: {str(path)!r} is not valid YAML ({first}); fix the file") from None
@@ -578,13 +600,22 @@ def load_config(
             f"--config: {str(path)!r} must be a mapping of option: value; write one 'key: value' a line"
         )
     raw = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if len(raw) < len(data):
+        twice = sorted(
+            k
+            for k in map(str, data)
+            if [str(j).replace("-", "_") for j in data].count(k.replace("-", "_")) > 1
+        )
+        raise ConfigError(
+            f"--config: {str(path)!r} sets one option under two spellings {twice}; keep one of them"
+        )
     if kind is not None and raw.get("kind") not in (None, kind):
         script = "train_sew.py" if raw["kind"] == "snn" else "train_ann.py"
         raise ConfigError(
             f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; use scripts/{script} for it"
         )
     is_run_config = "kind" in raw
-    for key in RUN_METADATA_KEYS:
+    for key in RUN_METADATA_KEYS if is_run_config else ():
         raw.pop(key, None)
     unknown = sorted(set(raw) - set(parser.options))
     if unknown:
@@ -612,6 +643,7 @@ class _Unset:
 
 
 _UNSET = _Unset()
+_NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORECASE)
 
 
 def parse_args(
@@ -635,10 +667,16 @@ def parse_args(
     Raises:
         ConfigError: an unknown option, a wrong type or choice, or a bad ``--config`` file.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    tokens: list[str] = []
+    for tok in sys.argv[1:] if argv is None else argv:  # --s-init -1e3: argparse takes -1e3 for a flag
+        o = parser.options.get(tokens[-1][2:].replace("-", "_")) if tokens[-1:] else None
+        if o is not None and o.type in (int, float) and _NEGATIVE.fullmatch(tok):
+            tokens[-1] += "=" + tok
+        else:
+            tokens.append(tok)
     ns = argparse.Namespace(**dict.fromkeys(parser.generic_defaults, _UNSET))
     try:
-        parser.parse_args(argv, namespace=ns)
+        parser.parse_args(tokens, namespace=ns)
     except argparse.ArgumentError as exc:
         message = exc.message  # the converters' messages carry their fix; argparse's own do not
         if "; " not in message:
@@ -681,7 +719,8 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 
     ``total_steps = epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``;
     every option of :func:`pruning_options` that is set goes to its keyword when the method takes it
-    (options counted in epochs are converted to steps).
+    (options counted in epochs are converted to steps); a plain mapping, the values are checked by the
+    method's constructor.
 
     Args:
         args: parsed arguments.
@@ -691,20 +730,9 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         The method's keyword arguments.
 
     Raises:
-        ValueError: unknown method or a pruning window outside the run.
+        ValueError: unknown method (the pruning window is checked by
+            :func:`snnprune.training.validation.check_combination` and by the method's constructor).
     """
-    if args.method not in list_methods():
-        raise ValueError(f"unknown --method {args.method!r}; choose one of {', '.join(list_methods())}")
-    if not 0 <= args.prune_start_epoch < args.epochs:
-        raise ValueError(
-            f"--prune-start-epoch must be in [0, --epochs={args.epochs}), got {args.prune_start_epoch}"
-        )
-    end = getattr(args, "prune_end_epoch", None)
-    if end is not None and not args.prune_start_epoch < end <= args.epochs:
-        raise ValueError(
-            f"--prune-end-epoch must be in (--prune-start-epoch={args.prune_start_epoch}, "
-            f"--epochs={args.epochs}], got {end}"
-        )
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,
         "start_step": args.prune_start_epoch * steps_per_epoch,

@@ -49,7 +49,7 @@ from snnprune.training.loop import (
 )
 from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
-from snnprune.training.validation import prepare, resolve_device
+from snnprune.training.validation import prepare
 
 __all__ = [
     "FILTER_BN_RECALIBRATE",
@@ -71,11 +71,6 @@ FILTER_BN_RECALIBRATE = 20
 #: Options that describe one invocation, not the run: left out of ``config.json`` (so that file can be
 #: given back as ``--config`` without resuming, overwriting or stopping early again).
 _INVOCATION_KEYS = ("config", "resume", "test_only", "overwrite", "stop_after_epoch")
-
-
-def _device(args: argparse.Namespace) -> torch.device:
-    """The device of ``args`` (see :func:`snnprune.training.validation.resolve_device`)."""
-    return resolve_device(args.device, args.amp)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -156,18 +151,15 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     )
     builder = task.model_builder(args, num_classes, in_channels)
     model = instantiate(builder)
-    if args.test_only:  # the model as load_run rebuilds it: the pruner configured by the checkpoint
-        pruner = restore(
-            model,
-            args.method,
-            ckpt,
-            exclude=args.prune_exclude,
-            source=f"--resume: checkpoint {str(resume_path)!r}",
-        )
+    if ckpt is None:
+        pruner = _sparsify(model, args, steps_per_epoch)
+    else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
+        source = f"--resume: checkpoint {str(resume_path)!r}"
+        pruner = restore(model, args.method, ckpt, exclude=args.prune_exclude, source=source)
+    if args.test_only:
         return _test_only(
             args, task, model.to(device), pruner, test_loader, device, options, resume_path, progress, log
         )
-    pruner = _sparsify(model, args, steps_per_epoch)
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -180,13 +172,11 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     start_epoch, global_step, best_top1 = 0, 0, -1.0
     if ckpt is not None:
         try:
-            model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
             start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
             best_top1 = float(ckpt.get("best_top1", -1.0))
-            pruner.load_state_dict(ckpt["pruner"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(

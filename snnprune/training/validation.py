@@ -102,23 +102,6 @@ def resolve_device(spec: str | None, amp: str = "none") -> torch.device:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
-def checkpoint_kind(state: dict[str, Any]) -> str | None:
-    """``"snn"``/``"ann"`` of a training checkpoint (stored, or inferred from its arguments).
-
-    Args:
-        state: a checkpoint dict.
-
-    Returns:
-        The kind, or None for a checkpoint that records neither.
-    """
-    if state.get("kind") in ("snn", "ann"):
-        return state["kind"]
-    saved = state.get("args")
-    if isinstance(saved, dict):
-        return "snn" if "T" in saved else "ann"
-    return None
-
-
 def apply_checkpoint(
     args: argparse.Namespace, state: dict[str, Any], path: Path, *, kind: str, explicit: frozenset[str]
 ) -> None:
@@ -135,8 +118,8 @@ def apply_checkpoint(
         CheckpointError: a checkpoint of the other kind.
         ConfigError: an explicit option that contradicts the checkpoint (its message names both values).
     """
-    ck_kind = checkpoint_kind(state)
-    if ck_kind is not None and ck_kind != kind:
+    ck_kind = state.get("kind")
+    if ck_kind in ("snn", "ann") and ck_kind != kind:
         script = "train_sew.py" if ck_kind == "snn" else "train_ann.py"
         raise CheckpointError(
             f"--resume: {str(path)!r} is a checkpoint of an {ck_kind.upper()} run; use scripts/{script} for it"
@@ -229,6 +212,16 @@ def check_combination(
                 )
     if args.opt == "sgd" and args.nesterov and args.momentum <= 0:
         raise ConfigError("--nesterov: needs --momentum > 0; pass --momentum 0.9 or drop --nesterov")
+    if "schedule" in taken and args.lats_schedule == "closed_form":
+        lr = [f"--lr-scheduler {args.lr_scheduler}"] * (args.lr_scheduler != "cosine")
+        lr += ["--lr-warmup-epochs"] * (args.lr_warmup_epochs > 0) + [
+            "--lr-step-per-iter"
+        ] * args.lr_step_per_iter
+        if lr:
+            raise ConfigError(
+                f"--lats-schedule: closed_form is the authors' threshold for a per-epoch cosine lr without "
+                f"warm-up, not for {', '.join(lr)}; use --lats-schedule lr (the threshold follows the actual lr)"
+            )
     if args.lr_scheduler != "step":
         for dest in ("lr_step_size", "lr_gamma"):
             if dest in explicit:
