@@ -1,4 +1,5 @@
-"""The exit codes of the training scripts: library errors become one ``error: ...`` line, no traceback."""
+"""What the two training scripts share: the model builder record, and the exit codes (library errors become
+one ``error: ...`` line, no traceback)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,22 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import models
 from snnprune.training import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from snnprune.training import distributed as D
 
-__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error"]
+__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error", "model_record"]
 
 EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path)
 EXIT_DIVERGED = 3  # the loss or the weights became non-finite
+
+
+def model_record(args: Any, num_classes: int, in_channels: int) -> dict[str, Any]:
+    """The builder record of ``args.model``: ``models.create_model`` with the dataset's classes and channels
+    and every option the model takes that is set (None: the model's own default)."""
+    kw = {k: v for k, v in vars(args).items() if k in models.model_kwargs(args.model) and v is not None}
+    return {"_target_": "models.create_model", "name": args.model, "num_classes": num_classes,
+            "in_channels": in_channels, **kw}  # fmt: skip
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,33 +15,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the top-level `models` package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from entry import exit_on_error
+from entry import exit_on_error, model_record
 
 import models
 from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
 from snnprune.training.cli import EMBEDDED_DEFAULTS
 
-__all__ = ["DEFAULTS", "MODELS", "get_parser", "main", "model_builder", "task"]
+__all__ = ["DEFAULTS", "MODELS", "get_parser", "main", "task"]
 
 DEFAULTS: dict[str, Any] = {**EMBEDDED_DEFAULTS, "model": "ann_resnet18"}
 #: The non-spiking models of the registry (those without ``T``): the choices of ``--model``.
 MODELS = tuple(m for m in models.list_models() if "T" not in models.model_kwargs(m))
-
-
-def model_builder(args: argparse.Namespace, num_classes: int, in_channels: int) -> dict[str, Any]:
-    """The builder record of ``args.model`` (the ``models`` registry; None options keep its defaults)."""
-    kw: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels, "stem": args.stem}
-    accepted = models.model_kwargs(args.model)
-    if "width" in accepted:
-        kw["width"] = args.width
-    elif args.width not in (None, DEFAULTS["width"]):
-        raise ValueError(f"--width is not an option of {args.model!r} (its options: {sorted(accepted)})")
-    kw = {k: v for k, v in kw.items() if v is not None}
-    return {"_target_": "models.create_model", "name": args.model, **kw}
-
-
-task = Task(kind="ann", model_builder=model_builder, model_kwargs=models.model_kwargs)
+task = Task(kind="ann", model_builder=model_record, model_kwargs=models.model_kwargs)
 
 
 def get_parser() -> argparse.ArgumentParser:

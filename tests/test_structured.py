@@ -297,7 +297,7 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     x = torch.stack([build_datasets(args)[0][i][0] for i in range(32)])
     from snnprune.training.runs import instantiate
 
-    model = instantiate(ann.model_builder(args, 10, 1))
+    model = instantiate(ann.task.model_builder(args, 10, 1))
     snnprune.sparsify(model, "lats", final_threshold=0.5, total_steps=6, granularity="filter")
     model.load_state_dict(states["2"]["model"])
     recalibrate_bn(model, [x[:16], x[16:]])

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +45,7 @@ from snnprune.training.loop import (
     autocast,
     evaluate,
     mean_threshold,
+    reset,
     to_device,
     train_one_epoch,
 )
@@ -136,10 +138,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
 
     train_set, test_set, num_classes, in_channels = build_datasets(args)
     train_loader, test_loader, train_sampler = build_loaders(train_set, test_set, args, distributed)
-    steps_per_epoch = len(train_loader)
-    if args.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, args.limit_train_batches)
-
+    steps_per_epoch = min(len(train_loader), args.limit_train_batches or len(train_loader))
     options = LoopOptions(
         amp=args.amp,
         channels_last=args.channels_last,
@@ -147,8 +146,9 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         lr_step_per_iter=args.lr_step_per_iter,
         limit_train_batches=args.limit_train_batches,
         limit_test_batches=args.limit_test_batches,
-        log_every=getattr(args, "log_every", 0) or 0,
+        log_every=args.log_every,
     )
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
     model = instantiate(builder)
     if ckpt is None:
@@ -156,18 +156,25 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
         source = f"--resume: checkpoint {str(resume_path)!r}"
         pruner = restore(model, args.method, ckpt, exclude=args.prune_exclude, source=source)
-    if args.test_only:
-        return _test_only(
-            args, task, model.to(device), pruner, test_loader, device, options, resume_path, progress, log
-        )
     model.to(device)
+    if args.test_only:  # evaluate the checkpoint; nothing is written
+        m = evaluate(model, criterion, test_loader, device, options, progress)
+        sp = snnprune.sparsity(model)["overall"]
+        log(
+            f"test-only {resume_path}: top1 {m['test_top1']:.2f}% top5 {m['test_top5']:.2f}% sparsity {100 * sp:.2f}%"
+        )
+        D.cleanup()
+        return {
+            **_summary(args, task, pruner, m, sp),
+            "test_loss": m["test_loss"],
+            "checkpoint": str(resume_path),
+        }
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
     lr_scheduler = build_scheduler(optimizer, args, steps_per_epoch)
     pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
     start_epoch, global_step, best_top1 = 0, 0, -1.0
     if ckpt is not None:
@@ -193,13 +200,12 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         )
 
     folder = RunFolder(run_dir, main_proc)
-    method_options = pruning_options()
+    unset = pruning_options()  # the options of other methods are left out of config.json
     config = {
         **{
             k: v
             for k, v in plain_args(args).items()
-            if k not in _INVOCATION_KEYS
-            and not (k in method_options and v is None)  # options of other methods
+            if k not in _INVOCATION_KEYS and not (k in unset and v is None)
         },
         "kind": task.kind,
         "steps_per_epoch": steps_per_epoch,
@@ -218,9 +224,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     n_recalibrate = args.bn_recalibrate
     if n_recalibrate is None:
         n_recalibrate = FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
-    last_epoch = (
-        args.epochs - 1 if args.stop_after_epoch is None else min(args.stop_after_epoch, args.epochs - 1)
-    )
+    last_epoch = args.epochs - 1 if args.stop_after_epoch is None else args.stop_after_epoch
     m: dict[str, float] = {}
     try:
         for epoch in range(start_epoch, last_epoch + 1):
@@ -235,7 +239,6 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
                 scaler=scaler,
                 lr_scheduler=lr_scheduler,
                 pruner=pruner,
-                task=task,
                 device=device,
                 epoch=epoch,
                 global_step=global_step,
@@ -246,18 +249,11 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             if not args.lr_step_per_iter:
                 lr_scheduler.step()
             if n_recalibrate > 0:
-                _recalibrate(model, train_set, n_recalibrate, args.batch_size, device, options, task)
-            m = evaluate(dmodel, criterion, test_loader, device, options, task, progress)
+                _recalibrate(model, train_set, n_recalibrate, args.batch_size, device, options)
+            m = evaluate(dmodel, criterion, test_loader, device, options, progress)
             sp = snnprune.sparsity(model)["overall"]
-            row = {
-                "epoch": epoch,
-                "lr": lr,
-                **tm,
-                **m,
-                "sparsity": sp,
-                "threshold": mean_threshold(pruner),
-                "epoch_time_s": time.perf_counter() - t0,
-            }
+            row = {"epoch": epoch, "lr": lr, **tm, **m, "sparsity": sp, "threshold": mean_threshold(pruner),
+                   "epoch_time_s": time.perf_counter() - t0}  # fmt: skip
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -266,16 +262,14 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "global_step": global_step,
-                "best_top1": best_top1,
+                "best_top1": max(best_top1, m["test_top1"]),
                 "rng": get_rng_state(),
                 "args": plain_args(args),
                 "kind": task.kind,
             }
             if not all_finite(state["model"]):  # never written, never best.pth
                 raise NonFiniteLossError(epoch, global_step, float("nan"), what="model weights")
-            is_best = m["test_top1"] > best_top1
-            best_top1 = max(best_top1, m["test_top1"])
-            state["best_top1"] = best_top1
+            is_best, best_top1 = m["test_top1"] > best_top1, state["best_top1"]
             folder.write_epoch(row, step_rows)
             folder.save_checkpoint(state, is_best=is_best)
             fr = "" if math.isnan(m["firing_rate"]) else f" fr {m['firing_rate']:.3f}"
@@ -284,51 +278,27 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
                 f"{m['test_top1']:.2f}% (top5 {m['test_top5']:.2f}%) | sparsity {100 * sp:.2f}% "
                 f"thr {row['threshold']:.4g}{fr} | {row['epoch_time_s']:.1f}s"
             )
-    except BaseException:
+        if not m:  # resumed a finished run: evaluate the restored model
+            m = evaluate(dmodel, criterion, test_loader, device, options, progress)
+        summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, log)
+    finally:
         folder.close()
-        raise
-
-    if not m:  # resumed a finished run: evaluate the restored model
-        m = evaluate(dmodel, criterion, test_loader, device, options, task, progress)
-    summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, t_start, log)
-    folder.close()
+    summary["wall_time_s"] = time.perf_counter() - t_start
+    folder.write_json("summary.json", summary)
+    summary["run_dir"] = str(folder.path)
+    log(f"run {folder.path}  ({summary['wall_time_s']:.1f}s)")
     D.cleanup()
     return summary
 
 
-def _test_only(
-    args: argparse.Namespace,
-    task: Task,
-    model: nn.Module,
-    pruner: Any,
-    test_loader: DataLoader,
-    device: torch.device,
-    options: LoopOptions,
-    resume_path: Any,
-    progress: bool,
-    log: Callable[..., None],
+def _summary(
+    args: argparse.Namespace, task: Task, pruner: Any, m: dict[str, float], sp: float
 ) -> dict[str, Any]:
-    """``--test-only``: evaluate the checkpoint's model; nothing is written."""
-    import snnprune
-
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    m = evaluate(model, criterion, test_loader, device, options, task, progress)
-    sp = snnprune.sparsity(model)
-    log(
-        f"test-only {resume_path}: top1 {m['test_top1']:.2f}% top5 {m['test_top5']:.2f}% "
-        f"sparsity {100 * sp['overall']:.2f}%"
-    )
-    D.cleanup()
-    return {
-        "kind": task.kind,
-        "model": args.model,
-        "method": args.method,
-        "dataset": args.dataset,
-        **m,
-        "sparsity": sp["overall"],
-        "threshold": mean_threshold(pruner),
-        "checkpoint": str(resume_path),
-    }
+    """The summary's description of the run and its test metrics."""
+    fr = None if math.isnan(m["firing_rate"]) else m["firing_rate"]
+    return {"kind": task.kind, "model": args.model, "method": args.method, "dataset": args.dataset,
+            "test_top1": m["test_top1"], "test_top5": m["test_top5"],
+            "sparsity": sp, "firing_rate": fr, "threshold": mean_threshold(pruner)}  # fmt: skip
 
 
 def _recalibrate(
@@ -338,22 +308,15 @@ def _recalibrate(
     batch_size: int,
     device: torch.device,
     options: LoopOptions,
-    task: Task,
 ) -> None:
     """BN statistics of ``model`` re-estimated (:func:`snnprune.structured.recalibrate_bn`) on the first
     ``n_batches`` training batches, in order and without workers, so every DDP process gets the same."""
     from snnprune.structured import recalibrate_bn
 
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, num_workers=0)
-
-    def batches() -> Iterator[torch.Tensor]:  # iterated inside recalibrate_bn's fork_rng
-        for i, (x, y) in enumerate(loader):
-            if i >= n_batches:
-                return
-            yield to_device(x, y, device, options, task)[0]
-
+    batches = (to_device(x, y, device, options)[0] for x, y in itertools.islice(loader, n_batches))
     with autocast(device, options.amp), parametrize.cached():
-        recalibrate_bn(model, batches(), reset=task.after_batch)
+        recalibrate_bn(model, batches, reset=reset)
 
 
 def _finish(
@@ -365,69 +328,42 @@ def _finish(
     m: dict[str, float],
     folder: RunFolder,
     epochs_done: int,
-    t_start: float,
     log: Callable[..., None],
 ) -> dict[str, Any]:
+    """The final summary: parameters, the analysis (``analyze.json``) and the ``--export`` files."""
     import snnprune
 
     sp = snnprune.sparsity(model)
     params, nonzero = count_params(model)
-    summary: dict[str, Any] = {
-        "kind": task.kind,
-        "model": args.model,
-        "method": args.method,
-        "dataset": args.dataset,
-        "test_top1": m["test_top1"],
-        "test_top5": m["test_top5"],
-        "sparsity": sp["overall"],
-        "nonzero_params": nonzero,
-        "params": params,
-        "firing_rate": None if math.isnan(m["firing_rate"]) else m["firing_rate"],
-        "energy_pj": None,
-        "sops": None,
-        "macs": None,
-        "threshold": mean_threshold(pruner),
-        "wall_time_s": None,
-        "epochs": epochs_done,
-    }
-    totals: dict[str, Any] = {}
-    if folder.main:
-        if args.analyze_batches > 0:
-            try:
-                report = snnprune.analyze(
-                    model,
-                    _AnalysisData(test_loader, task),
-                    max_batches=args.analyze_batches,
-                    time_steps=task.time_steps(args) if task.time_steps else None,
-                    progress=not args.quiet and sys.stderr.isatty(),
-                )
-            except (ImportError, AttributeError) as exc:
-                log(f"snnprune.analyze unavailable ({exc}): analyze.json not written")
-            else:
-                folder.write_report(report)
-                totals = report.to_dict()["totals"]
-                summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs")})
-        if args.export:
-            from snnprune.structured import export_files
-
-            sparse = snnprune.finalize(copy.deepcopy(model))
-            folder.save_model("model_sparse.pth", sparse.state_dict())
-            x = next(iter(_AnalysisData(test_loader, task)))[0].to(next(model.parameters()).device)
-            filt = getattr(args, "granularity", "weight") == "filter"  # + values/bitmask (and compact) files
-            summary["export"] = export_files(model, sparse, x, folder.path, compacted=filt)
-        summary["wall_time_s"] = time.perf_counter() - t_start
-        folder.write_json("summary.json", summary)
-    summary["wall_time_s"] = time.perf_counter() - t_start
-    summary["run_dir"] = str(folder.path)
-    if D.get_world_size() > 1:  # one line per rank (checks that the ranks agree)
-        print(
-            f"[rank {D.get_rank()}] sparsity {sp['overall']:.8f} threshold {summary['threshold']:.8g} "
-            f"test_top1 {m['test_top1']:.4f}",
-            flush=True,
+    summary = {**_summary(args, task, pruner, m, sp["overall"]), "nonzero_params": nonzero, "params": params,
+               "energy_pj": None, "sops": None, "macs": None, "epochs": epochs_done}  # fmt: skip
+    if folder.main and args.analyze_batches > 0:
+        report = snnprune.analyze(
+            model,
+            test_loader,
+            max_batches=args.analyze_batches,
+            time_steps=getattr(args, "T", None),
+            progress=not args.quiet and sys.stderr.isatty(),
         )
+        folder.write_report(report)
+        totals = report.to_dict()["totals"]
+        summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs")})
+        log(
+            "analyze totals: "
+            + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in totals.items())
+        )
+    if folder.main and args.export:
+        from snnprune.structured import export_files
 
+        sparse = snnprune.finalize(copy.deepcopy(model))
+        folder.save_model("model_sparse.pth", sparse.state_dict())
+        x = next(iter(test_loader))[0].to(next(model.parameters()).device)
+        filt = getattr(args, "granularity", None) == "filter"  # + values/bitmask (and compact) files
+        summary["export"] = export_files(model, sparse, x, folder.path, compacted=filt)
+    if D.get_world_size() > 1:  # one line per rank (checks that the ranks agree)
+        print(f"[rank {D.get_rank()}] sparsity {sp['overall']:.8f} threshold {summary['threshold']:.8g} "
+              f"test_top1 {m['test_top1']:.4f}", flush=True)  # fmt: skip
     log("-" * 80)
-    log(f"run {folder.path}  ({summary['wall_time_s']:.1f}s)")
     log(
         f"test top1 {m['test_top1']:.2f}%  top5 {m['test_top5']:.2f}%  | sparsity {100 * sp['overall']:.2f}% "
         f"({nonzero:,}/{params:,} params non-zero) | threshold {summary['threshold']:.4g}"
@@ -435,26 +371,7 @@ def _finish(
     )
     for name, s in sp["layers"].items():
         log(f"  {name:<40s} {100 * s:6.2f}%")
-    if totals:
-        log(
-            "analyze totals: "
-            + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in totals.items())
-        )
     return summary
-
-
-class _AnalysisData:
-    """Test batches as ``(prepared_input, target)`` for :func:`snnprune.analyze`."""
-
-    def __init__(self, loader: DataLoader, task: Task) -> None:
-        self.loader, self.task = loader, task
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
-            yield self.task.prepare_input(x), y
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
 
 def main(task: Task, parser: Any, argv: list[str] | None = None) -> dict[str, Any]:

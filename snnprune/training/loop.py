@@ -12,29 +12,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based import functional
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from snnprune.analysis.spikes import SpikeRateMonitor
 from snnprune.training import distributed as D
 
-__all__ = ["LoopOptions", "NonFiniteLossError", "Task", "evaluate", "mean_threshold", "train_one_epoch"]
+__all__ = [
+    "LoopOptions",
+    "NonFiniteLossError",
+    "Task",
+    "evaluate",
+    "mean_threshold",
+    "reset",
+    "train_one_epoch",
+]
 
 _POSTFIX_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _noop(model: nn.Module) -> None:
-    return None
 
 
 @dataclass
@@ -46,19 +47,18 @@ class Task:
         model_builder: ``(args, num_classes, in_channels) -> record``, the builder record of the model
             (``{"_target_": dotted path, **kwargs}``, see :func:`snnprune.training.runs.instantiate`); the
             engine builds the model from it and writes it to ``config.json``.
-        prepare_input: applied to every input batch on the device (e.g. DVS layout handling).
-        after_batch: called with the unwrapped model after each forward (``reset_net`` for SNNs).
-        time_steps: ``args -> T`` for the analysis (None for ANNs).
         model_kwargs: ``model name -> accepted keyword arguments`` (the ``models`` registry), for the
             validation of ``--model``/``--width``/``--stem`` before anything is built (None: not checked).
     """
 
     kind: str
     model_builder: Callable[[Any, int, int], dict[str, Any]]
-    prepare_input: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity)
-    after_batch: Callable[[nn.Module], None] = field(default=_noop)
-    time_steps: Callable[[Any], int | None] | None = None
     model_kwargs: Callable[[str], Any] | None = None
+
+
+def reset(model: nn.Module) -> None:
+    """Reset the neuron states after a batch (SpikingJelly's ``reset_net``; nothing to do in an ANN)."""
+    functional.reset_net(unwrap(model))
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,10 @@ def autocast(device: torch.device, amp: str) -> Any:
 
 
 def to_device(
-    x: torch.Tensor, y: torch.Tensor, device: torch.device, options: LoopOptions, task: Task
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, options: LoopOptions
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a batch to ``device``, apply the task's input hook and the channels-last layout."""
-    x = task.prepare_input(x.to(device, non_blocking=True))
+    """Move a batch to ``device`` (channels-last 4-D inputs with ``options.channels_last``)."""
+    x = x.to(device, non_blocking=True)
     if options.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
@@ -182,7 +182,6 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     lr_scheduler: Any,
     pruner: Any,
-    task: Task,
     device: torch.device,
     epoch: int,
     global_step: int,
@@ -196,7 +195,6 @@ def train_one_epoch(
         model: the (possibly DDP-wrapped) sparsified model.
         loader: the training loader (``options.limit_train_batches`` applies).
         criterion, optimizer, scaler, lr_scheduler, pruner: the run's objects.
-        task: the SNN/ANN hooks.
         device: the device.
         epoch: the epoch number (for rows and messages).
         global_step: optimizer steps done before this epoch.
@@ -228,7 +226,7 @@ def train_one_epoch(
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
                 break
-            x, y = to_device(x, y, device, options, task)
+            x, y = to_device(x, y, device, options)
             with autocast(device, options.amp):
                 out = model(x)
                 loss = criterion(out, y)
@@ -240,7 +238,7 @@ def train_one_epoch(
                 nn.utils.clip_grad_norm_(model.parameters(), options.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
-            task.after_batch(unwrap(model))
+            reset(model)
             lr = optimizer.param_groups[0]["lr"]
             pruner.step()  # after optimizer.step(), before the lr scheduler (snnprune/docs/methods.md §12.6)
             if options.lr_step_per_iter:
@@ -298,7 +296,6 @@ def evaluate(
     loader: DataLoader,
     device: torch.device,
     options: LoopOptions,
-    task: Task,
     progress: bool = False,
 ) -> dict[str, float]:
     """Evaluate on ``loader`` (all processes; sums are all-reduced).
@@ -309,7 +306,6 @@ def evaluate(
         loader: the test loader (``options.limit_test_batches`` applies).
         device: the device.
         options: how the loop runs (``amp``, ``channels_last``, ``limit_test_batches``).
-        task: the SNN/ANN hooks.
         progress: show a progress bar.
 
     Returns:
@@ -328,11 +324,11 @@ def evaluate(
             for i, (x, y) in enumerate(loader):
                 if limit is not None and i >= limit:
                     break
-                x, y = to_device(x, y, device, options, task)
+                x, y = to_device(x, y, device, options)
                 with autocast(device, options.amp):
                     out = model(x)
                     loss = criterion(out, y)
-                task.after_batch(unwrap(model))
+                reset(model)
                 top1, top5 = _accuracy(out.float(), y)
                 sums[0] += loss.detach().double() * len(y)
                 sums[1] += top1
