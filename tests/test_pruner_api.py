@@ -13,8 +13,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 import snnprune
 from snnprune import list_methods, sparsify
-from snnprune.methods import ScheduledThresholdPruner, register_method
-from snnprune.methods.base import _REGISTRY
+from snnprune.methods import ScheduledThresholdPruner, register_method, unregister_method
 
 THRESHOLD_KWARGS = {
     "dense": {},
@@ -93,8 +92,10 @@ def test_list_methods_is_live_and_get_method_finds_each():
         with pytest.raises(ValueError, match="already registered by"):
             register_method("test_linear_d")(type("Other", (ScheduledThresholdPruner,), {}))
     finally:
-        del _REGISTRY["test_linear_d"]
+        assert unregister_method("test_linear_d") is LinearD
     assert list_methods() == builtin
+    with pytest.raises(ValueError, match=r"unknown pruning method 'test_linear_d'; choose one of"):
+        unregister_method("test_linear_d")
     with pytest.raises(
         ValueError, match=r"unknown pruning method 'test_linear_d'; choose one of \('dense', "
     ):
@@ -124,10 +125,14 @@ def test_options_of_a_subclass_follow_its_own_signature():
         def fraction(self, x: float) -> float:
             return x**self.k
 
+    explicit = {"final_threshold", "k", "grad", "total_steps", "start_step"}
+    assert method_kwargs(Explicit) == explicit  # a class need not be registered
+    with pytest.raises(TypeError, match="method must be a method name or a Pruner subclass, got 3"):
+        method_kwargs(3)
     register_method("test_explicit")(Explicit)
     register_method("test_forwarding")(Forwarding)
     try:
-        assert method_kwargs("test_explicit") == {"final_threshold", "k", "grad", "total_steps", "start_step"}
+        assert method_kwargs("test_explicit") == explicit
         assert {"k", "granularity", "filter_scale", "final_threshold"} <= method_kwargs("test_forwarding")
         with pytest.raises(TypeError, match="granularity"):
             sparsify(_net(), "test_explicit", final_threshold=0.1, total_steps=4, granularity="filter")
@@ -141,7 +146,8 @@ def test_options_of_a_subclass_follow_its_own_signature():
         }
         Explicit(**pruner.config())  # the saved configuration builds the pruner again
     finally:
-        del _REGISTRY["test_explicit"], _REGISTRY["test_forwarding"]
+        unregister_method("test_explicit")
+        unregister_method("test_forwarding")
 
 
 @pytest.mark.parametrize(

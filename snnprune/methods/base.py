@@ -34,6 +34,7 @@ __all__ = [
     "register_method",
     "select_layers",
     "sparsify",
+    "unregister_method",
 ]
 
 _REGISTRY: dict[str, type[Pruner]] = {}
@@ -98,6 +99,23 @@ def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
         return cls
 
     return decorator
+
+
+def unregister_method(name: str) -> type[Pruner]:
+    """Remove the method registered under ``name`` (the inverse of :func:`register_method`).
+
+    Args:
+        name: a registered method name.
+
+    Returns:
+        The class that was registered under ``name``.
+
+    Raises:
+        ValueError: no method of that name (the message lists the registered ones).
+    """
+    cls = get_method(name)
+    del _REGISTRY[name]
+    return cls
 
 
 def check_steps(value: Any, what: str, method: str) -> int:
@@ -646,13 +664,26 @@ def sparsify(
     return pruner
 
 
-def method_kwargs(method: str) -> frozenset[str]:
-    """Keyword arguments :func:`sparsify` accepts for ``method`` (read from the pruner's signatures).
+def method_kwargs(method: str | type[Pruner]) -> frozenset[str]:
+    """Keyword arguments a pruner's constructor accepts (what :func:`sparsify` takes for it).
+
+    Read from the signatures: the class's ``__init__``, plus its parent's only while each ``__init__``
+    forwards ``**kwargs`` (a subclass with an explicit signature closes the chain).
+
+    Args:
+        method: a registered method name, or a :class:`Pruner` subclass (registered or not).
 
     Raises:
-        ValueError: unknown method.
+        ValueError: unknown method name.
+        TypeError: ``method`` is neither a string nor a :class:`Pruner` subclass.
     """
-    return frozenset(_accepted_kwargs(get_method(method)))
+    if isinstance(method, str):
+        return frozenset(_accepted_kwargs(get_method(method)))
+    if isinstance(method, type) and issubclass(method, Pruner):
+        return frozenset(_accepted_kwargs(method))
+    raise TypeError(
+        f"method must be a method name or a Pruner subclass, got {method!r}; pass e.g. 'lats' or LATSPruner"
+    )
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:
