@@ -280,8 +280,9 @@ class Pruner:
         Raises:
             TypeError: ``model`` is not an ``nn.Module``.
             RuntimeError: this pruner was already prepared.
-            ValueError: bad patterns, no prunable layer, a layer already parametrized, or a selected layer
-                without values (a lazy module not yet run, a meta-device model).
+            ValueError: bad patterns, no prunable layer, a layer already parametrized, a selected layer
+                without values (a lazy module not yet run, a meta-device model), or two selected layers
+                sharing one weight Parameter.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.method}: expected an nn.Module to prune, got {type(model).__name__}")
@@ -294,12 +295,22 @@ class Pruner:
             _check_materialized(name, module)
         self.model = model  # the root, for parametrizations that couple layers (filter granularity)
         attached: list[nn.Module] = []
+        owners: dict[int, str] = {}  # id of each parametrized weight Parameter -> its layer
         try:
             for name, module in layers.items():
+                weight = module.weight  # the Parameter itself until this layer is parametrized
                 parametrization = self.make_parametrization(name, module)
                 if parametrization is not None:
+                    if id(weight) in owners:
+                        raise ValueError(
+                            f"{self.method}: layers {owners[id(weight)]!r} and {name!r} share one weight "
+                            "Parameter, which each layer's parametrization would prune on its own; give "
+                            f"each layer its own weight ({name}.weight = "
+                            f"nn.Parameter({owners[id(weight)]}.weight.detach().clone())) before sparsify"
+                        )
                     register_parametrization(module, "weight", parametrization)
                     attached.append(module)
+                    owners[id(weight)] = name
             self.layers = layers
             self._attached = attached
             self._on_prepare()
@@ -645,7 +656,7 @@ def sparsify(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or a keyword argument the method does not accept.
         ValueError: unknown method, bad option values, bad patterns, no prunable layer, a selected layer
-            without values (lazy or meta-device).
+            without values (lazy or meta-device), or two selected layers sharing one weight Parameter.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify() expects an nn.Module as model, got {type(model).__name__}")
