@@ -11,6 +11,6 @@ Build models by name through the registry::
 from __future__ import annotations
 
 from . import ann_resnet, mobilenet_v1, resnet, sew_resnet  # noqa: F401  (registers the builders)
-from ._registry import create_model, list_models, model_kwargs, register_model, register_variant
+from .registry import create_model, list_models, model_kwargs, register_model, register_variant
 
 __all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._registry import register_variant
-from .sew_resnet import BasicBlock, Bottleneck, ResNetBackbone, _Block
+from .registry import register_variant
+from .sew_resnet import BasicBlock, Bottleneck, ResNetBackbone
 
 __all__ = ["ANNResNet", "ann_resnet18", "ann_resnet34", "ann_resnet50_twin"]
 
@@ -40,7 +40,7 @@ class ANNResNet(ResNetBackbone):
 
     def __init__(
         self,
-        block: type[_Block],
+        block: type[BasicBlock | Bottleneck],
         layers: tuple[int, ...],
         *,
         num_classes: int = 1000,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._init import init_conv_bn_
-from ._registry import register_model
+from .init import init_conv_bn_
+from .registry import register_model
 
 __all__ = ["MobileNetV1", "mobilenet_v1"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from ._init import init_conv_bn_
-from ._registry import register_model
+from .init import init_conv_bn_
+from .registry import register_model
 
 __all__ = ["resnet50"]
 

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 
 import snnprune.neuron as snnprune_neuron
 
-from ._init import init_conv_bn_
-from ._registry import register_variant
+from .init import init_conv_bn_
+from .registry import register_variant
 
 __all__ = [
     "CONNECT_FUNCTIONS",

@@ -110,12 +110,12 @@ def _require_gpu(backends: list[str]) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    from snnprune.neuron import _cupy
+    from snnprune.neuron import cupy_runtime
 
     # "auto" without CuPy would silently run SpikingJelly's code and be reported as ours
-    if any(b not in BASELINES for b in backends) and not _cupy.cupy_available():
+    if any(b not in BASELINES for b in backends) and not cupy_runtime.cupy_available():
         print(
-            f"bench_sew_step.py needs CuPy ({_cupy.cupy_import_error()!r}); {_cupy.INSTALL_HINT}.",
+            f"bench_sew_step.py needs CuPy ({cupy_runtime.cupy_import_error()!r}); {cupy_runtime.INSTALL_HINT}.",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -15,8 +15,7 @@ import pytest
 from helpers import load_script
 
 import snnprune
-from snnprune.methods import Pruner, ScheduledThresholdPruner
-from snnprune.methods.base import _REGISTRY, _accepted_kwargs
+from snnprune.methods import Pruner, ScheduledThresholdPruner, method_kwargs, unregister_method
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS_DOC = ROOT / "snnprune" / "docs" / "methods.md"
@@ -38,11 +37,13 @@ def _args_section(doc: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "cls", [Pruner, ScheduledThresholdPruner, *_REGISTRY.values()], ids=lambda c: c.__name__
+    "cls",
+    [Pruner, ScheduledThresholdPruner, *map(snnprune.get_method, snnprune.list_methods())],
+    ids=lambda c: c.__name__,
 )
 def test_args_sections_match_the_constructor(cls):
     documented = _args_section(cls.__doc__ or "")
-    accepted = _accepted_kwargs(cls)
+    accepted = method_kwargs(cls)
     assert len(documented) == len(set(documented)), f"{cls.__name__}: an option is documented twice"
     assert set(documented) == accepted, (
         f"{cls.__name__}: Args documents {sorted(documented)}, the constructor accepts {sorted(accepted)}"
@@ -87,10 +88,10 @@ def _readme_block(title: str) -> str:
 def test_readme_add_your_own_method_runs_as_written(tmp_path):
     code = _readme_block("Add your own method")
     assert 20 <= len(code.strip().splitlines()) <= 45
-    names_before = set(_REGISTRY)
+    names_before = set(snnprune.list_methods())
     try:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
-        (new,) = set(_REGISTRY) - names_before
+        (new,) = set(snnprune.list_methods()) - names_before
         assert new in snnprune.list_methods() and snnprune.get_method(new).__name__ == "ExponentialThreshold"
         # the registered method trains through the SNN training script, like any built-in one
         sew = load_script("train_sew")
@@ -101,8 +102,8 @@ def test_readme_add_your_own_method_runs_as_written(tmp_path):
         )  # fmt: skip
         assert res["threshold"] == pytest.approx(0.05) and res["sparsity"] > 0
     finally:
-        for name in set(_REGISTRY) - names_before:
-            del _REGISTRY[name]
+        for name in set(snnprune.list_methods()) - names_before:
+            unregister_method(name)
 
 
 # ----------------------------------------------------------------------------------------- the front door

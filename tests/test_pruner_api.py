@@ -13,8 +13,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 import snnprune
 from snnprune import list_methods, sparsify
-from snnprune.methods import ScheduledThresholdPruner, register_method
-from snnprune.methods.base import _REGISTRY
+from snnprune.methods import ScheduledThresholdPruner, register_method, unregister_method
 
 THRESHOLD_KWARGS = {
     "dense": {},
@@ -35,6 +34,14 @@ def _net(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(2, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 4)
     )
+
+
+def _tied_net() -> nn.Sequential:
+    """Two Linear layers sharing one weight Parameter (``2.weight = 0.weight``)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    net[2].weight = net[0].weight
+    return net
 
 
 def _snapshot(model: nn.Module) -> tuple:
@@ -93,8 +100,10 @@ def test_list_methods_is_live_and_get_method_finds_each():
         with pytest.raises(ValueError, match="already registered by"):
             register_method("test_linear_d")(type("Other", (ScheduledThresholdPruner,), {}))
     finally:
-        del _REGISTRY["test_linear_d"]
+        assert unregister_method("test_linear_d") is LinearD
     assert list_methods() == builtin
+    with pytest.raises(ValueError, match=r"unknown pruning method 'test_linear_d'; choose one of"):
+        unregister_method("test_linear_d")
     with pytest.raises(
         ValueError, match=r"unknown pruning method 'test_linear_d'; choose one of \('dense', "
     ):
@@ -124,10 +133,14 @@ def test_options_of_a_subclass_follow_its_own_signature():
         def fraction(self, x: float) -> float:
             return x**self.k
 
+    explicit = {"final_threshold", "k", "grad", "total_steps", "start_step"}
+    assert method_kwargs(Explicit) == explicit  # a class need not be registered
+    with pytest.raises(TypeError, match="method must be a method name or a Pruner subclass, got 3"):
+        method_kwargs(3)
     register_method("test_explicit")(Explicit)
     register_method("test_forwarding")(Forwarding)
     try:
-        assert method_kwargs("test_explicit") == {"final_threshold", "k", "grad", "total_steps", "start_step"}
+        assert method_kwargs("test_explicit") == explicit
         assert {"k", "granularity", "filter_scale", "final_threshold"} <= method_kwargs("test_forwarding")
         with pytest.raises(TypeError, match="granularity"):
             sparsify(_net(), "test_explicit", final_threshold=0.1, total_steps=4, granularity="filter")
@@ -141,7 +154,8 @@ def test_options_of_a_subclass_follow_its_own_signature():
         }
         Explicit(**pruner.config())  # the saved configuration builds the pruner again
     finally:
-        del _REGISTRY["test_explicit"], _REGISTRY["test_forwarding"]
+        unregister_method("test_explicit")
+        unregister_method("test_forwarding")
 
 
 @pytest.mark.parametrize(
@@ -204,6 +218,22 @@ def test_failure_on_a_later_layer_rolls_back_the_earlier_ones():
     assert not hasattr(model[0], "parametrizations") and type(model[0]) is nn.Conv2d
     # the rolled-back layer is a plain Conv2d again and can be prepared by another pruner
     sparsify(model, "slats", final_threshold=0.1, total_steps=3, include=["0"])
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_a_shared_weight_is_refused_and_stays_tied(method):
+    """Every method that parametrizes refuses two layers sharing one weight; the model stays as it was."""
+    model = _tied_net()
+    weight, state = model[0].weight, {k: v.clone() for k, v in model.state_dict().items()}
+    if method == "dense":  # attaches nothing: the tied model trains as it is
+        sparsify(model, method, total_steps=6)
+    else:
+        with pytest.raises(ValueError, match=f"^{method}: layers '0' and '2' share one weight Parameter"):
+            sparsify(model, method, total_steps=6, **THRESHOLD_KWARGS[method])
+    assert model[0].weight is weight and model[2].weight is weight
+    assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear] and len(list(model.parameters())) == 3
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
 
 
 # --------------------------------------------------------------------------- one meaning per name
@@ -446,6 +476,7 @@ MISUSE_ERRORS = [
     ("bind a non-optimizer", lambda: sparsify(_net(), "str").bind("sgd"), TypeError, "needs a torch.optim.Optimizer"),
     ("D a bool", lambda: sparsify(_net(), "slats", final_threshold=True, total_steps=3), TypeError, r"final_threshold must be a number, got True \(bool\); pass one float"),
     ("D a list", lambda: sparsify(_net(), "lats", final_threshold=[0.1], total_steps=3), TypeError, r"final_threshold must be a number, got \[0.1\] \(list\)"),
+    ("shared weight, str", lambda: sparsify(_tied_net(), "str"), ValueError, r"str: layers '0' and '2' share one weight Parameter, .*give each layer its own weight \(2\.weight = nn\.Parameter\(0\.weight\.detach\(\)\.clone\(\)\)\)"),
     ("lazy layer", lambda: sparsify(nn.Sequential(nn.Linear(2, 3), nn.LazyLinear(4)), "str"), ValueError, r"layer '1' \(LazyLinear\) has an uninitialized weight; run one forward pass"),
     ("meta-device model", lambda: sparsify(nn.Sequential(nn.Linear(2, 3, device="meta")), "str"), ValueError, r"layer '0' \(Linear\) has its weight on the meta device; materialize the model"),
     ("load_compact, narrower model", lambda: _load_compact_into_narrower(), ValueError, r"layer '1' has out_features=6 in Sequential, the compacted model has 8; build the model with the width"),

@@ -1,7 +1,8 @@
 """Pruning methods on the thresholding core: :func:`sparsify`, :class:`Pruner`, :func:`list_methods`, :func:`lr_total`.
 
 Formulas, options and the choices made where the papers are silent: ``snnprune/docs/methods.md``. New
-methods register with :func:`register_method`; :func:`list_methods` and :func:`get_method` read the registry.
+methods register with :func:`register_method` (:func:`unregister_method` removes one); :func:`list_methods`
+and :func:`get_method` read the registry.
 
 The method table (effective weight, threshold schedule, what is trained, key arguments) is the one at the top
 of ``snnprune/docs/methods.md``.
@@ -19,6 +20,7 @@ from snnprune.methods.base import (
     register_method,
     select_layers,
     sparsify,
+    unregister_method,
 )
 from snnprune.methods.dense import DensePruner
 from snnprune.methods.gmp import GMPPruner
@@ -49,4 +51,5 @@ __all__ = [
     "register_method",
     "select_layers",
     "sparsify",
+    "unregister_method",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "register_method",
     "select_layers",
     "sparsify",
+    "unregister_method",
 ]
 
 _REGISTRY: dict[str, type[Pruner]] = {}
@@ -98,6 +99,23 @@ def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
         return cls
 
     return decorator
+
+
+def unregister_method(name: str) -> type[Pruner]:
+    """Remove the method registered under ``name`` (the inverse of :func:`register_method`).
+
+    Args:
+        name: a registered method name.
+
+    Returns:
+        The class that was registered under ``name``.
+
+    Raises:
+        ValueError: no method of that name (the message lists the registered ones).
+    """
+    cls = get_method(name)
+    del _REGISTRY[name]
+    return cls
 
 
 def check_steps(value: Any, what: str, method: str) -> int:
@@ -262,8 +280,9 @@ class Pruner:
         Raises:
             TypeError: ``model`` is not an ``nn.Module``.
             RuntimeError: this pruner was already prepared.
-            ValueError: bad patterns, no prunable layer, a layer already parametrized, or a selected layer
-                without values (a lazy module not yet run, a meta-device model).
+            ValueError: bad patterns, no prunable layer, a layer already parametrized, a selected layer
+                without values (a lazy module not yet run, a meta-device model), or two selected layers
+                sharing one weight Parameter.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.method}: expected an nn.Module to prune, got {type(model).__name__}")
@@ -276,12 +295,22 @@ class Pruner:
             _check_materialized(name, module)
         self.model = model  # the root, for parametrizations that couple layers (filter granularity)
         attached: list[nn.Module] = []
+        owners: dict[int, str] = {}  # id of each parametrized weight Parameter -> its layer
         try:
             for name, module in layers.items():
+                weight = module.weight  # the Parameter itself until this layer is parametrized
                 parametrization = self.make_parametrization(name, module)
                 if parametrization is not None:
+                    if id(weight) in owners:
+                        raise ValueError(
+                            f"{self.method}: layers {owners[id(weight)]!r} and {name!r} share one weight "
+                            "Parameter, which each layer's parametrization would prune on its own; give "
+                            f"each layer its own weight ({name}.weight = "
+                            f"nn.Parameter({owners[id(weight)]}.weight.detach().clone())) before sparsify"
+                        )
                     register_parametrization(module, "weight", parametrization)
                     attached.append(module)
+                    owners[id(weight)] = name
             self.layers = layers
             self._attached = attached
             self._on_prepare()
@@ -627,7 +656,7 @@ def sparsify(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, or a keyword argument the method does not accept.
         ValueError: unknown method, bad option values, bad patterns, no prunable layer, a selected layer
-            without values (lazy or meta-device).
+            without values (lazy or meta-device), or two selected layers sharing one weight Parameter.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify() expects an nn.Module as model, got {type(model).__name__}")
@@ -646,13 +675,26 @@ def sparsify(
     return pruner
 
 
-def method_kwargs(method: str) -> frozenset[str]:
-    """Keyword arguments :func:`sparsify` accepts for ``method`` (read from the pruner's signatures).
+def method_kwargs(method: str | type[Pruner]) -> frozenset[str]:
+    """Keyword arguments a pruner's constructor accepts (what :func:`sparsify` takes for it).
+
+    Read from the signatures: the class's ``__init__``, plus its parent's only while each ``__init__``
+    forwards ``**kwargs`` (a subclass with an explicit signature closes the chain).
+
+    Args:
+        method: a registered method name, or a :class:`Pruner` subclass (registered or not).
 
     Raises:
-        ValueError: unknown method.
+        ValueError: unknown method name.
+        TypeError: ``method`` is neither a string nor a :class:`Pruner` subclass.
     """
-    return frozenset(_accepted_kwargs(get_method(method)))
+    if isinstance(method, str):
+        return frozenset(_accepted_kwargs(get_method(method)))
+    if isinstance(method, type) and issubclass(method, Pruner):
+        return frozenset(_accepted_kwargs(method))
+    raise TypeError(
+        f"method must be a method name or a Pruner subclass, got {method!r}; pass e.g. 'lats' or LATSPruner"
+    )
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:

@@ -24,7 +24,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from spikingjelly.activation_based import surrogate as sj_surrogate
 
-from . import _cupy
+from . import cupy_runtime
 
 __all__ = ["BACKENDS", "IFNode", "LIFNode", "ParametricLIFNode"]
 
@@ -95,10 +95,10 @@ class _FusedMultiStepMixin:
                 return (
                     f"input dtype {x_seq.dtype} is not fused (float32/float16/bfloat16); use backend='auto'"
                 )
-        if not _cupy.cupy_available():
+        if not cupy_runtime.cupy_available():
             return (
-                f"CuPy is not installed or failed to import ({_cupy.cupy_import_error()!r}); "
-                f"{_cupy.INSTALL_HINT}, or use backend='auto' / 'spikingjelly'"
+                f"CuPy is not installed or failed to import ({cupy_runtime.cupy_import_error()!r}); "
+                f"{cupy_runtime.INSTALL_HINT}, or use backend='auto' / 'spikingjelly'"
             )
         if x_seq is not None:
             error = _ops().probe_error(x_seq.device)

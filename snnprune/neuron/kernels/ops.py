@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import _cupy
+from .. import cupy_runtime
 from . import reference, source
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "compiled_kernel",
     "is_time_major_dense",
     "kernel_hooks",
+    "launch_kernel",
     "launch_plan",
     "multistep_neuron",
     "num_blocks",
@@ -56,8 +57,6 @@ _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "b
 _KERNELS: dict[tuple[int, str], object] = {}
 _KEYS: dict[tuple, source.ForwardKey | source.BackwardKey] = {}
 _PROBES: dict[int, str | None] = {}
-#: Number of kernel launches (also counted under :func:`kernel_hooks`); tests use it as a sentinel.
-LAUNCHES = {"fwd": 0, "bwd": 0}
 
 
 @dataclass
@@ -173,7 +172,7 @@ def cuda_compile_options() -> tuple[str, ...]:
     """
     options = ["--std=c++17"]
     candidates = []
-    cupy_mod = _cupy._import_cupy()[0]
+    cupy_mod = cupy_runtime.import_cupy()[0]
     if cupy_mod is not None:
         site = os.path.dirname(os.path.dirname(cupy_mod.__file__))
         candidates += [os.path.join(site, "nvidia", sub, "include") for sub in ("cu13", "cuda_runtime")]
@@ -200,7 +199,7 @@ def compiled_kernel(device_index: int, key: source.ForwardKey | source.BackwardK
     cache_key = (device_index, key.name)
     kernel = _KERNELS.get(cache_key)
     if kernel is None:
-        cupy = _cupy.ensure_cupy()
+        cupy = cupy_runtime.ensure_cupy()
         code = (
             source.forward_source(key) if isinstance(key, source.ForwardKey) else source.backward_source(key)
         )
@@ -308,15 +307,28 @@ def _key(cls, *fields):
     return key
 
 
-def _launch(key, units: int, args: tuple, device: torch.device) -> None:
+def launch_kernel(
+    key: source.ForwardKey | source.BackwardKey, units: int, args: tuple, device: torch.device
+) -> None:
+    """Launch one forward or backward kernel on PyTorch's current stream of ``device``.
+
+    Every kernel launch of the op goes through this function (looked up at call time, so a wrapper set on
+    the module sees each one); under :func:`kernel_hooks` the hook's launcher runs instead of CuPy.
+
+    Args:
+        key: the kernel specialization (a ``source.ForwardKey`` or ``source.BackwardKey``).
+        units: thread work items (``key.vec``-neuron groups); the grid is :func:`num_blocks` of it.
+        args: the kernel's packed arguments.
+        device: the device of the tensors behind ``args``.
+    """
     blocks = num_blocks(units)
     if _HOOKS.launcher is not None:
         _HOOKS.launcher(key, blocks, units, args)
         return
     kernel = compiled_kernel(device.index, key)
-    cupy = _cupy.ensure_cupy()
+    cupy = cupy_runtime.ensure_cupy()
     # RawKernel.__call__ launches on CuPy's current stream: make it PyTorch's current stream.
-    with cupy.cuda.Device(device.index), _cupy.torch_stream_for_cupy(device):
+    with cupy.cuda.Device(device.index), cupy_runtime.torch_stream_for_cupy(device):
         kernel((blocks,), (THREADS,), args)
 
 
@@ -417,8 +429,7 @@ def _forward_impl(
         np.float32(cfg.v_reset if hard else 0.0),
         np.float32(v0),
     )
-    _launch(key, n // vec, args, dev)
-    LAUNCHES["fwd"] += 1
+    launch_kernel(key, n // vec, args, dev)
     return spikes, v_final, v_seq
 
 
@@ -524,8 +535,7 @@ def _backward_impl(
         c1,
         c2,
     )
-    _launch(key, n // vec, args, dev)
-    LAUNCHES["bwd"] += 1
+    launch_kernel(key, n // vec, args, dev)
     return grad_x, grad_v, (partials.sum() if partials is not None else None)
 
 

@@ -1,7 +1,8 @@
-"""Optional CuPy import with a deferred, explanatory error, and PyTorch-stream binding.
+"""CuPy runtime for the fused neuron kernels: optional import, explanatory error, PyTorch-stream binding.
 
-Importing this module never fails: CuPy is imported lazily by :func:`ensure_cupy`, and the
-``ImportError`` is remembered so the message can say why the fused kernels cannot run.
+Importing this module never imports CuPy: :func:`import_cupy` imports it on first use and remembers the
+exception, so :func:`cupy_available`, :func:`cupy_import_error` and :func:`ensure_cupy` can say why the
+fused kernels cannot run. :data:`INSTALL_HINT` is the fix those messages quote.
 """
 
 from __future__ import annotations
@@ -11,14 +12,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["cupy_available", "cupy_import_error", "ensure_cupy", "torch_stream_for_cupy"]
+__all__ = [
+    "INSTALL_HINT",
+    "cupy_available",
+    "cupy_import_error",
+    "ensure_cupy",
+    "import_cupy",
+    "torch_stream_for_cupy",
+]
 
+#: How to get CuPy; quoted by every error that needs it.
 INSTALL_HINT = "install the CUDA extra: pip install -e .[cuda] (cupy-cuda13x)"
 _STREAMS: dict[tuple[int, int], Any] = {}
 
 
 @functools.cache
-def _import_cupy() -> tuple[Any, BaseException | None]:
+def import_cupy() -> tuple[Any, BaseException | None]:
+    """Import CuPy once and memoize the outcome.
+
+    Returns:
+        ``(cupy, None)`` when ``import cupy`` succeeds, else ``(None, the exception it raised)``.
+    """
     try:
         import cupy
     except Exception as err:  # ImportError, or a CUDA-runtime mismatch raised at import time
@@ -28,12 +42,12 @@ def _import_cupy() -> tuple[Any, BaseException | None]:
 
 def cupy_available() -> bool:
     """Whether CuPy can be imported (does not check that a GPU exists)."""
-    return _import_cupy()[0] is not None
+    return import_cupy()[0] is not None
 
 
 def cupy_import_error() -> BaseException | None:
     """The exception raised by ``import cupy``, or ``None`` when CuPy imported fine."""
-    return _import_cupy()[1]
+    return import_cupy()[1]
 
 
 def ensure_cupy() -> Any:
@@ -42,7 +56,7 @@ def ensure_cupy() -> Any:
     Raises:
         RuntimeError: CuPy is not importable; the message carries the original error and the fix.
     """
-    cupy, err = _import_cupy()
+    cupy, err = import_cupy()
     if cupy is None:
         raise RuntimeError(
             f"the fused CuPy neuron kernels need CuPy, which could not be imported ({err!r}); "
