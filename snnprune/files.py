@@ -125,7 +125,7 @@ def _write_error(exc: BaseException, path: Path, needed: int | None) -> BaseExce
     return DiskFullError(
         errno.ENOSPC,
         f"{path}: the disk is full ({free:,} bytes free on the file system of {folder}{need}); free space or "
-        f"write elsewhere (the previous {path.name}, if any, is unchanged)",
+        "write elsewhere",
     )
 
 
@@ -229,8 +229,9 @@ def save(obj: Any, path: str | os.PathLike | BinaryIO) -> Path | BinaryIO:
 
     The data goes into a temp file in the same folder (fsync), its digest is computed, the old digest file
     is removed, the temp file is renamed to ``path``, and ``<path>.sha256`` (``"<hex>  <name>\\n"``, the
-    ``sha256sum`` format) is written atomically. A failure before the rename leaves the previous file and
-    its digest untouched.
+    ``sha256sum`` format) is written atomically. A failed write (e.g. a full disk) leaves the previous file
+    and its digest untouched; a failure at the rename or at the digest leaves a file without a digest
+    (which :func:`load` checks by its zip CRCs), never one with a wrong digest.
 
     Args:
         obj: what ``torch.save`` accepts (e.g. a dict of state_dicts).
