@@ -15,8 +15,10 @@ from torch import nn
 import snnprune
 from models.ann_resnet import ANNResNet
 from models.sew_resnet import BasicBlock, Bottleneck, SEWResNet
+from snnprune.files import CorruptFileError, digest_path
 from snnprune.structured import (
     FollowConv,
+    export_files,
     layer_widths,
     load_compact,
     load_sparse,
@@ -242,6 +244,95 @@ def test_sparse_file_round_trip_and_sizes(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a sparse weight file"):
         load_sparse(tmp_path / "other.pth")
+
+
+def _sparse_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    w = torch.randn(64, 32, 3, 3)
+    w[torch.rand_like(w) < 0.9] = 0.0
+    return {"w": w, "b": torch.randn(7)}
+
+
+def _flip_middle(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _tampered_sparse(path, change) -> None:
+    """A sparse file written by plain torch.save (no digest) after ``change(entry of 'w')``."""
+    save_sparse(_sparse_state(), path)
+    data = torch.load(path, weights_only=True)
+    change(data["tensors"]["w"])
+    digest_path(path).unlink()
+    torch.save(data, path)
+
+
+def _save_linear_compact(path, change=None) -> None:
+    data = {"format": "snnprune-compact-v1", "widths": {"0": {"in_features": 3, "out_features": 4}},
+            "state_dict": nn.Sequential(nn.Linear(3, 4)).state_dict()}  # fmt: skip
+    if change is None:
+        save_compact(nn.Sequential(nn.Linear(3, 4)), path)
+        return
+    change(data)
+    torch.save(data, path)
+
+
+def _compact_wrong_channels(tmp_path) -> None:
+    model = _sew("ADD")
+    snnprune.compact(model, torch.rand(4, 3, 12, 12))
+
+
+# (case, call with tmp_path, error type, message part); each is one line naming the file or the input
+BAD_FILES = [
+    ("sparse, flipped byte", lambda t: (save_sparse(_sparse_state(), t / "s.pth"), _flip_middle(t / "s.pth"), load_sparse(t / "s.pth")),
+     CorruptFileError, "s.pth: is corrupt: its SHA-256 does not match the one recorded in s.pth.sha256"),
+    ("sparse, truncated", lambda t: (save_sparse(_sparse_state(), t / "s.pth"), digest_path(t / "s.pth").unlink(), (t / "s.pth").write_bytes((t / "s.pth").read_bytes()[:500]), load_sparse(t / "s.pth")),
+     CorruptFileError, "s.pth: is corrupt: not a complete zip archive"),
+    ("sparse, values != popcount", lambda t: (_tampered_sparse(t / "s.pth", lambda e: e.update(values=e["values"][:-1])), load_sparse(t / "s.pth")),
+     CorruptFileError, "s.pth: is corrupt: tensor 'w' has 1823 values but 1824 set bits in its mask; restore it from a backup or export it again"),
+    ("sparse, mask too short", lambda t: (_tampered_sparse(t / "s.pth", lambda e: e.update(mask=e["mask"][:-1])), load_sparse(t / "s.pth")),
+     CorruptFileError, "tensor 'w' has a mask of 2303 bytes for shape [64, 32, 3, 3] (2304 expected)"),
+    ("sparse, shape of another tensor", lambda t: (_tampered_sparse(t / "s.pth", lambda e: e.update(shape=[64, 32, 3, 4])), load_sparse(t / "s.pth")),
+     CorruptFileError, "tensor 'w' has a mask of 2304 bytes for shape [64, 32, 3, 4] (3072 expected)"),
+    ("sparse, shape not sizes", lambda t: (_tampered_sparse(t / "s.pth", lambda e: e.update(shape=[64, -32])), load_sparse(t / "s.pth")),
+     CorruptFileError, "tensor 'w' has the shape [64, -32], not a list of sizes"),
+    ("sparse, mask of floats", lambda t: (_tampered_sparse(t / "s.pth", lambda e: e.update(mask=e["mask"].float())), load_sparse(t / "s.pth")),
+     CorruptFileError, "tensor 'w' has a mask that is not a 1-D uint8 tensor"),
+    ("sparse, another torch file", lambda t: (torch.save({"x": 1}, t / "s.pth"), load_sparse(t / "s.pth")),
+     ValueError, "s.pth: not a sparse weight file (no format tag 'snnprune-sparse-v1'); pass a file written by"),
+    ("compact, flipped byte", lambda t: (_save_linear_compact(t / "model_compact.pth"), _flip_middle(t / "model_compact.pth"), load_compact(nn.Sequential(nn.Linear(3, 4)), t / "model_compact.pth")),
+     CorruptFileError, "model_compact.pth: is corrupt: its SHA-256 does not match the one recorded in model_compact.pth.sha256"),
+    ("compact, widths of strings", lambda t: (_save_linear_compact(t / "c.pth", lambda d: d["widths"]["0"].update(out_features="4")), load_compact(nn.Sequential(nn.Linear(3, 4)), t / "c.pth")),
+     CorruptFileError, "c.pth: is corrupt: its widths are not {layer: {attribute: int}}"),
+    ("compact, weight of another shape", lambda t: (_save_linear_compact(t / "c.pth", lambda d: d["state_dict"].update({"0.weight": torch.zeros(4, 2)})), load_compact(nn.Sequential(nn.Linear(3, 4)), t / "c.pth")),
+     ValueError, "c.pth: its weights do not load into Sequential (Error(s) in loading state_dict for Sequential: size mismatch for 0.weight"),
+    ("compact, wrong input channels", _compact_wrong_channels,
+     ValueError, "compact: example_input of shape [4, 3, 12, 12] does not fit SEWResNet, whose first layer 'conv1' (Conv2d) expects 1 input channels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "call", "exc", "message"), BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_bad_files_and_inputs_are_one_line(tmp_path, case, call, exc, message):
+    with pytest.raises(exc) as info:
+        call(tmp_path)
+    text = str(info.value)
+    assert message in text and "\n" not in text
+    if case.startswith(("sparse", "compact,")) and "input" not in case:
+        assert str(tmp_path) in text
+
+
+def test_export_files_write_their_digests(tmp_path):
+    model = _sew("IAND")
+    prune_half(model, X)
+    model.eval()
+    sizes = export_files(model, snnprune.finalize(copy.deepcopy(model)), X, tmp_path, compacted=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model_compact.pth", "model_compact.pth.sha256", "model_sparse_packed.pth",
+                     "model_sparse_packed.pth.sha256"]  # fmt: skip
+    assert sizes["model_compact_bytes"] == (tmp_path / "model_compact.pth").stat().st_size
+    fresh = load_compact(_sew("IAND").eval(), tmp_path / "model_compact.pth")
+    assert sum(p.numel() for p in fresh.parameters()) == sizes["compact_params"]
 
 
 def test_cli_filter_export_writes_compact_and_packed_files(tmp_path, capsys):

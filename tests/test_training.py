@@ -157,7 +157,7 @@ def test_save_checkpoint_is_atomic(tmp_path):
     with pytest.raises(Exception):  # noqa: B017 (pickling error type varies)
         save_checkpoint({"model": {}, "epoch": 1, "global_step": 2, "bad": lambda: 0}, path)
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pth", "c.pth.sha256"]
     torch.save({"x": 1}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not a snnprune training checkpoint"):
         load_checkpoint(tmp_path / "other.pth")

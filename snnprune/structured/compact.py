@@ -5,6 +5,8 @@
 kernels run faster. Its widths are plain module attributes (``in_channels``, ``out_channels``,
 ``in_features``, ``num_features``), read back by :func:`layer_widths`; :func:`save_compact` stores them with
 the ``state_dict`` and :func:`load_compact` shrinks a freshly built dense model to them before loading.
+The files are written by :func:`snnprune.files.save` (atomic, with a ``.sha256`` digest beside each) and
+read by :func:`snnprune.files.load`, which refuses changed bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnprune import files
+from snnprune.files import CorruptFileError
 from snnprune.structured.groups import (
     FollowConv,
     FollowScale,
@@ -117,6 +121,24 @@ def _run_checked(model: nn.Module, x: Tensor) -> Tensor:
     return _run(copy.deepcopy(model).double(), x.double())
 
 
+def _input_error(model: nn.Module, x: Tensor, exc: Exception) -> ValueError:
+    """One line for an ``example_input`` that ``model`` rejects: its shape and what the first layer expects."""
+    first = next(
+        (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+    )
+    name, layer = first
+    expects = (
+        f"{layer.in_features} input features"
+        if isinstance(layer, nn.Linear)
+        else f"{layer.in_channels} input channels"
+    )
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ValueError(
+        f"compact: example_input of shape {list(x.shape)} does not fit {type(model).__name__}, whose first "
+        f"layer {name!r} ({type(layer).__name__}) expects {expects} ({cause}); pass a batch the model accepts"
+    )
+
+
 @torch.no_grad()
 def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> nn.Module:
     """A physically smaller dense copy of ``model`` without its removed (all-zero) channels.
@@ -139,14 +161,18 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
         The compacted model, in ``model``'s training mode.
 
     Raises:
-        ValueError: ``model`` does not follow the ResNet protocol.
+        ValueError: ``model`` does not follow the ResNet protocol, or does not accept ``example_input``
+            (one line naming its shape and what the first layer expects).
         RuntimeError: the compacted model's output differs from the masked model's by more than ``atol``.
     """
     groups = channel_groups(model)
     m = finalize(copy.deepcopy(model))
     _fold_follow_hooks(m)
     m.eval()
-    ref = _run_checked(m, example_input)
+    try:
+        ref = _run_checked(m, example_input)
+    except RuntimeError as exc:
+        raise _input_error(model, example_input, exc) from None
     modules = dict(m.named_modules())
     for group in groups:
         removable = None
@@ -220,8 +246,19 @@ def shrink_(model: nn.Module, widths: dict[str, dict[str, int]]) -> nn.Module:
 
 
 def save_compact(model: nn.Module, path: str | Path) -> None:
-    """``torch.save`` the compacted model's ``state_dict`` with its widths (see :func:`load_compact`)."""
-    torch.save({"format": _FORMAT, "widths": layer_widths(model), "state_dict": model.state_dict()}, path)
+    """Save the compacted model's ``state_dict`` with its widths (see :func:`load_compact`).
+
+    Written by :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it.
+
+    Args:
+        model: the compacted model (:func:`compact`).
+        path: destination file.
+
+    Raises:
+        snnprune.files.DiskFullError: the disk is full (a previous file at ``path`` is unchanged).
+        PermissionError: the folder is not writable.
+    """
+    files.save({"format": _FORMAT, "widths": layer_widths(model), "state_dict": model.state_dict()}, path)
 
 
 def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Module:
@@ -235,14 +272,39 @@ def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Modu
         ``model``, now the compacted model.
 
     Raises:
-        ValueError: not a compact-model file, or ``model`` lacks a recorded layer or is narrower than
-            recorded (another width).
+        FileNotFoundError: no such file.
+        ValueError: not a compact-model file, or ``model`` lacks a recorded layer, is narrower than
+            recorded (another width) or does not take the saved weights (another architecture).
+        snnprune.files.CorruptFileError: changed bytes (digest, zip CRC), or widths or weights of the
+            wrong types.
     """
-    data = path if isinstance(path, dict) else torch.load(path, map_location="cpu", weights_only=True)
+    data = path if isinstance(path, dict) else files.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise ValueError(f"{path!s} is not a compacted model written by snnprune.structured.save_compact")
-    shrink_(model, data["widths"])
-    model.load_state_dict(data["state_dict"])
+        raise ValueError(
+            f"{path!s}: not a compacted model (no format tag {_FORMAT!r}); pass a file written by "
+            "snnprune.structured.save_compact"
+        )
+    widths, state = data.get("widths"), data.get("state_dict")
+    fix = "restore it from a backup or export it again with snnprune.structured.save_compact"
+    if not (
+        isinstance(widths, dict)
+        and all(
+            isinstance(w, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in w.values())
+            for w in widths.values()
+        )
+    ):
+        raise CorruptFileError(str(path), "is corrupt: its widths are not {layer: {attribute: int}}", fix)
+    if not (isinstance(state, dict) and all(torch.is_tensor(t) for t in state.values())):
+        raise CorruptFileError(str(path), "is corrupt: its state_dict is not a dict of tensors", fix)
+    shrink_(model, widths)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        cause = " ".join(str(exc).split())
+        raise ValueError(
+            f"{path!s}: its weights do not load into {type(model).__name__} ({cause[:300]}); build the model "
+            "the file was exported from, or export it again"
+        ) from None
     return model
 
 
@@ -253,6 +315,8 @@ def export_files(
 
     * ``model_sparse_packed.pth``: the finalized weights as values + bitmask (:func:`save_sparse`);
     * ``model_compact.pth`` (when ``compacted``): :func:`compact` of ``model``, written by :func:`save_compact`.
+
+    Each file gets its ``.sha256`` digest beside it (:func:`snnprune.files.save`).
 
     Args:
         model: the trained (parametrized) model.

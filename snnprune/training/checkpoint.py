@@ -1,16 +1,24 @@
-"""Atomic checkpoints (one dict of state_dicts) and RNG-state capture for exact resume."""
+"""Checkpoints (one dict of state_dicts) that check themselves, and RNG-state capture for exact resume.
+
+:func:`save_checkpoint` writes with :func:`snnprune.files.save` (atomic, with a ``.sha256`` digest beside
+the file); :func:`load_checkpoint` reads with :func:`snnprune.files.load` and checks every key the training
+engine reads, so a damaged or incomplete checkpoint is one :class:`CheckpointError` line.
+:func:`atomic_write` and :func:`remove_stale_temp_files` are those of :mod:`snnprune.files`.
+"""
 
 from __future__ import annotations
 
 import os
 import random
-import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
+
+from snnprune import files
+from snnprune.files import atomic_write, remove_stale_temp_files
 
 __all__ = [
     "CheckpointError",
@@ -27,7 +35,52 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not a snnprune training checkpoint."""
 
 
-_REQUIRED_KEYS = ("model", "epoch", "global_step")
+def _is_dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_rng(v: Any) -> bool:
+    return isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)
+
+
+#: what the training engine reads from a checkpoint: key -> (what it holds, the check of its value)
+_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "model": ("the model's state_dict", _is_dict),
+    "optimizer": ("the optimizer's state_dict", _is_dict),
+    "lr_scheduler": ("the lr scheduler's state_dict", _is_dict),
+    "scaler": ("the grad scaler's state_dict", _is_dict),
+    "pruner": ("the pruner's state_dict", _is_dict),
+    "rng": ("the random number generator states of get_rng_state", _is_rng),
+    "epoch": ("the last finished epoch, an integer >= 0", _is_count),
+    "global_step": ("the optimizer steps so far, an integer >= 0", _is_count),
+}
+
+
+def _check_keys(state: Any, path: Path, name: str) -> None:
+    """One :class:`CheckpointError` line for the first missing or bad key the engine reads."""
+    fix = "pass a checkpoint.pth/best.pth written by the training scripts"
+    where = f"{name}: checkpoint {str(path)!r}"
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{where} is not a snnprune training checkpoint (a {type(state).__name__}, not a dict); {fix}"
+        )
+    for key, (what, ok) in _KEYS.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{where} is not a snnprune training checkpoint: it has no {key!r} ({what}); {fix}"
+            )
+        if not ok(state[key]):
+            value = state[key]
+            shown = f"a dict of {sorted(map(str, value))}" if isinstance(value, dict) else repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise CheckpointError(f"{where} has a bad {key!r}: {shown}, not {what}; {fix}")
+    best = state.get("best_top1", -1.0)
+    if isinstance(best, bool) or not isinstance(best, (int, float)):
+        raise CheckpointError(f"{where} has a bad 'best_top1': {repr(best)[:80]}, not a number; {fix}")
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -59,62 +112,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _temp_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file atomically: ``write(f)`` into a temp file in the same folder, fsync, ``os.replace``.
-
-    A crash mid-write leaves the previous file intact (the rename is atomic on POSIX and Windows); the temp
-    file (``.<name>.<hex>.tmp``) is removed on an exception, and a kill leaves it for
-    :func:`remove_stale_temp_files`. The file gets the permissions of any new file (``0666 & ~umask``),
-    like the other files of the run.
-
-    Args:
-        path: destination file.
-        write: called with the open binary temp file.
-
-    Returns:
-        The destination path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files (``.<name>.<suffix>.tmp``) that a killed :func:`atomic_write` left in ``folder``.
-
-    Args:
-        folder: a run folder (only one process may write to it, so every such file is stale).
-
-    Returns:
-        The removed paths.
-    """
-    folder = Path(folder)
-    removed = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp") and p.name.count(".") >= 3 and p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
-
-
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically with :func:`atomic_write` (``torch.save`` into a temp file, then rename).
+    """Write ``state`` with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it.
 
     Args:
         state: the checkpoint dict (state_dicts and plain values).
@@ -122,14 +121,23 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        snnprune.files.DiskFullError: the disk is full (the previous checkpoint is unchanged).
+        PermissionError: the folder is not writable.
     """
-    return atomic_write(path, lambda f: torch.save(state, f))
+    return files.save(state, path)
 
 
 def load_checkpoint(
     path: str | os.PathLike, *, name: str = "--resume", map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint` and check what the training engine reads of it.
+
+    The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
+    archive and its CRCs always); the dict must hold ``model``, ``optimizer``, ``lr_scheduler``, ``scaler``
+    and ``pruner`` (dicts), ``rng`` (the states of :func:`get_rng_state`), ``epoch`` and ``global_step``
+    (integers >= 0) and, if present, a numeric ``best_top1``.
 
     Args:
         path: checkpoint file.
@@ -140,7 +148,8 @@ def load_checkpoint(
         The checkpoint dict.
 
     Raises:
-        CheckpointError: missing file, corrupt/truncated file, or a dict without the training keys.
+        CheckpointError: a missing, corrupt or truncated file, or a missing or bad key (one line naming the
+            file and the key).
     """
     path = Path(path)
     if not path.is_file():
@@ -149,15 +158,11 @@ def load_checkpoint(
             + (" or --resume auto" if name == "--resume" else "")
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
+        state = files.load(path, map_location=map_location, weights_only=False)
+    except files.CorruptFileError as exc:
         raise CheckpointError(
-            f"{name}: checkpoint {str(path)!r} is corrupt or not a torch file ({type(exc).__name__}: {exc}); "
-            "delete it or resume from another checkpoint (e.g. best.pth)"
+            f"{name}: checkpoint {str(path)!r} {exc.problem}; delete it or resume from another checkpoint "
+            "(e.g. best.pth)"
         ) from None
-    if not isinstance(state, dict) or any(k not in state for k in _REQUIRED_KEYS):
-        raise CheckpointError(
-            f"{name}: {str(path)!r} is not a snnprune training checkpoint (needs keys {_REQUIRED_KEYS}); "
-            "pass a checkpoint.pth/best.pth written by the training scripts"
-        )
+    _check_keys(state, path, name)
     return state

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from snnprune import files
 from snnprune.training.checkpoint import atomic_write, remove_stale_temp_files, save_checkpoint
 from snnprune.training.validation import RUN_FILES
 
@@ -176,9 +177,9 @@ class RunFolder:
             _write_text(self.path / name, json.dumps(data, indent=2, default=str))
 
     def save_model(self, name: str, state_dict: dict[str, Any]) -> None:
-        """Write a model state dict (e.g. ``model_sparse.pth``) atomically."""
+        """Write a model state dict (e.g. ``model_sparse.pth``) atomically, with its ``.sha256`` digest."""
         if self.main:
-            atomic_write(self.path / name, lambda f: torch.save(state_dict, f))
+            files.save(state_dict, self.path / name)
 
     def write_report(self, report: Any) -> None:
         """Write an :func:`snnprune.analyze` report as ``analyze.json``."""
