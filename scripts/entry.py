@@ -9,12 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import models
+from snnprune.files import CorruptFileError, DiskFullError
 from snnprune.training import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from snnprune.training import distributed as D
 
 __all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error", "model_record"]
 
-EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path)
+EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path) or a file that cannot be written
 EXIT_DIVERGED = 3  # the loss or the weights became non-finite
 
 
@@ -36,10 +37,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | None) -> Any:
-    """``main(argv)``; an input error exits with code 2, a non-finite loss with code 3 (message on stderr)."""
+    """``main(argv)``; an input error (or a full disk, a folder without write permission) exits with code 2,
+    a non-finite loss with code 3; the message is one line on stderr."""
     try:
         return main(argv)
-    except (DataError, CheckpointError, ConfigError) as exc:
+    except (DataError, CheckpointError, ConfigError, CorruptFileError, DiskFullError, PermissionError) as exc:
         D.cleanup()
         print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE) from None

@@ -20,9 +20,10 @@ import pytest
 import torch
 from helpers import expect_exit
 
+from snnprune.files import atomic_write
 from snnprune.training import engine as engine_mod
 from snnprune.training import parse_args
-from snnprune.training.checkpoint import atomic_write, load_checkpoint
+from snnprune.training.checkpoint import load_checkpoint
 from snnprune.training.cli import explicit_options
 from snnprune.training.run_folder import RunFolder
 from snnprune.training.validation import prepare

@@ -238,10 +238,3 @@ def test_file_objects_are_saved_and_loaded_without_digest(tmp_path):
     with pytest.raises(CorruptFileError, match="not a complete zip archive"):
         files.load(io.BytesIO(b"junk"))
     assert not any(tmp_path.iterdir())
-
-
-def test_checkpoint_keeps_the_names_of_its_file_functions():
-    from snnprune.training import checkpoint
-
-    assert checkpoint.atomic_write is files.atomic_write
-    assert checkpoint.remove_stale_temp_files is files.remove_stale_temp_files

@@ -3,7 +3,6 @@
 :func:`save_checkpoint` writes with :func:`snnprune.files.save` (atomic, with a ``.sha256`` digest beside
 the file); :func:`load_checkpoint` reads with :func:`snnprune.files.load` and checks every key the training
 engine reads, so a damaged or incomplete checkpoint is one :class:`CheckpointError` line.
-:func:`atomic_write` and :func:`remove_stale_temp_files` are those of :mod:`snnprune.files`.
 """
 
 from __future__ import annotations
@@ -18,14 +17,11 @@ import numpy as np
 import torch
 
 from snnprune import files
-from snnprune.files import atomic_write, remove_stale_temp_files
 
 __all__ = [
     "CheckpointError",
-    "atomic_write",
     "get_rng_state",
     "load_checkpoint",
-    "remove_stale_temp_files",
     "save_checkpoint",
     "set_rng_state",
 ]

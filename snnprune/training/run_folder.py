@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from snnprune import files
-from snnprune.training.checkpoint import atomic_write, remove_stale_temp_files, save_checkpoint
+from snnprune.files import atomic_write, remove_stale_temp_files
+from snnprune.training.checkpoint import save_checkpoint
 from snnprune.training.validation import RUN_FILES
 
 __all__ = ["METRICS_COLUMNS", "STEPS_COLUMNS", "RunFolder", "all_finite"]
