@@ -517,3 +517,198 @@ def test_analyze_reads_the_device_a_fixed_number_of_times(monkeypatch):
     few, many = reads(2), reads(6)
     assert few == many, (few, many)
     assert few >= 1  # the one read at the end is seen: the patch counts
+
+
+# --------------------------------------------------------------------------- samples and time steps
+class _SeqSEW(_TinySEW):
+    """``_TinySEW`` that also takes a 5-d sequence: time-first ``[T, N, C, H, W]``, or ``[N, T, C, H, W]``
+    with ``batch_first`` (as the ``models`` SEW ResNets read 5-d inputs); conv1 then runs on every frame."""
+
+    def __init__(self, T: int = 3, batch_first: bool = False) -> None:
+        super().__init__(T=T)
+        self.batch_first = batch_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return super().forward(x)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        y = self.conv1(x.flatten(0, 1))
+        s = self.sn1(y.view(*x.shape[:2], *y.shape[1:]))
+        s = s + self.sn2(self.conv2(s))
+        return self.fc(s.mean((0, 3, 4)))
+
+
+def _dyadic_seq_sew(batch_first: bool = False) -> _SeqSEW:
+    """Weights +-1/4 or +-1/2 (none zero): every conv sum is exact, so a frame gives the same spikes whether
+    conv1 runs on N images or on the T*N frames of their repeated sequence."""
+    torch.manual_seed(0)
+    net = _SeqSEW(T=3, batch_first=batch_first)
+    for conv in (net.conv1, net.conv2):
+        shape = conv.weight.shape
+        _set_weight(conv, torch.randint(1, 3, shape) * (2 * torch.randint(0, 2, shape) - 1) / 4)
+    return net
+
+
+def test_static_image_and_its_repeated_sequence_count_the_same_samples():
+    torch.manual_seed(1)
+    x = torch.randint(0, 8, (6, 1, 5, 5)).float() / 8 + 1 / 16  # real-valued pixels, exact in float32
+    seq = x.unsqueeze(0).repeat(3, 1, 1, 1, 1)  # [T=3, N=6, C, H, W]
+    net = _dyadic_seq_sew()
+    static = analyze(net, x, progress=False)
+    by_rule = analyze(net, seq, progress=False)
+    by_axis = analyze(net, seq, time_axis=0, progress=False)
+    batch_first = analyze(_dyadic_seq_sew(batch_first=True), seq.transpose(0, 1), time_axis=1, progress=False)
+    per_image = 25 * 4 * 9  # conv1: 5x5 output positions x 36 weights, once per image
+    assert static["conv1"]["macs"] == per_image
+    assert static["sn1"]["spikes"] > 0 and static["conv2"]["sops"] > 0
+    for r in (by_rule, by_axis, batch_first):
+        assert r.totals["samples"] == 6 and r.totals["time_steps"] == 3
+        assert r["conv1"]["macs"] == 3 * per_image  # the sequence runs conv1 on each of the 3 frames
+        for name, key in (("sn1", "spikes"), ("conv2", "sops"), ("sn2", "spikes"), ("fc", "macs")):
+            assert r[name][key] == static[name][key], (name, key)
+    assert by_axis.meta["time_steps_source"] == "time_axis"
+    assert static.meta["time_steps_source"] == by_rule.meta["time_steps_source"] == "model.T"
+
+
+def test_time_axis_gives_the_samples_of_a_merged_time_batch():
+    class Merged(nn.Module):  # the neurons see T*N merged: only time_axis tells the samples
+        def __init__(self) -> None:
+            super().__init__()
+            self.sn = neuron.IFNode()
+
+        def forward(self, x):
+            return self.sn(x.flatten(0, 1))
+
+    x = torch.full((3, 5, 6), 1.5)  # [T=3, N=5, 6]: IF fires every element (threshold 1)
+    r = analyze(Merged(), x, time_axis=0, progress=False)
+    assert r.totals["samples"] == 5 and r.totals["time_steps"] == 3
+    assert r["sn"]["spikes"] == 3 * 6  # 6 neurons x 3 frames per sample
+
+
+# --------------------------------------------------------------------------- bad inputs
+class _Times(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def _nan_at(x: torch.Tensor, value: float = float("nan")) -> torch.Tensor:
+    x = x.clone()
+    x.view(-1)[3] = value
+    return x
+
+
+_SEQ = torch.rand(3, 6, 1, 5, 5)  # a time-first [T=3, N=6, ...] sequence
+BAD_INPUTS = [
+    pytest.param(
+        lambda: (_spiking_stack(), _nan_at((torch.rand(2, 3, 2, 8, 8) < 0.4).float()), {}),
+        r"^analyze: data: the input holds NaN or infinite values; replace them \(e\.g\. torch\.nan_to_num\)",
+        id="nan-tensor",
+    ),
+    pytest.param(
+        lambda: (
+            nn.Sequential(nn.Linear(4, 2)),
+            [
+                torch.rand(2, 4),
+                torch.rand(2, 4),
+                _nan_at(torch.rand(2, 4), math.inf),
+                _nan_at(torch.rand(2, 4)),
+            ],
+            {},
+        ),
+        r"^analyze: data: batch 2 holds NaN or infinite values; replace them",
+        id="inf-in-loader-batch-2",
+    ),
+    pytest.param(
+        lambda: (
+            _spiking_stack(),
+            (_nan_at(torch.rand(2, 3, 2, 8, 8)), torch.zeros(3, dtype=torch.long)),
+            {},
+        ),
+        r"^analyze: data: the input holds NaN or infinite values",
+        id="nan-in-input-target-pair",
+    ),
+    pytest.param(
+        lambda: (
+            nn.Sequential(layer.Linear(4, 4), neuron.IFNode(), _Times(math.inf), layer.Linear(4, 2)),
+            torch.ones(2, 4),
+            {},
+        ),
+        r"^analyze: model: the counts of layer '3' are NaN or infinite although every input is finite: .* "
+        r"check the model's weights and forward",
+        id="model-makes-inf",
+    ),
+    pytest.param(
+        lambda: (Probe(nn.Conv2d(1, 2, 3)), torch.rand(2, 3, 5, 5), {}),
+        r"^analyze: data: input of shape \(2, 3, 5, 5\) reaches the model's first synaptic layer 'syn' "
+        r"\(Conv2d\) with 3 channels, but it expects in_channels=1; give data with 1 channel,",
+        id="conv-channels",
+    ),
+    pytest.param(
+        lambda: (_spiking_stack(), torch.rand(2, 3, 3, 8, 8), {}),
+        r"^analyze: data: input of shape \(2, 3, 3, 8, 8\) reaches the model's first synaptic layer '0' "
+        r"\(Conv2d\) with 3 channels, but it expects in_channels=2; give data with 2 channels,",
+        id="multi-step-conv-channels",
+    ),
+    pytest.param(
+        lambda: (Probe(nn.Linear(4, 2)), torch.rand(2, 5), {}),
+        r"^analyze: data: input of shape \(2, 5\) reaches the model's first synaptic layer 'syn' \(Linear\) "
+        r"with 5 features, but it expects in_features=4; give data with 4 features,",
+        id="linear-features",
+    ),
+    pytest.param(
+        lambda: (_spiking_stack(), torch.rand(2, 3, 2, 8, 8), {"time_axis": 2}),
+        r"^analyze: time_axis: must be 0 \(\[T, N, \.\.\.\] inputs\), 1 \(\[N, T, \.\.\.\] inputs\) or None",
+        id="time-axis-2",
+    ),
+    pytest.param(
+        lambda: (_spiking_stack(), torch.rand(2, 3, 2, 8, 8), {"time_axis": True}),
+        r"^analyze: time_axis: must be 0",
+        id="time-axis-bool",
+    ),
+    pytest.param(
+        lambda: (Probe(nn.Linear(4, 2)), torch.rand(4), {"time_axis": 0}),
+        r"^analyze: data: time_axis=0 needs inputs with a time and a batch axis, got shape \(4,\); "
+        r"pass time_axis=None",
+        id="time-axis-on-1d-input",
+    ),
+    pytest.param(
+        lambda: (
+            _spiking_stack(),
+            [(torch.rand(2, 3, 2, 8, 8), torch.zeros(3, dtype=torch.long))],
+            {"time_axis": 1},
+        ),
+        r"^analyze: data: batch 0: len\(target\) = 3 but time_axis=1 makes axis 0 of the input of shape "
+        r"\(2, 3, 2, 8, 8\) the batch \(2 samples\)",
+        id="time-axis-against-target",
+    ),
+    pytest.param(
+        lambda: (_dyadic_seq_sew(batch_first=True), _SEQ, {}),
+        r"^analyze: data: model\.T = 3 but the first spiking neuron runs 6 time steps on the input of shape "
+        r"\(3, 6, 1, 5, 5\) .* is x\.transpose\(0, 1\)\), or pass time_steps=6",
+        id="time-first-sequence-to-batch-first-model",
+    ),
+    pytest.param(
+        lambda: (_dyadic_seq_sew(batch_first=True), _SEQ, {"time_axis": 0}),
+        r"^analyze: data: time_axis=0 gives T = 3 but the first spiking neuron runs 6 time steps .* "
+        r"with the time_axis of that layout$",
+        id="time-axis-the-model-does-not-read",
+    ),
+    pytest.param(
+        lambda: (_spiking_stack(), torch.rand(3, 4, 2, 8, 8), {"time_steps": 2}),
+        r"^analyze: data: time_steps=2 but the first spiking neuron runs 3 time steps",
+        id="time-steps-against-the-neurons",
+    ),
+]
+
+
+@pytest.mark.parametrize("make, match", BAD_INPUTS)
+def test_analyze_bad_input(make, match):
+    model, data, kwargs = make()
+    with pytest.raises(ValueError, match=match) as err:
+        analyze(model, data, progress=False, **kwargs)
+    assert "\n" not in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -81,8 +82,89 @@ def _bare_samples(x: Tensor, neuron_shape: tuple[bool, tuple[int, ...]] | None) 
     raise ValueError(
         f"analyze: data: cannot tell the number of samples of an input of shape {tuple(x.shape)}: the "
         f"first spiking neuron sees {'[T, N, ...]' if multi else '[N, ...]'} = {tuple(shape)}; "
-        "pass (input, target) pairs so that len(target) gives it"
+        "pass (input, target) pairs so that len(target) gives it, or time_axis= (0 for [T, N, ...] inputs, "
+        "1 for [N, T, ...])"
     )
+
+
+def _axis_samples(x: Tensor, samples: int | None, time_axis: int, where: str) -> int:
+    """Samples of a batch whose input has its time steps on ``time_axis`` (0 or 1): the other leading axis.
+
+    Raises:
+        ValueError: the input has fewer than two dimensions, or ``len(target)`` is not that axis' length.
+    """
+    if x.dim() < 2:
+        raise ValueError(
+            f"analyze: data: {where}time_axis={time_axis} needs inputs with a time and a batch axis, got shape "
+            f"{tuple(x.shape)}; pass time_axis=None for [N, ...] inputs"
+        )
+    n = int(x.shape[1 - time_axis])
+    if samples is not None and samples != n:
+        raise ValueError(
+            f"analyze: data: {where}len(target) = {samples} but time_axis={time_axis} makes axis {1 - time_axis} "
+            f"of the input of shape {tuple(x.shape)} the batch ({n} samples); pass the time_axis of this layout"
+        )
+    return n
+
+
+def _time_steps(
+    time_steps: int | None, time_axis: int | None, x: Tensor, model: nn.Module, collector: Collector
+) -> tuple[int, str]:
+    """``(T, source)`` by the rule of :func:`analyze`, read after the first batch."""
+    if time_steps is not None:
+        return time_steps, "argument"
+    if time_axis is not None:
+        return int(x.shape[time_axis]), "time_axis"
+    t = getattr(model, "T", None)
+    if isinstance(t, int) and not isinstance(t, bool) and t >= 1:
+        return t, "model.T"
+    if collector.inferred_time_steps is not None:
+        return collector.inferred_time_steps, "inferred from the neurons"
+    return 1, "default"
+
+
+def _check_time_steps(
+    t: int,
+    source: str,
+    time_axis: int | None,
+    x: Tensor,
+    neuron_shape: tuple[bool, tuple[int, ...]] | None,
+    where: str,
+) -> None:
+    """A multi-step first spiking neuron must run the batch's time steps (its leading dimension): the input's
+    ``time_axis`` length when given, else ``t``."""
+    if neuron_shape is None:
+        return
+    multi, shape = neuron_shape
+    steps = int(x.shape[time_axis]) if time_axis is not None else t
+    if not multi or len(shape) < 2 or shape[0] == steps:
+        return
+    layout = (
+        "give the input in the layout the model reads (a time-first [T, N, ...] sequence for a model that reads "
+        "[N, T, ...], like the SEW ResNets, is x.transpose(0, 1))"
+    )
+    if time_axis is not None:
+        given = f"time_axis={time_axis} gives T = {steps}"
+        fix = f"{layout} with the time_axis of that layout"
+    else:
+        given = {"argument": f"time_steps={t}", "model.T": f"model.T = {t}"}.get(
+            source, f"the first batch has T = {t}"
+        )
+        fix = f"{layout}, or pass time_steps={shape[0]} if the model runs {shape[0]} steps on it"
+    raise ValueError(
+        f"analyze: data: {where}{given} but the first spiking neuron runs {shape[0]} time steps on the input of "
+        f"shape {tuple(x.shape)} (it sees [T, N, ...] = {tuple(shape)}); {fix}"
+    )
+
+
+def _check_finite_counts(raw: list[dict[str, Any]]) -> None:
+    """Raise when a layer's counts are NaN or inf although the input was finite (the model made them)."""
+    bad = [r for r in raw if any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]
+    if bad:
+        raise ValueError(
+            f"analyze: model: the counts of layer {bad[0]['name']!r} are NaN or infinite although every input is "
+            "finite: a layer before it produces NaN or inf; check the model's weights and forward for NaN/inf"
+        )
 
 
 def _is_single_pair(data: Any) -> bool:
@@ -135,6 +217,7 @@ def analyze(
     data: Tensor | Iterable[Any],
     *,
     time_steps: int | None = None,
+    time_axis: int | None = None,
     energy: EnergyModel | str | None = None,
     max_batches: int | None = None,
     progress: bool = True,
@@ -179,16 +262,30 @@ def analyze(
       rows; ``"syops"`` (syops-counter): dense ops x mean input rate for binary inputs, dense MACs for any
       other input, the encoding layer counted T times. Rule by rule: ``snnprune/docs/energy.md``.
 
+    Samples and time steps (one rule, also in ``snnprune/docs/analyze.md``):
+
+    * ``T`` is ``time_steps`` if given; else ``input.shape[time_axis]`` (first batch) if ``time_axis`` is
+      given; else ``model.T`` (an int attribute); else what the first spiking neuron of the first batch
+      sees (its leading dimension in multi-step mode, its calls per batch in single-step mode); else 1.
+    * The samples of a batch are ``len(target)`` if the batch carries a target tensor; else
+      ``input.shape[1 - time_axis]`` if ``time_axis`` is given; else the batch dimension the first spiking
+      neuron sees (``N`` of its ``[T, N, ...]`` in multi-step mode) when it equals ``input.shape[0]``, or
+      ``input.shape[1]`` (a time-first ``[T, N, ...]`` input); else ``input.shape[0]`` (no spiking neuron).
+    * Check: on every batch a multi-step first spiking neuron must run (as its leading dimension)
+      ``input.shape[time_axis]`` steps if ``time_axis`` is given, else ``T``. This rejects a time-first
+      ``[T, N, ...]`` sequence given to a model that reads ``[N, T, ...]`` (the ``models`` SEW ResNets do,
+      for 5-d inputs): that model mixes samples and time steps, so no sample count is right; give it
+      ``x.transpose(0, 1)``. The mix-up cannot be seen when ``T == N``.
+
     Args:
         model: an SNN (multi-step or single-step SpikingJelly neurons) or an ANN, parametrized or not.
         data: one input batch (a tensor, or an ``(input, target)`` pair: any two tensors of different
             shapes whose second has the input's batch length, so one-hot and float targets work) or an
             iterable of batches, each a tensor or an ``(input, target, ...)`` tuple (a ``DataLoader``).
-            Statistics are streamed. The number of samples of a batch is ``len(target)`` when a target
-            tensor is given, else the batch dimension the first spiking neuron sees (``N`` of a bare
-            time-first ``[T, N, ...]`` tensor), else ``input.shape[0]``.
-        time_steps: T used for the per-time-step values; default ``model.T``, else inferred from the
-            neurons (first dim in multi-step mode, calls per batch in single-step mode), else 1.
+            Statistics are streamed. Samples per batch: see the rule above.
+        time_steps: T used for the per-time-step values; default by the rule above.
+        time_axis: the axis of every input batch that holds the time steps: 0 for ``[T, N, ...]``, 1 for
+            ``[N, T, ...]``; the other of the two is the batch axis. ``None`` (default): the rule above.
         energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
         max_batches: stop after this many batches.
         progress: show a tqdm progress bar for iterables.
@@ -198,8 +295,11 @@ def analyze(
         A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
 
     Raises:
-        ValueError: a bad argument, an empty batch, no batches, or a bare input whose number of samples
-            cannot be told from what the neurons see (pass ``(input, target)`` pairs).
+        ValueError: a bad argument, an empty batch, no batches, a bare input whose number of samples
+            cannot be told from what the neurons see (pass ``(input, target)`` pairs or ``time_axis``), a
+            multi-step first neuron that does not run ``T`` steps, an input with NaN or inf (named by batch
+            index; read once at the end of the run), an input whose channels (features) are not what the
+            first synaptic layer expects, or counts made NaN/inf by the model itself.
 
     Warns:
         UserWarning: the first synaptic layer of an SNN receives integers above 1 (raw 0-255 pixels would
@@ -213,6 +313,11 @@ def analyze(
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if time_steps is not None and (not isinstance(time_steps, int) or time_steps < 1):
         raise ValueError(f"time_steps must be a positive int or None, got {time_steps!r}")
+    if time_axis is not None and (isinstance(time_axis, bool) or time_axis not in (0, 1)):
+        raise ValueError(
+            f"analyze: time_axis: must be 0 ([T, N, ...] inputs), 1 ([N, T, ...] inputs) or None (the rule in "
+            f"snnprune/docs/analyze.md), got {time_axis!r}"
+        )
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
     if convention not in CONVENTIONS:
@@ -222,7 +327,8 @@ def analyze(
         )
     energy_model = EnergyModel.resolve(energy)
 
-    if isinstance(data, Tensor) or _is_single_pair(data):
+    single = isinstance(data, Tensor) or _is_single_pair(data)
+    if single:
         batches: Iterable[Any] = [data]
         total = 1
         show = False
@@ -258,14 +364,22 @@ def analyze(
             reset_net = None
             if spiking:
                 from spikingjelly.activation_based.functional import reset_net
+            t, source = 1, "default"
             for batch in iterator:
+                where = "" if single else f"batch {collector.batches}: "
                 x, samples = _split_batch(batch)
+                if time_axis is not None:
+                    samples = _axis_samples(x, samples, time_axis, where)
                 x = x.to(device, non_blocking=True)
+                collector.begin_batch(x)
                 if reset_net is not None:
                     reset_net(model)
                 model(x)
                 if samples is None:
                     samples = _bare_samples(x, collector.batch_neuron_shape)
+                if collector.batches == 0:
+                    t, source = _time_steps(time_steps, time_axis, x, model, collector)
+                _check_time_steps(t, source, time_axis, x, collector.batch_neuron_shape, where)
                 collector.end_batch(samples)
                 if max_batches is not None and collector.batches >= max_batches:
                     break
@@ -277,14 +391,13 @@ def analyze(
             collector.detach()
         state.restore()
 
-    if time_steps is not None:
-        t, source = time_steps, "argument"
-    elif isinstance(getattr(model, "T", None), int) and model.T >= 1:
-        t, source = int(model.T), "model.T"
-    elif collector.inferred_time_steps is not None:
-        t, source = collector.inferred_time_steps, "inferred from the neurons"
-    else:
-        t, source = 1, "default"
+    if collector.nonfinite_batch is not None:
+        where = "the input" if single else f"batch {collector.nonfinite_batch}"
+        raise ValueError(
+            f"analyze: data: {where} holds NaN or infinite values; replace them (e.g. torch.nan_to_num) or drop "
+            "those samples before analyzing"
+        )
+    _check_finite_counts(raw)
     meta = {
         "spiking": spiking,
         "samples": collector.samples,

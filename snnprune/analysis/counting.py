@@ -23,7 +23,8 @@ Counting rules (per forward call of a synaptic layer with effective weight :math
 * ``dense_macs`` is always ``output positions x numel(W)`` (the dense ANN-equivalent count, padding
   included as in every FLOP counter).
 
-Accumulators live on the model's device; nothing is copied to the host before :meth:`Collector.finish`.
+Accumulators live on the model's device; nothing is copied to the host before :meth:`Collector.finish`,
+including the index of the first batch whose input holds NaN or infinite values.
 """
 
 from __future__ import annotations
@@ -160,6 +161,11 @@ class Collector:
         self.inferred_time_steps: int | None = None
         #: ``(multi_step, output shape)`` of the first neuron call of the current batch (None before it)
         self.batch_neuron_shape: tuple[bool, tuple[int, ...]] | None = None
+        #: index of the first batch whose input holds NaN or inf (set by :meth:`finish`; None: every input finite)
+        self.nonfinite_batch: int | None = None
+        self._nonfinite = torch.full((), -1.0, dtype=torch.float64, device=device)
+        self._input_shape: tuple[int, ...] = ()
+        self._synaptic_seen = False
         self._first_neuron: _Row | None = None
         self._first_neuron_calls = 0
         self._order = 0
@@ -198,6 +204,7 @@ class Collector:
         """Register the forward hooks (removed by :meth:`detach`)."""
         for row in self.rows:
             if row.kind in ("conv", "linear"):
+                self.handles.append(row.module.register_forward_pre_hook(self._input_size_hook(row)))
                 self.handles.append(row.module.register_forward_hook(self._synaptic_hook(row)))
             elif row.kind == "neuron":
                 self.handles.append(row.module.register_forward_hook(self._neuron_hook(row)))
@@ -210,6 +217,43 @@ class Collector:
             self.handles.pop().remove()
 
     # ------------------------------------------------------------------ hooks
+    def begin_batch(self, x: Tensor) -> None:
+        """Note the input of the next batch: its shape, and on the device whether it holds NaN or inf."""
+        self._input_shape = tuple(x.shape)
+        self._synaptic_seen = False
+        if x.is_floating_point() or x.is_complex():
+            bad = ~torch.isfinite(x).all()
+            self._nonfinite = torch.where(bad & (self._nonfinite < 0), float(self.batches), self._nonfinite)
+
+    def _input_size_hook(self, row: _Row):
+        """Pre-hook: the first synaptic layer of a batch must receive the channels (features) it expects."""
+        module = row.module
+        if row.kind == "linear":
+            expected, what, unit, feat_dims = module.in_features, "in_features", "features", 0
+        else:
+            expected, what, unit = module.in_channels, "in_channels", "channels"
+            feat_dims = len(module.kernel_size)
+
+        def hook(mod: nn.Module, args: tuple) -> None:
+            if self._synaptic_seen:
+                return
+            self._synaptic_seen = True
+            if not args or not isinstance(args[0], Tensor):
+                return
+            x = args[0]
+            axis = x.dim() - 1 - feat_dims
+            if axis >= 0 and x.shape[axis] == expected:
+                return
+            seen = "" if tuple(x.shape) == self._input_shape else f" (it receives {tuple(x.shape)})"
+            got = f"{x.shape[axis]} {unit}" if axis >= 0 else f"a {x.dim()}-d tensor"
+            raise ValueError(
+                f"analyze: data: input of shape {self._input_shape} reaches the model's first synaptic layer "
+                f"{row.name!r} ({type(mod).__name__}) with {got}{seen}, but it expects {what}={expected}; "
+                f"give data with {expected} {unit if expected > 1 else unit[:-1]}, or a model built for this data"
+            )
+
+        return hook
+
     def _fanout(
         self, row: _Row, in_shape: tuple[int, ...], device: torch.device, dense: bool = False
     ) -> Tensor:
@@ -347,7 +391,7 @@ class Collector:
     # ------------------------------------------------------------------ read back
     def finish(self) -> list[dict[str, Any]]:
         """Copy every accumulator to the host in one transfer and return raw (un-normalised) rows."""
-        tensors: list[Tensor] = []
+        tensors: list[Tensor] = [self._nonfinite.reshape(1).to(self.device)]
         for row in self.rows:
             tensors.append(row.nonzero.reshape(1).to(self.device))
             if row.acc is not None:
@@ -355,9 +399,10 @@ class Collector:
                 tensors.append(row.weight_nonzero.reshape(1).to(self.device))
             if row.spikes is not None:
                 tensors.append(row.spikes.reshape(1).to(self.device))
-        flat = torch.cat(tensors).cpu().tolist() if tensors else []
+        flat = torch.cat(tensors).cpu().tolist()
+        self.nonfinite_batch = round(flat[0]) if flat[0] >= 0 else None
         out: list[dict[str, Any]] = []
-        i = 0
+        i = 1
         for row in self.rows:
             raw: dict[str, Any] = {
                 "name": row.name,
