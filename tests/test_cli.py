@@ -108,6 +108,7 @@ VALIDATION_CASES = [
     (["--lats-schedule", "closed_form", "--lr-warmup-epochs", "1"], "--lats-schedule: closed_form is the authors' threshold for a per-epoch cosine lr without warm-up, not for --lr-warmup-epochs"),
     (["--filter-scale", "layer"], "--filter-scale: filter_scale='layer' applies to granularity='filter' only"),
     (["--method", "str", "--s-init", "-1e400"], "--s-init: must be a finite number, got -inf; pass another --s-init"),
+    (["--epochs", "1000000000", "--stop-after-epoch", "0"], "--epochs: LATS sums the learning rates of all 1,000,000,000 epochs before training"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     VALIDATION_CASES += [
@@ -282,6 +283,35 @@ def trained(sew, ann, tmp_path_factory):
     ann_summary = ann.main(["--method", "lats", *ann_tiny, "--output-dir", str(out), "--run-name", "ann"])
     return {"out": out, "snn": Path(snn["run_dir"]), "ann": Path(ann_summary["run_dir"]), "summary": snn,
             "stdout": buf.getvalue()}  # fmt: skip
+
+
+def _corrupt_mnist(root: Path) -> None:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, n in (("train", 60000), ("t10k", 10000)):  # right names, wrong bytes
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x01" * 20)
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + n.to_bytes(4, "big"))
+
+
+# (extra argv, files to prepare, expected fragment): cases found only once data and model are built; each
+# ends in one line, exit 2, and no summary.json claims a result.
+RUN_CASES = [
+    (["--final-threshold", "1e3"], None, "--method lats: every prunable weight is zero at the end of the run (threshold 1000)"),
+    (["--lr", "1e-320"], None, "--method lats: the learning rates of the pruning window sum to"),
+    (["--width", "100000"], None, "--width: the run does not fit in memory with --width 100000 --T 2 --batch-size 16"),
+    (["--dataset", "mnist"], _corrupt_mnist, "--data-path: dataset 'mnist' not found or malformed under"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "prepare_files", "fragment"), RUN_CASES, ids=[c[2][:40] for c in RUN_CASES])
+def test_bad_run_one_line_exit_2(sew, tmp_path, capsys, argv, prepare_files, fragment):
+    if prepare_files is not None:
+        prepare_files(tmp_path / "data")
+    extra = ["--data-path", str(tmp_path / "data")] if prepare_files is not None else []
+    tiny = [*TINY, *argv, *extra, "--output-dir", str(tmp_path / "runs"), "--run-name", "r"]
+    code, err = expect_exit(sew, tiny, capsys)
+    assert code == 2 and fragment in _one_line(err)
+    assert not (tmp_path / "runs" / "r" / "summary.json").exists()
 
 
 def test_plain_step_lines_without_terminal(trained):

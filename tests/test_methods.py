@@ -45,6 +45,20 @@ def test_schedule_endpoints_and_pgh_limits():
         assert schedules.pgh_fraction(0.0, beta) == pytest.approx(0.0, abs=1e-12)
         assert schedules.pgh_fraction(1.0, beta) == pytest.approx(1.0, abs=1e-12)
     assert schedules.pgh_fraction(0.3, 1.0) == schedules.slats_fraction(0.3)
+    for beta in (1e300, 1e306, 1e-300):  # beta**x and ln(beta)**2 * beta overflow a direct evaluation
+        xs = [i / 20 for i in range(21)]
+        values = [schedules.pgh_fraction(x, beta) for x in xs]
+        assert values[0] == pytest.approx(0.0, abs=1e-12) and values[-1] == pytest.approx(1.0, abs=1e-12)
+        assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values)
+    # beta = 1e300 against the formula evaluated in exact rational arithmetic at x = 0.5 (beta**0.5 = 1e150)
+    from fractions import Fraction
+
+    b, bx, ell = Fraction(10**300), Fraction(10**150), Fraction(math.log(1e300))
+    pi2 = Fraction(math.pi) ** 2
+    exact = (pi2 * (bx - 1) + (bx - 2) * ell**2 + bx * ell * (ell * 0 + Fraction(math.pi))) / (
+        pi2 * (b - 1) - 2 * ell**2
+    )
+    assert schedules.pgh_fraction(0.5, 1e300) == pytest.approx(float(exact), rel=1e-9)
     for beta in (0.0, -1.0):
         with pytest.raises(ValueError, match="beta > 0"):
             schedules.pgh_fraction(0.5, beta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -264,14 +265,16 @@ def test_spike_rate_monitor_and_is_spiking_rule():
     assert not is_spiking(net)
 
 
-def test_epoch_shuffle_sampler_order_is_a_function_of_the_epoch():
-    from snnprune.training.builders import EpochShuffleSampler
+def test_training_order_is_a_function_of_the_epoch():
+    from snnprune.training.builders import build_loaders
 
-    sampler = EpochShuffleSampler(50, seed=7)
+    data = torch.utils.data.TensorDataset(torch.arange(50))
+    args = argparse.Namespace(batch_size=10, workers=0, seed=7)
+    loader, _, sampler = build_loaders(data, data, args, distributed=False)
     orders = []
     for epoch in (0, 1, 0):
         sampler.set_epoch(epoch)
-        orders.append(list(sampler))
+        orders.append(torch.cat([x for (x,) in loader]).tolist())
     expected = [torch.randperm(50, generator=torch.Generator().manual_seed(7 + e)).tolist() for e in (0, 1)]
     assert orders == [expected[0], expected[1], expected[0]] and orders[0] != orders[1]
 

@@ -252,8 +252,11 @@ class LATSPruner(ScheduledThresholdPruner):
             self.lr_total = compute_lr_total(
                 optimizer, lr_scheduler, self.total_steps, self.steps_per_epoch, self.start_step
             )
-            if not self.lr_total > 0:
-                raise ValueError("the learning rates of the pruning window sum to 0; LATS cannot reach D")
+            if not (self.lr_total > 0 and math.isfinite(self.final_threshold / self.lr_total)):
+                raise ValueError(
+                    f"the learning rates of the pruning window sum to {self.lr_total:g}, too little for LATS "
+                    f"to reach D = {self.final_threshold:g} (lambda = D / sum overflows); raise the lr"
+                )
         return self
 
     @property

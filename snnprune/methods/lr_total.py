@@ -10,7 +10,10 @@ from collections import defaultdict
 import torch
 from torch.optim import Optimizer
 
-__all__ = ["lr_total"]
+__all__ = ["MAX_DRY_RUN_STEPS", "lr_total"]
+
+#: The most scheduler steps :func:`lr_total` dry-runs (a few seconds on one CPU core).
+MAX_DRY_RUN_STEPS = 10**6
 
 
 def _dry_copies(optimizer: Optimizer, lr_scheduler: object | None) -> tuple[Optimizer, object | None]:
@@ -58,8 +61,8 @@ def lr_total(
         The lr sum (float).
 
     Raises:
-        ValueError: bad step counts, ``ReduceLROnPlateau`` (depends on metrics, cannot be dry-run), or a
-            NaN/negative lr.
+        ValueError: bad step counts, ``ReduceLROnPlateau`` (depends on metrics, cannot be dry-run), a
+            NaN/negative lr, or more than :data:`MAX_DRY_RUN_STEPS` scheduler steps.
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be > 0, got {total_steps}")
@@ -72,16 +75,22 @@ def lr_total(
             "lr_total cannot dry-run ReduceLROnPlateau (it depends on validation metrics); "
             "pass lr_total= or l1_coeff= explicitly"
         )
+    every = 1 if steps_per_epoch is None else steps_per_epoch
+    if math.ceil(total_steps / every) > MAX_DRY_RUN_STEPS:
+        raise ValueError(
+            f"the run has {math.ceil(total_steps / every):,} lr scheduler steps, more than the "
+            f"{MAX_DRY_RUN_STEPS:,} that lr_total dry-runs in seconds; plan fewer epochs, step the scheduler "
+            "per epoch, or pass lr_total= explicitly"
+        )
     opt, sched = _dry_copies(optimizer, lr_scheduler)
     total = 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for j in range(total_steps):
+        for j in range(0, total_steps, every):  # the lr is constant between scheduler steps
             lr = float(opt.param_groups[0]["lr"])
             if not math.isfinite(lr) or lr < 0:
                 raise ValueError(f"learning rate at step {j} is {lr}; fix the optimizer/scheduler settings")
-            if j >= start_step:
-                total += lr
-            if sched is not None and (steps_per_epoch is None or (j + 1) % steps_per_epoch == 0):
+            total += lr * max(0, min(j + every, total_steps) - max(j, start_step))
+            if sched is not None:
                 sched.step()
     return total

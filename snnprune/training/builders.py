@@ -5,41 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from snnprune.training.data import DataError
 
-__all__ = ["EpochShuffleSampler", "build_loaders", "build_optimizer", "build_scheduler", "seed_everything"]
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with a generator seeded by ``seed + epoch``: the order of epoch ``e`` never depends on
-    what ran before, so a resumed run sees exactly the batches of an uninterrupted one.
-
-    Args:
-        n: dataset length.
-        seed: base seed.
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
+__all__ = ["build_loaders", "build_optimizer", "build_scheduler", "seed_everything"]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -129,7 +104,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
 def build_loaders(
     train_set: Dataset, test_set: Dataset, args: argparse.Namespace, distributed: bool
 ) -> tuple[DataLoader, DataLoader, Any]:
-    """Train and test loaders (train: epoch-seeded shuffle, or ``DistributedSampler`` under DDP).
+    """Train and test loaders. The training order of epoch ``e`` is the permutation seeded by ``seed + e``
+    (``DistributedSampler``, also in one process), so it never depends on what ran before and a resumed
+    run sees exactly the batches of an uninterrupted one.
 
     Args:
         train_set, test_set: the datasets.
@@ -144,12 +121,9 @@ def build_loaders(
     """
     from torch.utils.data.distributed import DistributedSampler
 
-    if distributed:
-        train_sampler: Any = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True)
-        test_sampler: Any = DistributedSampler(test_set, shuffle=False)
-    else:
-        train_sampler = EpochShuffleSampler(len(train_set), args.seed)
-        test_sampler = None
+    one = {} if distributed else {"num_replicas": 1, "rank": 0}
+    train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True, **one)
+    test_sampler = DistributedSampler(test_set, shuffle=False) if distributed else None
     common = dict(
         num_workers=args.workers, pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0
     )

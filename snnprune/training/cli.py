@@ -304,16 +304,10 @@ def _docstring_args(cls: type) -> dict[str, str]:
 
 
 def method_keyword_options() -> tuple[Option, ...]:
-    """The keywords of the registered methods that no declared option feeds, as options of role ``model``.
-
-    Type and default come from the method's signature (default None on the command line: the method's own
-    default applies), the help line from its ``Args:`` docstring (a keyword of several methods names them
-    all); the method's constructor checks the value. A keyword named like a declared option, a state
-    keyword or one of :data:`ENGINE_KEYWORDS` is left out.
-
-    Returns:
-        One option per keyword, in registration order.
-    """
+    """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
+    type and default from the signature (None on the command line: the method's default applies), help from
+    the ``Args:`` docstring (a keyword of several methods names them all); the constructor checks the value.
+    Declared names, state keywords and :data:`ENGINE_KEYWORDS` are left out."""
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
     found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
     for method in list_methods():
@@ -376,14 +370,8 @@ def _must(o: Option) -> str:
 
 
 def check_values(args: argparse.Namespace) -> None:
-    """Check each option's value against its declared range (None passes where the default is None).
-
-    Args:
-        args: parsed arguments (or with a checkpoint's values).
-
-    Raises:
-        ConfigError: the first value out of range, as ``--option: must be ..., got X; <fix>``.
-    """
+    """Each option's value against its declared range (None passes where the default is None); the first
+    one out of range is a :class:`ConfigError` ``--option: must be ..., got X; <fix>``."""
     for o in OPTIONS:
         if not o.range or not hasattr(args, o.name):
             continue
@@ -558,25 +546,11 @@ def _unique_key_loader(yaml: Any) -> type:
 def load_config(
     path: str | Path, parser: TrainingParser, kind: str | None = None
 ) -> tuple[dict[str, Any], bool]:
-    """Read a YAML recipe (or a run's ``config.json``) and check each key against its declaration.
-
-    Keys may be written ``final-threshold`` or ``final_threshold`` (one of them, once); booleans also as
-    the strings ``"true"``/``"false"`` (``yes``/``no``, ``on``/``off``, 1/0). The keys that describe a run
-    (:data:`RUN_METADATA_KEYS`) are accepted only in a run's ``config.json`` (the file has ``kind``).
-
-    Args:
-        path: YAML/JSON file with a flat mapping of option -> value.
-        parser: from :func:`get_args_parser` (its options are the valid keys).
-        kind: ``"snn"``/``"ann"``: a run ``config.json`` (key ``kind``) of the other kind is refused.
-
-    Returns:
-        ``({dest: value}, is_run_config)``: the converted values, and whether the file is a run's
-        ``config.json`` (it has the key ``kind``: every option written out, defaults included).
-
-    Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, a key set twice, unknown keys, or a bad
-            value.
-    """
+    """Read a YAML recipe (or a run's ``config.json``, which has ``kind``) into ``({dest: value},
+    is_run_config)``, each key converted and checked against its declaration in ``parser``. Keys may be
+    written ``final-threshold`` or ``final_threshold`` (one of them, once); booleans also as ``"true"``/
+    ``"false"``, ``yes``/``no``, ``on``/``off``, 1/0; :data:`RUN_METADATA_KEYS` only in a run's
+    ``config.json`` (``kind`` must match the script's). Every problem is a :class:`ConfigError`."""
     import yaml
 
     path = Path(path)
@@ -731,7 +705,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 
     Raises:
         ValueError: unknown method (the pruning window is checked by
-            :func:`snnprune.training.validation.check_combination` and by the method's constructor).
+            :func:`snnprune.training.validation.prepare` and by the method's constructor).
     """
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[Dataset, Datase
     try:
         train = cls(str(root), train=True, transform=train_tf, download=download)
         test = cls(str(root), train=False, transform=test_tf, download=download)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, AssertionError, EOFError, pickle.UnpicklingError) as exc:
         hint = "" if download else "; pass --download to fetch it"
         raise DataError(
             f"--data-path: dataset {name!r} not found or malformed under {str(root)!r} ({exc}){hint}"

@@ -150,7 +150,13 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
-    model = instantiate(builder)
+    try:
+        model = instantiate(builder)
+    except RuntimeError as exc:
+        oom = _out_of_memory(exc, args)
+        if oom is exc:
+            raise
+        raise oom from None
     if ckpt is None:
         pruner = _sparsify(model, args, steps_per_epoch)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
@@ -173,7 +179,10 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
     lr_scheduler = build_scheduler(optimizer, args, steps_per_epoch)
-    pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
+    try:  # LATS sums the learning rates of the plan here
+        pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
+    except ValueError as exc:
+        raise ConfigError(f"--method {args.method}: {exc}") from None
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
 
     start_epoch, global_step, best_top1 = 0, 0, -1.0
@@ -280,7 +289,18 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             )
         if not m:  # resumed a finished run: evaluate the restored model
             m = evaluate(dmodel, criterion, test_loader, device, options, progress)
+        if last_epoch == args.epochs - 1 and pruner.layers and snnprune.sparsity(model)["overall"] == 1.0:
+            raise ConfigError(
+                f"--method {args.method}: every prunable weight is zero at the end of the run (threshold "
+                f"{mean_threshold(pruner):.4g}), so the network's output does not depend on its input; the "
+                "checkpoints are kept: train again with a smaller --final-threshold/--target-sparsity"
+            )
         summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, log)
+    except RuntimeError as exc:  # the previous epoch's checkpoint is kept
+        oom = _out_of_memory(exc, args)
+        if oom is exc:
+            raise
+        raise oom from None
     finally:
         folder.close()
     summary["wall_time_s"] = time.perf_counter() - t_start
@@ -289,6 +309,18 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     log(f"run {folder.path}  ({summary['wall_time_s']:.1f}s)")
     D.cleanup()
     return summary
+
+
+def _out_of_memory(exc: RuntimeError, args: argparse.Namespace) -> BaseException:
+    """A memory allocation failure as one line naming the sizes (any other error as it is)."""
+    text = str(exc)
+    if not (
+        isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+    ):
+        return exc
+    first = text.strip().splitlines()[0][:160]
+    sizes = f"--width {args.width} --T {getattr(args, 'T', '-')} --batch-size {args.batch_size}"
+    return ConfigError(f"--width: the run does not fit in memory with {sizes} ({first}); use smaller values")
 
 
 def _summary(

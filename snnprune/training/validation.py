@@ -1,10 +1,9 @@
 """One validation of the whole training configuration, before any data or model is built.
 
 :func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
-the checkpoint's own settings for ``--resume``/``--test-only`` (:func:`apply_checkpoint`: the options of
+the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
 role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
-does not take, optimizer/scheduler options), the method's own check of its options (:func:`check_method`:
-the :class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
+does not take, optimizer/scheduler options), the method's own check of its options (the :class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
 (writable, not already holding a run unless resumed or ``--overwrite``). Every failure is a
 :class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
 whose message reads ``<option>: <what is wrong>; <what to do>``.
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from snnprune.methods import get_method, list_methods, method_kwargs
+from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
 from snnprune.training.cli import (
     ConfigError,
@@ -36,15 +36,7 @@ from snnprune.training.cli import (
     run_name,
 )
 
-__all__ = [
-    "RUN_FILES",
-    "Prepared",
-    "apply_checkpoint",
-    "check_combination",
-    "check_method",
-    "prepare",
-    "resolve_device",
-]
+__all__ = ["RUN_FILES", "Prepared", "prepare", "resolve_device"]
 
 #: Files that make a folder a run folder (a new run into it needs --resume or --overwrite).
 RUN_FILES = (
@@ -102,22 +94,11 @@ def resolve_device(spec: str | None, amp: str = "none") -> torch.device:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
-def apply_checkpoint(
+def _apply_checkpoint(
     args: argparse.Namespace, state: dict[str, Any], path: Path, *, kind: str, explicit: frozenset[str]
 ) -> None:
-    """Take the model, pruning and (unless ``--test-only``) the training plan from the checkpoint.
-
-    Args:
-        args: parsed arguments (updated in place).
-        state: the checkpoint dict.
-        path: its file (for messages).
-        kind: ``"snn"``/``"ann"`` of the script.
-        explicit: options given on the command line or in ``--config``.
-
-    Raises:
-        CheckpointError: a checkpoint of the other kind.
-        ConfigError: an explicit option that contradicts the checkpoint (its message names both values).
-    """
+    """Take the model, pruning and (unless ``--test-only``) the training plan from the checkpoint ``state``
+    into ``args``; an explicit option that contradicts it is a :class:`ConfigError` naming both values."""
     ck_kind = state.get("kind")
     if ck_kind in ("snn", "ann") and ck_kind != kind:
         script = "train_sew.py" if ck_kind == "snn" else "train_ann.py"
@@ -149,19 +130,11 @@ def apply_checkpoint(
 
 
 # ----------------------------------------------------------------------------------------------- combinations
-def check_combination(
+def _check_combination(
     args: argparse.Namespace, explicit: frozenset[str], model_kwargs: Callable[[str], Any] | None = None
 ) -> None:
-    """Cross-option rules (pruning window, method options, optimizer/scheduler options).
-
-    Args:
-        args: parsed (and checkpoint-merged) arguments.
-        explicit: options given on the command line or in ``--config``.
-        model_kwargs: ``model name -> accepted keyword arguments`` (the ``models`` registry), or None.
-
-    Raises:
-        ConfigError: the first violated rule.
-    """
+    """The cross-option rules (pruning window, method options, optimizer/scheduler options, model options
+    through ``model_kwargs``: model name -> accepted keywords); the first violated one is a :class:`ConfigError`."""
     e = args.epochs
     if args.prune_start_epoch >= e:
         raise ConfigError(
@@ -212,6 +185,11 @@ def check_combination(
                 )
     if args.opt == "sgd" and args.nesterov and args.momentum <= 0:
         raise ConfigError("--nesterov: needs --momentum > 0; pass --momentum 0.9 or drop --nesterov")
+    if "schedule" in taken and args.lats_schedule == "lr" and args.epochs > MAX_DRY_RUN_STEPS:
+        raise ConfigError(
+            f"--epochs: LATS sums the learning rates of all {args.epochs:,} epochs before training, more than "
+            f"the {MAX_DRY_RUN_STEPS:,} it plans in seconds; plan fewer epochs"
+        )
     if "schedule" in taken and args.lats_schedule == "closed_form":
         lr = [f"--lr-scheduler {args.lr_scheduler}"] * (args.lr_scheduler != "cosine")
         lr += ["--lr-warmup-epochs"] * (args.lr_warmup_epochs > 0) + [
@@ -254,19 +232,10 @@ def check_combination(
                 )
 
 
-def check_method(args: argparse.Namespace) -> None:
-    """The method's own check of its options: its :class:`~snnprune.Pruner` is constructed (no model).
-
-    A constructor's ``ValueError``/``TypeError`` names the option of the first keyword it mentions: an
-    option that is not set is one the method needs; a set one has a value the method refuses. The check
-    does not depend on the epoch length (the steps are counted as if an epoch were one step).
-
-    Args:
-        args: parsed (and checkpoint-merged) arguments whose window passed :func:`check_combination`.
-
-    Raises:
-        ConfigError: ``--option: <the method's message>; <fix>``.
-    """
+def _check_method(args: argparse.Namespace) -> None:
+    """The method's own check of its options: its :class:`~snnprune.Pruner` is constructed (no model, an
+    epoch counted as one step). A constructor's ``ValueError``/``TypeError`` names the option of the first
+    keyword it mentions: one not set is needed by the method, a set one has a value the method refuses."""
     kwargs = pruner_kwargs(args, 1)
     kwargs.pop("exclude", None)
     try:
@@ -404,7 +373,7 @@ def prepare(
     if args.resume and args.resume != "auto":
         resume_path = Path(args.resume)
         state = load_checkpoint(resume_path)
-        apply_checkpoint(args, state, resume_path, kind=kind, explicit=explicit)
+        _apply_checkpoint(args, state, resume_path, kind=kind, explicit=explicit)
     args.run_name = args.run_name or run_name(args)
     run_dir = Path(args.output_dir).expanduser() / args.run_name
     if args.resume == "auto":
@@ -412,14 +381,14 @@ def prepare(
         if candidate.is_file():
             resume_path = candidate
             state = load_checkpoint(candidate)
-            apply_checkpoint(args, state, candidate, kind=kind, explicit=explicit)
+            _apply_checkpoint(args, state, candidate, kind=kind, explicit=explicit)
         elif args.test_only:
             raise ConfigError(
                 f"--resume: no checkpoint.pth in {str(run_dir)!r} to evaluate; pass --resume PATH"
             )
     check_values(args)  # the checkpoint's values too
-    check_combination(args, explicit, model_kwargs)
-    check_method(args)
+    _check_combination(args, explicit, model_kwargs)
+    _check_method(args)
     device = resolve_device(args.device, args.amp)
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
         check_output(run_dir)
