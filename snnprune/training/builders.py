@@ -18,12 +18,8 @@ __all__ = ["build_loaders", "build_optimizer", "build_scheduler", "seed_everythi
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and torch; optionally switch torch to deterministic algorithms.
-
-    Args:
-        seed: the seed (same on every rank: same initialisation).
-        deterministic: ``torch.use_deterministic_algorithms(True)`` and deterministic cuDNN.
-    """
+    """Seed Python, NumPy and torch with ``seed`` (the same on every rank: the same initialisation); with
+    ``deterministic``, torch's deterministic algorithms and deterministic cuDNN."""
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (seeds the global RNG used by user transforms)
     torch.manual_seed(seed)
@@ -35,18 +31,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """SGD or Adam over every parameter (θ, learned thresholds, BN); weight decay acts on θ (snnprune/docs/methods.md §12.4).
-
-    Args:
-        model: the sparsified model.
-        args: ``opt``, ``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``norm_weight_decay``.
-
-    Returns:
-        The optimizer (normalization parameters in their own group).
-
-    Raises:
-        ValueError: unknown ``--opt``.
-    """
+    """SGD or Adam (``args.opt``, ``lr``, ``momentum``, ``nesterov``) over every parameter (θ, learned
+    thresholds, BN), normalization parameters in their own group (``norm_weight_decay``); weight decay acts on
+    θ (snnprune/docs/methods.md §12.4)."""
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     norm_params, other = [], []
     for m in model.modules():
@@ -56,41 +43,23 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
     groups = [{"params": other, "weight_decay": args.weight_decay}]
     if norm_params:
         groups.append({"params": norm_params, "weight_decay": nwd})
-    if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
     if args.opt == "adam":
         return torch.optim.Adam(groups, lr=args.lr)
-    raise ValueError(f"unknown --opt {args.opt!r}; choose sgd or adam")
+    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int) -> Any:
-    """Cosine/step/constant lr schedule over ``--epochs``, with an optional linear warm-up.
-
-    Args:
-        optimizer: from :func:`build_optimizer`.
-        args: ``lr_scheduler``, ``epochs``, ``lr_step_size``, ``lr_gamma``, ``lr_warmup_*``,
-            ``lr_step_per_iter``.
-        steps_per_epoch: optimizer steps per epoch (the unit when stepped per iteration).
-
-    Returns:
-        The scheduler.
-
-    Raises:
-        ValueError: unknown ``--lr-scheduler``.
-    """
+    """The ``args.lr_scheduler`` schedule (cosine, step, constant) over ``args.epochs``, after an optional
+    warm-up (``lr_warmup_*``, ``SequentialLR``); its unit is the epoch, or the optimizer step with
+    ``lr_step_per_iter`` (``steps_per_epoch`` of them per epoch)."""
     unit = steps_per_epoch if args.lr_step_per_iter else 1
     warm = args.lr_warmup_epochs * unit
     main_len = max(args.epochs * unit - warm, 1)
-    if args.lr_scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_len)
-    elif args.lr_scheduler == "step":
-        sched = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=args.lr_step_size * unit, gamma=args.lr_gamma
-        )
-    elif args.lr_scheduler == "constant":
-        sched = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    else:
-        raise ValueError(f"unknown --lr-scheduler {args.lr_scheduler!r}; choose cosine, step or constant")
+    sched = {  # the choices of --lr-scheduler
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_len),
+        "step": lambda: torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_size * unit, args.lr_gamma),
+        "constant": lambda: torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0),
+    }[args.lr_scheduler]()
     if warm > 0:
         if getattr(args, "lr_warmup_shape", "linear") == "str":  # lr * (i + 1) / warm, STR/LATS code
             start, ramp = 1.0 / warm, max(warm - 1, 1)
@@ -104,21 +73,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
 def build_loaders(
     train_set: Dataset, test_set: Dataset, args: argparse.Namespace, distributed: bool
 ) -> tuple[DataLoader, DataLoader, Any]:
-    """Train and test loaders. The training order of epoch ``e`` is the permutation seeded by ``seed + e``
-    (``DistributedSampler``, also in one process), so it never depends on what ran before and a resumed
-    run sees exactly the batches of an uninterrupted one.
-
-    Args:
-        train_set, test_set: the datasets.
-        args: ``batch_size``, ``workers``, ``seed``.
-        distributed: running under torchrun.
-
-    Returns:
-        ``(train_loader, test_loader, train_sampler)``; call ``train_sampler.set_epoch(e)`` each epoch.
-
-    Raises:
-        DataError: the training set is smaller than one batch.
-    """
+    """``(train_loader, test_loader, train_sampler)`` of ``args.batch_size`` and ``args.workers``; call
+    ``train_sampler.set_epoch(e)`` each epoch. The training order of epoch ``e`` is the permutation seeded by
+    ``args.seed + e`` (``DistributedSampler``, also in one process), so it never depends on what ran before
+    and a resumed run sees exactly the batches of an uninterrupted one. A training set smaller than one batch
+    is a :class:`DataError`."""
     from torch.utils.data.distributed import DistributedSampler
 
     one = {} if distributed else {"num_replicas": 1, "rank": 0}

@@ -80,11 +80,8 @@ def _check_keys(state: Any, path: Path, name: str) -> None:
 
 
 def get_rng_state() -> dict[str, Any]:
-    """RNG states of Python, NumPy, torch CPU and (if available) every CUDA device.
-
-    Returns:
-        A dict that :func:`set_rng_state` restores.
-    """
+    """The RNG states of Python, NumPy, torch CPU and (if available) every CUDA device, for
+    :func:`set_rng_state`."""
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG is what we restore)
@@ -96,11 +93,7 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states captured by :func:`get_rng_state`.
-
-    Args:
-        state: the dict from :func:`get_rng_state`.
-    """
+    """Restore the RNG states captured by :func:`get_rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
@@ -109,19 +102,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it.
-
-    Args:
-        state: the checkpoint dict (state_dicts and plain values).
-        path: destination file.
-
-    Returns:
-        The destination path.
-
-    Raises:
-        snnprune.files.DiskFullError: the disk is full (the previous checkpoint is unchanged).
-        PermissionError: the folder is not writable.
-    """
+    """Write ``state`` with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it (a full
+    disk or a read-only folder raises and leaves the previous checkpoint unchanged)."""
     return files.save(state, path)
 
 
@@ -133,20 +115,9 @@ def load_checkpoint(
     The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
     archive and its CRCs always); the dict must hold ``model``, ``optimizer``, ``lr_scheduler``, ``scaler``
     and ``pruner`` (dicts), ``rng`` (the states of :func:`get_rng_state`), ``epoch`` and ``global_step``
-    (integers >= 0) and, if present, a numeric ``best_top1``.
-
-    Args:
-        path: checkpoint file.
-        name: what the errors name as the source of ``path`` (the option or function that was given it).
-        map_location: where the tensors are loaded.
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        CheckpointError: a missing, corrupt or truncated file, or a missing or bad key (one line naming the
-            file and the key).
-    """
+    (integers >= 0) and, if present, a numeric ``best_top1``. Any problem is one :class:`CheckpointError` line
+    naming the file (as given to ``name``, the option or function) and the key; tensors go to
+    ``map_location``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(

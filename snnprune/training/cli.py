@@ -21,6 +21,7 @@ recipe that replaces them) -> the ``--config`` file -> the command line.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import math
 import os
@@ -361,87 +362,55 @@ def _within(spec: str, v: Any) -> bool:
     return v >= _bound(bound) if op == ">=" else v > _bound(bound)
 
 
-def _must(o: Option) -> str:
-    if o.range == "finite":
-        return "must be a finite number"
-    if o.range[0] in "[(":
-        return f"must be in {o.range}"
-    return f"must be {o.range}" if o.type is int else f"must be a finite number {o.range}"
-
-
 def check_values(args: argparse.Namespace) -> None:
     """Each option's value against its declared range (None passes where the default is None); the first
     one out of range is a :class:`ConfigError` ``--option: must be ..., got X; <fix>``."""
     for o in OPTIONS:
-        if not o.range or not hasattr(args, o.name):
-            continue
-        v = getattr(args, o.name)
-        if v is None and o.default is None:
+        v = getattr(args, o.name, None)
+        if not o.range or (v is None and o.default is None) or not hasattr(args, o.name):
             continue
         if not (_within(o.range, v) and (o.type is not int or isinstance(v, int))):
+            interval = o.range[0] in "[("
+            must = f"in {o.range}" if interval else o.range if o.type is int else f"a finite number {o.range}"
             number = "a whole number" if o.type is int else "a number"
-            where = o.range if o.range[0] in "<>" else f"in {o.range}"
-            fix = "pass a finite number" if o.range == "finite" else f"pass {number} {where}"
-            raise ConfigError(f"{o.flag}: {_must(o)}, got {v!r}; {fix}")
-
-
-def _converter(o: Option) -> Callable[[str], Any]:
-    """The command-line string -> value conversion of ``o`` (also used for ``--config`` values)."""
-
-    def convert(text: str) -> Any:
-        if o.choices is not None:
-            if text not in o.choices:
-                listed = ", ".join(map(repr, o.choices))
-                raise argparse.ArgumentTypeError(
-                    f"invalid choice: {text!r} (choose from {listed}); pick one of the listed values"
-                )
-            return text
-        if o.type in (int, float):
-            try:
-                return o.type(text)
-            except ValueError:
-                number = "a whole number" if o.type is int else "a number"
-                raise argparse.ArgumentTypeError(
-                    f"invalid {o.type.__name__} value: {text!r}; give {number}"
-                ) from None
-        if o.type is list and not text:
-            raise argparse.ArgumentTypeError("must be a list of layer-name globs, got ''; e.g. fc 'conv1*'")
-        return text if o.type in (str, list) else o.type(text)
-
-    return convert
+            raise ConfigError(
+                f"{o.flag}: must be {must}, got {v!r}; pass {number} {o.range if not interval else must}"
+            )
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}  # fmt: skip
 
 
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    return _BOOLEANS.get(value.strip().lower()) if isinstance(value, str) else None
-
-
-def _from_file(o: Option, key: str, value: Any) -> Any:
-    """A YAML/JSON value (not None) as ``o``'s value."""
-    if o.type is bool:
-        b = _as_bool(value)
+def _value(o: Option, v: Any, key: str | None = None) -> Any:
+    """``v`` as ``o``'s value: a command-line token (``key`` None; one name of a list option), or the value
+    of line ``key`` of a ``--config`` file (not None). Raises ``argparse.ArgumentTypeError``."""
+    bad = argparse.ArgumentTypeError
+    if o.type is bool:  # from a file only: the flags are --x/--no-x
+        b = v if isinstance(v, bool) else _BOOLEANS.get(str(v).strip().lower())
         if b is None:
-            raise argparse.ArgumentTypeError(
-                f"expected true or false, got {value!r}; write {key}: true or false"
-            )
+            raise bad(f"expected true or false, got {v!r}; write {key}: true or false")
         return b
-    if isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a value, got a mapping; write {key}: <value>")
-    convert = _converter(o)
+    if isinstance(v, dict):
+        raise bad(f"expected a value, got a mapping; write {key}: <value>")
     if o.type is list:
-        items = value if isinstance(value, list) else [value]  # a scalar is one pattern
-        if any(isinstance(v, list | dict) for v in items):
-            raise argparse.ArgumentTypeError(f"expected a list of names, got {value!r}; write {key}: [a, b]")
-        return [convert(str(v)) for v in items]
-    if isinstance(value, list):
-        raise argparse.ArgumentTypeError(f"expected one value, got a list {value!r}; write {key}: <value>")
-    if isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"expected a value, got the boolean {value}; write {key}: <value>")
-    return convert(str(value))
+        items = v if isinstance(v, list) else [v]  # a scalar is one pattern
+        if any(isinstance(i, list | dict) for i in items):
+            raise bad(f"expected a list of names, got {v!r}; write {key}: [a, b]")
+        if "" in map(str, items):
+            raise bad("must be a list of layer-name globs, got ''; e.g. fc 'conv1*'")
+        return [str(i) for i in items] if key else str(v)
+    if isinstance(v, list | bool):
+        what = f"a list {v!r}" if isinstance(v, list) else f"the boolean {v}"
+        raise bad(f"expected one value, got {what}; write {key}: <value>")
+    text = str(v)
+    if o.choices is not None and text not in o.choices:
+        listed = ", ".join(map(repr, o.choices))
+        raise bad(f"invalid choice: {text!r} (choose from {listed}); pick one of the listed values")
+    try:
+        return o.type(text)
+    except ValueError:
+        number = "a whole number" if o.type is int else "a number"
+        raise bad(f"invalid {o.type.__name__} value: {text!r}; give {number}") from None
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -460,12 +429,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class TrainingParser(argparse.ArgumentParser):
-    """``ArgumentParser`` over :class:`Option` declarations whose errors raise :class:`ConfigError`.
-
-    Attributes:
-        options: dest -> :class:`Option` (choices resolved: the registered methods, the script's models).
-        generic_defaults: dest -> the declared default (what a ``--config`` recipe starts from).
-    """
+    """``ArgumentParser`` over :class:`Option` declarations whose errors raise :class:`ConfigError`;
+    ``options``: dest -> :class:`Option` (choices resolved), ``generic_defaults``: dest -> declared default."""
 
     options: dict[str, Option]
     generic_defaults: dict[str, Any]
@@ -481,18 +446,10 @@ def get_args_parser(
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
 ) -> TrainingParser:
-    """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it).
-
-    Args:
-        add_help: add ``-h/--help``.
-        snn: add the SNN-only options (``--T``, ``--neuron``, ``--surrogate``, ``--cnf``, ``--neuron-backend``).
-        defaults: script-specific defaults (shown by ``--help``; a ``--config`` file replaces them and the
-            command line overrides both).
-        model_choices: the names ``--model`` accepts (None: any name, checked when the model is built).
-
-    Returns:
-        The parser; plain ``parser.parse_args`` gives typed values, :func:`parse_args` adds ``--config``.
-    """
+    """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it):
+    ``snn`` adds the SNN-only options, ``defaults`` are the script's own (shown by ``--help``; a ``--config``
+    recipe replaces them), ``model_choices`` the names ``--model`` accepts (None: any). Plain
+    ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
         add_help=add_help,
@@ -515,7 +472,11 @@ def get_args_parser(
             kw: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         else:
             metavar = o.metavar or ("{" + ",".join(o.choices) + "}" if o.choices is not None else None)
-            kw = {"type": _converter(o), "metavar": metavar, "nargs": "*" if o.type is list else None}
+            kw = {
+                "type": functools.partial(_value, o),
+                "metavar": metavar,
+                "nargs": "*" if o.type is list else None,
+            }
         listed = f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else ""
         groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
         p.options[o.name] = o
@@ -605,7 +566,7 @@ def load_config(
                 f"{key} ({where}): must not be null; give a value or delete the line (default {default!r})"
             )
         try:
-            out[key] = None if value is None else _from_file(parser.options[key], key, value)
+            out[key] = None if value is None else _value(parser.options[key], value, key)
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"{key} ({where}): {exc}") from None
     return out, is_run_config
@@ -623,24 +584,14 @@ _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORE
 def parse_args(
     parser: TrainingParser, argv: list[str] | None = None, *, kind: str | None = None
 ) -> argparse.Namespace:
-    """Parse ``argv`` with the ``--config`` file's values under it (the command line wins).
+    """Parse ``argv`` (None: ``sys.argv[1:]``) with the ``--config`` file's values under it (the command
+    line wins); :func:`explicit_options` of the result tells which options the command line or the file set.
 
-    A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do
-    not apply under it, so keys the file omits take the declared defaults (e.g. ``stem``/``width`` ``None``
-    = the model's own ImageNet stem and width). Types and choices are checked here; the ranges and the
-    combinations by :func:`snnprune.training.validation.prepare`. The parser is never changed.
-
-    Args:
-        parser: from :func:`get_args_parser`.
-        argv: arguments (None: ``sys.argv[1:]``).
-        kind: ``"snn"``/``"ann"`` of the script (a run ``config.json`` of the other kind is refused).
-
-    Returns:
-        The namespace; :func:`explicit_options` tells which options the command line or the file set.
-
-    Raises:
-        ConfigError: an unknown option, a wrong type or choice, or a bad ``--config`` file.
-    """
+    A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do not
+    apply under it, so keys it omits take the declared defaults (``stem``/``width`` None: the model's own).
+    Types and choices are checked here, ranges and combinations by
+    :func:`snnprune.training.validation.prepare`; ``kind`` (``"snn"``/``"ann"``) refuses a run ``config.json``
+    of the other kind. Every problem is a :class:`ConfigError`."""
     tokens: list[str] = []
     for tok in sys.argv[1:] if argv is None else argv:  # --s-init -1e3: argparse takes -1e3 for a flag
         o = parser.options.get(tokens[-1][2:].replace("-", "_")) if tokens[-1:] else None
@@ -689,24 +640,10 @@ def option_name(dest: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- method
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
-    """Map the options to :func:`snnprune.sparsify` keyword arguments for ``args.method``.
-
-    ``total_steps = epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``;
-    every option of :func:`pruning_options` that is set goes to its keyword when the method takes it
-    (options counted in epochs are converted to steps); a plain mapping, the values are checked by the
-    method's constructor.
-
-    Args:
-        args: parsed arguments.
-        steps_per_epoch: optimizer steps per epoch.
-
-    Returns:
-        The method's keyword arguments.
-
-    Raises:
-        ValueError: unknown method (the pruning window is checked by
-            :func:`snnprune.training.validation.prepare` and by the method's constructor).
-    """
+    """The :func:`snnprune.sparsify` keyword arguments of the options for ``args.method``: ``total_steps =
+    epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
+    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps). A plain
+    mapping: the method's constructor checks the values (``ValueError`` for an unknown method)."""
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,
         "start_step": args.prune_start_epoch * steps_per_epoch,

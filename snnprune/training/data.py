@@ -106,17 +106,8 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[Dataset, Datase
 
 
 def load_image(path: str) -> Any:
-    """Open an image as RGB (torchvision's loader); a corrupt or unreadable file is a :class:`DataError`.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        The PIL image.
-
-    Raises:
-        DataError: naming the file.
-    """
+    """Open an image as RGB (torchvision's loader); a corrupt or unreadable file is a :class:`DataError`
+    naming it."""
     from torchvision.datasets.folder import default_loader
 
     try:
@@ -188,17 +179,8 @@ def _dvs(name: str, root: Path, frames: int) -> tuple[Dataset, Dataset, int, int
 
 
 def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, int, int]:
-    """Build the train and test datasets named by ``args.dataset``.
-
-    Args:
-        args: parsed arguments (``dataset``, ``data_path``, ``download``, ``T``).
-
-    Returns:
-        ``(train_set, test_set, num_classes, in_channels)``.
-
-    Raises:
-        DataError: unknown dataset, missing or malformed ``--data-path``.
-    """
+    """``(train_set, test_set, num_classes, in_channels)`` of ``args.dataset`` (with ``data_path``,
+    ``download``, ``T``); an unknown dataset, or a missing or malformed ``--data-path``, is a :class:`DataError`."""
     name = args.dataset
     if name == "embedded_mnist":
         train, test = _embedded_mnist()

@@ -11,17 +11,8 @@ __all__ = ["all_reduce_sum", "cleanup", "get_rank", "get_world_size", "init_dist
 
 
 def init_distributed(device: torch.device) -> bool:
-    """Initialise the default process group when launched by ``torchrun`` (``WORLD_SIZE > 1``).
-
-    Uses NCCL on CUDA devices and gloo on CPU.
-
-    Args:
-        device: the training device of this process (the engine resolves ``cuda`` to ``cuda:LOCAL_RANK``;
-            an explicit ``--device cuda:N`` is kept).
-
-    Returns:
-        True when running distributed.
-    """
+    """Initialise the default process group when launched by ``torchrun`` (``WORLD_SIZE > 1``): NCCL on
+    CUDA, gloo on CPU; ``device`` is this process's training device. Returns whether running distributed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return False
@@ -50,15 +41,8 @@ def is_main_process() -> bool:
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum a list of floats over all processes (identity when not distributed).
-
-    Args:
-        values: local sums (e.g. loss sum, correct count, sample count).
-        device: device of the communication tensor (CUDA for NCCL).
-
-    Returns:
-        The global sums.
-    """
+    """The sums of ``values`` (local sums, e.g. loss, correct and sample counts) over all processes, as
+    float64 on ``device`` (CUDA for NCCL); the values themselves when not distributed."""
     if get_world_size() == 1:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -63,16 +63,10 @@ def reset(model: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """How the epoch loop runs (the training options it reads).
-
-    Attributes:
-        amp: ``"none"``, ``"fp16"`` or ``"bf16"`` autocast.
-        channels_last: 4-D inputs in the channels-last layout.
-        clip_grad_norm: clip the gradient norm to this value (None: no clipping).
-        lr_step_per_iter: the lr scheduler steps every optimizer step (else once per epoch, by the caller).
-        limit_train_batches, limit_test_batches: batches per epoch / per evaluation (None: all).
-        log_every: steps between plain log lines (0: none).
-    """
+    """How the epoch loop runs: ``amp`` (``"none"``, ``"fp16"``, ``"bf16"`` autocast), ``channels_last``
+    (4-D inputs), ``clip_grad_norm`` (None: no clipping), ``lr_step_per_iter`` (the scheduler steps every
+    optimizer step, else once per epoch by the caller), ``limit_train_batches``/``limit_test_batches`` (None:
+    all) and ``log_every`` (steps between plain log lines, 0: none)."""
 
     amp: str = "none"
     channels_last: bool = False
@@ -84,14 +78,8 @@ class LoopOptions:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite.
-
-    Attributes:
-        epoch: the epoch. step: the global step (1-based) of the first non-finite loss. value: the loss.
-
-    Args:
-        epoch, step, value: as the attributes. what: ``"loss"`` or e.g. ``"model weights"``.
-    """
+    """The training loss (``what="loss"``) or e.g. the ``"model weights"`` became NaN or infinite at global
+    step ``step`` (1-based) of ``epoch``; ``value`` is the loss."""
 
     def __init__(self, epoch: int, step: int, value: float, what: str = "loss") -> None:
         self.epoch, self.step, self.value = epoch, step, value
@@ -108,16 +96,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def mean_threshold(pruner: Any) -> float:
-    """The threshold in force as one number: ``pruner.get_last_threshold()`` averaged over layers.
-
-    A global threshold (the same value in every layer) is returned exactly as it is.
-
-    Args:
-        pruner: a :class:`snnprune.Pruner`.
-
-    Returns:
-        The threshold (0 for a pruner without layers).
-    """
+    """The threshold in force as one number: ``pruner.get_last_threshold()`` averaged over layers (a
+    global threshold exactly as it is; 0 without layers)."""
     return _mean_of(list(pruner.get_last_threshold().values()))
 
 
@@ -298,20 +278,9 @@ def evaluate(
     options: LoopOptions,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Evaluate on ``loader`` (all processes; sums are all-reduced).
-
-    Args:
-        model: the (possibly DDP-wrapped) model.
-        criterion: the loss.
-        loader: the test loader (``options.limit_test_batches`` applies).
-        device: the device.
-        options: how the loop runs (``amp``, ``channels_last``, ``limit_test_batches``).
-        progress: show a progress bar.
-
-    Returns:
-        ``{"test_loss", "test_top1", "test_top5", "firing_rate"}`` (firing_rate NaN for non-spiking models,
-        see :func:`snnprune.analysis.spikes.is_spiking`).
-    """
+    """``{"test_loss", "test_top1", "test_top5", "firing_rate"}`` of the (possibly DDP-wrapped) ``model``
+    on ``loader`` (``options.limit_test_batches`` applies), summed over all processes; ``firing_rate`` is NaN
+    for non-spiking models (see :func:`snnprune.analysis.spikes.is_spiking`)."""
     from tqdm import tqdm
 
     model.eval()

@@ -32,18 +32,9 @@ BUILDER_KEY = "model_builder"
 
 
 def instantiate(record: Mapping[str, Any]) -> nn.Module:
-    """Build a model from a builder record: ``record["_target_"]`` (``"package.module.function"``), called
-    with the record's other keys as keyword arguments.
-
-    Args:
-        record: ``{"_target_": dotted path, **keyword arguments}``.
-
-    Returns:
-        The model.
-
-    Raises:
-        ConfigError: no ``_target_``, or it cannot be imported.
-    """
+    """Build a model from a builder record: ``record["_target_"]`` (``"package.module.function"``) called
+    with the record's other keys as keyword arguments; a record without ``_target_``, or one that cannot be
+    imported, is a :class:`ConfigError`."""
     target = record.get("_target_") if isinstance(record, Mapping) else None
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(
@@ -64,22 +55,9 @@ def instantiate(record: Mapping[str, Any]) -> nn.Module:
 def restore(
     model: nn.Module, method: str, checkpoint: Mapping[str, Any], *, exclude: Any = None, source: str
 ) -> Any:
-    """Attach ``method`` to ``model`` with the configuration saved in ``checkpoint["pruner"]`` and load the
-    checkpoint's model and pruner states (the pruner's step counts belong to the run that saved it).
-
-    Args:
-        model: the freshly built model of the run.
-        method: the run's method.
-        checkpoint: a training checkpoint (:func:`~snnprune.training.load_checkpoint`).
-        exclude: the run's ``prune_exclude`` globs (not part of the pruner's configuration).
-        source: how the checkpoint is named in errors (e.g. ``"--resume: checkpoint 'x/best.pth'"``).
-
-    Returns:
-        The pruner, its state loaded.
-
-    Raises:
-        CheckpointError: the checkpoint does not fit the model or the method.
-    """
+    """Attach ``method`` to ``model`` with the configuration saved in ``checkpoint["pruner"]`` (plus the run's
+    ``exclude`` globs) and load the checkpoint's model and pruner states; returns the pruner. A checkpoint
+    that does not fit is a :class:`CheckpointError` naming ``source`` (e.g. ``"--resume: checkpoint 'x'"``)."""
     import snnprune
 
     saved = checkpoint.get("pruner")
@@ -120,17 +98,8 @@ class Run:
     path: Path
 
     def test_data(self, batch_size: int = 100) -> DataLoader:
-        """A loader over the run's test set (in order), built from its stored dataset options.
-
-        Args:
-            batch_size: samples per batch.
-
-        Returns:
-            The DataLoader of ``(input, target)`` batches.
-
-        Raises:
-            DataError: the dataset cannot be loaded here (e.g. its ``data_path`` is missing).
-        """
+        """A loader of ``batch_size`` over the run's test set, in order, from its stored dataset options
+        (a :class:`DataError` when the dataset cannot be loaded here, e.g. its ``data_path`` is missing)."""
         _, test, _, _ = build_datasets(
             argparse.Namespace(**{"data_path": None, "download": False, **self.config})
         )
