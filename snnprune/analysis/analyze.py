@@ -262,7 +262,7 @@ def analyze(
       rows; ``"syops"`` (syops-counter): dense ops x mean input rate for binary inputs, dense MACs for any
       other input, the encoding layer counted T times. Rule by rule: ``snnprune/docs/energy.md``.
 
-    Samples and time steps (one rule, also in ``snnprune/docs/analyze.md``):
+    Samples and time steps (one rule, also in ``docs/analyze.md``):
 
     * ``T`` is ``time_steps`` if given; else ``input.shape[time_axis]`` (first batch) if ``time_axis`` is
       given; else ``model.T`` (an int attribute); else what the first spiking neuron of the first batch
@@ -316,7 +316,7 @@ def analyze(
     if time_axis is not None and (isinstance(time_axis, bool) or time_axis not in (0, 1)):
         raise ValueError(
             f"analyze: time_axis: must be 0 ([T, N, ...] inputs), 1 ([N, T, ...] inputs) or None (the rule in "
-            f"snnprune/docs/analyze.md), got {time_axis!r}"
+            f"docs/analyze.md), got {time_axis!r}"
         )
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
