@@ -90,3 +90,14 @@ def test_new_keyword_flag_help_error_and_config_json(train, tmp_path):
     assert _line(train("--resume", ckpt, "--k", "5", "--output-dir", str(runs))).startswith(
         f"error: --k: the checkpoint {ckpt!r} was trained with --k 2.0, not 5.0"
     )
+    # load_run rebuilds the run with the method's keyword, its weights those of the checkpoint
+    code = (
+        f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]; import exp_method, torch, snnprune; "
+        f"run = snnprune.load_run({str(runs / 'k2')!r}); "
+        f"ckpt = torch.load({ckpt!r}, weights_only=False)['model']; "
+        "same = all(torch.equal(v, ckpt[k]) for k, v in run.model.state_dict().items()); "
+        "print(run.pruner.method, run.pruner.k, same)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [NAME, "2.0", "True"]
