@@ -192,13 +192,11 @@ def _check_combination(
         )
     if "schedule" in taken and args.lats_schedule == "closed_form":
         lr = [f"--lr-scheduler {args.lr_scheduler}"] * (args.lr_scheduler != "cosine")
-        lr += ["--lr-warmup-epochs"] * (args.lr_warmup_epochs > 0) + [
-            "--lr-step-per-iter"
-        ] * args.lr_step_per_iter
-        if lr:
+        if lr or args.lr_warmup_epochs > 0:
             raise ConfigError(
-                f"--lats-schedule: closed_form is the authors' threshold for a per-epoch cosine lr without "
-                f"warm-up, not for {', '.join(lr)}; use --lats-schedule lr (the threshold follows the actual lr)"
+                "--lats-schedule: closed_form is the authors' threshold for a cosine lr without warm-up, not "
+                f"for {', '.join([*lr, *['--lr-warmup-epochs'] * (args.lr_warmup_epochs > 0)])}; use "
+                "--lats-schedule lr (the threshold follows the actual lr)"
             )
     if args.lr_scheduler != "step":
         for dest in ("lr_step_size", "lr_gamma"):
