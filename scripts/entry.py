@@ -12,7 +12,7 @@ from snnprune.training import distributed as D
 
 __all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error"]
 
-EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path)
+EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path), or a run folder in use
 EXIT_DIVERGED = 3  # the loss or the weights became non-finite
 
 
