@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from snnprune.training import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from snnprune.training import CheckpointError, ConfigError, DataError, Interrupted, NonFiniteLossError
 from snnprune.training import distributed as D
 
-__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error"]
+__all__ = ["EXIT_DIVERGED", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "exit_on_error"]
 
 EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path), or a run folder in use
 EXIT_DIVERGED = 3  # the loss or the weights became non-finite
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: stopped by SIGINT (Ctrl-C)
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM
 
 
 def _one_line(exc: BaseException) -> str:
@@ -26,7 +29,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | None) -> Any:
-    """``main(argv)``; an input error exits with code 2, a non-finite loss with code 3 (message on stderr)."""
+    """``main(argv)``; an input error exits with code 2, a non-finite loss with code 3, SIGINT with 130 and
+    SIGTERM with 143 (one line on stderr each, no traceback)."""
     try:
         return main(argv)
     except (DataError, CheckpointError, ConfigError) as exc:
@@ -37,3 +41,8 @@ def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | Non
         D.cleanup()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_DIVERGED) from None
+    except (Interrupted, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Ctrl-C outside the training
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        D.cleanup()
+        print(stop, file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code) from None

@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from snnprune.training.data import DataError
+from snnprune.training.interrupts import ignore_in_worker
 
 __all__ = ["EpochShuffleSampler", "build_loaders", "build_optimizer", "build_scheduler", "seed_everything"]
 
@@ -151,7 +152,10 @@ def build_loaders(
         train_sampler = EpochShuffleSampler(len(train_set), args.seed)
         test_sampler = None
     common = dict(
-        num_workers=args.workers, pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=args.workers > 0,
+        worker_init_fn=ignore_in_worker if args.workers > 0 else None,  # a stop signal is the main's
     )
     train_loader = DataLoader(
         train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True, **common

@@ -38,6 +38,7 @@ from snnprune.training.builders import build_loaders, build_optimizer, build_sch
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
 from snnprune.training.cli import ConfigError, parse_args, plain_args, pruner_kwargs, pruning_options
 from snnprune.training.data import build_datasets
+from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
     LoopOptions,
     NonFiniteLossError,
@@ -122,10 +123,12 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     Raises:
         ConfigError, DataError, CheckpointError: bad inputs, with the fix in the message.
         NonFiniteLossError: the loss or the weights became non-finite (the last finite checkpoint is kept).
+        Interrupted: SIGINT/SIGTERM stopped the training after a step (the last checkpoint is kept).
     """
     t_start = time.perf_counter()
     prep = prepare(args, task.kind, task.model_kwargs)  # every input checked before any work
-    with prep.lock or nullcontext():  # the run folder is this process's until the run ends
+    # the run folder is this process's until the run ends; SIGINT/SIGTERM stop training after a step
+    with prep.lock or nullcontext(), stop_on_signals(enabled=not args.test_only):
         return _run(args, task, prep, t_start)
 
 
