@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,3 +181,48 @@ def test_every_rank_stops_at_the_step_one_rank_was_signalled(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     for out, _ in outs:
         assert out.splitlines() == ["step 1: go on", "step 2: stop 130"]
+
+
+@pytest.mark.parametrize(("name", "group"), [("SIGINT", True), ("SIGTERM", False)])
+def test_signal_with_workers_exits_128_plus_signal(tmp_path, name, group):
+    """Ctrl-C of a terminal reaches the whole process group (the DataLoader workers ignore it); SIGTERM goes
+    to the main process, which still ends its workers on the way out."""
+    signum = getattr(signal, name)
+    cmd = [*_command(tmp_path, "w"), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)  # fmt: skip
+    for line in p.stdout:
+        if line.startswith("epoch 0 step 2/4"):
+            os.killpg(p.pid, signum) if group else p.send_signal(signum)
+            break
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signum, err
+    assert re.fullmatch(
+        rf"interrupted \({name}\) at epoch 0, step [2-4]: nothing was saved; the same command plus "
+        r"--resume auto starts the run again\n",
+        err,
+    ), err
+    assert not (tmp_path / "w" / "checkpoint.pth").exists() and not (tmp_path / "w" / LOCK_FILE).exists()
+
+
+class _SigintDisposition(torch.utils.data.Dataset):
+    """Each item: whether the process that loads it ignores SIGINT."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.tensor(float(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)), 0
+
+
+def test_dataloader_workers_ignore_sigint():
+    from argparse import Namespace
+
+    from snnprune.training.builders import build_loaders
+
+    data = _SigintDisposition()
+    for workers, ignored in ((2, 1.0), (0, 0.0)):  # without workers the main process loads (and stops)
+        train, test, _ = build_loaders(data, data, Namespace(batch_size=2, workers=workers, seed=0), False)
+        assert [float(x.min()) for x, _ in train] == [ignored, ignored]
+        assert [float(x.min()) for x, _ in test] == [ignored, ignored]

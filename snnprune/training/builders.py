@@ -155,7 +155,7 @@ def build_loaders(
         num_workers=args.workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=args.workers > 0,
-        worker_init_fn=ignore_in_worker if args.workers > 0 else None,  # a stop signal is the main's
+        worker_init_fn=ignore_in_worker if args.workers > 0 else None,  # Ctrl-C: the main process stops
     )
     train_loader = DataLoader(
         train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True, **common

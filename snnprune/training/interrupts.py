@@ -5,7 +5,9 @@ SIGTERM only records the signal; :func:`check` (called by the epoch loop after e
 :class:`Interrupted`, so the run ends between two steps and ``checkpoint.pth`` keeps the last complete
 epoch. A second SIGINT raises :class:`Interrupted` at once, wherever the process is (the checkpoint stays
 intact: it is written atomically). The entry scripts exit with ``128 + signal``: 130 for SIGINT, 143 for
-SIGTERM. DataLoader workers ignore both signals (:func:`ignore_in_worker`) and end with the main process.
+SIGTERM. DataLoader workers ignore SIGINT (:func:`ignore_in_worker`: a terminal's Ctrl-C reaches the whole
+process group) and end with the main process; SIGTERM is meant for the main process (``kill PID``,
+torchrun): one sent to the workers too ends them, and the run stops with the DataLoader's error instead.
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ def check(epoch: int, step: int, device: torch.device) -> None:
 
 
 def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT/SIGTERM (a terminal's Ctrl-C reaches the
-    whole process group), so the main process can finish its step; the worker ends with it."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (a terminal's Ctrl-C reaches the whole
+    process group), so the main process can finish its step; the worker ends with it.
+
+    SIGTERM keeps its default action: the main process ends its workers with SIGTERM when it exits.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
