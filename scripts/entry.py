@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -44,5 +45,6 @@ def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | Non
     except (Interrupted, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Ctrl-C outside the training
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         D.cleanup()
-        print(stop, file=sys.stderr, flush=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank stopped at the same step
+            print(stop, file=sys.stderr, flush=True)
         raise SystemExit(stop.exit_code) from None
