@@ -5,10 +5,9 @@ the checkpoint's own settings for ``--resume``/``--test-only`` (:func:`apply_che
 role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
 does not take, optimizer/scheduler options), the method's own check of its options (:func:`check_method`:
 the :class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
-(writable, locked by this process, not already holding a run unless resumed or ``--overwrite``). Every
-failure is a :class:`~snnprune.training.cli.ConfigError` (or
-:class:`~snnprune.training.checkpoint.CheckpointError`) whose message reads
-``<option>: <what is wrong>; <what to do>``.
+(writable, locked, not already holding a run unless resumed or ``--overwrite``). Every failure is a
+:class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
+whose message reads ``<option>: <what is wrong>; <what to do>``.
 """
 
 from __future__ import annotations
