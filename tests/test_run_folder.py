@@ -169,3 +169,19 @@ def test_resume_auto_without_checkpoint_names_the_folders_that_have_one(sew, tmp
     assert new_run_note(tmp_path / "empty" / "x").endswith(
         f"(no run folder in {str(tmp_path / 'empty')!r} has a checkpoint)"
     )
+
+
+def test_holder_pid_read_once_written(tmp_path):
+    import threading
+
+    fd = _hold(tmp_path / "r", b"")  # locked, pid not written yet
+    try:
+        with pytest.raises(ConfigError, match=r"in use by another run \(pid unknown,"):
+            RunLock(tmp_path / "r").acquire()
+        later = threading.Timer(0.1, lambda: os.pwrite(fd, b"777\ncmd\n", 0))
+        later.start()
+        with pytest.raises(ConfigError, match=r"in use by another run \(pid 777,"):
+            RunLock(tmp_path / "r").acquire()  # waits for the holder's write
+        later.join()
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,16 @@ def new_run_note(run_dir: Path, shown: int = 4) -> str:
     return f"note: --resume auto found no checkpoint.pth in {str(run_dir)!r}, so a new run starts ({beside})"
 
 
+def _holder(fd: int) -> str:
+    """The pid in a held lock file (its holder writes it right after locking: wait up to 0.5 s for it)."""
+    for _ in range(50):
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
+        if text.endswith("\n"):
+            break
+        time.sleep(0.01)
+    return text.split("\n")[0].strip() or "unknown"
+
+
 class RunLock:
     """The exclusive lock of a run folder: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
 
@@ -153,7 +164,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 4096).decode(errors="replace").split("\n")[0].strip() or "unknown"
+                holder = _holder(fd)
                 os.close(fd)
                 raise ConfigError(
                     f"--run-name: {str(self.folder)!r} is in use by another run (pid {holder}, its command "
