@@ -148,13 +148,18 @@ import torch.distributed as dist
 from snnprune.training import interrupts
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-for step, sender in ((1, None), (2, 1)):  # step 1: nobody was signalled; step 2: rank 1 only
-    interrupts._requested = signal.SIGINT if rank == sender else None
-    try:
-        interrupts.check(0, step, torch.device("cpu"))
-        print(f"step {step}: go on", flush=True)
-    except interrupts.Interrupted as exc:
-        print(f"step {step}: stop {exc.exit_code}", flush=True)
+with interrupts.stop_on_signals():
+    for step, sender in ((1, None), (2, 1)):  # step 1: nobody was signalled; step 2: rank 1 only
+        if rank == sender:
+            os.kill(os.getpid(), signal.SIGINT)
+        try:
+            interrupts.check(0, step, torch.device("cpu"))
+            print(f"step {step}: go on", flush=True)
+        except interrupts.Interrupted as exc:
+            print(f"step {step}: stop {exc.exit_code}", flush=True)
+interrupts._requested = signal.SIGINT  # outside stop_on_signals check() does nothing (and no all-reduce)
+interrupts.check(0, 3, torch.device("cpu"))
+print("outside: go on", flush=True)
 dist.destroy_process_group()
 """
 
@@ -180,7 +185,7 @@ def test_every_rank_stops_at_the_step_one_rank_was_signalled(tmp_path):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     for out, _ in outs:
-        assert out.splitlines() == ["step 1: go on", "step 2: stop 130"]
+        assert out.splitlines() == ["step 1: go on", "step 2: stop 130", "outside: go on"]
 
 
 @pytest.mark.parametrize(("name", "group"), [("SIGINT", True), ("SIGTERM", False)])

@@ -28,6 +28,7 @@ __all__ = ["STOP_SIGNALS", "Interrupted", "check", "ignore_in_worker", "stop_on_
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _requested: int | None = None  # the first stop signal received while stop_on_signals() is active
+_active = False  # stop_on_signals() has installed its handlers
 
 
 class Interrupted(BaseException):
@@ -80,15 +81,17 @@ def stop_on_signals(enabled: bool = True) -> Iterator[None]:
         enabled: False: a null context (``--test-only``). Off the main thread, where Python cannot
             install handlers, it is a null context too.
     """
-    global _requested
+    global _requested, _active
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
     _requested = None
     previous = {s: signal.signal(s, _handle) for s in STOP_SIGNALS}
+    _active = True
     try:
         yield
     finally:
+        _active = False
         for s, handler in previous.items():
             signal.signal(s, handler)
         _requested = None
@@ -97,6 +100,8 @@ def stop_on_signals(enabled: bool = True) -> Iterator[None]:
 def check(epoch: int, step: int, device: torch.device) -> None:
     """Raise :class:`Interrupted` when a stop signal arrived (under torchrun: on any rank; all ranks stop).
 
+    A no-op outside :func:`stop_on_signals` (no all-reduce either).
+
     Args:
         epoch: the running epoch. step: the global step just finished.
         device: the device of the all-reduce (only used when the world size is > 1).
@@ -104,6 +109,8 @@ def check(epoch: int, step: int, device: torch.device) -> None:
     Raises:
         Interrupted: SIGINT or SIGTERM was received.
     """
+    if not _active:
+        return
     signum = _requested
     if D.get_world_size() > 1:
         n_int, n_term = D.all_reduce_sum(
