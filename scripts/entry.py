@@ -3,20 +3,24 @@ one ``error: ...`` line, no traceback)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import models
 from snnprune.files import CorruptFileError, DiskFullError
-from snnprune.training import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from snnprune.training import CheckpointError, ConfigError, DataError, Interrupted, NonFiniteLossError
 from snnprune.training import distributed as D
 
-__all__ = ["EXIT_DIVERGED", "EXIT_USAGE", "exit_on_error", "model_record"]
+__all__ = ["EXIT_DIVERGED", "EXIT_SIGINT", "EXIT_SIGTERM", "EXIT_USAGE", "exit_on_error", "model_record"]
 
-EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path) or a file that cannot be written
+EXIT_USAGE = 2  # a bad input (option, config file, checkpoint, data path), a run folder in use, or a file that cannot be written
 EXIT_DIVERGED = 3  # the loss or the weights became non-finite
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: stopped by SIGINT (Ctrl-C)
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM
 
 
 def model_record(args: Any, num_classes: int, in_channels: int) -> dict[str, Any]:
@@ -38,7 +42,8 @@ def _one_line(exc: BaseException) -> str:
 
 def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | None) -> Any:
     """``main(argv)``; an input error (or a full disk, a folder without write permission) exits with code 2,
-    a non-finite loss with code 3; the message is one line on stderr."""
+    a non-finite loss with code 3, SIGINT with 130 and SIGTERM with 143 (one line on stderr each, no
+    traceback)."""
     try:
         return main(argv)
     except (DataError, CheckpointError, ConfigError, CorruptFileError, DiskFullError, PermissionError) as exc:
@@ -49,3 +54,9 @@ def exit_on_error(main: Callable[[list[str] | None], Any], argv: list[str] | Non
         D.cleanup()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_DIVERGED) from None
+    except (Interrupted, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Ctrl-C outside the training
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        D.cleanup()
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank stopped at the same step
+            print(stop, file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code) from None

@@ -371,6 +371,9 @@ def test_run_config_json_accepted_as_config(sew, trained):
     cfg = trained["snn"] / "config.json"
     args = parse_args(sew.get_parser(), ["--config", str(cfg), "--run-name", "again"], kind="snn")
     prep = prepare(args, "snn", sew.task.model_kwargs)
+    assert (prep.run_dir / ".lock").is_file()  # prepare locks the folder; the run releases it
+    prep.lock.release()
+    assert not prep.run_dir.exists()
     saved = json.loads(cfg.read_text())
     assert (args.method, args.width, args.T, args.epochs, args.final_threshold) == ("slats", 4, 2, 2, 0.1)
     assert args.limit_train_batches == saved["limit_train_batches"] == 2

@@ -1,7 +1,8 @@
 """Structured (filter) pruning: channel groups, physical compaction, and sparse weight files.
 
 * :func:`compact` (also ``snnprune.compact``): the physically smaller dense model of a filter-pruned model;
-  :func:`save_compact` / :func:`load_compact` / :func:`layer_widths` / :func:`shrink_`.
+  :func:`save_compact` / :func:`load_compact` / :func:`layer_widths` / :func:`shrink_`; :func:`export_files`
+  writes the :data:`EXPORT_FILES` of a run.
 * :func:`channel_groups`: which output channels are removed together (SEW ADD/AND/IAND shortcuts,
   downsample, BN and neurons following their conv); :func:`attach_filter_threshold` installs the coupled
   group soft-thresholds used by ``granularity="filter"``.
@@ -9,6 +10,7 @@
 """
 
 from snnprune.structured.compact import (
+    EXPORT_FILES,
     compact,
     export_files,
     layer_widths,
@@ -30,6 +32,7 @@ from snnprune.structured.groups import (
 from snnprune.structured.sparse import load_sparse, save_sparse
 
 __all__ = [
+    "EXPORT_FILES",
     "GRANULARITIES",
     "BatchNormFollower",
     "ChannelGroup",

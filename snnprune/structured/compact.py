@@ -30,6 +30,7 @@ from snnprune.structured.groups import (
 from snnprune.threshold.parametrization import finalize
 
 __all__ = [
+    "EXPORT_FILES",
     "compact",
     "export_files",
     "layer_widths",
@@ -308,6 +309,10 @@ def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Modu
     return model
 
 
+#: The files :func:`export_files` writes (the packed model always, the compacted one when ``compacted``).
+EXPORT_FILES = ("model_sparse_packed.pth", "model_compact.pth")
+
+
 def export_files(
     model: nn.Module, finalized: nn.Module, example_input: Tensor, out_dir: str | Path, *, compacted: bool
 ) -> dict[str, int]:
@@ -332,12 +337,13 @@ def export_files(
     from snnprune.structured.sparse import save_sparse
 
     out_dir = Path(out_dir)
-    sizes = save_sparse(finalized.state_dict(), out_dir / "model_sparse_packed.pth")
+    packed, compact_file = (out_dir / name for name in EXPORT_FILES)
+    sizes = save_sparse(finalized.state_dict(), packed)
     result = {"model_sparse_bytes": sizes["dense_bytes"], "model_sparse_packed_bytes": sizes["sparse_bytes"]}
     if compacted and is_resnet_like(model):  # compaction needs the ResNet protocol
         small = compact(model, example_input)
-        save_compact(small, out_dir / "model_compact.pth")
-        result["model_compact_bytes"] = (out_dir / "model_compact.pth").stat().st_size
+        save_compact(small, compact_file)
+        result["model_compact_bytes"] = compact_file.stat().st_size
         result["compact_params"] = sum(p.numel() for p in small.parameters())
     return result
 

@@ -8,7 +8,10 @@
 * :mod:`~snnprune.training.data`: :func:`build_datasets` (embedded MNIST, torchvision, ImageFolder, DVS);
 * :mod:`~snnprune.training.builders`: optimizer, lr scheduler, samplers and loaders;
 * :mod:`~snnprune.training.loop`: :class:`Task` hooks, :func:`train_one_epoch`, :func:`evaluate`;
-* :mod:`~snnprune.training.run_folder`: :class:`RunFolder`, the one writer of a run's files;
+* :mod:`~snnprune.training.run_folder`: :class:`RunFolder`, the one writer of a run's files, and
+  :class:`RunLock`, the lock that makes one process the owner of a run folder;
+* :mod:`~snnprune.training.interrupts`: SIGINT/SIGTERM stop a run after the current step
+  (:class:`Interrupted`);
 * :mod:`~snnprune.training.engine`: :func:`run` and :func:`main` (raise; the entry scripts exit);
 * :mod:`~snnprune.training.runs`: :func:`load_run`, the one way to rebuild a trained run;
 * :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint`;
@@ -21,8 +24,9 @@ from snnprune.training.checkpoint import CheckpointError, load_checkpoint, save_
 from snnprune.training.cli import ConfigError, get_args_parser, parse_args, pruner_kwargs
 from snnprune.training.data import DataError, build_datasets
 from snnprune.training.engine import main, run
+from snnprune.training.interrupts import Interrupted
 from snnprune.training.loop import LoopOptions, NonFiniteLossError, Task, evaluate, train_one_epoch
-from snnprune.training.run_folder import RunFolder
+from snnprune.training.run_folder import RunFolder, RunLock
 from snnprune.training.runs import Run, load_run
 from snnprune.training.validation import prepare
 
@@ -30,10 +34,12 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "Interrupted",
     "LoopOptions",
     "NonFiniteLossError",
     "Run",
     "RunFolder",
+    "RunLock",
     "Task",
     "build_datasets",
     "evaluate",

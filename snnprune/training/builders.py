@@ -13,6 +13,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnprune.training.data import DataError
+from snnprune.training.interrupts import ignore_in_worker
 
 __all__ = ["build_loaders", "build_optimizer", "build_scheduler", "seed_everything"]
 
@@ -84,7 +85,10 @@ def build_loaders(
     train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True, **one)
     test_sampler = DistributedSampler(test_set, shuffle=False) if distributed else None
     common = dict(
-        num_workers=args.workers, pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=args.workers > 0,
+        worker_init_fn=ignore_in_worker if args.workers > 0 else None,  # Ctrl-C: the main process stops
     )
     train_loader = DataLoader(
         train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True, **common

@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from snnprune.training.builders import build_loaders, build_optimizer, build_sch
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
 from snnprune.training.cli import ConfigError, parse_args, plain_args, pruner_kwargs, pruning_options
 from snnprune.training.data import build_datasets
+from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
     LoopOptions,
     NonFiniteLossError,
@@ -49,7 +51,7 @@ from snnprune.training.loop import (
     to_device,
     train_one_epoch,
 )
-from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite
+from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
 from snnprune.training.validation import prepare
 
@@ -123,17 +125,26 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     Raises:
         ConfigError, DataError, CheckpointError: bad inputs, with the fix in the message.
         NonFiniteLossError: the loss or the weights became non-finite (the last finite checkpoint is kept).
+        Interrupted: SIGINT/SIGTERM stopped the training after a step (the last checkpoint is kept).
     """
-    import snnprune
-
     t_start = time.perf_counter()
     prep = prepare(args, task.kind, task.model_kwargs)  # every input checked before any work
+    # the run folder is this process's until the run ends; SIGINT/SIGTERM stop training after a step
+    with prep.lock or nullcontext(), stop_on_signals(enabled=not args.test_only):
+        return _run(args, task, prep, t_start)
+
+
+def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dict[str, Any]:
+    import snnprune
+
     device, run_dir, resume_path, ckpt = prep.device, prep.run_dir, prep.resume_path, prep.checkpoint
     distributed = D.init_distributed(device)
     main_proc = D.is_main_process()
     progress = main_proc and not args.quiet and sys.stderr.isatty()
     plain_log = main_proc and not args.quiet and not sys.stdout.isatty() and not progress
     log = (lambda *a: print(*a, flush=True)) if (main_proc and not args.quiet) else (lambda *a: None)
+    if main_proc and args.resume == "auto" and ckpt is None:  # a note, also under --quiet
+        print(new_run_note(run_dir), flush=True)
     seed_everything(args.seed, args.deterministic)  # same init on every rank
 
     train_set, test_set, num_classes, in_channels = build_datasets(args)

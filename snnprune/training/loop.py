@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from snnprune.analysis.spikes import SpikeRateMonitor
 from snnprune.training import distributed as D
+from snnprune.training import interrupts
 
 __all__ = [
     "LoopOptions",
@@ -188,6 +189,8 @@ def train_one_epoch(
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the error names the first such step).
+        Interrupted: SIGINT/SIGTERM arrived under :func:`~snnprune.training.interrupts.stop_on_signals`
+            (raised after the step that was running).
     """
     from tqdm import tqdm
 
@@ -250,6 +253,7 @@ def train_one_epoch(
                     f"lr {lr:.4g} threshold {mean_threshold(pruner):.4g}"
                 )
             bar.update()
+            interrupts.check(epoch, global_step, device)  # SIGINT/SIGTERM: stop after this step
     finally:
         bar.close()
     bad = _first_nonfinite(losses)

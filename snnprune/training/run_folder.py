@@ -3,8 +3,11 @@
 Rules that live here and nowhere else:
 
 * only the main process (rank 0) writes; on other ranks every method is a no-op;
+* one process owns a folder: :class:`RunLock` (an exclusive ``fcntl.flock`` on ``.lock``) is taken before
+  the folder is checked or written and held to the end of the run;
 * starting: stale temp files of a killed write are removed; a new run (``--overwrite``) removes the
-  previous run's files; a resumed run truncates its CSVs (atomically) to the checkpoint's epoch/step;
+  previous run's files (:func:`run_files` and ``tb/``; files the user put there stay); a resumed run
+  truncates its CSVs (atomically) to the checkpoint's epoch/step;
   whether a new run may start into the folder at all is decided before (``validation.check_run_folder``);
 * every file is written atomically (temp file + rename) with the permissions of any new file;
 * a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``.
@@ -13,10 +16,14 @@ Rules that live here and nowhere else:
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +31,24 @@ import torch
 
 from snnprune import files
 from snnprune.files import atomic_write, remove_stale_temp_files
+from snnprune.structured import EXPORT_FILES
 from snnprune.training.checkpoint import save_checkpoint
+from snnprune.training.cli import ConfigError
 from snnprune.training.validation import RUN_FILES
 
-__all__ = ["METRICS_COLUMNS", "STEPS_COLUMNS", "RunFolder", "all_finite"]
+__all__ = [
+    "LOCK_FILE",
+    "METRICS_COLUMNS",
+    "STEPS_COLUMNS",
+    "RunFolder",
+    "RunLock",
+    "all_finite",
+    "new_run_note",
+    "run_files",
+]
+
+#: The lock file of a run folder (pid and command line of the process that holds it).
+LOCK_FILE = ".lock"
 
 METRICS_COLUMNS = (
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"
@@ -55,6 +76,132 @@ def all_finite(state_dict: dict[str, Any]) -> bool:
         for t in state_dict.values()
         if torch.is_tensor(t) and t.is_floating_point()
     )
+
+
+def run_files() -> tuple[str, ...]:
+    """Names of every file a run writes into its folder (besides ``tb/``): :data:`RUN_FILES`, the
+    :data:`~snnprune.structured.EXPORT_FILES` of ``--export``, and the ``<file>.sha256`` digest of each.
+
+    Returns:
+        The names; ``--overwrite`` removes exactly these (and ``tb/``).
+    """
+    names = (*RUN_FILES, *EXPORT_FILES)
+    return (*names, *(f"{n}.sha256" for n in names))
+
+
+def new_run_note(run_dir: Path, shown: int = 4) -> str:
+    """The note of ``--resume auto`` without ``checkpoint.pth`` in ``run_dir``: a new run starts, and which
+    run folders beside it hold a checkpoint (newest first), so a run name that differs is seen at once.
+
+    Args:
+        run_dir: the run folder searched.
+        shown: at most this many folder names.
+
+    Returns:
+        One line.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir.parent
+    found = (
+        [p for p in out.iterdir() if p != run_dir and (p / "checkpoint.pth").is_file()]
+        if out.is_dir()
+        else []
+    )
+    found.sort(key=lambda p: (p / "checkpoint.pth").stat().st_mtime, reverse=True)
+    if found:
+        more = f" and {len(found) - shown} more" if len(found) > shown else ""
+        beside = (
+            f"run folders with a checkpoint in {str(out)!r}: {', '.join(p.name for p in found[:shown])}{more}"
+        )
+    else:
+        beside = f"no run folder in {str(out)!r} has a checkpoint"
+    return f"note: --resume auto found no checkpoint.pth in {str(run_dir)!r}, so a new run starts ({beside})"
+
+
+def _holder(fd: int) -> str:
+    """The pid in a held lock file (its holder writes it right after locking: wait up to 0.5 s for it)."""
+    for _ in range(50):
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
+        if text.endswith("\n"):
+            break
+        time.sleep(0.01)
+    return text.split("\n")[0].strip() or "unknown"
+
+
+class RunLock:
+    """The exclusive lock of a run folder: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
+
+    :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command
+    line into it; :meth:`release` (also the context-manager exit) removes the file, removes the folder again
+    when the run created it and left it empty, and unlocks. The lock ends with the process in any case
+    (the kernel drops it), so a killed run leaves at most a stale ``.lock`` that the next run takes over.
+
+    Args:
+        folder: the run folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.fd: int | None = None
+        self.created = False
+
+    def acquire(self) -> RunLock:
+        """Take the lock.
+
+        Returns:
+            self.
+
+        Raises:
+            ConfigError: another process holds it (the message names the folder and the holder's pid).
+        """
+        while self.fd is None:
+            if not self.folder.exists():
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.created = True
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder was removed by a run that just ended: again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise ConfigError(
+                    f"--run-name: {str(self.folder)!r} is in use by another run (pid {holder}, its command "
+                    f"line is in {LOCK_FILE}); wait for it to end or pick another --run-name"
+                ) from None
+            try:  # the file may have been removed (by the holder that just released it) since it was opened
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n{' '.join(sys.argv)}\n".encode())
+            self.fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove ``.lock`` (and the folder, when this run created it and it is empty) and unlock."""
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.folder.rmdir()
+            except OSError:  # not empty: the run's files
+                pass
+        os.close(self.fd)  # closing the descriptor drops the lock
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -99,7 +246,7 @@ class RunFolder:
         for p in remove_stale_temp_files(self.path):
             log(f"removed {p.name}, left by an interrupted write")
         if resumed is None:
-            for name in RUN_FILES:
+            for name in run_files():
                 (self.path / name).unlink(missing_ok=True)
             shutil.rmtree(self.path / "tb", ignore_errors=True)
         else:

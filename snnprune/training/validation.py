@@ -3,8 +3,9 @@
 :func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
 the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
 role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
-does not take, optimizer/scheduler options), the method's own check of its options (the :class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
-(writable, not already holding a run unless resumed or ``--overwrite``). Every failure is a
+does not take, optimizer/scheduler options), the method's own check of its options (the
+:class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
+(writable, locked, not already holding a run unless resumed or ``--overwrite``). Every failure is a
 :class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
 whose message reads ``<option>: <what is wrong>; <what to do>``.
 """
@@ -340,12 +341,15 @@ class Prepared:
         run_dir: ``output_dir / run_name``.
         resume_path: the checkpoint to resume/evaluate (None: a new run).
         checkpoint: its contents (None: a new run).
+        lock: the :class:`~snnprune.training.run_folder.RunLock` of ``run_dir``, held (None: ``--test-only``
+            or a rank other than 0); the caller releases it at the end of the run.
     """
 
     device: torch.device
     run_dir: Path
     resume_path: Path | None
     checkpoint: dict[str, Any] | None
+    lock: Any = None
 
 
 def prepare(
@@ -388,9 +392,6 @@ def prepare(
     _check_combination(args, explicit, model_kwargs)
     _check_method(args)
     device = resolve_device(args.device, args.amp)
-    if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
-        check_output(run_dir)
-        check_run_folder(run_dir, args, resume_path)
     if state is not None and not args.test_only:
         done = int(state["epoch"])
         if args.stop_after_epoch is not None and args.stop_after_epoch < done + 1 and done + 1 < args.epochs:
@@ -403,4 +404,15 @@ def prepare(
     for dest, keyword in pruning_options().items():
         if keyword not in taken and hasattr(args, dest) and dest != "prune_end_epoch":
             setattr(args, dest, None)
-    return Prepared(device=device, run_dir=run_dir, resume_path=resume_path, checkpoint=state)
+    lock = None
+    if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
+        check_output(run_dir)
+        from snnprune.training.run_folder import RunLock  # (run_folder imports this module)
+
+        lock = RunLock(run_dir).acquire()  # before the check, so two runs cannot both find the folder free
+        try:
+            check_run_folder(run_dir, args, resume_path)
+        except BaseException:
+            lock.release()
+            raise
+    return Prepared(device=device, run_dir=run_dir, resume_path=resume_path, checkpoint=state, lock=lock)
