@@ -370,7 +370,7 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     ann = load_script("train_ann")
     tiny = ["--width", "8", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "3",
             "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--output-dir", str(tmp_path),
-            "--method", "lats", "--granularity", "filter", "--final-threshold", "0.5"]  # fmt: skip
+            "--method", "lats", "--granularity", "filter", "--final-threshold", "0.1"]  # fmt: skip
     states = {}
     for n in (None, "2", "0"):
         name = f"recal_{n}"
@@ -389,7 +389,7 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     from snnprune.training.runs import instantiate
 
     model = instantiate(ann.task.model_builder(args, 10, 1))
-    snnprune.sparsify(model, "lats", final_threshold=0.5, total_steps=6, granularity="filter")
+    snnprune.sparsify(model, "lats", final_threshold=0.1, total_steps=6, granularity="filter")
     model.load_state_dict(states["2"]["model"])
     recalibrate_bn(model, [x[:16], x[16:]])
     got = states["2"]["model"]

@@ -191,14 +191,11 @@ def _check_combination(
             f"--epochs: LATS sums the learning rates of all {args.epochs:,} epochs before training, more than "
             f"the {MAX_DRY_RUN_STEPS:,} it plans in seconds; plan fewer epochs"
         )
-    if "schedule" in taken and args.lats_schedule == "closed_form":
-        lr = [f"--lr-scheduler {args.lr_scheduler}"] * (args.lr_scheduler != "cosine")
-        if lr or args.lr_warmup_epochs > 0:
-            raise ConfigError(
-                "--lats-schedule: closed_form is the authors' threshold for a cosine lr without warm-up, not "
-                f"for {', '.join([*lr, *['--lr-warmup-epochs'] * (args.lr_warmup_epochs > 0)])}; use "
-                "--lats-schedule lr (the threshold follows the actual lr)"
-            )
+    if "schedule" in taken and args.lats_schedule == "closed_form" and args.lr_scheduler != "cosine":
+        raise ConfigError(
+            f"--lats-schedule: closed_form is the authors' threshold for a cosine lr, not for --lr-scheduler "
+            f"{args.lr_scheduler}; use --lats-schedule lr (the threshold follows the actual lr)"
+        )
     if args.lr_scheduler != "step":
         for dest in ("lr_step_size", "lr_gamma"):
             if dest in explicit:
