@@ -22,7 +22,7 @@ from helpers import expect_exit
 
 from snnprune.files import atomic_write
 from snnprune.training import engine as engine_mod
-from snnprune.training import parse_args
+from snnprune.training import parse_args, pruner_kwargs
 from snnprune.training.checkpoint import load_checkpoint
 from snnprune.training.cli import explicit_options
 from snnprune.training.run_folder import RunFolder
@@ -108,12 +108,16 @@ VALIDATION_CASES = [
     (["--lats-schedule", "closed_form", "--lr-scheduler", "constant"], "--lats-schedule: closed_form is the authors' threshold for a cosine lr, not for --lr-scheduler constant"),
     (["--filter-scale", "layer"], "--filter-scale: filter_scale='layer' applies to granularity='filter' only"),
     (["--method", "str", "--s-init", "-1e400"], "--s-init: must be a finite number, got -inf; pass another --s-init"),
+    (["--resume", ""], "--resume: must be a checkpoint file or auto, got ''"),
+    (["--device", "cpu:1"], "--device: 'cpu:1' is not supported for training"),
+    (["--final-threshold", "0.1", "--l1-coeff", "1e-4"], "--final-threshold: lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both"),
     (["--epochs", "1000000000", "--stop-after-epoch", "0"], "--epochs: LATS sums the learning rates of all 1,000,000,000 epochs before training"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     VALIDATION_CASES += [
         (["--device", "cuda"], "--device: 'cuda' requested but no CUDA GPU is available"),
         (["--amp", "fp16"], "--amp: fp16 needs a CUDA device"),
+        (["--neuron-backend", "cupy"], "--neuron-backend: cupy needs a CUDA device (this run uses cpu)"),
     ]
 
 
@@ -365,6 +369,17 @@ def test_new_run_into_existing_folder_refused_files_identical(sew, trained, caps
     assert code == 2 and "already holds a run" in line
     assert "--resume auto" in line and "--run-name" in line and "--overwrite" in line
     assert _hashes(trained["snn"]) == before
+
+
+def test_l1_coeff_alone_replaces_the_default_final_threshold(sew, tmp_path):
+    args = parse_args(sew.get_parser(), ["--l1-coeff", "1e-4", "--output-dir", str(tmp_path)])
+    prepare(args, "snn", sew.task.model_kwargs).lock.release()
+    kwargs = pruner_kwargs(args, 10)
+    assert (
+        kwargs["l1_coeff"] == 1e-4
+        and "final_threshold" not in kwargs
+        and args.run_name == "sew_resnet18_lats"
+    )
 
 
 def test_run_config_json_accepted_as_config(sew, trained):

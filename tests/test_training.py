@@ -24,7 +24,7 @@ from snnprune.training import (
     save_checkpoint,
 )
 from snnprune.training.cli import EMBEDDED_DEFAULTS
-from snnprune.training.engine import METRICS_COLUMNS, STEPS_COLUMNS
+from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS
 from snnprune.training.validation import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -181,7 +181,7 @@ class LATSPruner(ScheduledThresholdPruner):
         start_step: first step of the pruning window.
 
     Raises:
-        ValueError: neither ``final_threshold`` nor ``l1_coeff``, a closed form without ``epoch_length`` or
+        ValueError: neither or both of ``final_threshold`` and ``l1_coeff``, a closed form without ``epoch_length`` or
             whole epochs, non-positive/infinite ``lr_total``.
     """
 
@@ -204,6 +204,10 @@ class LATSPruner(ScheduledThresholdPruner):
             raise ValueError(f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}")
         if final_threshold is None and l1_coeff is None:
             raise ValueError("lats needs final_threshold (D) or l1_coeff (lambda)")
+        if final_threshold is not None and l1_coeff is not None:
+            raise ValueError(
+                "lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both; drop one"
+            )
         if lr_total is not None and not (math.isfinite(lr_total) and lr_total > 0):
             raise ValueError(f"lr_total must be a finite number > 0, got {lr_total}")
         if epoch_length is not None:

@@ -75,6 +75,12 @@ def _plain_name(text: str) -> str:
     return text
 
 
+def _nonempty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must be a checkpoint file or auto, got ''; pass --resume PATH|auto")
+    return text
+
+
 def _folder(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must be a folder, got ''; pass --output-dir DIR")
@@ -225,7 +231,7 @@ OPTIONS: tuple[Option, ...] = (
         "run",
         _O("output_dir", _folder, "./runs", "parent folder of the run folders", metavar="DIR"),
         _O("run_name", _plain_name, None, "default: <model>_<method>[_D<d>|_P<p>]"),
-        _O("resume", str, None, "checkpoint to continue from (auto: the run folder's checkpoint.pth, if any); "
+        _O("resume", _nonempty, None, "checkpoint to continue from (auto: the run folder's checkpoint.pth, if any); "
            "the model, pruning and training plan come from the checkpoint", metavar="PATH|auto"),
         _O("overwrite", bool, False, "replace a run folder that already holds a run"),
         _O("stop_after_epoch", int, None, "stop after epoch K (checkpoint written; continue with --resume "

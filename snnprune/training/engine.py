@@ -3,18 +3,14 @@
 Order of operations (snnprune/docs/methods.md §3.2, §12.6):
 
 0. :func:`snnprune.training.validation.prepare`: the whole configuration is checked before any data or
-   model is built (device, run folder, the checkpoint's own settings for ``--resume``/``--test-only``);
-1. model (``task.build_model``) -> ``pruner = snnprune.sparsify(model, method, **pruner_kwargs(...))``
-2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ)
-3. lr scheduler (cosine/step/constant, optional linear warm-up via ``SequentialLR``)
-4. ``pruner.bind(optimizer, lr_scheduler, steps_per_epoch)``
-5. epochs of :func:`~snnprune.training.loop.train_one_epoch` and
-   :func:`~snnprune.training.loop.evaluate`; every file goes through one
-   :class:`~snnprune.training.run_folder.RunFolder`.
-
-The jobs live in their own modules: :mod:`~snnprune.training.loop` (the epoch loop and the :class:`Task`
-hooks), :mod:`~snnprune.training.builders` (optimizer, scheduler, loaders), :mod:`~snnprune.training.run_folder`
-(files), :mod:`~snnprune.training.validation` (inputs).
+   model is built (device, run folder and its lock, the checkpoint's settings for ``--resume``/``--test-only``);
+1. the model from ``task.model_builder``'s record -> ``pruner = snnprune.sparsify(model, method,
+   **pruner_kwargs(...))``, or on resume :func:`~snnprune.training.runs.restore` (as ``load_run``);
+2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ);
+3. lr scheduler (cosine/step/constant, optional warm-up via ``SequentialLR``);
+4. ``pruner.bind(optimizer, lr_scheduler, steps_per_epoch)``;
+5. epochs of :func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`;
+   every file goes through one :class:`~snnprune.training.run_folder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -51,21 +47,11 @@ from snnprune.training.loop import (
     to_device,
     train_one_epoch,
 )
-from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS, RunFolder, all_finite, new_run_note
+from snnprune.training.run_folder import RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
 from snnprune.training.validation import prepare
 
-__all__ = [
-    "FILTER_BN_RECALIBRATE",
-    "METRICS_COLUMNS",
-    "STEPS_COLUMNS",
-    "Task",
-    "count_params",
-    "evaluate",
-    "main",
-    "run",
-    "train_one_epoch",
-]
+__all__ = ["FILTER_BN_RECALIBRATE", "count_params", "main", "run"]
 
 #: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
 #: (removed channels make the running statistics of training lag, see
@@ -78,14 +64,8 @@ _INVOCATION_KEYS = ("config", "resume", "test_only", "overwrite", "stop_after_ep
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """``(params, nonzero_params)`` of the effective model (pruned layers count their sparse weight).
-
-    Args:
-        model: a (possibly parametrized) model.
-
-    Returns:
-        Total and non-zero parameter counts.
-    """
+    """``(params, nonzero_params)`` of the effective model: a parametrized layer counts its (sparse) weight,
+    not θ."""
     total = nonzero = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -113,20 +93,11 @@ def _sparsify(model: nn.Module, args: argparse.Namespace, steps_per_epoch: int) 
 
 # ----------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
-    """Train (or ``--test-only`` evaluate) as configured by ``args``; see the module docstring.
-
-    Args:
-        args: parsed arguments (:func:`snnprune.training.parse_args`).
-        task: the SNN/ANN hooks.
-
-    Returns:
-        The summary dict (also written to ``summary.json`` on rank 0), plus ``"run_dir"``.
-
-    Raises:
-        ConfigError, DataError, CheckpointError: bad inputs, with the fix in the message.
-        NonFiniteLossError: the loss or the weights became non-finite (the last finite checkpoint is kept).
-        Interrupted: SIGINT/SIGTERM stopped the training after a step (the last checkpoint is kept).
-    """
+    """Train (or ``--test-only`` evaluate) as configured by ``args`` (:func:`parse_args`) with the ``task``'s
+    hooks; returns the summary (also ``summary.json`` on rank 0) plus ``"run_dir"``. Raises
+    :class:`ConfigError`, :class:`DataError`, :class:`CheckpointError` (bad inputs, one line with the fix),
+    :class:`NonFiniteLossError` (the last finite checkpoint is kept) and :class:`Interrupted` (SIGINT/SIGTERM
+    stopped training after a step; the last checkpoint is kept)."""
     t_start = time.perf_counter()
     prep = prepare(args, task.kind, task.model_kwargs)  # every input checked before any work
     # the run folder is this process's until the run ends; SIGINT/SIGTERM stop training after a step
@@ -418,20 +389,9 @@ def _finish(
 
 
 def main(task: Task, parser: Any, argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` (with ``--config``) and :func:`run`; the entry scripts turn the errors into exit codes.
-
-    Args:
-        task: the SNN/ANN hooks.
-        parser: from :func:`snnprune.training.get_args_parser`.
-        argv: arguments (None: ``sys.argv[1:]``).
-
-    Returns:
-        The summary dict.
-
-    Raises:
-        ConfigError, DataError, CheckpointError: a bad input, as one line with its fix.
-        NonFiniteLossError: the loss or the weights became non-finite.
-    """
+    """Parse ``argv`` (None: ``sys.argv[1:]``; with ``--config``) with ``parser``
+    (:func:`snnprune.training.get_args_parser`) and :func:`run` the ``task``; the entry scripts turn the
+    errors of :func:`run` into exit codes."""
     try:
         return run(parse_args(parser, argv, kind=task.kind), task)
     except BaseException:

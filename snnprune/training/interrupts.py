@@ -32,16 +32,9 @@ _active = False  # stop_on_signals() has installed its handlers
 
 
 class Interrupted(BaseException):
-    """The run stopped on SIGINT/SIGTERM (a ``BaseException``, like ``KeyboardInterrupt``).
-
-    Attributes:
-        signum: the signal. epoch: the epoch that was running (None: stopped at once, anywhere).
-        step: the global step (1-based) of the last finished optimizer step (None as ``epoch``).
-        exit_code: ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
-
-    Args:
-        signum, epoch, step: as the attributes.
-    """
+    """The run stopped on ``signum`` (SIGINT/SIGTERM; a ``BaseException``, like ``KeyboardInterrupt``) in
+    ``epoch`` after global ``step`` (1-based; both None: stopped at once, anywhere); ``exit_code`` is
+    ``128 + signum`` (130, 143)."""
 
     def __init__(self, signum: int, epoch: int | None = None, step: int | None = None) -> None:
         self.signum, self.epoch, self.step = int(signum), epoch, step
@@ -75,12 +68,8 @@ def _handle(signum: int, frame: Any) -> None:
 
 @contextmanager
 def stop_on_signals(enabled: bool = True) -> Iterator[None]:
-    """Handle SIGINT/SIGTERM as stop requests for the duration of the block (the old handlers restored).
-
-    Args:
-        enabled: False: a null context (``--test-only``). Off the main thread, where Python cannot
-            install handlers, it is a null context too.
-    """
+    """Handle SIGINT/SIGTERM as stop requests for the duration of the block, the old handlers restored after
+    (a null context when not ``enabled``, e.g. ``--test-only``, and off the main thread)."""
     global _requested, _active
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
@@ -98,17 +87,9 @@ def stop_on_signals(enabled: bool = True) -> Iterator[None]:
 
 
 def check(epoch: int, step: int, device: torch.device) -> None:
-    """Raise :class:`Interrupted` when a stop signal arrived (under torchrun: on any rank; all ranks stop).
-
-    A no-op outside :func:`stop_on_signals` (no all-reduce either).
-
-    Args:
-        epoch: the running epoch. step: the global step just finished.
-        device: the device of the all-reduce (only used when the world size is > 1).
-
-    Raises:
-        Interrupted: SIGINT or SIGTERM was received.
-    """
+    """Raise :class:`Interrupted` (``epoch``, the global ``step`` just finished) when a stop signal arrived;
+    under torchrun the request is all-reduced on ``device`` so every rank stops at the same step. A no-op
+    outside :func:`stop_on_signals`."""
     if not _active:
         return
     signum = _requested

@@ -170,28 +170,13 @@ def train_one_epoch(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, float], list[list[Any]], int]:
-    """Train one epoch.
-
-    Args:
-        model: the (possibly DDP-wrapped) sparsified model.
-        loader: the training loader (``options.limit_train_batches`` applies).
-        criterion, optimizer, scaler, lr_scheduler, pruner: the run's objects.
-        device: the device.
-        epoch: the epoch number (for rows and messages).
-        global_step: optimizer steps done before this epoch.
-        options: how the loop runs.
-        progress: show a progress bar.
-        log: when given (and no progress bar), called with a plain line every ``options.log_every`` steps.
-
-    Returns:
-        ``(metrics, step_rows, global_step)``: ``{"train_loss", "train_top1"}`` averaged over all
-        processes, one ``[step, epoch, lr, threshold, loss]`` row per step, and the new global step.
-
-    Raises:
-        NonFiniteLossError: the loss became NaN/inf (the error names the first such step).
-        Interrupted: SIGINT/SIGTERM arrived under :func:`~snnprune.training.interrupts.stop_on_signals`
-            (raised after the step that was running).
-    """
+    """Train the (possibly DDP-wrapped) sparsified ``model`` for one epoch of ``loader``
+    (``options.limit_train_batches`` applies) with the run's objects; ``global_step`` optimizer steps are
+    done before it. Returns ``(metrics, step_rows, global_step)``: ``{"train_loss", "train_top1"}`` over all
+    processes, one ``[step, epoch, lr, threshold, loss]`` row per step, and the new global step. With
+    ``progress`` a progress bar; else ``log`` (if given) gets a plain line every ``options.log_every`` steps.
+    Raises :class:`NonFiniteLossError` (naming the first NaN/inf step) and
+    :class:`~snnprune.training.interrupts.Interrupted` (SIGINT/SIGTERM, after the running step)."""
     from tqdm import tqdm
 
     model.train()
@@ -264,10 +249,9 @@ def train_one_epoch(
     elif bad is not None:
         raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
     _resolve_thresholds(rows, pruner)
-    step_rows: list[list[Any]] = []
-    if losses:
-        for row, loss_v in zip(rows, torch.stack(losses).tolist(), strict=True):
-            step_rows.append([*row, loss_v])
+    step_rows = [
+        [*row, v] for row, v in zip(rows, torch.stack(losses).tolist() if losses else [], strict=True)
+    ]
     loss_sum, correct, n = D.all_reduce_sum(sums.tolist(), device)
     metrics = {"train_loss": loss_sum / max(n, 1), "train_top1": 100.0 * correct / max(n, 1)}
     return metrics, step_rows, global_step

@@ -63,14 +63,7 @@ def _fmt(v: Any) -> Any:
 
 
 def all_finite(state_dict: dict[str, Any]) -> bool:
-    """Whether every floating-point tensor of a state dict is finite.
-
-    Args:
-        state_dict: e.g. ``model.state_dict()``.
-
-    Returns:
-        False when any value is NaN or infinite.
-    """
+    """Whether every floating-point tensor of ``state_dict`` is finite."""
     return all(
         bool(torch.isfinite(t).all())
         for t in state_dict.values()
@@ -79,27 +72,17 @@ def all_finite(state_dict: dict[str, Any]) -> bool:
 
 
 def run_files() -> tuple[str, ...]:
-    """Names of every file a run writes into its folder (besides ``tb/``): :data:`RUN_FILES`, the
-    :data:`~snnprune.structured.EXPORT_FILES` of ``--export``, and the ``<file>.sha256`` digest of each.
-
-    Returns:
-        The names; ``--overwrite`` removes exactly these (and ``tb/``).
-    """
+    """Every file a run writes into its folder (besides ``tb/``): :data:`RUN_FILES`, the
+    :data:`~snnprune.structured.EXPORT_FILES` of ``--export`` and their ``.sha256`` digests; ``--overwrite``
+    removes exactly these (and ``tb/``)."""
     names = (*RUN_FILES, *EXPORT_FILES)
     return (*names, *(f"{n}.sha256" for n in names))
 
 
 def new_run_note(run_dir: Path, shown: int = 4) -> str:
-    """The note of ``--resume auto`` without ``checkpoint.pth`` in ``run_dir``: a new run starts, and which
-    run folders beside it hold a checkpoint (newest first), so a run name that differs is seen at once.
-
-    Args:
-        run_dir: the run folder searched.
-        shown: at most this many folder names.
-
-    Returns:
-        One line.
-    """
+    """The one-line note of ``--resume auto`` without ``checkpoint.pth`` in ``run_dir``: a new run starts,
+    and which folders beside it hold a checkpoint (newest first, at most ``shown``), so a run name that differs
+    is seen at once."""
     run_dir = Path(run_dir)
     out = run_dir.parent
     found = (
@@ -129,16 +112,12 @@ def _holder(fd: int) -> str:
 
 
 class RunLock:
-    """The exclusive lock of a run folder: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
+    """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
 
-    :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command
-    line into it; :meth:`release` (also the context-manager exit) removes the file, removes the folder again
-    when the run created it and left it empty, and unlocks. The lock ends with the process in any case
-    (the kernel drops it), so a killed run leaves at most a stale ``.lock`` that the next run takes over.
-
-    Args:
-        folder: the run folder.
-    """
+    :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command line
+    into it; :meth:`release` (also the context-manager exit) removes the file, the folder when the run created
+    it and left it empty, and unlocks. A killed run loses the lock with its process (the kernel drops it) and
+    leaves at most a stale ``.lock`` that the next run takes over."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -147,14 +126,7 @@ class RunLock:
         self.created = False
 
     def acquire(self) -> RunLock:
-        """Take the lock.
-
-        Returns:
-            self.
-
-        Raises:
-            ConfigError: another process holds it (the message names the folder and the holder's pid).
-        """
+        """Take the lock (a :class:`ConfigError` naming the holder's pid when another process has it)."""
         while self.fd is None:
             if not self.folder.exists():
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -218,12 +190,7 @@ def _csv_text(header: list[str] | None, rows: list[list[Any]]) -> str:
 
 
 class RunFolder:
-    """Writes one run's files (on the main process only).
-
-    Args:
-        path: the run folder.
-        main_process: whether this process writes (rank 0).
-    """
+    """Writes the files of the run in ``path`` (on the main process only: elsewhere every method is a no-op)."""
 
     def __init__(self, path: Path, main_process: bool = True) -> None:
         self.path = Path(path)
@@ -232,14 +199,9 @@ class RunFolder:
 
     # ------------------------------------------------------------------ start
     def start(self, config: dict[str, Any], *, resumed: tuple[int, int] | None, log: Any = print) -> None:
-        """Create the folder and write ``config.json``; prepare the CSVs and TensorBoard.
-
-        Args:
-            config: the run configuration (JSON-serialisable with ``default=str``).
-            resumed: ``(last finished epoch, global step)`` of the checkpoint being resumed, or None for a
-                new run (the previous run's files, allowed by ``--overwrite``, are removed).
-            log: callable for notes.
-        """
+        """Create the folder and write ``config.json``; prepare the CSVs and TensorBoard. ``resumed``: the
+        (last finished epoch, global step) of the checkpoint being resumed (its CSV rows after it are dropped), or
+        None for a new run (the previous run's files, allowed by ``--overwrite``, are removed); ``log`` gets notes."""
         if not self.main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -283,12 +245,8 @@ class RunFolder:
             f.write(_csv_text(header if new else None, rows))
 
     def write_epoch(self, row: dict[str, Any], step_rows: list[list[Any]]) -> None:
-        """Append the epoch's row to ``metrics.csv``, its steps to ``steps.csv``, scalars to TensorBoard.
-
-        Args:
-            row: the :data:`METRICS_COLUMNS` values.
-            step_rows: the :data:`STEPS_COLUMNS` rows of the epoch.
-        """
+        """Append the epoch's :data:`METRICS_COLUMNS` ``row`` to ``metrics.csv``, its :data:`STEPS_COLUMNS`
+        ``step_rows`` to ``steps.csv`` and the scalars to TensorBoard."""
         if not self.main:
             return
         self._append("metrics.csv", METRICS_COLUMNS, [[_fmt(row[c]) for c in METRICS_COLUMNS]])
@@ -300,15 +258,8 @@ class RunFolder:
             self.tb.flush()
 
     def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> bool:
-        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``), unless the model is non-finite.
-
-        Args:
-            state: the checkpoint dict (``state["model"]`` is checked).
-            is_best: the epoch improved the best test accuracy.
-
-        Returns:
-            True when written; False when a weight is NaN/inf (nothing written, previous files kept).
-        """
+        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``), unless a weight of ``state["model"]``
+        is non-finite: then nothing is written (the previous files stay) and the result is False."""
         if not self.main:
             return True
         if not all_finite(state["model"]):

@@ -54,20 +54,9 @@ RUN_FILES = (
 
 # ----------------------------------------------------------------------------------------------- device
 def resolve_device(spec: str | None, amp: str = "none") -> torch.device:
-    """The training device for ``--device`` (None: CUDA when available), checked against ``--amp``.
-
-    Under ``torchrun`` a bare ``cuda`` becomes ``cuda:LOCAL_RANK``.
-
-    Args:
-        spec: ``cpu``, ``cuda``, ``cuda:N`` or None.
-        amp: ``none``, ``fp16`` or ``bf16``.
-
-    Returns:
-        The device.
-
-    Raises:
-        ConfigError: unknown device, CUDA not available, no such GPU, or fp16 autocast on a CPU.
-    """
+    """The training device for ``--device`` ``spec`` (``cpu``, ``cuda``, ``cuda:N``; None: CUDA when
+    available; under ``torchrun`` a bare ``cuda`` is ``cuda:LOCAL_RANK``), checked against ``--amp``: an
+    unknown device, no CUDA, no such GPU or fp16 autocast on a CPU is a :class:`ConfigError`."""
     if spec is None:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -75,7 +64,7 @@ def resolve_device(spec: str | None, amp: str = "none") -> torch.device:
             dev = torch.device(spec)
         except (RuntimeError, ValueError):
             raise ConfigError(f"--device: unknown device {spec!r}; use cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index):
         raise ConfigError(f"--device: {spec!r} is not supported for training; use cpu, cuda or cuda:N")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -203,10 +192,6 @@ def _check_combination(
                     f"{option_name(dest)}: only used by --lr-scheduler step (this run uses "
                     f"{args.lr_scheduler}); drop it or pass --lr-scheduler step"
                 )
-    if getattr(args, "neuron_backend", "spikingjelly") == "cupy" and str(args.device or "").startswith("cpu"):
-        raise ConfigError(
-            "--neuron-backend: cupy needs a CUDA device; use --neuron-backend spikingjelly or auto"
-        )
     if args.test_only and not args.resume:
         raise ConfigError(
             "--test-only: needs the checkpoint to evaluate; pass --resume PATH (checkpoint.pth/best.pth)"
@@ -259,26 +244,13 @@ def _check_method(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------------------------- run folder
 def holds_run(folder: Path) -> list[str]:
-    """Run files present in ``folder`` (:data:`RUN_FILES`; empty when it holds no run).
-
-    Args:
-        folder: a run folder.
-
-    Returns:
-        Their names.
-    """
+    """The run files (:data:`RUN_FILES`, ``tb/``) present in ``folder``; empty when it holds no run."""
     return [f for f in RUN_FILES if (folder / f).exists()] + (["tb/"] if (folder / "tb").is_dir() else [])
 
 
 def check_output(run_dir: Path) -> None:
-    """The run folder can be created and written.
-
-    Args:
-        run_dir: ``output_dir / run_name``.
-
-    Raises:
-        ConfigError: a file in the way, or a folder without write permission.
-    """
+    """The run folder ``run_dir`` can be created and written (else a :class:`ConfigError`: a file in the way,
+    no write permission)."""
     out = run_dir.parent
     for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
         if p.exists() and not p.is_dir():
@@ -299,16 +271,8 @@ def check_output(run_dir: Path) -> None:
 
 
 def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path | None) -> None:
-    """A new run never starts into a folder that holds one (unless ``--overwrite``).
-
-    Args:
-        run_dir: the run folder.
-        args: parsed arguments (``resume``, ``overwrite``, ``test_only``).
-        resume_path: the checkpoint being resumed (None: a new run).
-
-    Raises:
-        ConfigError: the folder holds a run and this is neither its resume nor an ``--overwrite``.
-    """
+    """A new run never starts into a folder that holds one, unless ``--overwrite`` (or it is the folder of the
+    checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`."""
     if args.test_only or args.overwrite:
         return
     present = holds_run(run_dir)
@@ -331,16 +295,10 @@ def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path 
 # ----------------------------------------------------------------------------------------------- all
 @dataclass
 class Prepared:
-    """What :func:`prepare` resolved.
-
-    Attributes:
-        device: the training device.
-        run_dir: ``output_dir / run_name``.
-        resume_path: the checkpoint to resume/evaluate (None: a new run).
-        checkpoint: its contents (None: a new run).
-        lock: the :class:`~snnprune.training.run_folder.RunLock` of ``run_dir``, held (None: ``--test-only``
-            or a rank other than 0); the caller releases it at the end of the run.
-    """
+    """What :func:`prepare` resolved: the training ``device``, ``run_dir`` (``output_dir / run_name``), the
+    checkpoint to resume or evaluate (``resume_path`` and its contents ``checkpoint``; None for a new run) and
+    the held :class:`~snnprune.training.run_folder.RunLock` of ``run_dir`` (``lock``; None for
+    ``--test-only`` and ranks other than 0), which the caller releases at the end of the run."""
 
     device: torch.device
     run_dir: Path
@@ -352,21 +310,14 @@ class Prepared:
 def prepare(
     args: argparse.Namespace, kind: str, model_kwargs: Callable[[str], Any] | None = None
 ) -> Prepared:
-    """Validate the whole configuration and resolve device, run folder and checkpoint (no data, no model).
-
-    Args:
-        args: parsed arguments (updated in place: ``run_name`` and the checkpoint's settings).
-        kind: ``"snn"``/``"ann"`` of the script.
-        model_kwargs: ``model name -> accepted keyword arguments`` (the ``models`` registry), or None.
-
-    Returns:
-        The resolved :class:`Prepared`.
-
-    Raises:
-        ConfigError, CheckpointError: the first invalid input, as one line with its fix.
-    """
+    """Validate the whole configuration of a ``kind`` (``"snn"``/``"ann"``) run and resolve device, run
+    folder, checkpoint and lock, before any data or model exists; ``args`` is updated in place (``run_name``,
+    the checkpoint's settings), ``model_kwargs`` is the ``models`` registry's name -> accepted keywords (None:
+    not checked). The first invalid input is a :class:`ConfigError`/:class:`CheckpointError` line."""
     explicit = explicit_options(args)
     check_values(args)
+    if "l1_coeff" in explicit and "final_threshold" not in explicit:  # LATS's lambda: D is an outcome
+        args.final_threshold = None
     resume_path: Path | None = None
     state = None
     if args.resume and args.resume != "auto":
@@ -389,6 +340,11 @@ def prepare(
     _check_combination(args, explicit, model_kwargs)
     _check_method(args)
     device = resolve_device(args.device, args.amp)
+    if getattr(args, "neuron_backend", None) == "cupy" and device.type != "cuda":
+        raise ConfigError(
+            f"--neuron-backend: cupy needs a CUDA device (this run uses {device}); use --neuron-backend "
+            "spikingjelly or auto"
+        )
     if state is not None and not args.test_only:
         done = int(state["epoch"])
         if args.stop_after_epoch is not None and args.stop_after_epoch < done + 1 and done + 1 < args.epochs:
