@@ -110,6 +110,36 @@ def test_list_methods_is_live_and_get_method_finds_each():
         snnprune.get_method("test_linear_d")
 
 
+def test_method_keywords_give_type_default_and_docstring_line():
+    from snnprune.methods import MethodKeyword, method_keywords, method_kwargs
+
+    class Curved(ScheduledThresholdPruner):
+        """A test schedule.
+
+        Args:
+            k: curvature of the ramp,
+                non-zero.
+            mode: how to bend.
+        """
+
+        def __init__(self, *, k: float = 2.0, mode="up", count: int | None = None, **base):
+            super().__init__(**base)
+            self.k, self.mode, self.count = k, mode, count
+
+        def fraction(self, x: float) -> float:
+            return x**self.k
+
+    kws = method_keywords(Curved)
+    assert kws["k"] == MethodKeyword(float, 2.0, "curvature of the ramp, non-zero.")
+    assert kws["mode"] == MethodKeyword(str, "up", "how to bend.")  # the default's type
+    assert kws["count"] == MethodKeyword(int, None, "")  # the annotation's type, no docstring entry
+    # the parent's keywords through **base, with the parent's Args: lines
+    assert kws["final_threshold"].type is float and kws["final_threshold"].help.startswith(":math:`D")
+    assert set(kws) == method_kwargs(Curved)
+    beta = method_keywords("pgh")["beta"]
+    assert (beta.type, beta.default) == (float, None) and "decay" in beta.help
+
+
 def test_options_of_a_subclass_follow_its_own_signature():
     """A subclass with an explicit signature takes only its own options (the parent's are reachable only
     through **kwargs), so --granularity on it is a clean usage error and its config round-trips."""

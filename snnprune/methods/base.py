@@ -13,10 +13,11 @@ import fnmatch
 import inspect
 import math
 import numbers
+import typing
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -25,11 +26,13 @@ from torch.nn.utils import parametrize
 from snnprune.threshold.parametrization import is_prunable, register_parametrization, remove_soft_threshold
 
 __all__ = [
+    "MethodKeyword",
     "Pruner",
     "check_finite_nonnegative",
     "check_steps",
     "get_method",
     "list_methods",
+    "method_keywords",
     "method_kwargs",
     "register_method",
     "select_layers",
@@ -695,6 +698,62 @@ def method_kwargs(method: str | type[Pruner]) -> frozenset[str]:
     raise TypeError(
         f"method must be a method name or a Pruner subclass, got {method!r}; pass e.g. 'lats' or LATSPruner"
     )
+
+
+class MethodKeyword(NamedTuple):
+    """One constructor keyword of a method: its ``type`` (``bool``, ``int``, ``float`` or ``str``: the
+    annotation's, else the default's; ``str`` when neither says), ``default`` (None when it has none) and
+    ``help`` (its ``Args:`` docstring entry, "" when it has none)."""
+
+    type: type
+    default: Any
+    help: str
+
+
+def method_keywords(method: str | type[Pruner]) -> dict[str, MethodKeyword]:
+    """The keywords :func:`method_kwargs` gives for ``method``, each with its type, default and docstring
+    line (the subclass's own first); what the training scripts turn into flags.
+
+    Raises:
+        ValueError, TypeError: as :func:`method_kwargs`.
+    """
+    accepted = method_kwargs(method)
+    cls = get_method(method) if isinstance(method, str) else method
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # the subclass's Args: entries last, so they win
+        docs.update(_docstring_args(klass.__doc__ or ""))
+    out: dict[str, MethodKeyword] = {}
+    for init in (vars(k)["__init__"] for k in cls.__mro__ if "__init__" in vars(k)):
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # an annotation that does not evaluate here: the default's type
+            hints = {}
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            if p.name not in accepted or p.name in out:
+                continue
+            hint = hints.get(p.name)
+            kinds = [
+                t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
+            ]
+            default = None if p.default is inspect.Parameter.empty else p.default
+            out[p.name] = MethodKeyword(kinds[0] if kinds else str, default, docs.get(p.name, ""))
+    return out
+
+
+def _docstring_args(doc: str) -> dict[str, str]:
+    """The ``Args:`` entries of a Google-style docstring: name -> text (continuation lines joined)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    found: dict[str, str] = {}
+    name = None
+    for line in lines[lines.index("Args:") + 1 :] if "Args:" in lines else []:
+        if not line.startswith("    "):  # a blank line or the next section
+            break
+        key, sep, text = line.strip().partition(": ")
+        if not line.startswith("     ") and sep and key.isidentifier():
+            name, found[key] = key, text
+        elif name is not None:
+            found[name] += " " + line.strip()
+    return found
 
 
 def _accepted_kwargs(cls: type[Pruner]) -> set[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import math
 import os
 import re
@@ -33,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snnprune.methods import get_method, list_methods, method_kwargs
+from snnprune.methods import get_method, list_methods, method_keywords, method_kwargs
 from snnprune.training.data import DATASETS
 
 __all__ = [
@@ -273,43 +272,6 @@ _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never writ
 
 
 # ----------------------------------------------------------------------------------------------- method options
-def _keyword_parameters(cls: type) -> dict[str, tuple[inspect.Parameter, Any]]:
-    """Keyword -> (parameter, type) along the ``__init__`` chain (the type: annotation, else the default's)."""
-    out: dict[str, tuple[inspect.Parameter, Any]] = {}
-    for init in (vars(klass)["__init__"] for klass in cls.__mro__ if "__init__" in vars(klass)):
-        try:
-            hints = typing.get_type_hints(init)
-        except Exception:  # an annotation that does not evaluate: the default's type
-            hints = {}
-        for p in list(inspect.signature(init).parameters.values())[1:]:
-            hint = hints.get(p.name)
-            kinds = [
-                t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
-            ]
-            out.setdefault(p.name, (p, kinds[0] if kinds else str))
-    return out  # method_kwargs tells which of them the method takes
-
-
-def _docstring_args(cls: type) -> dict[str, str]:
-    """The ``Args:`` entries of the class docstrings along ``cls``'s MRO (the subclass's first)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
-        if "Args:" not in lines:
-            continue
-        name, found = None, {}
-        for line in lines[lines.index("Args:") + 1 :]:
-            if not line.startswith("    "):  # a blank line or the next section
-                break
-            key, sep, text = line.strip().partition(": ")
-            if not line.startswith("     ") and sep and key.isidentifier():
-                name, found[key] = key, text
-            elif name is not None:
-                found[name] += " " + line.strip()
-        out.update(found)
-    return out
-
-
 def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
     type and default from the signature (None on the command line: the method's default applies), help from
@@ -318,14 +280,12 @@ def method_keyword_options() -> tuple[Option, ...]:
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
     found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
     for method in list_methods():
-        cls = get_method(method)
-        docs = _docstring_args(cls)
-        accepted = method_kwargs(method) - set(getattr(cls, "state_kwargs", ()))
-        for kw, (p, kind) in _keyword_parameters(cls).items():
-            if kw in accepted and kw not in taken:
-                methods, doc, defaults, first_kind = found.get(kw, ([], "", set(), kind))
-                defaults.add("" if p.default in (p.empty, None) else f" (default: {p.default})")
-                found[kw] = ([*methods, method], doc or docs.get(kw, ""), defaults, first_kind)
+        state = getattr(get_method(method), "state_kwargs", ())
+        for kw, k in method_keywords(method).items():
+            if kw not in taken and kw not in state:
+                methods, doc, defaults, kind = found.get(kw, ([], "", set(), k.type))
+                defaults.add("" if k.default is None else f" (default: {k.default})")
+                found[kw] = ([*methods, method], doc or k.help, defaults, kind)
     return tuple(
         Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
                "pruning", "model", keyword=kw)

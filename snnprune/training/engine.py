@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import math
 import sys
@@ -102,7 +103,21 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     prep = prepare(args, task.kind, task.model_kwargs)  # every input checked before any work
     # the run folder is this process's until the run ends; SIGINT/SIGTERM stop training after a step
     with prep.lock or nullcontext(), stop_on_signals(enabled=not args.test_only):
-        return _run(args, task, prep, t_start)
+        try:
+            return _run(args, task, prep, t_start)
+        except RuntimeError as exc:  # out of memory (the last epoch's checkpoint is kept): one line
+            text = str(exc)
+            if not (
+                isinstance(exc, torch.OutOfMemoryError)
+                or "can't allocate memory" in text
+                or "out of memory" in text
+            ):
+                raise
+            sizes = f"--width {args.width} --T {getattr(args, 'T', '-')} --batch-size {args.batch_size}"
+            raise ConfigError(
+                f"--width: the run does not fit in memory with {sizes} ({text.strip().splitlines()[0][:160]}); "
+                "use smaller values"
+            ) from None
 
 
 def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dict[str, Any]:
@@ -121,24 +136,10 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     train_set, test_set, num_classes, in_channels = build_datasets(args)
     train_loader, test_loader, train_sampler = build_loaders(train_set, test_set, args, distributed)
     steps_per_epoch = min(len(train_loader), args.limit_train_batches or len(train_loader))
-    options = LoopOptions(
-        amp=args.amp,
-        channels_last=args.channels_last,
-        clip_grad_norm=args.clip_grad_norm,
-        lr_step_per_iter=args.lr_step_per_iter,
-        limit_train_batches=args.limit_train_batches,
-        limit_test_batches=args.limit_test_batches,
-        log_every=args.log_every,
-    )
+    options = LoopOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LoopOptions)})
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
-    try:
-        model = instantiate(builder)
-    except RuntimeError as exc:
-        oom = _out_of_memory(exc, args)
-        if oom is exc:
-            raise
-        raise oom from None
+    model = instantiate(builder)
     if ckpt is None:
         pruner = _sparsify(model, args, steps_per_epoch)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
@@ -278,11 +279,6 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
                 "checkpoints are kept: train again with a smaller --final-threshold/--target-sparsity"
             )
         summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, log)
-    except RuntimeError as exc:  # the previous epoch's checkpoint is kept
-        oom = _out_of_memory(exc, args)
-        if oom is exc:
-            raise
-        raise oom from None
     finally:
         folder.close()
     summary["wall_time_s"] = time.perf_counter() - t_start
@@ -291,18 +287,6 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     log(f"run {folder.path}  ({summary['wall_time_s']:.1f}s)")
     D.cleanup()
     return summary
-
-
-def _out_of_memory(exc: RuntimeError, args: argparse.Namespace) -> BaseException:
-    """A memory allocation failure as one line naming the sizes (any other error as it is)."""
-    text = str(exc)
-    if not (
-        isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
-    ):
-        return exc
-    first = text.strip().splitlines()[0][:160]
-    sizes = f"--width {args.width} --T {getattr(args, 'T', '-')} --batch-size {args.batch_size}"
-    return ConfigError(f"--width: the run does not fit in memory with {sizes} ({first}); use smaller values")
 
 
 def _summary(

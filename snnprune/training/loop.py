@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,11 +129,9 @@ def _accuracy(
 
 
 def autocast(device: torch.device, amp: str) -> Any:
-    """The autocast context of ``--amp`` (a null context for ``none``)."""
-    if amp == "none":
-        return nullcontext()
+    """The autocast context of ``--amp`` (disabled for ``none``)."""
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=amp != "none")
 
 
 def to_device(
