@@ -66,24 +66,21 @@ class ConfigError(ValueError):
     """
 
 
-def _plain_name(text: str) -> str:
-    if text.strip() in ("", ".", "..") or "/" in text or os.sep in text:
-        raise argparse.ArgumentTypeError(
-            f"must be a plain folder name, got {text!r}; pass a name without '/'"
-        )
-    return text
+def _text(ok: Callable[[str], bool], must: str, fix: str) -> Callable[[str], str]:
+    """A converter of a text option: ``ok(text)`` or ``must be <must>, got 'x'; <fix>``."""
+
+    def convert(text: str) -> str:
+        if not ok(text):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text!r}; {fix}")
+        return text
+
+    return convert
 
 
-def _nonempty(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("must be a checkpoint file or auto, got ''; pass --resume PATH|auto")
-    return text
-
-
-def _folder(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("must be a folder, got ''; pass --output-dir DIR")
-    return text
+_plain_name = _text(lambda t: t.strip() not in ("", ".", "..") and "/" not in t and os.sep not in t,
+                    "a plain folder name", "pass a name without '/'")  # fmt: skip
+_nonempty = _text(bool, "a checkpoint file or auto", "pass --resume PATH|auto")
+_folder = _text(bool, "a folder", "pass --output-dir DIR")
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ class Option:
             the checkpoint), ``"plan"`` (the training plan: ``--resume`` takes it) or ``"run"`` (this
             invocation's; ``""``: the group's).
         choices: the accepted values.
-        range: numbers: ``">= 0"``, ``"> 0"``, an interval ``"[0, 1)"`` or ``"finite"``.
+        range: numbers (always finite): ``">= 0"``, ``"> 0"`` or an interval ``"[0, 1)"``.
         keyword: the :func:`snnprune.sparsify` keyword it feeds (for the methods whose signature takes it).
         in_epochs: the value counts epochs, the keyword optimizer steps.
         snn: an option of the SNN script only.
@@ -319,8 +316,6 @@ def _bound(text: str) -> float:
 def _within(spec: str, v: Any) -> bool:
     if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
         return False
-    if spec == "finite":
-        return True
     if spec[0] in "[(":
         lo, hi = (_bound(s) for s in spec[1:-1].split(","))
         return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
