@@ -16,6 +16,7 @@ with the wrong digest.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -24,7 +25,7 @@ import re
 import secrets
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -129,33 +130,35 @@ def _write_error(exc: BaseException, path: Path, needed: int | None) -> BaseExce
     )
 
 
-def _write_temp(path: Path, write: Callable[[BinaryIO], None], needed: int | None) -> Path:
-    """``write(f)`` into a new temp file beside ``path``, fsync; the temp path (removed on an exception)."""
-    tmp = _temp_path(path)
+@contextlib.contextmanager
+def _clean_failure(tmp: Path, path: Path, needed: int | None) -> Iterator[None]:
+    """On an exception: remove ``tmp`` and raise the one-line error of a full disk or a read-only folder
+    (any other error as it is)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         clear = _write_error(exc, path, needed)
         if clear is None:
             raise
         raise clear from None
+
+
+def _write_temp(path: Path, write: Callable[[BinaryIO], None], needed: int | None) -> Path:
+    """``write(f)`` into a new temp file beside ``path``, fsync; the temp path (removed on an exception)."""
+    tmp = _temp_path(path)
+    with _clean_failure(tmp, path, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
     return tmp
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    try:
+    with _clean_failure(tmp, path, None):
         os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        clear = _write_error(exc, path, None)
-        if clear is None:
-            raise
-        raise clear from None
 
 
 def atomic_write(
