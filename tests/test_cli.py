@@ -318,6 +318,40 @@ def test_bad_run_one_line_exit_2(sew, tmp_path, capsys, argv, prepare_files, fra
     assert not (tmp_path / "runs" / "r" / "summary.json").exists()
 
 
+@pytest.mark.parametrize("failure", ["disk full", "read-only folder"])
+def test_checkpoint_write_failure_one_line_previous_checkpoint_kept(
+    sew, tmp_path, capsys, monkeypatch, failure
+):
+    import errno
+
+    from snnprune import files
+
+    run = tmp_path / "r"
+    argv = [*TINY, "--output-dir", str(tmp_path), "--run-name", "r"]
+    sew.main([*argv, "--stop-after-epoch", "0"])  # epoch 0 checkpointed
+    before = (run / "checkpoint.pth").read_bytes()
+    real_save = files.torch.save
+
+    def failing_save(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("epoch") == 1:  # the checkpoint of epoch 1
+            f.write(b"\0" * 1024)
+            if failure == "disk full":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(files.torch, "save", failing_save)
+    code, err = expect_exit(sew, [*argv, "--resume", "auto"], capsys)
+    line = _one_line(err)
+    assert code == 2 and str(run) in line, line
+    assert ("disk" in line) if failure == "disk full" else ("not writable" in line or "ermission" in line), (
+        line
+    )
+    assert (run / "checkpoint.pth").read_bytes() == before  # the previous checkpoint is intact
+    assert files.load(run / "checkpoint.pth", weights_only=False)["epoch"] == 0
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_plain_step_lines_without_terminal(trained):
     lines = trained["stdout"].splitlines()
     steps = [line for line in lines if line.startswith("epoch 0 step ")]
