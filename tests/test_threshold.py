@@ -409,3 +409,23 @@ def test_parametrization_buffers_follow_the_weight_device():
     p = register_soft_threshold(layer, "weight", 0.1).parametrizations.weight[0]
     assert p.threshold.device.type == "meta"
     assert layer.parametrizations.weight.original.device.type == "meta"
+
+
+def test_removing_the_parametrization_restores_the_parameter_order():
+    """parametrize appends the tensor it restores; the layer gets its parameters back in their order, so
+    ``parameters()`` (what an optimizer is built from) and ``state_dict`` keys match the dense model."""
+    import snnprune
+    from snnprune.threshold import remove_soft_threshold
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Linear(3, 2))
+    names, keys = [n for n, _ in model.named_parameters()], list(model.state_dict())
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    snnprune.sparsify(model, "lats", final_threshold=0.1, total_steps=4)
+    snnprune.finalize(model)
+    assert [n for n, _ in model.named_parameters()] == names and list(model.state_dict()) == keys
+    layer = nn.Linear(3, 2)
+    snnprune.register_soft_threshold(layer, threshold=0.1)
+    remove_soft_threshold(layer, leave_parametrized=False)
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"] and not vars(layer).get(
+        "_snnprune_parameter_order"
+    )

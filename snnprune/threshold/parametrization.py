@@ -38,6 +38,7 @@ PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, 
 LTP_GRADIENTS: tuple[str, ...] = ("paper", "full")
 _HOOKS_ATTR = "_snnprune_compat_hooks"
 _REMOVAL_ATTR = "_snnprune_removal_hooks"
+_ORDER_ATTR = "_snnprune_parameter_order"  # the layer's parameter names before the first registration
 
 
 def is_prunable(module: nn.Module) -> bool:
@@ -329,6 +330,7 @@ def register_parametrization(module: nn.Module, name: str, parametrization: nn.M
             "call snnprune.finalize(model) or remove_soft_threshold(module) first"
         )
     parametrization.to(getattr(module, name).device)
+    module.__dict__.setdefault(_ORDER_ATTR, [n for n, _ in module.named_parameters(recurse=False)])
     parametrize.register_parametrization(module, name, parametrization)
     hooks = module.__dict__.setdefault(_HOOKS_ATTR, {})
     if name not in hooks:
@@ -432,6 +434,12 @@ def remove_soft_threshold(
         p.eval()
     _own_class(module)
     parametrize.remove_parametrizations(module, name, leave_parametrized=leave_parametrized)
+    if not parametrize.is_parametrized(module):  # the parameters in their order before the registration
+        order = module.__dict__.pop(_ORDER_ATTR, [])
+        params = module._parameters  # no public API reorders them; parametrize appended `name` at the end
+        ranked = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
+        for key in ranked:
+            params[key] = params.pop(key)
     hooks = module.__dict__.get(_HOOKS_ATTR, {})
     handle = hooks.pop(name, None)
     if handle is not None:
