@@ -107,7 +107,7 @@ VALIDATION_CASES = [
     (["--lats-schedule", "closed_form", "--lr-scheduler", "step"], "--lats-schedule: closed_form is the authors' threshold for a cosine lr, not for --lr-scheduler step"),
     (["--lats-schedule", "closed_form", "--lr-scheduler", "constant"], "--lats-schedule: closed_form is the authors' threshold for a cosine lr, not for --lr-scheduler constant"),
     (["--filter-scale", "layer"], "--filter-scale: filter_scale='layer' applies to granularity='filter' only"),
-    (["--method", "str", "--s-init", "-1e400"], "--s-init: must be a finite number, got -inf; pass another --s-init"),
+    (["--method", "str", "--s-init", "-1e400"], "--s-init: must be a finite number, got -inf; pass e.g. -5"),
     (["--resume", ""], "--resume: must be a checkpoint file or auto, got ''"),
     (["--device", "cpu:1"], "--device: 'cpu:1' is not supported for training"),
     (["--final-threshold", "0.1", "--l1-coeff", "1e-4"], "--final-threshold: lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both"),

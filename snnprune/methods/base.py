@@ -214,10 +214,14 @@ class Pruner:
         else:
             total_steps = check_steps(total_steps, "total_steps", name)
             if total_steps <= 0:
-                raise ValueError(f"total_steps must be > 0, got {total_steps}")
+                raise ValueError(
+                    f"total_steps must be > 0, got {total_steps}; pass the optimizer steps of the run"
+                )
         start_step = check_steps(start_step, "start_step", name)
         if start_step < 0 or (total_steps is not None and start_step >= total_steps):
-            raise ValueError(f"start_step must be in [0, total_steps={total_steps}), got {start_step}")
+            raise ValueError(
+                f"start_step must be in [0, total_steps={total_steps}), got {start_step}; start inside the run"
+            )
         self.total_steps: int | None = total_steps
         self.start_step = start_step
         self.model: nn.Module | None = None  # set by prepare()
@@ -356,7 +360,9 @@ class Pruner:
         if steps_per_epoch is not None:
             steps_per_epoch = check_steps(steps_per_epoch, "steps_per_epoch", self.method)
             if steps_per_epoch <= 0:
-                raise ValueError(f"steps_per_epoch must be > 0 or None, got {steps_per_epoch}")
+                raise ValueError(
+                    f"steps_per_epoch must be > 0 or None, got {steps_per_epoch}; pass len(train_loader) or None"
+                )
         if self._hook_handle is not None:
             self._hook_handle.remove()
         self.optimizer = optimizer

@@ -63,12 +63,17 @@ class GMPPruner(Pruner):
                 f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
             )
         if not 0.0 <= initial_sparsity <= target_sparsity:
-            raise ValueError(f"initial_sparsity must be in [0, target_sparsity], got {initial_sparsity}")
+            raise ValueError(
+                f"initial_sparsity must be in [0, target_sparsity={target_sparsity}], got {initial_sparsity}; "
+                "pass a smaller one"
+            )
         if frequency is not None and check_steps(frequency, "frequency", "gmp") < 1:
-            raise ValueError(f"frequency must be >= 1 step, got {frequency}")
+            raise ValueError(f"frequency must be >= 1 step, got {frequency}; pass e.g. 100")
         end = self.total_steps if end_step is None else check_steps(end_step, "end_step", "gmp")
         if not self.start_step < end <= self.total_steps:
-            raise ValueError(f"end_step must be in (start_step, total_steps], got {end}")
+            raise ValueError(
+                f"end_step must be in (start_step, total_steps], got {end}; end the ramp inside the run"
+            )
         self.target_sparsity = float(target_sparsity)
         self.initial_sparsity = float(initial_sparsity)
         self.end_step = end

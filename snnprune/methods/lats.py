@@ -67,7 +67,9 @@ class ScheduledThresholdPruner(Pruner):
         super().__init__(total_steps=total_steps, start_step=start_step)
         if final_threshold is None:
             if self.requires_final_threshold:
-                raise ValueError(f"method {self.method!r} needs final_threshold (D >= 0)")
+                raise ValueError(
+                    f"method {self.method!r} needs final_threshold (D >= 0); pass e.g. final_threshold=0.1"
+                )
         else:
             final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
         check_grad(grad)
@@ -76,7 +78,9 @@ class ScheduledThresholdPruner(Pruner):
                 f"granularity must be 'weight' or 'filter', got {granularity!r}; filter prunes whole channels"
             )
         if filter_scale not in (None, "size", "layer"):
-            raise ValueError(f"filter_scale must be 'size' or 'layer', got {filter_scale!r}")
+            raise ValueError(
+                f"filter_scale must be 'size' or 'layer', got {filter_scale!r}; pass one of them"
+            )
         if filter_scale is not None and granularity != "filter":
             raise ValueError(
                 f"filter_scale={filter_scale!r} applies to granularity='filter' only (this pruner prunes "
@@ -201,19 +205,25 @@ class LATSPruner(ScheduledThresholdPruner):
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
         if schedule not in ("lr", "closed_form"):
-            raise ValueError(f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}")
+            raise ValueError(
+                f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}; pass one of them"
+            )
         if final_threshold is None and l1_coeff is None:
-            raise ValueError("lats needs final_threshold (D) or l1_coeff (lambda)")
+            raise ValueError(
+                "lats needs final_threshold (D) or l1_coeff (lambda); pass e.g. final_threshold=0.1"
+            )
         if final_threshold is not None and l1_coeff is not None:
             raise ValueError(
                 "lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both; drop one"
             )
         if lr_total is not None and not (math.isfinite(lr_total) and lr_total > 0):
-            raise ValueError(f"lr_total must be a finite number > 0, got {lr_total}")
+            raise ValueError(
+                f"lr_total must be a finite number > 0, got {lr_total}; pass the lr sum or leave it to bind()"
+            )
         if epoch_length is not None:
             epoch_length = check_steps(epoch_length, "epoch_length", "lats")
             if epoch_length <= 0:
-                raise ValueError(f"epoch_length must be > 0, got {epoch_length}")
+                raise ValueError(f"epoch_length must be > 0, got {epoch_length}; pass len(train_loader)")
         self.schedule = schedule
         self.epoch_length = epoch_length
         self.lr_total = None if lr_total is None else float(lr_total)
@@ -222,7 +232,9 @@ class LATSPruner(ScheduledThresholdPruner):
         self._window_epochs = 0
         if schedule == "closed_form":
             if final_threshold is None:
-                raise ValueError("lats schedule='closed_form' needs final_threshold (D)")
+                raise ValueError(
+                    "lats schedule='closed_form' needs final_threshold (D); pass e.g. final_threshold=0.1"
+                )
             window = self.total_steps - self.start_step
             if epoch_length is None or window % epoch_length:
                 raise ValueError(
@@ -417,7 +429,7 @@ class STDSPruner(ScheduledThresholdPruner):
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
         if shape not in ("sine", "linear"):
-            raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}")
+            raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}; pass one of them")
         self.shape = shape
 
     def fraction(self, x: float) -> float:

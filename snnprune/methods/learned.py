@@ -54,7 +54,7 @@ class STRPruner(Pruner):
         super().__init__(total_steps=total_steps, start_step=start_step)
         s_init = float(s_init)
         if s_init != s_init or s_init in (float("inf"), float("-inf")):
-            raise ValueError(f"s_init must be a finite number, got {s_init}")
+            raise ValueError(f"s_init must be a finite number, got {s_init}; pass e.g. -5")
         check_grad(grad)
         self.s_init = s_init
         self.grad = grad
@@ -121,13 +121,17 @@ class LTPPruner(Pruner):
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
         if not l0_coeff >= 0:
-            raise ValueError(f"l0_coeff must be >= 0, got {l0_coeff}")
+            raise ValueError(f"l0_coeff must be >= 0, got {l0_coeff}; pass a non-negative weight")
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ValueError(f"temperature must be > 0, got {temperature}; pass a positive value")
         if not tau_init >= 0:
-            raise ValueError(f"tau_init must be >= 0 (a threshold on theta^2), got {tau_init}")
+            raise ValueError(
+                f"tau_init must be >= 0 (a threshold on theta^2), got {tau_init}; pass a non-negative value"
+            )
         if gradient not in LTP_GRADIENTS:
-            raise ValueError(f"ltp gradient must be one of {LTP_GRADIENTS}, got {gradient!r}")
+            raise ValueError(
+                f"ltp gradient must be one of {LTP_GRADIENTS}, got {gradient!r}; pass one of them"
+            )
         self.l0_coeff = float(l0_coeff)
         self.temperature = float(temperature)
         self.tau_init = float(tau_init)
