@@ -98,6 +98,10 @@ def test_lock_file_holds_pid_and_command_line(tmp_path):
     finally:
         lock.release()
     assert not (tmp_path / "new").exists()  # created by the lock, left empty: removed
+    nested = RunLock(tmp_path / "out" / "deeper" / "run").acquire()  # a missing --output-dir too
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    nested.release()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]  # the empty ones went
 
 
 def test_two_concurrent_runs_one_runs_one_refused(tmp_path):

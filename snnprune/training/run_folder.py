@@ -115,22 +115,22 @@ class RunLock:
     """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
 
     :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command line
-    into it; :meth:`release` (also the context-manager exit) removes the file, the folder when the run created
-    it and left it empty, and unlocks. A killed run loses the lock with its process (the kernel drops it) and
+    into it; :meth:`release` (also the context-manager exit) removes the file, the folders it created (the run
+    folder, a missing ``--output-dir``) when they are left empty, and unlocks. A killed run loses the lock with its process (the kernel drops it) and
     leaves at most a stale ``.lock`` that the next run takes over."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.fd: int | None = None
-        self.created = False
+        self.created: list[Path] = []  # the folders acquire() made: the run folder, then missing parents
 
     def acquire(self) -> RunLock:
         """Take the lock (a :class:`ConfigError` naming the holder's pid when another process has it)."""
         while self.fd is None:
             if not self.folder.exists():
+                self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self.created = True
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:  # the folder was removed by a run that just ended: again
@@ -157,15 +157,15 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Remove ``.lock`` (and the folder, when this run created it and it is empty) and unlock."""
+        """Remove ``.lock`` (and the folders :meth:`acquire` created, when they are empty) and unlock."""
         if self.fd is None:
             return
         self.path.unlink(missing_ok=True)
-        if self.created:
+        for folder in self.created:
             try:
-                self.folder.rmdir()
+                folder.rmdir()
             except OSError:  # not empty: the run's files
-                pass
+                break
         os.close(self.fd)  # closing the descriptor drops the lock
         self.fd = None
 
