@@ -222,15 +222,24 @@ def _tensor_bytes(obj: Any, seen: set[int] | None = None) -> int:
     return 0
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+class _Hashing:
+    """A binary file that feeds what is written to a SHA-256 too, so the file is never read back."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def save(obj: Any, path: str | os.PathLike | BinaryIO) -> Path | BinaryIO:
     """``torch.save`` ``obj`` atomically with its SHA-256 digest beside it (read back with :func:`load`).
 
-    The data goes into a temp file in the same folder (fsync), its digest is computed, the old digest file
+    The data goes into a temp file in the same folder (fsync) and is hashed as it is written, the old digest file
     is removed, the temp file is renamed to ``path``, and ``<path>.sha256`` (``"<hex>  <name>\\n"``, the
     ``sha256sum`` format) is written atomically. A failed write (e.g. a full disk) leaves the previous file
     and its digest untouched; a failure at the rename or at the digest leaves a file without a digest
@@ -252,9 +261,15 @@ def save(obj: Any, path: str | os.PathLike | BinaryIO) -> Path | BinaryIO:
         torch.save(obj, path)
         return path
     path = Path(path)
-    tmp = _write_temp(path, lambda f: torch.save(obj, f), _tensor_bytes(obj))
+    hashing: list[_Hashing] = []
+
+    def write(f: BinaryIO) -> None:
+        hashing.append(_Hashing(f))
+        torch.save(obj, hashing[-1])
+
+    tmp = _write_temp(path, write, _tensor_bytes(obj))
+    hexdigest = hashing[-1].sha256.hexdigest()
     try:
-        hexdigest = _sha256(tmp)
         digest_path(path).unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -282,13 +297,14 @@ def _recorded_digest(path: Path) -> str | None:
     return match.group(1)
 
 
-def _check_digest(data: bytes, path: Path) -> None:
-    """With a digest file beside ``path``, the SHA-256 of ``data`` must match it."""
+def _check_digest(data: bytes, path: Path) -> bool:
+    """With a digest file beside ``path``, the SHA-256 of ``data`` must match it; whether there is one."""
     recorded = _recorded_digest(path)
     if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise CorruptFileError(
             path, f"is corrupt: its SHA-256 does not match the one recorded in {digest_path(path).name}"
         )
+    return recorded is not None
 
 
 def _check_zip(data: bytes, path: Path) -> None:
@@ -306,9 +322,9 @@ def _check_zip(data: bytes, path: Path) -> None:
 
 
 def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
-    """``torch.load`` a file after checking its bytes: its digest, its zip archive and the CRC-32s.
+    """``torch.load`` a file after checking its bytes: its digest, or else its zip archive and CRC-32s.
 
-    Policy: a file with a digest beside it must match it; a file without one (written by plain
+    Policy: a file with a digest beside it must match it (and is then loaded as it is); a file without one (written by plain
     ``torch.save``, or by a :func:`save` interrupted between its rename and its digest) is loaded when its
     zip archive is complete and its CRCs pass. The file is read into memory once, so what is checked is
     what is loaded (``mmap=True`` is not supported).
@@ -325,6 +341,7 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
         FileNotFoundError: no such file.
         CorruptFileError: the checks fail, or ``torch.load`` cannot read the checked bytes.
     """
+    digested = False
     if hasattr(path, "read"):
         data, path = path.read(), Path(str(getattr(path, "name", "<file object>")))
     else:
@@ -332,8 +349,9 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; pass the path of an existing file")
         data = path.read_bytes()
-        _check_digest(data, path)
-    _check_zip(data, path)
+        digested = _check_digest(data, path)
+    if not digested:  # a matching digest says the bytes are those written: no zip check needed
+        _check_zip(data, path)
     try:
         return torch.load(io.BytesIO(data), **torch_load_kwargs)
     except Exception as exc:

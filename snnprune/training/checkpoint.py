@@ -113,7 +113,7 @@ def load_checkpoint(
     """Read a checkpoint written by :func:`save_checkpoint` and check what the training engine reads of it.
 
     The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
-    archive and its CRCs always); the dict must hold ``model``, ``optimizer``, ``lr_scheduler``, ``scaler``
+    archive and its CRCs when there is none); the dict must hold ``model``, ``optimizer``, ``lr_scheduler``, ``scaler``
     and ``pruner`` (dicts), ``rng`` (the states of :func:`get_rng_state`), ``epoch`` and ``global_step``
     (integers >= 0) and, if present, a numeric ``best_top1``. Any problem is one :class:`CheckpointError` line
     naming the file (as given to ``name``, the option or function) and the key; tensors go to
