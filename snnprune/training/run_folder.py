@@ -10,7 +10,8 @@ Rules that live here and nowhere else:
   truncates its CSVs (atomically) to the checkpoint's epoch/step;
   whether a new run may start into the folder at all is decided before (``validation.check_run_folder``);
 * every file is written atomically (temp file + rename) with the permissions of any new file;
-* a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``.
+* a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``
+  (the engine checks :func:`all_finite` on every rank before it calls :meth:`RunFolder.save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -63,12 +64,11 @@ def _fmt(v: Any) -> Any:
 
 
 def all_finite(state_dict: dict[str, Any]) -> bool:
-    """Whether every floating-point tensor of ``state_dict`` is finite."""
-    return all(
-        bool(torch.isfinite(t).all())
-        for t in state_dict.values()
-        if torch.is_tensor(t) and t.is_floating_point()
-    )
+    """Whether every floating-point tensor of ``state_dict`` is finite (one host sync for all of them)."""
+    flags = [
+        torch.isfinite(t).all() for t in state_dict.values() if torch.is_tensor(t) and t.is_floating_point()
+    ]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def run_files() -> tuple[str, ...]:
@@ -257,17 +257,14 @@ class RunFolder:
                     self.tb.add_scalar(k, row[k], row["epoch"])
             self.tb.flush()
 
-    def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> bool:
-        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``), unless a weight of ``state["model"]``
-        is non-finite: then nothing is written (the previous files stay) and the result is False."""
+    def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> None:
+        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``); the engine has checked with
+        :func:`all_finite` that every weight of ``state["model"]`` is finite (on every rank)."""
         if not self.main:
-            return True
-        if not all_finite(state["model"]):
-            return False
+            return
         save_checkpoint(state, self.path / "checkpoint.pth")
         if is_best:
             save_checkpoint(state, self.path / "best.pth")
-        return True
 
     # ------------------------------------------------------------------ end
     def write_json(self, name: str, data: Any) -> None:
