@@ -272,12 +272,6 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
             )
         if not m:  # resumed a finished run: evaluate the restored model
             m = evaluate(dmodel, criterion, test_loader, device, options, progress)
-        if last_epoch == args.epochs - 1 and pruner.layers and snnprune.sparsity(model)["overall"] == 1.0:
-            raise ConfigError(
-                f"--method {args.method}: every prunable weight is zero at the end of the run (threshold "
-                f"{mean_threshold(pruner):.4g}), so the network's output does not depend on its input; the "
-                "checkpoints are kept: train again with a smaller --final-threshold/--target-sparsity"
-            )
         summary = _finish(args, task, model, pruner, test_loader, m, folder, last_epoch + 1, log)
     finally:
         folder.close()
@@ -328,10 +322,17 @@ def _finish(
     epochs_done: int,
     log: Callable[..., None],
 ) -> dict[str, Any]:
-    """The final summary: parameters, the analysis (``analyze.json``) and the ``--export`` files."""
+    """The final summary: parameters, the analysis (``analyze.json``) and the ``--export`` files (a run that
+    ends with every prunable weight at zero is a :class:`ConfigError` instead)."""
     import snnprune
 
     sp = snnprune.sparsity(model)
+    if epochs_done == args.epochs and pruner.layers and sp["overall"] == 1.0:
+        raise ConfigError(
+            f"--method {args.method}: every prunable weight is zero at the end of the run (threshold "
+            f"{mean_threshold(pruner):.4g}), so the network's output does not depend on its input; the "
+            "checkpoints are kept: train again with a smaller --final-threshold/--target-sparsity"
+        )
     params, nonzero = count_params(model)
     summary = {**_summary(args, task, pruner, m, sp["overall"]), "nonzero_params": nonzero, "params": params,
                "energy_pj": None, "sops": None, "macs": None, "epochs": epochs_done}  # fmt: skip
