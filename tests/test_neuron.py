@@ -503,6 +503,31 @@ def test_every_specialization_compiles_with_nvcc(tmp_path):
         assert f".entry {key.name}(" in ptx
 
 
+@pytest.mark.skipif(
+    shutil.which("nvcc") is None, reason="nvcc not found: cannot compile the generated CUDA source"
+)
+def test_backward_ptx_divides_only_to_recompute_the_lif_charge(tmp_path):
+    """Static PTX count (sm_80, no timing): a backward at compile-time T has one ``div.rn.f32`` per step and
+    neuron for LIF (the recomputed charge) and none for IF and PLIF; reciprocals are ``rcp.rn.f32``."""
+    keys = [
+        source.BackwardKey(kind, hard, True, "fp16", False, sg, 4, 2, True)
+        for kind in KINDS
+        for hard in (True, False)
+        for sg in ("atan", "sigmoid")
+    ]
+    cu = tmp_path / "bwd.cu"
+    cu.write_text("\n".join(source.backward_source(k) for k in keys))
+    cmd = ["nvcc", "--ptx", "-arch=sm_80", "-o", str(tmp_path / "bwd.ptx"), str(cu)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    entries = dict(e.split("(", 1) for e in (tmp_path / "bwd.ptx").read_text().split(".entry ")[1:])
+    for key in keys:
+        ptx = entries[key.name]
+        divs = re.findall(r"\bdiv\.[\w.]*f32", ptx)
+        assert len(divs) == (4 * 2 if key.kind == "lif" else 0), (key.name, divs)
+        assert set(re.findall(r"\brcp\.[\w.]*f32", ptx)) == {"rcp.rn.f32"}, key.name
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: cannot run ptxas")
 def test_kernel_resources_script_reports_no_spills(tmp_path):
     """scripts/neuron_kernel_resources.py: registers and spills per specialization from ptxas (sm_90)."""
@@ -668,6 +693,8 @@ def emulator(tmp_path_factory):
         keys += _launch_keys(kind, dname, steps, (2,), v_reset=v_reset, decay=decay, detach=detach, sg=sg)
     for kind in KINDS:
         keys += _launch_keys(kind, "fp32", 4, (2,))
+    for kind, _, decay in TAU_CASES:
+        keys += _launch_keys(kind, "fp32", 5, (1,), v_reset=None, decay=decay)
     emu.build(keys)
     return emu
 
@@ -843,6 +870,62 @@ def test_node_fused_path_with_emulated_kernels_matches_spikingjelly(emulator, cl
         assert launches == {"fwd": 2, "bwd": 2}
         sj_functional.reset_net(ours)
         assert ours.v == 0.0
+
+
+TAU_CASES = list(itertools.product(("lif", "plif"), (3.0, 1.7, 1.3), (True, False)))
+
+
+@pytest.mark.parametrize("kind,tau,decay", TAU_CASES)
+def test_backward_without_division_matches_spikingjelly_at_inexact_tau(emulator, kind, tau, decay):
+    """At a tau whose reciprocal is not a power of two (1/tau != 1 - 1/tau, unlike tau = 2), the op's
+    reference path and the emulated kernels both match SpikingJelly's neuron; the kernel's input gradient
+    equals the reference's bit for bit (fp32, atan: same operations in the same order)."""
+    kw = dict(step_mode="m", surrogate_function=surrogate.ATan(), decay_input=decay, v_reset=None)
+    theirs = (
+        sj_neuron.LIFNode(tau=tau, **kw) if kind == "lif" else sj_neuron.ParametricLIFNode(init_tau=tau, **kw)
+    )
+    x = _inputs(5, (6, 9), noncontiguous=False, seed=_seed(kind, tau, decay))
+    g = torch.Generator().manual_seed(3)
+    grad_s, grad_v = torch.randn(x.shape, generator=g), torch.randn(x.shape[1:], generator=g)
+    x_sj = x.clone().requires_grad_(True)
+    s_sj = theirs(x_sj)
+    ((s_sj * grad_s).sum() + (theirs.v * grad_v).sum()).backward()
+    grads = {}
+    for mode in ("reference", "kernel"):
+        with ops.kernel_hooks(emulator if mode == "kernel" else None, poison_outputs=True):
+            xr = x.clone().requires_grad_(True)
+            w = theirs.w.detach().clone().requires_grad_(True) if kind == "plif" else None
+            s, vf, _ = ops.multistep_neuron(
+                xr, 0.0, w, kind=kind, tau=tau, decay_input=decay, v_reset=None, surrogate="atan"
+            )
+            ((s * grad_s).sum() + (vf * grad_v).sum()).backward()
+        assert torch.equal(s, s_sj.detach()), mode
+        torch.testing.assert_close(
+            xr.grad, x_sj.grad, rtol=1e-5, atol=1e-6, msg=lambda m, mode=mode: f"{mode}: {m}"
+        )
+        if kind == "plif":
+            scale = float(grad_s.abs().sum() + grad_v.abs().sum())
+            torch.testing.assert_close(w.grad, theirs.w.grad, rtol=1e-5, atol=1e-6 * scale)
+        grads[mode] = xr.grad
+    assert torch.equal(grads["kernel"], grads["reference"])
+
+
+def _without_comments(code: str) -> str:
+    return re.sub(r"//[^\n]*", "", code)
+
+
+def test_backward_source_divides_only_in_the_recomputed_charge():
+    """The reverse loop of every backward specialization has no division (no ``/``, no ``__fdiv``); the
+    only division left is the forward's own LIF charge, recomputed so that ``h`` stays bit-exact."""
+    keys = source.all_backward_keys(steps=(0, 4), vec=(1, 2))
+    for key in keys:
+        code = source.backward_source(key).replace(source._prologue(key), "")  # (integer N / vec)
+        body = _without_comments(code).replace(source._charge(key), "CHARGE")
+        assert "/" not in body and "__fdiv" not in body, key.name
+        assert ("CHARGE" in body) and ("__fdiv_rn" in source._charge(key)) == (key.kind == "lif"), key.name
+    assert sum("__frcp_rn(tau)" in source.backward_source(k) for k in keys) == sum(
+        k.kind == "lif" for k in keys
+    )
 
 
 def test_every_specialization_compiles_with_cupy_nvrtc():

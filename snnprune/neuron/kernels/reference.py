@@ -146,7 +146,7 @@ def multistep_backward(
         \\epsilon_{t-1} = g_t\\,\\partial H_t/\\partial V_{t-1} \\ (+\\ \\text{grad of } v\\_seq_{t-1})
 
     PLIF: :math:`\\partial L/\\partial q = \\sum_{t,i} g_t\\,\\partial H_t/\\partial q` with
-    :math:`\\partial H_t/\\partial q = (H_t - V_{t-1})/q` (decay_input) or :math:`-(V_{t-1} - v_r)`;
+    :math:`\\partial H_t/\\partial q = X_t - (V_{t-1} - v_r)` (decay_input) or :math:`-(V_{t-1} - v_r)`;
     :math:`H_t` and :math:`V_{t-1}` are recomputed from the input and ``v_init`` with the forward's fp32
     arithmetic (as the CUDA backward does), so nothing but the input is kept between the two passes and
     the surrogate sees the exact fp32 :math:`H_t` also for fp16/bf16 inputs.
@@ -187,6 +187,9 @@ def multistep_backward(
     grad_x = torch.empty_like(grad_spikes, memory_format=torch.contiguous_format)
     carry = torch.zeros_like(v_init, dtype=torch.float32)
     grad_q = torch.zeros_like(carry) if kind == "plif" else None
+    # no division in the loop: fp32 1/tau once (the kernel's __frcp_rn), and the decay factor of the carry
+    inv_tau = torch.tensor(tau, dtype=torch.float32).reciprocal()
+    decay = 1.0 - (qf if kind == "plif" else inv_tau)
     for t in range(steps - 1, -1, -1):
         h = h_all[t]
         sg = surrogate_gradient(h - v_threshold, surrogate, alpha)
@@ -206,13 +209,13 @@ def multistep_backward(
             grad_x[t] = gh
             carry = gh
         elif kind == "lif":
-            grad_x[t] = gh / tau if decay_input else gh
-            carry = gh - gh / tau
+            grad_x[t] = gh * inv_tau if decay_input else gh
+            carry = gh * decay
         else:
             grad_x[t] = gh * qf if decay_input else gh
-            carry = gh - gh * qf
+            carry = gh * decay
             v_prev = v_all[t - 1] if t > 0 else v_init.float()
-            dh_dq = (h - v_prev) / qf if decay_input else -(v_prev - reset_value)
+            dh_dq = x_seq[t].float() - (v_prev - reset_value) if decay_input else -(v_prev - reset_value)
             grad_q = grad_q + gh * dh_dq
     return grad_x, carry, (grad_q.sum() if grad_q is not None else None)
 

@@ -23,7 +23,9 @@ uses 32-bit index arithmetic (the host picks it when ``T * N`` plus one grid str
 
 Exactness: the forward arithmetic uses the ``__f*_rn`` intrinsics so that no multiply-add is contracted into
 an FMA and division is IEEE-rounded, matching SpikingJelly's CPU and Triton kernels bit for bit in fp32;
-compile WITHOUT ``-use_fast_math``.
+compile WITHOUT ``-use_fast_math``. The backward's reverse loop divides nothing (LIF multiplies by an fp32
+``1/tau`` taken once per thread with ``__frcp_rn``, PLIF's ``dH/dq`` is the charge's own ``x - (v - v_reset)``);
+only its recomputation of ``h`` keeps the forward's division, so that ``h`` stays bit-exact.
 """
 
 from __future__ import annotations
@@ -309,14 +311,18 @@ def _surrogate(surrogate: str) -> str:
         )
     if surrogate == "sigmoid":
         return (
-            "const float s = 1.0f / (1.0f + expf(-__fmul_rn(d, sg_c1))); "
+            "const float s = __frcp_rn(1.0f + expf(-__fmul_rn(d, sg_c1))); "
             "const float sg = __fmul_rn(__fmul_rn(1.0f - s, s), sg_c1);"
         )
     raise ValueError(f"unknown surrogate {surrogate!r}")
 
 
-def _step_backward(key: BackwardKey, h: str, vp: str, gs: str, gv: str, carry: str, gx: str, gq: str) -> str:
-    """One neuron's reverse step: from ``h`` (and PLIF's ``v_prev``) to ``gx`` and the new ``carry``."""
+def _step_backward(key: BackwardKey, h: str, dq: str, gs: str, gv: str, carry: str, gx: str, gq: str) -> str:
+    """One neuron's reverse step: from ``h`` (and PLIF's ``dH/dq``) to ``gx`` and the new ``carry``.
+
+    No division: LIF multiplies by ``inv_tau`` and both leaky kinds by ``decay`` (``1 - 1/tau``, ``1 - q``),
+    constants of the launch (:func:`_backward_constants`).
+    """
     if key.hard_reset:
         reset_grad = "float reset_grad = 1.0f - ((h >= v_threshold) ? 1.0f : 0.0f);"
         if not key.detach_reset:
@@ -328,15 +334,30 @@ def _step_backward(key: BackwardKey, h: str, vp: str, gs: str, gv: str, carry: s
     if key.kind == "if":
         step = f"{gx} = gh; {carry} = gh;"
     elif key.kind == "lif":
-        step = (f"{gx} = gh / tau;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh - gh / tau;"
+        step = (f"{gx} = gh * inv_tau;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh * decay;"
     else:
-        step = (f"{gx} = gh * q;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh - gh * q;"
-        dh_dq = f"(h - {vp}) / q" if key.decay_input else f"-({vp} - v_reset)"
-        step += f" {gq} = {gq} + gh * ({dh_dq});"
+        step = (f"{gx} = gh * q;" if key.decay_input else f"{gx} = gh;") + f" {carry} = gh * decay;"
+        step += f" {gq} = {gq} + gh * {dq};"
     return (
         f"{{ const float h = {h}; const float d = h - v_threshold; {_surrogate(key.surrogate)} "
         f"{reset_grad} const float gh = {gs} * sg + {gv} * reset_grad; {step} }}"
     )
+
+
+def _backward_constants(key: BackwardKey) -> str:
+    # One IEEE reciprocal per thread instead of a division per step (fp32 1/tau is what reference.py uses).
+    if key.kind == "lif":
+        return "const float inv_tau = __frcp_rn(tau); const float decay = __fsub_rn(1.0f, inv_tau);"
+    if key.kind == "plif":
+        return "const float decay = __fsub_rn(1.0f, q);"
+    return ""
+
+
+def _dh_dq(key: BackwardKey, x: str, v: str) -> str:
+    # PLIF's dH/dq from the step's input and previous potential, as the forward's charge computes it.
+    if key.decay_input:
+        return f"__fsub_rn({x}, __fsub_rn({v}, v_reset))"
+    return f"-__fsub_rn({v}, v_reset)"
 
 
 def backward_source(key: BackwardKey) -> str:
@@ -361,24 +382,24 @@ def backward_source(key: BackwardKey) -> str:
     v, carry, gq = _names("vm", vec), _names("carry", vec), _names("gq", vec)
     chunk = "T" if key.steps else str(CHUNK)
     hb = ", ".join(f"hb{lane}[{chunk}]" for lane in range(vec))
-    vb = ", ".join(f"vb{lane}[{chunk}]" for lane in range(vec))
-    keep_v = _lanes(vec, "vb{l}[j] = vm{l};") if plif else ""
+    qb = ", ".join(f"qb{lane}[{chunk}]" for lane in range(vec))
+    keep_dq = _lanes(vec, "qb{l}[j] = " + _dh_dq(key, "xt{l}", "vm{l}") + ";") if plif else ""
     xt = _names("xt", vec)
-    recompute = f"""      float {hb};{f" float {vb};" if plif else ""}
+    recompute = f"""      float {hb};{f" float {qb};" if plif else ""}
 #pragma unroll
       for (int j = 0; j < {chunk}; ++j) {{
         const int t = start + j;
         if (t < end) {{
           float {", ".join(xt)};
           {xs.load("x_seq", "(idx_t)t * NV + i", xt)}
-          {keep_v}
+          {keep_dq}
           {" ".join(_step_forward(key, xt[lane], v[lane], None, f"hb{lane}[j]") for lane in range(vec))}
         }}
       }}"""
     gs, gv, gx = _names("gs", vec), _names("gv", vec), _names("gx", vec)
     steps = " ".join(
         _step_backward(
-            key, f"hb{lane}[j]", f"vb{lane}[j]", gs[lane], gv[lane], carry[lane], gx[lane], gq[lane]
+            key, f"hb{lane}[j]", f"qb{lane}[j]", gs[lane], gv[lane], carry[lane], gx[lane], gq[lane]
         )
         for lane in range(vec)
     )
@@ -445,6 +466,7 @@ extern "C" __global__ void {key.name}(
     const float sg_c2) {{
 {_prologue(key)}
   (void)sg_c2; (void)q_partials;
+  {_backward_constants(key)}
   {"float " + ", ".join(f"{g} = 0.0f" for g in gq) + ";" if plif else ""}
   for (idx_t i = (idx_t)blockIdx.x * blockDim.x + threadIdx.x; i < NV; i += stride) {{
     float {", ".join(f"{c} = 0.0f" for c in carry)};
