@@ -157,6 +157,25 @@ def test_real_valued_input_counts_effective_macs():
     assert row["energy_pj"] == pytest.approx(row["macs"] * 4.6)
 
 
+def test_dense_macs_add_up_over_calls_and_batches():
+    """A layer called twice per forward, over two batches (3 + 2 samples): every call adds
+    output positions x numel(W), and the total is divided by the 5 samples."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            return self.conv(torch.relu(self.conv(x)))
+
+    net = Twice()
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(3, 1, 4, 4, generator=g), torch.rand(2, 1, 4, 4, generator=g)]
+    r = analyze(net, batches, progress=False)
+    assert r["conv"]["dense_macs"] == 2 * 16 * 9  # two calls x 16 output positions x 9 weights, per sample
+
+
 def test_ann_counts_macs_even_for_integer_inputs():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
     with torch.no_grad():

@@ -187,6 +187,21 @@ def test_a_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch, case
     assert load_checkpoint(path)["global_step"] == 2  # the previous checkpoint, its digest matching
 
 
+def test_a_full_disk_counts_each_shared_storage_once_in_the_bytes_needed(tmp_path, monkeypatch):
+    w = torch.zeros(1000)  # 4,000 bytes, seen four times: itself, tied, a slice and a reshaped view
+    state = {
+        "model": {"w": w, "tied": w, "half": w[:500]},
+        "opt": [w.view(10, 100)],
+        "h": torch.zeros(3).half(),
+    }
+    monkeypatch.setattr(torch, "save", _partial_then_full)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9 - 10, free=10)
+    )
+    with pytest.raises(DiskFullError, match=r", about 4,006 bytes needed\)"):
+        files.save(state, tmp_path / "a.pth")
+
+
 def test_a_runtime_error_with_free_space_is_not_called_a_full_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", _torch_runtime_error)
     with pytest.raises(RuntimeError, match="inline_container"):

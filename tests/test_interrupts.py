@@ -83,6 +83,12 @@ def test_sigterm_before_the_first_checkpoint_exits_143(sew, tmp_path, capsys, mo
     assert not (run / "checkpoint.pth").exists() and not (run / "metrics.csv").exists()
 
 
+def test_the_first_stop_signal_decides_the_exit_code(sew, tmp_path, capsys, monkeypatch):
+    # SIGINT then SIGTERM within one step: the run stops after that step as SIGINT asked (130, not 143)
+    code, line, _ = _run_in_process(sew, tmp_path, capsys, monkeypatch, {1: [signal.SIGINT, signal.SIGTERM]})
+    assert code == 130 and line.startswith("interrupted (SIGINT) at epoch 0, step 1: nothing was saved")
+
+
 def test_second_sigint_stops_at_once(sew, tmp_path, capsys, monkeypatch):
     code, line, run = _run_in_process(sew, tmp_path, capsys, monkeypatch, {4: [signal.SIGINT, signal.SIGINT]})
     assert code == 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -19,6 +20,26 @@ import models
 import snnprune
 from snnprune.interop import NIRExportError, model_nonzeros, nir_nonzeros
 from tests.helpers import expect_exit, load_script, prune_half
+
+#: Seconds any test of this module may run (the slowest takes about 80 s on a loaded 2-core machine): a
+#: wiring bug can make an importer's graph walk (nirtorch's queue loops) spin forever; it fails instead.
+NIR_TEST_SECONDS = 120
+
+
+@pytest.fixture(autouse=True)
+def _fail_instead_of_hanging(request):
+    def expire(signum, frame):
+        raise TimeoutError(
+            f"{request.node.name} ran over {NIR_TEST_SECONDS} s: a NIR graph that never finishes"
+        )
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, NIR_TEST_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _sew(T: int = 2, seed: int = 0, bias: tuple[float, float] = (0.0, 0.5), **kw) -> nn.Module:
@@ -215,6 +236,22 @@ def test_add_becomes_two_edges():
 
     graph = snnprune.export_nir(Res(), torch.rand(1, 2, 3, 3), T=1)
     assert ("sb", "output") in graph.edges and ("sa", "output") in graph.edges
+
+
+def test_add_of_one_source_to_itself_is_refused():
+    """``a + a`` would be one NIR edge (edges cannot carry a weight of 2): refused, naming the add."""
+
+    class Double(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sa, self.conv, self.sb = neuron.IFNode(), nn.Conv2d(2, 2, 1), neuron.IFNode()
+
+        def forward(self, x):
+            a = self.sa(x)
+            return self.sb(self.conv(a + a))
+
+    with pytest.raises(NIRExportError, match=r"add 'add': both terms share the source \['sa'\]"):
+        snnprune.export_nir(Double(), torch.rand(1, 2, 3, 3), T=1)
 
 
 @pytest.mark.parametrize(
