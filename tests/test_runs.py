@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from spikingjelly.activation_based import functional
+from torch.nn.utils import parametrize
 
 import snnprune
 from snnprune.training import CheckpointError, ConfigError
@@ -51,6 +52,8 @@ def test_load_run_compact(sew, tmp_path):
     small = snnprune.load_run(summary["run_dir"], compact=True)
     assert small.pruner is None
     assert sum(p.numel() for p in small.model.parameters()) == summary["export"]["compact_params"]
+    run = snnprune.load_run(summary["run_dir"])  # the run's --prune-exclude fc applies again
+    assert not parametrize.is_parametrized(run.model.fc) and parametrize.is_parametrized(run.model.conv1)
 
 
 def _damaged(folder: Path) -> Path:

@@ -110,6 +110,20 @@ def test_resume_equals_uninterrupted(sew, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
 
 
+def test_resume_keeps_the_best_top1_of_the_epochs_before_it(sew, tmp_path):
+    """The best accuracy so far travels in the checkpoint: set to 100 % before the resume, no later epoch
+    beats it, so best.pth stays the file of epoch 0 and the last checkpoint still says 100."""
+    base = ["--method", "lats", *SNN_TINY[:2], "--epochs", "2", *SNN_TINY[4:], "--output-dir", str(tmp_path)]
+    run = Path(sew.main([*base, "--stop-after-epoch", "0"])["run_dir"])
+    ckpt = load_checkpoint(run / "checkpoint.pth")
+    save_checkpoint({**ckpt, "best_top1": 100.0}, run / "checkpoint.pth")
+    best = (run / "best.pth").read_bytes()
+    sew.main([*base, "--resume", "auto"])
+    assert load_checkpoint(run / "checkpoint.pth")["epoch"] == 1
+    assert load_checkpoint(run / "checkpoint.pth")["best_top1"] == 100.0
+    assert (run / "best.pth").read_bytes() == best
+
+
 def test_test_only_reproduces_final_accuracy(ann, tmp_path):
     summary = ann.main(["--method", "slats", *TINY, "--output-dir", str(tmp_path)])
     ckpt = Path(summary["run_dir"]) / "checkpoint.pth"
