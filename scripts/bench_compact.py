@@ -1,11 +1,16 @@
 """Measured speed-up of physically compacted (filter-pruned) models against the dense model, in one run.
 
-For each model (SEW ResNet-18 and its ANN twin, small stem, MNIST-sized input ``[N, 1, 28, 28]``) and base
-width, the dense model and compacted copies at several channel sparsities are timed, interleaved (dense,
-p1, p2, ... in every repetition, so load changes of a shared machine hit all variants alike):
+For each model (SEW ResNet-18 and its ANN twin) and base width, the dense model and compacted copies at
+several channel sparsities are timed, interleaved (dense, p1, p2, ... in every repetition, so load changes of
+a shared machine hit all variants alike):
 
-* inference latency at batch 1 and batch 64 (eval mode, ``torch.no_grad``, neuron state reset per batch);
-* one training step at batch 64 (forward, cross-entropy, backward, SGD step).
+* inference latency at batch 1 and the large batch (eval mode, ``torch.no_grad``, neuron state reset per
+  batch);
+* one training step at the large batch (forward, cross-entropy, backward, SGD step).
+
+``--scale`` picks the input and the defaults: ``mnist`` (small stem, ``[N, 1, 28, 28]``, 10 classes; widths 16
+and 64, T = 2, batch 64) or ``imagenet`` (ImageNet stem: 7x7/2 conv and 3x3/2 max-pool, ``[N, 3, 224, 224]``,
+1000 classes; width 64, T = 4, batch 32). ``--widths``, ``--T`` and ``--batch`` override the defaults.
 
 A compacted copy at channel sparsity ``p`` is made the way a filter-pruned run is: the group soft-threshold
 of ``granularity="filter"`` is attached, the filters of ``round(p * C)`` channels of every channel group
@@ -24,6 +29,7 @@ Usage::
     python scripts/bench_compact.py --json /tmp/bench_compact.json
     python scripts/bench_compact.py --widths 16 --sparsities 0.5 --repeats 3 --json out.json  # quick
     python scripts/bench_compact.py --device cuda --repeats 20 --repeats-wide 20 --json gpu.json
+    python scripts/bench_compact.py --scale imagenet --device cuda --repeats-wide 10 --json gpu_imagenet.json
 """
 
 from __future__ import annotations
@@ -55,20 +61,32 @@ def _reset(model: nn.Module) -> None:
     functional.reset_net(model)
 
 
-def build(kind: str, width: int, T: int) -> nn.Module:
-    """Dense SEW ResNet-18 (``kind="sew"``) or its ANN twin, small stem, 1 input channel, 10 classes."""
+#: ``--scale``: the stem, the input ``[channels, size, size]``, the classes, and the defaults of the options.
+SCALES = {
+    "mnist": {"stem": "small", "in_channels": 1, "size": 28, "num_classes": 10, "widths": [16, 64], "T": 2,
+              "batch": 64},
+    "imagenet": {"stem": "imagenet", "in_channels": 3, "size": 224, "num_classes": 1000, "widths": [64],
+                 "T": 4, "batch": 32},
+}  # fmt: skip
+
+
+def build(kind: str, width: int, T: int, scale: str = "mnist") -> nn.Module:
+    """Dense SEW ResNet-18 (``kind="sew"``) or its ANN twin with the stem, input channels and classes of
+    ``scale`` (a key of :data:`SCALES`)."""
+    sc = SCALES[scale]
+    kw = dict(num_classes=sc["num_classes"], in_channels=sc["in_channels"], stem=sc["stem"], width=width)
     if kind == "sew":
-        return models.create_model(
-            "sew_resnet18", num_classes=10, in_channels=1, stem="small", width=width, T=T
-        )
-    return models.create_model("ann_resnet18", num_classes=10, in_channels=1, stem="small", width=width)
+        return models.create_model("sew_resnet18", T=T, **kw)
+    return models.create_model("ann_resnet18", **kw)
 
 
 @torch.no_grad()
-def compacted(kind: str, width: int, T: int, sparsity: float, x: torch.Tensor) -> nn.Module:
+def compacted(
+    kind: str, width: int, T: int, sparsity: float, x: torch.Tensor, scale: str = "mnist"
+) -> nn.Module:
     """A compacted copy with ``round(sparsity * C)`` channels of every group removed."""
     torch.manual_seed(0)
-    model = build(kind, width, T)
+    model = build(kind, width, T, scale)
     if sparsity == 0:
         return model
     layers = select_layers(model, exclude=["fc"])
@@ -117,14 +135,18 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     sparsities = [0.0] + [p for p in args.sparsities if p > 0]
     device = torch.device(args.device)
+    sc = SCALES[args.scale]
+    shape = (sc["in_channels"], sc["size"], sc["size"])
     for kind in args.kinds:
         for width in args.widths:
             g = torch.Generator().manual_seed(0)
-            x1 = torch.rand(1, 1, 28, 28, generator=g)
-            x64 = torch.rand(args.batch, 1, 28, 28, generator=g).to(device)
-            y64 = torch.randint(0, 10, (args.batch,), generator=g).to(device)
-            nets = {p: compacted(kind, width, args.T, p, x1).to(device) for p in sparsities}
-            train_nets = {p: compacted(kind, width, args.T, p, x1).to(device).train() for p in sparsities}
+            x1 = torch.rand(1, *shape, generator=g)
+            x64 = torch.rand(args.batch, *shape, generator=g).to(device)
+            y64 = torch.randint(0, sc["num_classes"], (args.batch,), generator=g).to(device)
+            nets = {p: compacted(kind, width, args.T, p, x1, args.scale).to(device) for p in sparsities}
+            train_nets = {
+                p: compacted(kind, width, args.T, p, x1, args.scale).to(device).train() for p in sparsities
+            }
             x1 = x1.to(device)
             measures = {
                 "infer_b1": {p: _infer(nets[p].eval(), x1) for p in sparsities},
@@ -139,6 +161,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                     rows.append(
                         {
                             "kind": kind,
+                            "scale": args.scale,
                             "width": width,
                             "channel_sparsity": p,
                             "params": params(nets[p]),
@@ -165,10 +188,18 @@ def get_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kinds", nargs="+", choices=("sew", "ann"), default=["sew", "ann"])
-    p.add_argument("--widths", nargs="+", type=int, default=[16, 64])
+    p.add_argument(
+        "--scale", choices=tuple(SCALES), default="mnist", help="input, stem and defaults (see the docstring)"
+    )
+    p.add_argument("--widths", nargs="+", type=int, default=None, help="base widths (default: by --scale)")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.25, 0.5, 0.75])
-    p.add_argument("--T", type=int, default=2, help="SEW time steps")
-    p.add_argument("--batch", type=int, default=64, help="the large batch (inference and training)")
+    p.add_argument("--T", type=int, default=None, help="SEW time steps (default: by --scale)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="the large batch, inference and training (default: by --scale)",
+    )
     p.add_argument("--repeats", type=int, default=9, help="timed repetitions per cell (width <= 32)")
     p.add_argument("--repeats-wide", type=int, default=3, help="timed repetitions per cell (width > 32)")
     p.add_argument(
@@ -187,11 +218,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; print the table; write the JSON."""
     parser = get_parser()
     args = parser.parse_args(argv)
+    for name in ("widths", "T", "batch"):
+        if getattr(args, name) is None:
+            setattr(args, name, SCALES[args.scale][name])
     for p in args.sparsities:
         if not 0 <= p < 1:
             parser.error(f"--sparsities: {p} is not in [0, 1); give channel fractions such as 0.5")
     if min(args.widths) < 4 or args.repeats < 1 or args.repeats_wide < 1:
         parser.error("--widths must be >= 4 and --repeats/--repeats-wide >= 1")
+    if args.T < 1 or args.batch < 1:
+        parser.error(f"--T {args.T} / --batch {args.batch}: both must be >= 1")
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -208,7 +244,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    print(f"# bench_compact on {machine}")
+    print(f"# bench_compact, --scale {args.scale}, on {machine}")
     print(
         "| model | width | channel sparsity | params | measure | min ms | median ms | speed-up (min) | (median) |"
     )

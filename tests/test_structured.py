@@ -445,6 +445,9 @@ def test_recalibrate_bn_estimates_the_current_statistics():
         (["--repeats", "0"], "--repeats/--repeats-wide >= 1"),
         (["--device", "tpu"], "--device: 'tpu' is not a device"),
         (["--device", "meta"], "--device: 'meta' is not supported"),
+        (["--T", "0"], "--T 0 / --batch 64: both must be >= 1"),
+        (["--scale", "imagenet", "--batch", "0"], "--T 4 / --batch 0: both must be >= 1"),
+        (["--scale", "cifar"], "--scale: invalid choice: 'cifar'"),
         pytest.param(
             ["--device", "cuda"],
             "--device cuda: no CUDA device is visible",
@@ -473,3 +476,21 @@ def test_bench_compact_tiny_run_writes_rows_and_json(tmp_path):
     assert half["params"] < next(r for r in rows if r["channel_sparsity"] == 0.0)["params"]
     written = json.loads(out.read_text())
     assert written["machine"]["device"] == "cpu" and len(written["rows"]) == 6
+
+
+def test_bench_compact_imagenet_scale_uses_the_imagenet_stem_and_input(tmp_path):
+    bench = load_script("bench_compact")
+    out = tmp_path / "b.json"
+    rows = bench.main(
+        ["--scale", "imagenet", "--kinds", "ann", "--widths", "4", "--sparsities", "0.5", "--repeats-wide", "1",
+         "--batch", "2", "--json", str(out)]
+    )  # fmt: skip
+    args = json.loads(out.read_text())["args"]
+    assert (args["T"], args["widths"], args["batch"]) == (4, [4], 2)  # T from --scale, the rest as given
+    assert {r["scale"] for r in rows} == {"imagenet"} and len(rows) == 6
+    dense = bench.build("ann", 4, 4, "imagenet")
+    assert (dense.conv1.in_channels, dense.conv1.kernel_size, dense.conv1.stride) == (3, (7, 7), (2, 2))
+    assert dense.fc.out_features == 1000
+    assert next(r for r in rows if r["channel_sparsity"] == 0.0)["params"] == bench.params(dense)
+    # by hand at width 4: 4 x 3 x 7 x 7 stem weights, a 1000 x 32 classifier (8 x width features)
+    assert dense.conv1.weight.numel() == 4 * 3 * 49 and dense.fc.weight.shape == (1000, 32)
