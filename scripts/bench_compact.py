@@ -19,7 +19,8 @@ of ``granularity="filter"`` is attached, the filters of ``round(p * C)`` channel
 weight values, so no training is needed here; accuracy at each sparsity comes from real runs
 (``scripts/make_structured_figure.py``).
 
-Prints a table (min and median per cell, speed-up = dense min / variant min) and writes JSON (``--json``).
+Prints a table (min and median per cell, speed-up = dense min / variant min) and writes JSON (``--json``,
+rewritten after every row).
 One intra-op thread by default on the CPU (``--threads``), so the numbers measure the kernels, not the
 scheduler. ``--device cuda`` times the same cells on a GPU (models and inputs moved there after compaction,
 every call timed with CUDA events and the device synchronized after it: ``scripts/timing.py``).
@@ -130,8 +131,9 @@ def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Time every (kind, width, sparsity, measure) cell, interleaving the sparsities; returns the rows."""
+def bench(args: argparse.Namespace, save: Any = None) -> list[dict[str, Any]]:
+    """Time every (kind, width, sparsity, measure) cell, interleaving the sparsities; returns the rows
+    (``save(rows)`` is called after every row, so a run cut short keeps what it measured)."""
     rows: list[dict[str, Any]] = []
     sparsities = [0.0] + [p for p in args.sparsities if p > 0]
     device = torch.device(args.device)
@@ -174,6 +176,8 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                         }
                     )
                     print(_fmt(rows[-1]), flush=True)
+                    if save is not None:
+                        save(rows)
     return rows
 
 
@@ -249,13 +253,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "| model | width | channel sparsity | params | measure | min ms | median ms | speed-up (min) | (median) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    rows = bench(args)
-    if torch.cuda.is_available() and device.type == "cpu":
-        print("# CUDA is available; this run timed the CPU (--device cuda times the GPU)")
-    if args.json:
+
+    def save(rows: list[dict[str, Any]]) -> None:
         Path(args.json).write_text(
             json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=2)
         )
+
+    rows = bench(args, save if args.json else None)
+    if torch.cuda.is_available() and device.type == "cpu":
+        print("# CUDA is available; this run timed the CPU (--device cuda times the GPU)")
     return rows
 
 

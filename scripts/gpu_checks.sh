@@ -1,108 +1,114 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU, in one call, in order of importance:
-#   1. tests/test_neuron.py (kernel parity against SpikingJelly, CUDA graphs, autocast, SEW ResNet-18, the
-#      nvcc/NVRTC compile tests), then the other GPU tests (tests/test_gpu.py, tests/test_analysis.py);
-#   2. scripts/bench_neurons.py (IF, LIF, PLIF; fp32, fp16, bf16; T=4, 32x64x56x56);
-#   3. scripts/bench_sew_step.py (T=4, batch 32, 224 px, fp16 autocast + GradScaler): ours + LATS against
-#      SpikingJelly's own sew_resnet18, eager and torch.compile;
-#   4. scripts/bench_compact.py, scripts/bench_reparam.py and scripts/bench_analyze.py on the GPU;
-#   5. scripts/bench_sew_step.py eager with every neuron backend, fp16 and fp32;
-#   6. the README's main job (scripts/train_sew.py --method lats) on the GPU.
-# STEPS="suite" also runs the engine/method/structured CPU tests with CUDA as the default device.
-# Each step has its own time limit, so one slow step cannot starve the rest. Logs and JSON go to $OUT
-# (default runs/gpu); after every step they are packed into $OUT/gpu_results.tar.gz.
+# Every check that needs a CUDA GPU, in one call of at most TOTAL_S seconds (default 480), in this order:
+#   sew       scripts/bench_sew_step.py, T=4, batch 32, 224 px, fp16: ours + LATS and ours dense, eager and
+#             torch.compile, against SpikingJelly's own sew_resnet18 eager and compiled;
+#   compact   scripts/bench_compact.py --scale imagenet: 25/50/75 % of the channels removed, inference and a
+#             training step (ImageNet stem, width 64, T=4, 224 px, batch 32);
+#   neurons   scripts/bench_neurons.py: every neuron x dtype against the copy-bandwidth floor of the same run;
+#   reparam   scripts/bench_reparam.py --device cuda;
+#   analyze   scripts/bench_analyze.py --device cuda;
+#   tests     the whole test suite with CUDA visible (pytest-xdist and pytest-timeout when installed).
+# Each step runs under its own `timeout`, cut to what is left of TOTAL_S, and is skipped when less than
+# MIN_STEP_S (default 20) seconds are left. After every step the results folder DEST gets the step's log and JSON, steps.json (one row per step:
+# name, limit, rc, seconds, files) and a README.md listing them; with PACK set, DEST is also packed into
+# that .tar.gz after every step (what a cut-off call still brings back).
 #
-# Usage (repository root, CuPy and SpikingJelly importable):
-#   OUT=runs/gpu bash scripts/gpu_checks.sh            # everything
-#   OUT=runs/gpu STEPS="tests neurons" bash scripts/gpu_checks.sh
+# Usage (repository root; CuPy, SpikingJelly, nir, nirtorch, snntorch and norse importable):
+#   bash scripts/gpu_checks.sh                                   # DEST=benchmarks/<UTC date>_<gpu>
+#   PACK=$OUT/gpu_results.tar.gz STEPS="sew compact" bash scripts/gpu_checks.sh
 set -u
-OUT=${OUT:-runs/gpu}
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-"tests gputests neurons sew compact reparam analyze default"}
+TOTAL_S=${TOTAL_S:-480}
+STEPS=${STEPS:-"sew compact neurons reparam analyze tests"}
 WORKERS=${WORKERS:-12}
-mkdir -p "$OUT/logs" "$OUT/bench"
-export PYTHONUNBUFFERED=1
 START=$(date +%s)
-SUMMARY="$OUT/logs/summary.txt"
-: >"$SUMMARY"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+SLUG=$(echo "${GPU:-nogpu}" | tr 'A-Z' 'a-z' | grep -oE '[a-z][0-9]+' | head -n 1)
+DEST=${DEST:-benchmarks/$(date -u +%F)_${SLUG:-gpu}}
+PACK=${PACK:-}
+mkdir -p "$DEST"
+export PYTHONUNBUFFERED=1
+ROWS=()  # steps.json rows
+LINES=()  # README table rows
+MIN_STEP_S=${MIN_STEP_S:-20}
 
-pack() { tar -czf "$OUT/gpu_results.tar.gz" -C "$OUT" logs bench 2>/dev/null; }
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+    $PY -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in ('spikingjelly', 'cupy-cuda13x', 'numpy', 'nir', 'nirtorch', 'snntorch', 'norse') if __import__('importlib.util').util.find_spec(p.split('-')[0])), sep='; ')"
+} >"$DEST/env.txt" 2>&1
+cat "$DEST/env.txt"
 
-# step NAME LIMIT_S COMMAND...: runs COMMAND under `timeout`, logs it, records rc and seconds.
+# write_results: steps.json and README.md from ROWS (after every step, so a cut-off call keeps them)
+write_results() {
+    local IFS=,
+    printf '{"gpu": "%s", "total_limit_s": %s, "steps": [%s]}\n' "${GPU:-none}" "$TOTAL_S" "${ROWS[*]}" \
+        >"$DEST/steps.json"
+    {
+        echo "# GPU checks: ${GPU:-no GPU}, $(date -u +%F)"
+        echo
+        echo "Written by \`scripts/gpu_checks.sh\` after every step (limit ${TOTAL_S} s in all); \`env.txt\` holds"
+        echo "the software. Each step: its log \`<step>.log\` and, for a benchmark, its JSON \`<step>.json\`."
+        echo "rc 124 or 137: the step ran out of its time limit (sew.json and compact.json are rewritten after"
+        echo "every row, so they keep the rows measured before; the other benchmarks write at their end)."
+        echo
+        echo "| step | limit s | rc | seconds |"
+        echo "|---|---|---|---|"
+        printf '%s\n' "${LINES[@]}"
+    } >"$DEST/README.md"
+    if [[ -n "$PACK" ]]; then tar -czf "$PACK" -C "$(dirname "$DEST")" "$(basename "$DEST")" 2>/dev/null; fi
+}
+
+# step NAME LIMIT_S COMMAND...: COMMAND under `timeout` (LIMIT_S, cut to what is left), logged, recorded.
 step() {
     local name=$1 limit=$2
     shift 2
+    local left=$((TOTAL_S - ($(date +%s) - START) - 5))
+    ((limit > left)) && limit=$left
+    if ((limit < MIN_STEP_S)); then
+        echo "=== $name skipped: ${left}s left"
+        ROWS+=("{\"step\": \"$name\", \"limit_s\": 0, \"rc\": null, \"seconds\": 0, \"skipped\": true}")
+        LINES+=("| $name | - | skipped (${left} s left) | - |")
+        write_results
+        return
+    fi
     local t0=$(date +%s)
     echo "=== $name (limit ${limit}s) at +$((t0 - START))s"
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
-    local rc=$?
-    local line="$name rc=$rc $(($(date +%s) - t0))s"
-    echo "=== $line"
-    echo "$line" >>"$SUMMARY"
-    pack
-    return $rc
+    timeout --kill-after=5 "$limit" "$@" >"$DEST/$name.log" 2>&1
+    local rc=$? secs=$(($(date +%s) - t0))
+    echo "=== $name rc=$rc ${secs}s"
+    ROWS+=("{\"step\": \"$name\", \"limit_s\": $limit, \"rc\": $rc, \"seconds\": $secs, \"skipped\": false}")
+    LINES+=("| $name | $limit | $rc | $secs |")
+    write_results
 }
 
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 
-{
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-    $PY -c "import torch, cupy, spikingjelly, numpy, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cupy', cupy.__version__, 'numpy', numpy.__version__, 'gpu', torch.cuda.get_device_name())"
-    $PY -c "import importlib.metadata as m; print('spikingjelly', m.version('spikingjelly'))"
-} >"$OUT/logs/env.txt" 2>&1
-cat "$OUT/logs/env.txt"
-
-PARALLEL=()
-$PY -c "import xdist" 2>/dev/null && PARALLEL+=(-n "$WORKERS")
-$PY -c "import pytest_timeout" 2>/dev/null && PARALLEL+=(--timeout 140)
-if wants tests; then
-    step tests_neuron 150 $PY -m pytest "${PARALLEL[@]}" -q -rfEs tests/test_neuron.py \
-        -o addopts="" --junitxml="$OUT/logs/tests_neuron.xml"
-fi
-if wants gputests; then
-    step tests_gpu_other 70 $PY -m pytest -q -rfEs -m gpu tests/test_gpu.py tests/test_analysis.py -o addopts=""
-fi
-if wants suite; then
-    # the CPU tests of the training engine, methods and structured pruning, with CUDA as the default device
-    step tests_suite_on_cuda 90 $PY -m pytest "${PARALLEL[@]}" -q -rfE -o addopts="" tests/test_training.py \
-        tests/test_structured.py tests/test_methods.py tests/test_pruner_api.py
-fi
-if wants neurons; then
-    step bench_neurons 80 $PY scripts/bench_neurons.py --neurons if,lif,plif --dtypes fp32,fp16,bf16 \
-        --iters 30 --repeats 5 --warmup 5 --output "$OUT/bench/bench_neurons.json"
-fi
+write_results
 if wants sew; then
-    step bench_sew_compile 170 $PY scripts/bench_sew_step.py --precisions fp16 --backends sj_model,cupy \
-        --modes eager,default --weights lats --baseline-weights dense --warmup 8 --iters 20 --repeats 3 \
-        --output "$OUT/bench/bench_sew_step_compile.json"
+    step sew 150 $PY scripts/bench_sew_step.py --precisions fp16 --backends sj_model,cupy \
+        --modes eager,default --weights dense,lats --baseline-weights dense --warmup 8 --iters 20 --repeats 3 \
+        --output "$DEST/sew.json"
 fi
 if wants compact; then
-    step bench_compact 40 $PY scripts/bench_compact.py --device cuda --threads 0 --repeats 20 \
-        --repeats-wide 20 --json "$OUT/bench/bench_compact_cuda.json"
+    step compact 70 $PY scripts/bench_compact.py --scale imagenet --device cuda --threads 0 --repeats-wide 10 \
+        --json "$DEST/compact.json"
+fi
+if wants neurons; then
+    step neurons 60 $PY scripts/bench_neurons.py --neurons if,lif,plif --dtypes fp32,fp16,bf16 \
+        --iters 30 --repeats 5 --warmup 5 --output "$DEST/neurons.json"
 fi
 if wants reparam; then
-    step bench_reparam 40 $PY scripts/bench_reparam.py --device cuda --rounds 10 \
-        --output "$OUT/bench/bench_reparam_cuda.json"
+    step reparam 30 $PY scripts/bench_reparam.py --device cuda --rounds 10 --output "$DEST/reparam.json"
 fi
 if wants analyze; then
-    step bench_analyze 30 $PY scripts/bench_analyze.py --device cuda --out "$OUT/bench/bench_analyze_cuda.json"
+    step analyze 30 $PY scripts/bench_analyze.py --device cuda --out "$DEST/analyze.json"
 fi
-if wants sew; then
-    step bench_sew_eager 60 $PY scripts/bench_sew_step.py --precisions fp16,fp32 \
-        --backends sj_model,spikingjelly,cupy --modes eager --weights dense,lats --baseline-weights dense \
-        --warmup 5 --iters 20 --repeats 3 --output "$OUT/bench/bench_sew_step_eager.json"
+if wants tests; then
+    PARALLEL=()
+    $PY -c "import xdist" 2>/dev/null && PARALLEL+=(-n "$WORKERS")
+    $PY -c "import pytest_timeout" 2>/dev/null && PARALLEL+=(--timeout 100)
+    step tests 300 $PY -m pytest "${PARALLEL[@]}" -q -rfEs -o addopts="" tests --junitxml="$DEST/tests.xml"
 fi
-if wants default; then
-    # the README's main job (embedded MNIST, LATS); on a GPU machine --device defaults to cuda
-    step default_run 70 $PY scripts/train_sew.py --method lats --output-dir "$OUT/bench/runs" --quiet
-    cp "$OUT"/bench/runs/*/summary.json "$OUT/bench/default_run_summary.json" 2>/dev/null
-    rm -rf "$OUT/bench/runs"
-fi
-
-echo "=== summary (total $(($(date +%s) - START))s)"
-cat "$SUMMARY"
-for f in "$OUT"/logs/*.log; do
-    echo "--- tail of $(basename "$f")"
-    tail -n 12 "$f"
-done
-pack
+echo "=== done in $(($(date +%s) - START))s; results in $DEST"
+cat "$DEST/README.md"

@@ -1,7 +1,7 @@
 """GPU checks of the pruning side (skipped without CUDA): every method on a model that is already on the GPU,
 filter pruning and compaction on the GPU, sparse files of GPU tensors, and a CUDA training run of the CLI.
 
-The kernel parity tests live in ``tests/test_neuron.py``; ``scripts/gpu_checks.sh`` runs both files.
+The kernel parity tests live in ``tests/test_neuron.py``; ``scripts/gpu_checks.sh`` runs the whole suite.
 """
 
 from __future__ import annotations
