@@ -7,7 +7,9 @@
   (``<file>.sha256``, in ``sha256sum`` format, so ``sha256sum -c checkpoint.pth.sha256`` checks it too).
   :func:`load` refuses a file whose bytes do not match its recorded digest, and a file without a digest
   (written by plain ``torch.save``) whose zip archive is truncated or whose records fail their CRC-32, with
-  one :class:`CorruptFileError` line instead of a zip or pickle error.
+  one :class:`CorruptFileError` line instead of a zip or pickle error. :func:`load` always reads with
+  ``torch.load(..., weights_only=True)``: loading runs no code, and a file that needs pickle's full power
+  (Python objects other than tensors and plain values) is an :class:`UnsafeFileError` line.
 
 :func:`save` removes the old digest before it renames the new file into place and writes the new digest
 after: a crash in between leaves a file without a digest (checked by its zip CRCs only), never a file
@@ -21,6 +23,7 @@ import errno
 import hashlib
 import io
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -34,6 +37,7 @@ import torch
 __all__ = [
     "CorruptFileError",
     "DiskFullError",
+    "UnsafeFileError",
     "atomic_write",
     "digest_path",
     "load",
@@ -70,6 +74,11 @@ class CorruptFileError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}; {self.fix}"
+
+
+class UnsafeFileError(CorruptFileError):
+    """A file needs pickle to load (it holds Python objects, not only tensors and plain values); nothing in
+    it was run. A file one trusts is rewritten once with :func:`upgrade`."""
 
 
 class DiskFullError(OSError):
@@ -321,26 +330,40 @@ def _check_zip(data: bytes, path: Path) -> None:
         raise CorruptFileError(path, f"is corrupt: its record {bad!r} fails its CRC-32 check")
 
 
+def _is_pickle_refusal(exc: BaseException) -> bool:
+    """Whether ``torch.load(..., weights_only=True)`` refused a global that only full pickle would call."""
+    return isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
+
+
 def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
-    """``torch.load`` a file after checking its bytes: its digest, or else its zip archive and CRC-32s.
+    """``torch.load(..., weights_only=True)`` a file after checking its bytes: its digest, or else its zip
+    archive and CRC-32s.
 
     Policy: a file with a digest beside it must match it (and is then loaded as it is); a file without one (written by plain
     ``torch.save``, or by a :func:`save` interrupted between its rename and its digest) is loaded when its
     zip archive is complete and its CRCs pass. The file is read into memory once, so what is checked is
-    what is loaded (``mmap=True`` is not supported).
+    what is loaded (``mmap=True`` is not supported). A digest proves the bytes are intact, not that they are
+    safe: loading never runs code from the file (``weights_only=True`` always; tensors go to the CPU unless
+    ``map_location`` says otherwise).
 
     Args:
         path: a file written by :func:`save` or ``torch.save``, or an open binary file object (read from
             its position; no digest, the zip checks only).
-        **torch_load_kwargs: passed to ``torch.load`` (e.g. ``map_location="cpu", weights_only=True``).
+        **torch_load_kwargs: passed to ``torch.load`` (e.g. ``map_location="cpu"``); ``weights_only=False``
+            is refused.
 
     Returns:
         What ``torch.load`` returns.
 
     Raises:
         FileNotFoundError: no such file.
+        UnsafeFileError: the file needs pickle to load (nothing in it was run).
         CorruptFileError: the checks fail, or ``torch.load`` cannot read the checked bytes.
+        ValueError: ``weights_only=False`` was passed.
     """
+    if torch_load_kwargs.pop("weights_only", True) is not True:
+        raise ValueError("files.load: weights_only=False is not supported (loading runs no code); drop it")
+    torch_load_kwargs.setdefault("map_location", "cpu")
     digested = False
     if hasattr(path, "read"):
         data, path = path.read(), Path(str(getattr(path, "name", "<file object>")))
@@ -353,8 +376,15 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
     if not digested:  # a matching digest says the bytes are those written: no zip check needed
         _check_zip(data, path)
     try:
-        return torch.load(io.BytesIO(data), **torch_load_kwargs)
+        return torch.load(io.BytesIO(data), weights_only=True, **torch_load_kwargs)
     except Exception as exc:
+        if _is_pickle_refusal(exc):
+            raise UnsafeFileError(
+                path,
+                "needs pickle to load (it holds Python objects, not only tensors and plain values), and "
+                "loading runs no code, so nothing in it was run",
+                "if you trust its source, rewrite it once with snnprune.upgrade_checkpoint(path, trusted=True)",
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CorruptFileError(
             path, f"is corrupt: torch.load cannot read it ({type(exc).__name__}: {first})"

@@ -348,7 +348,7 @@ def test_checkpoint_write_failure_one_line_previous_checkpoint_kept(
         line
     )
     assert (run / "checkpoint.pth").read_bytes() == before  # the previous checkpoint is intact
-    assert files.load(run / "checkpoint.pth", weights_only=False)["epoch"] == 0
+    assert files.load(run / "checkpoint.pth")["epoch"] == 0
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
