@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
 from snnprune.interop import FRAMEWORKS, format_rows, model_nonzeros, nir_nonzeros  # noqa: E402
 
