@@ -7,6 +7,7 @@ engine reads, so a damaged or incomplete checkpoint is one :class:`CheckpointErr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -215,6 +216,8 @@ def upgrade_checkpoint(path: str | os.PathLike, *, trusted: bool = False) -> Pat
             f"upgrade_checkpoint: {str(path)!r} cannot be read ({type(exc).__name__}); pass a checkpoint.pth/"
             "best.pth written by the training scripts"
         ) from None
+    if isinstance(state, dict) and isinstance(state.get("rng"), dict):
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # a bad one is named by _check_keys
+            state["rng"] = _plain_rng(state["rng"])
     _check_keys(state, path, "upgrade_checkpoint")
-    state["rng"] = _plain_rng(state["rng"])
     return save_checkpoint(state, path)
