@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from snnprune.model_builders import check_kwargs, model_builder
+
 __all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
@@ -93,6 +95,7 @@ def _get(name: str) -> Callable[..., nn.Module]:
     return _model_entrypoints[name]
 
 
+@model_builder("models.create_model")  # the builder that run folders name (snnprune.load_run)
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model.
 
@@ -109,15 +112,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         ValueError: unknown model name (the message lists the available ones).
         TypeError: a keyword argument the model does not accept (the message names it, the model and the
-            accepted options).
+            accepted options), or one whose type differs from the builder's annotation.
     """
     fn = _get(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    accepted = model_kwargs(name)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"model {name!r} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(accepted)}"
-        )
+    check_kwargs(fn, kwargs, f"model {name!r}")
     return fn(**kwargs)

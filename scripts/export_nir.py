@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
 from snnprune.interop import FRAMEWORKS, format_rows, model_nonzeros, nir_nonzeros  # noqa: E402
 
@@ -56,24 +58,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _fail(f"--images: must be a positive integer, got {args.images}; pass e.g. --images 1000")
     if args.batch_size < 1:
         _fail(f"--batch-size: must be a positive integer, got {args.batch_size}")
-    if not args.dt > 0:
-        _fail(f"--dt: must be a positive number of seconds, got {args.dt}; the NIR default is 1e-4")
+    if not (math.isfinite(args.dt) and args.dt > 0):
+        _fail(f"--dt: must be a finite positive number of seconds, got {args.dt}; the NIR default is 1e-4")
     if not Path(args.run).is_dir():
         _fail(f"RUN {args.run}: not a folder; pass a training run folder (config.json + best.pth)")
+    out = Path(args.out) if args.out else Path(args.run) / "model.nir"
+    for option, path in (("--out", out), ("--json", Path(args.json) if args.json else None)):
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            what = "is a folder" if path.is_dir() else f"is in a folder that does not exist ({path.parent})"
+            _fail(f"{option} {path}: {what}; pass a file in an existing folder")
     try:
         model, test_set = load(args.run, args.compact)
     except (ValueError, RuntimeError, OSError) as exc:  # load_run's errors name the file and the fix
         _fail(str(exc).splitlines()[0])
     data = DataLoader(Subset(test_set, range(min(args.images, len(test_set)))), batch_size=args.batch_size)
     example = next(iter(data))[0][:2]
-    out = Path(args.out) if args.out else Path(args.run) / "model.nir"
-    graph = snnprune.export_nir(model, example, out, dt=args.dt)
-    print(f"wrote {out}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, T = {graph.metadata['T']}")
-    print(f"non-zero weights: file {nir_nonzeros(graph):,}, model {model_nonzeros(model):,}")
-    rows = snnprune.verify_nir(out, model, data, frameworks=tuple(args.frameworks))
-    print(format_rows(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    try:  # export_nir and verify_nir refuse bad inputs with one line
+        graph = snnprune.export_nir(model, example, out, dt=args.dt)
+        print(f"wrote {out}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, T = {graph.metadata['T']}")
+        print(f"non-zero weights: file {nir_nonzeros(graph):,}, model {model_nonzeros(model):,}")
+        rows = snnprune.verify_nir(out, model, data, frameworks=tuple(args.frameworks))
+        print(format_rows(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])
     return rows
 
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
 from snnprune.analysis import Report, ann_baselines, break_even, energy_at_rate  # noqa: E402
 from snnprune.training import CheckpointError, ConfigError, DataError  # noqa: E402

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 
 from timing import time_calls  # noqa: E402
 
+import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
 from snnprune.structured import channel_groups, layer_widths, recalibrate_bn  # noqa: E402
 

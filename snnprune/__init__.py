@@ -9,7 +9,8 @@ and each name is imported from its home module on first use:
   :class:`ScheduledThresholdPruner`, :func:`register_method`, :func:`list_methods` (the registered names),
   :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
-* trained runs (:mod:`snnprune.training`): :func:`load_run`, :class:`Run`;
+* trained runs (:mod:`snnprune.training`): :func:`load_run`, :class:`Run`, :func:`upgrade_checkpoint`,
+  :func:`model_builder` (declares the builders a run folder may name);
 * neurons with fused CuPy kernels (:mod:`snnprune.neuron`);
 * NIR exchange (:mod:`snnprune.interop`): :func:`export_nir`, :func:`verify_nir`.
 """
@@ -45,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "compact": "snnprune.structured",  # structured pruning: physically smaller model
     "load_run": "snnprune.training",  # a trained run rebuilt from its folder
     "Run": "snnprune.training",
+    "upgrade_checkpoint": "snnprune.training",
+    "model_builder": "snnprune.model_builders",  # declares a callable that run folders may name  # a trusted old checkpoint rewritten to load without pickle
     # NIR exchange (imports nir / nirtorch on first use only)
     "export_nir": "snnprune.interop",
     "verify_nir": "snnprune.interop",

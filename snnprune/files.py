@@ -7,7 +7,9 @@
   (``<file>.sha256``, in ``sha256sum`` format, so ``sha256sum -c checkpoint.pth.sha256`` checks it too).
   :func:`load` refuses a file whose bytes do not match its recorded digest, and a file without a digest
   (written by plain ``torch.save``) whose zip archive is truncated or whose records fail their CRC-32, with
-  one :class:`CorruptFileError` line instead of a zip or pickle error.
+  one :class:`CorruptFileError` line instead of a zip or pickle error. :func:`load` always reads with
+  ``torch.load(..., weights_only=True)``: loading runs no code, and a file that needs pickle's full power
+  (Python objects other than tensors and plain values) is an :class:`UnsafeFileError` line.
 
 :func:`save` removes the old digest before it renames the new file into place and writes the new digest
 after: a crash in between leaves a file without a digest (checked by its zip CRCs only), never a file
@@ -21,11 +23,13 @@ import errno
 import hashlib
 import io
 import os
+import pickle
 import re
 import secrets
 import shutil
+import stat
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,11 +38,14 @@ import torch
 __all__ = [
     "CorruptFileError",
     "DiskFullError",
+    "UnsafeFileError",
     "atomic_write",
     "digest_path",
     "load",
     "remove_stale_temp_files",
     "save",
+    "verify_digest",
+    "write_digest",
 ]
 
 #: what :class:`CorruptFileError` suggests unless the caller knows better
@@ -72,6 +79,11 @@ class CorruptFileError(ValueError):
         return f"{self.path}: {self.problem}; {self.fix}"
 
 
+class UnsafeFileError(CorruptFileError):
+    """A file needs pickle to load (it holds Python objects, not only tensors and plain values); nothing in
+    it was run. A file one trusts is rewritten once with :func:`upgrade`."""
+
+
 class DiskFullError(OSError):
     """A write failed because the file system is full (``ENOSPC``/``EDQUOT``); the previous file is kept.
 
@@ -95,8 +107,22 @@ def digest_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+#: a temp file of :func:`atomic_write`: ``.<name>.<pid>.<8 hex digits>.tmp`` (unique to the writing process)
+_TEMP_NAME = re.compile(r"\.(.+)\.([0-9]+)\.([0-9a-f]{8})\.tmp")
+
+
 def _temp_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid <= 2**31  # another user's live process; a pid beyond any real one is not running
+    return True
 
 
 def _disk_full(exc: BaseException, free: int, needed: int | None) -> bool:
@@ -167,7 +193,7 @@ def atomic_write(
     """Write a file atomically: ``write(f)`` into a temp file in the same folder, fsync, ``os.replace``.
 
     A failure mid-write leaves the previous file intact (the rename is atomic on POSIX and Windows); the temp
-    file (``.<name>.<hex>.tmp``) is removed on an exception, and a kill leaves it for
+    file (``.<name>.<pid>.<hex>.tmp``) is removed on an exception, and a kill leaves it for
     :func:`remove_stale_temp_files`. The file gets the permissions of any new file (``0666 & ~umask``).
 
     Args:
@@ -187,22 +213,30 @@ def atomic_write(
     return path
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files (``.<name>.<hex>.tmp``) that a killed :func:`atomic_write` left in ``folder``.
+def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temp files (``.<name>.<pid>.<8 hex>.tmp``) that a killed :func:`atomic_write` left in
+    ``folder``: regular files (not symlinks) with exactly that form, of a process that is no longer running,
+    and (when ``names`` is given) of one of those destination names. No other file is touched.
 
     Args:
-        folder: a folder with a single writer (e.g. a run folder), so every such file is stale.
+        folder: a folder with a single writer (e.g. a run folder).
+        names: the destination names whose temp files may be removed (None: any).
 
     Returns:
         The removed paths.
     """
     folder = Path(folder)
+    allowed = None if names is None else set(names)
     removed = []
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp") and p.name.count(".") >= 3 and p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
+            m = _TEMP_NAME.fullmatch(p.name)
+            if m is None or (allowed is not None and m.group(1) not in allowed):
+                continue
+            if not stat.S_ISREG(os.lstat(p).st_mode) or _running(int(m.group(2))):
+                continue
+            p.unlink(missing_ok=True)
+            removed.append(p)
     return removed
 
 
@@ -284,10 +318,29 @@ def _recorded_digest(path: Path) -> str | None:
     """The hex digest recorded beside ``path`` (None: no digest file)."""
     dpath = digest_path(path)
     try:
-        text = dpath.read_text(encoding="ascii", errors="replace")
+        if os.path.lexists(dpath) and not stat.S_ISREG(os.stat(dpath).st_mode):
+            raise CorruptFileError(
+                path,
+                f"has a digest {dpath.name} that is not a regular file",
+                f"remove {dpath.name} (and restore both files)",
+            )
+        with open(dpath, "rb") as f:
+            text = f.read(4096).decode("ascii", errors="replace")
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise CorruptFileError(
+            path,
+            f"has an unreadable digest file {dpath.name} ({exc.strerror})",
+            f"make {dpath.name} readable",
+        ) from None
     match = _DIGEST_LINE.fullmatch(text.strip())
+    if match is not None and match.group(2).lstrip("*") != path.name:
+        raise CorruptFileError(
+            path,
+            f"has a digest file {dpath.name} that names another file ({match.group(2)[:60]!r}, not {path.name!r})",
+            f"restore both files, or delete {dpath.name} if {path.name} is known to be good",
+        )
     if match is None:
         raise CorruptFileError(
             path,
@@ -307,6 +360,41 @@ def _check_digest(data: bytes, path: Path) -> bool:
     return recorded is not None
 
 
+def write_digest(path: str | os.PathLike) -> Path:
+    """Write ``<path>.sha256`` (atomically) for a file another library wrote, e.g. a ``.nir`` file.
+
+    Args:
+        path: an existing file.
+
+    Returns:
+        The digest file.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    line = f"{h.hexdigest()}  {path.name}\n"
+    return atomic_write(digest_path(path), lambda f: f.write(line.encode()))
+
+
+def verify_digest(path: str | os.PathLike) -> bool:
+    """Check a file against ``<path>.sha256`` when there is one.
+
+    Args:
+        path: an existing file.
+
+    Returns:
+        Whether a digest vouched for the bytes (False: no digest file).
+
+    Raises:
+        CorruptFileError: the bytes differ from the digest, or the digest file is damaged or names another
+            file.
+    """
+    path = Path(path)
+    return _check_digest(path.read_bytes(), path)
+
+
 def _check_zip(data: bytes, path: Path) -> None:
     """``data`` is a complete zip archive (as ``torch.save`` writes) whose records pass their CRC-32."""
     try:
@@ -321,26 +409,40 @@ def _check_zip(data: bytes, path: Path) -> None:
         raise CorruptFileError(path, f"is corrupt: its record {bad!r} fails its CRC-32 check")
 
 
+def _is_pickle_refusal(exc: BaseException) -> bool:
+    """Whether ``torch.load(..., weights_only=True)`` refused a global that only full pickle would call."""
+    return isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
+
+
 def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
-    """``torch.load`` a file after checking its bytes: its digest, or else its zip archive and CRC-32s.
+    """``torch.load(..., weights_only=True)`` a file after checking its bytes: its digest, or else its zip
+    archive and CRC-32s.
 
     Policy: a file with a digest beside it must match it (and is then loaded as it is); a file without one (written by plain
     ``torch.save``, or by a :func:`save` interrupted between its rename and its digest) is loaded when its
     zip archive is complete and its CRCs pass. The file is read into memory once, so what is checked is
-    what is loaded (``mmap=True`` is not supported).
+    what is loaded (``mmap=True`` is not supported). A digest proves the bytes are intact, not that they are
+    safe: loading never runs code from the file (``weights_only=True`` always; tensors go to the CPU unless
+    ``map_location`` says otherwise).
 
     Args:
         path: a file written by :func:`save` or ``torch.save``, or an open binary file object (read from
             its position; no digest, the zip checks only).
-        **torch_load_kwargs: passed to ``torch.load`` (e.g. ``map_location="cpu", weights_only=True``).
+        **torch_load_kwargs: passed to ``torch.load`` (e.g. ``map_location="cpu"``); ``weights_only=False``
+            is refused.
 
     Returns:
         What ``torch.load`` returns.
 
     Raises:
         FileNotFoundError: no such file.
+        UnsafeFileError: the file needs pickle to load (nothing in it was run).
         CorruptFileError: the checks fail, or ``torch.load`` cannot read the checked bytes.
+        ValueError: ``weights_only=False`` was passed.
     """
+    if torch_load_kwargs.pop("weights_only", True) is not True:
+        raise ValueError("files.load: weights_only=False is not supported (loading runs no code); drop it")
+    torch_load_kwargs.setdefault("map_location", "cpu")
     digested = False
     if hasattr(path, "read"):
         data, path = path.read(), Path(str(getattr(path, "name", "<file object>")))
@@ -353,8 +455,15 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
     if not digested:  # a matching digest says the bytes are those written: no zip check needed
         _check_zip(data, path)
     try:
-        return torch.load(io.BytesIO(data), **torch_load_kwargs)
+        return torch.load(io.BytesIO(data), weights_only=True, **torch_load_kwargs)
     except Exception as exc:
+        if _is_pickle_refusal(exc):
+            raise UnsafeFileError(
+                path,
+                "needs pickle to load (it holds Python objects, not only tensors and plain values), and "
+                "loading runs no code, so nothing in it was run",
+                "if you trust its source, rewrite it once with snnprune.upgrade_checkpoint(path, trusted=True)",
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CorruptFileError(
             path, f"is corrupt: torch.load cannot read it ({type(exc).__name__}: {first})"

@@ -348,7 +348,7 @@ def test_checkpoint_write_failure_one_line_previous_checkpoint_kept(
         line
     )
     assert (run / "checkpoint.pth").read_bytes() == before  # the previous checkpoint is intact
-    assert files.load(run / "checkpoint.pth", weights_only=False)["epoch"] == 0
+    assert files.load(run / "checkpoint.pth")["epoch"] == 0
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -433,7 +433,7 @@ def test_overwrite_replaces_the_run(sew, trained, tmp_path):
     out = tmp_path / "o"
     argv = ["--method", "lats", *TINY, "--epochs", "1", "--output-dir", str(out), "--run-name", "r"]
     sew.main(argv)
-    stale = out / "r" / ".checkpoint.pth.deadbeef.tmp"  # left by a write that a kill interrupted
+    stale = out / "r" / ".checkpoint.pth.999999999.deadbeef.tmp"  # left by a write that a kill interrupted
     stale.write_bytes(b"partial")
     (out / "r" / "summary.json").write_text("{}")
     s = sew.main([*argv, "--overwrite"])

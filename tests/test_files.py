@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import pickle
 import shutil
 import subprocess
@@ -237,10 +238,13 @@ def test_a_failed_digest_write_leaves_a_loadable_file_without_digest(tmp_path, m
 
 def test_remove_stale_temp_files_removes_only_temp_files(tmp_path):
     files.save(STATE, tmp_path / "a.pth")
-    (tmp_path / ".a.pth.0badc0de.tmp").write_bytes(b"half")
+    (tmp_path / ".a.pth.999999999.0badc0de.tmp").write_bytes(b"half")  # of a process that has ended
+    (tmp_path / f".b.pth.{os.getpid()}.0badc0de.tmp").write_bytes(b"being written")  # a live process's
+    (tmp_path / ".a.pth.0badc0de.tmp").write_bytes(b"a user's")  # no pid: not a name atomic_write makes
     (tmp_path / ".hidden").write_text("x")
-    assert files.remove_stale_temp_files(tmp_path) == [tmp_path / ".a.pth.0badc0de.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "a.pth", "a.pth.sha256"]
+    assert files.remove_stale_temp_files(tmp_path) == [tmp_path / ".a.pth.999999999.0badc0de.tmp"]
+    left = [".a.pth.0badc0de.tmp", f".b.pth.{os.getpid()}.0badc0de.tmp", ".hidden", "a.pth", "a.pth.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(left)
 
 
 def test_file_objects_are_saved_and_loaded_without_digest(tmp_path):

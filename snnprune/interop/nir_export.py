@@ -32,7 +32,9 @@ one :class:`NIRExportError` naming the layer and the alternative.
 from __future__ import annotations
 
 import copy
+import math
 import operator
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,28 @@ from spikingjelly.activation_based import base, functional
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import Tensor, fx, nn
 
-__all__ = ["NIRExportError", "export_nir", "model_nonzeros", "nir_nonzeros"]
+__all__ = ["MAX_T", "NIRExportError", "check_dt_T", "export_nir", "model_nonzeros", "nir_nonzeros"]
+
+#: The most time steps a graph may declare (a file's ``T`` beyond it is refused before any work).
+MAX_T = 10_000
+
+
+def check_dt_T(dt: Any, T: Any, where: str) -> None:
+    """``dt`` a finite number of seconds > 0 and ``T`` an integer in 1..:data:`MAX_T`; else one
+    :class:`ValueError` line naming ``where`` (an argument, or a file's metadata)."""
+    if (
+        isinstance(dt, bool)
+        or not isinstance(dt, (int, float, np.floating))
+        or not math.isfinite(dt)
+        or dt <= 0
+    ):
+        raise ValueError(f"{where}: dt must be a finite positive number of seconds, got {dt!r}; e.g. 1e-4")
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or not 1 <= T <= MAX_T:
+        raise ValueError(
+            f"{where}: T must be an integer from 1 to {MAX_T:,} (pass T= or give the model a T attribute), "
+            f"got {T!r}"
+        )
+
 
 _PASS = (nn.Identity, nn.Dropout)
 _LEAVES = (
@@ -452,7 +475,7 @@ def export_nir(
             first); it is copied, never changed. Its ``nir_step(x)`` is traced when it has one (see the
             module docstring), else its ``forward``.
         example_input: one time step's input ``[N, ...]`` (for a static-image SEW ResNet: the image).
-        path: HDF5 file to write, or None.
+        path: HDF5 file to write (with its SHA-256 in ``<path>.sha256``), or None; its folder must exist.
         dt: simulation time step in seconds (sets IF's ``r = 1/dt`` and LIF's ``tau = τ·dt``).
         T: time steps, recorded in the metadata; default the model's ``T`` attribute.
 
@@ -461,17 +484,31 @@ def export_nir(
 
     Raises:
         NIRExportError: a layer NIR cannot express (the message names it and the alternative).
-        ValueError: bad ``dt`` / ``T`` / ``example_input``, or a model that is still parametrized.
+        ValueError: ``dt`` not finite and > 0, ``T`` outside 1..:data:`MAX_T`, an ``example_input`` the model
+            cannot take, a ``path`` that cannot be written, non-finite weights, or a model that is still
+            parametrized (one line each, before any work).
     """
-    if not (isinstance(dt, (int, float)) and dt > 0):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
     T = getattr(model, "T", None) if T is None else T
-    if not (isinstance(T, int) and T >= 1):
-        raise ValueError(f"T must be a positive integer (pass T= or give the model a T attribute), got {T!r}")
+    check_dt_T(dt, T, "export_nir")
     if not isinstance(example_input, Tensor) or example_input.dim() < 2:
         raise ValueError("example_input must be one time step's input tensor [N, ...]; pass e.g. images[:2]")
+    if path is not None:
+        _check_destination(Path(path))
     _check_plain(model, "export_nir")
-    out, _ = _lower(model, example_input, float(dt))
+    for name, t in model.state_dict().items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"export_nir: the model's {name!r} holds non-finite values (NaN or inf); export a model whose "
+                "weights are all finite"
+            )
+    try:
+        out, _ = _lower(model, example_input, float(dt))
+    except RuntimeError as exc:  # the shape pass: an input the model cannot take
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ValueError(
+            f"example_input: the model cannot run on a {list(example_input.shape)} input ({first}); pass one "
+            "time step's input [N, C, H, W] with the model's channels"
+        ) from None
     out.metadata = {
         "T": int(T),
         "dt": float(dt),
@@ -480,8 +517,22 @@ def export_nir(
         "producer": "snnprune.export_nir",
     }
     if path is not None:
+        from snnprune import files
+
         nir.write(str(path), out)
+        files.write_digest(path)  # so verify_nir refuses a damaged copy
     return out
+
+
+def _check_destination(path: Path) -> None:
+    """``path`` can be written: not a folder, in an existing folder we may write to."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"path: {str(path)!r} is a folder; pass a .nir file name")
+    if not folder.is_dir():
+        raise ValueError(f"path: the folder {str(folder)!r} does not exist; create it or write elsewhere")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"path: {str(path)!r} cannot be written (permission denied); write elsewhere")
 
 
 def nir_nonzeros(graph: nir.NIRGraph) -> int:

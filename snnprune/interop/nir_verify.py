@@ -27,7 +27,7 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.base import MemoryModule
 from torch import Tensor, nn
 
-from .nir_export import fold_batchnorm
+from .nir_export import check_dt_T, fold_batchnorm
 
 __all__ = ["FRAMEWORKS", "format_rows", "verify_nir"]
 
@@ -141,6 +141,46 @@ def _batches(data: Any, max_batches: int | None) -> Iterable[tuple[Tensor, Tenso
         yield x, y
 
 
+def _read(path: Path) -> nir.NIRGraph:
+    """``nir.read`` of a file, one :class:`ValueError` line when it is missing, truncated or damaged."""
+    if not path.is_file():
+        raise ValueError(f"graph_or_path: {str(path)!r} is not a file; pass the .nir file export_nir wrote")
+    from snnprune import files
+
+    try:
+        files.verify_digest(path)  # the digest export_nir wrote beside it, when there is one
+        return nir.read(str(path))
+    except files.CorruptFileError as exc:
+        raise ValueError(f"graph_or_path: {exc}") from None
+    except Exception as exc:  # h5py/nir raise many kinds on a damaged HDF5 file
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        raise ValueError(
+            f"graph_or_path: {str(path)!r} is not a readable NIR file ({type(exc).__name__}: {first[:120]}); "
+            "export it again"
+        ) from None
+
+
+def _check_describes(graph: nir.NIRGraph, model: nn.Module, names: list[str]) -> None:
+    """The graph has a node for every neuron of ``model`` and, for every Conv2d/Linear, a node with as many
+    weights; else one :class:`ValueError` line (the graph of another model)."""
+    nodes = getattr(graph, "nodes", None)
+    if not isinstance(nodes, dict):
+        raise ValueError("graph_or_path: not a NIR graph with nodes; pass the graph export_nir returned")
+    fix = "pass the graph exported from this model"
+    for n in names:
+        if n.replace(".", "_") not in nodes:
+            raise ValueError(f"graph_or_path: the graph has no node for the model's neuron {n!r}; {fix}")
+    for n, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            node = nodes.get(n.replace(".", "_"))
+            weight = getattr(node, "weight", None)
+            if weight is None or np.size(weight) != m.weight.numel():
+                raise ValueError(
+                    f"graph_or_path: the graph's node for the model's layer {n!r} does not hold its "
+                    f"{tuple(m.weight.shape)} weights; {fix}"
+                )
+
+
 def _neuron_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, MemoryModule) and n]
 
@@ -212,7 +252,8 @@ def verify_nir(
     """Re-import a NIR graph in other frameworks and compare spikes and outputs with ``model``.
 
     Args:
-        graph_or_path: the graph from :func:`snnprune.export_nir`, or the file it wrote.
+        graph_or_path: the graph from :func:`snnprune.export_nir`, or the file it wrote (checked against its
+            ``.sha256`` when there is one; its metadata's ``T`` and ``dt`` must be in range).
         model: the model the graph was exported from (its forward gives the reference output: for a SEW
             ResNet the logits of the mean over T; every neuron's spikes are recorded by hooks).
         data: a DataLoader (or any iterable) of ``(x, y)`` batches, one ``(x, y)`` pair, or a tensor
@@ -233,18 +274,23 @@ def verify_nir(
         with its reason, never an exception.
 
     Raises:
-        ValueError: an unknown framework name.
+        ValueError: an unknown framework name; a missing, damaged or unreadable file; ``T``/``dt`` out of
+            range; a graph that does not describe ``model`` (one line each, before any work).
     """
     unknown = [f for f in frameworks if f not in _LOADERS]
     if unknown:
         raise ValueError(f"frameworks: unknown {unknown}; choose from {list(FRAMEWORKS)}")
-    graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
-    T, dt = int(graph.metadata.get("T", 1)), float(graph.metadata.get("dt", 1e-4))
+    graph = _read(Path(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
+    metadata = graph.metadata if isinstance(getattr(graph, "metadata", None), dict) else {}
+    T, dt = metadata.get("T", 1), metadata.get("dt", 1e-4)
+    check_dt_T(dt, T, "graph_or_path: its metadata")
+    T, dt = int(T), float(dt)
     batches = list(_batches(data, max_batches))
     if not batches:
         raise ValueError("data: no batches; pass a DataLoader, an (x, y) pair or a tensor x")
     model = model.eval()
     names = _neuron_names(model)
+    _check_describes(graph, model, names)
     reference = fold_batchnorm(model, batches[0][0][:1])
 
     def compare(run) -> dict[str, Any]:

@@ -14,13 +14,19 @@
   (:class:`Interrupted`);
 * :mod:`~snnprune.training.engine`: :func:`run` and :func:`main` (raise; the entry scripts exit);
 * :mod:`~snnprune.training.runs`: :func:`load_run`, the one way to rebuild a trained run;
-* :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint`;
+* :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint` (no
+  pickle: tensors and plain values only) and :func:`upgrade_checkpoint` for a trusted older checkpoint;
 * :mod:`~snnprune.training.distributed`: torchrun initialisation and rank helpers.
 
 This package never imports ``models`` or ``scripts``: the scripts pass a model builder in :class:`Task`.
 """
 
-from snnprune.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from snnprune.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    upgrade_checkpoint,
+)
 from snnprune.training.cli import ConfigError, get_args_parser, parse_args, pruner_kwargs
 from snnprune.training.data import DataError, build_datasets
 from snnprune.training.engine import main, run
@@ -53,4 +59,5 @@ __all__ = [
     "run",
     "save_checkpoint",
     "train_one_epoch",
+    "upgrade_checkpoint",
 ]

@@ -7,6 +7,8 @@ engine reads, so a damaged or incomplete checkpoint is one :class:`CheckpointErr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 from collections.abc import Callable
@@ -24,6 +26,7 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "set_rng_state",
+    "upgrade_checkpoint",
 ]
 
 
@@ -40,7 +43,25 @@ def _is_count(v: Any) -> bool:
 
 
 def _is_rng(v: Any) -> bool:
-    return isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)
+    """The form of :func:`get_rng_state` (a hostile value must not reach the RNG setters)."""
+    if not (isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)):
+        return False
+    py, npy, th = v["python"], v["numpy"], v["torch"]
+    ints = (int,)
+    return (
+        isinstance(py, (list, tuple))
+        and len(py) == 3
+        and isinstance(py[1], (list, tuple))
+        and len(py[1]) == 625
+        and all(isinstance(i, ints) and 0 <= i < 2**32 for i in py[1][:-1])
+        and isinstance(npy, (list, tuple))
+        and len(npy) == 5
+        and npy[0] == "MT19937"
+        and torch.is_tensor(npy[1])
+        and npy[1].shape == (624,)
+        and torch.is_tensor(th)
+        and th.dtype == torch.uint8
+    )
 
 
 #: what the training engine reads from a checkpoint: key -> (what it holds, the check of its value)
@@ -81,10 +102,20 @@ def _check_keys(state: Any, path: Path, name: str) -> None:
 
 def get_rng_state() -> dict[str, Any]:
     """The RNG states of Python, NumPy, torch CPU and (if available) every CUDA device, for
-    :func:`set_rng_state`."""
+    :func:`set_rng_state`, as tensors and plain values only (so a checkpoint loads with
+    ``weights_only=True``): Python's as ``[version, [ints], gauss]``, NumPy's as ``[name, int64 tensor, pos,
+    has_gauss, cached_gaussian]``."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global RNG is restored)
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the global RNG is what we restore)
+        "python": [version, list(internal), gauss],
+        "numpy": [
+            str(name),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -94,11 +125,24 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the RNG states captured by :func:`get_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """An RNG state of an older checkpoint (tuples and a NumPy array) in the form of :func:`get_rng_state`."""
+    out = dict(state)
+    version, internal, gauss = state["python"]
+    out["python"] = [int(version), [int(v) for v in internal], gauss]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    keys = torch.from_numpy(np.asarray(keys).astype(np.int64)) if not torch.is_tensor(keys) else keys
+    out["numpy"] = [str(name), keys, int(pos), int(has_gauss), float(cached)]
+    return out
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -125,7 +169,9 @@ def load_checkpoint(
             + (" or --resume auto" if name == "--resume" else "")
         )
     try:
-        state = files.load(path, map_location=map_location, weights_only=False)
+        state = files.load(path, map_location=map_location)
+    except files.UnsafeFileError as exc:
+        raise CheckpointError(f"{name}: checkpoint {str(path)!r} {exc.problem}; {exc.fix}") from None
     except files.CorruptFileError as exc:
         raise CheckpointError(
             f"{name}: checkpoint {str(path)!r} {exc.problem}; delete it or resume from another checkpoint "
@@ -133,3 +179,45 @@ def load_checkpoint(
         ) from None
     _check_keys(state, path, name)
     return state
+
+
+def upgrade_checkpoint(path: str | os.PathLike, *, trusted: bool = False) -> Path:
+    """Rewrite a checkpoint written before checkpoints held only tensors and plain values (its RNG states
+    were pickled NumPy objects), so that it loads with ``weights_only=True``; the one step that loads with
+    full pickle, so it runs only with ``trusted=True``, for a file from a source one trusts.
+
+    Args:
+        path: the checkpoint (its ``.sha256``, when present, must match).
+        trusted: must be True: the file is unpickled, which can run code it carries.
+
+    Returns:
+        ``path``, rewritten with :func:`save_checkpoint` (a new ``.sha256`` beside it).
+
+    Raises:
+        ValueError: ``trusted`` is not True.
+        CheckpointError: the file is missing, corrupt, or not a snnprune training checkpoint.
+    """
+    path = Path(path)
+    if trusted is not True:
+        raise ValueError(
+            f"upgrade_checkpoint: {str(path)!r} is loaded with pickle, which runs any code it carries; pass "
+            "trusted=True only for a file from a source you trust"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"upgrade_checkpoint: {str(path)!r} does not exist; pass an existing .pth file")
+    data = path.read_bytes()
+    try:
+        files._check_digest(data, path)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except files.CorruptFileError as exc:
+        raise CheckpointError(f"upgrade_checkpoint: {exc}") from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"upgrade_checkpoint: {str(path)!r} cannot be read ({type(exc).__name__}); pass a checkpoint.pth/"
+            "best.pth written by the training scripts"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("rng"), dict):
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # a bad one is named by _check_keys
+            state["rng"] = _plain_rng(state["rng"])
+    _check_keys(state, path, "upgrade_checkpoint")
+    return save_checkpoint(state, path)

@@ -5,9 +5,12 @@ Rules that live here and nowhere else:
 * only the main process (rank 0) writes; on other ranks every method is a no-op;
 * one process owns a folder: :class:`RunLock` (an exclusive ``fcntl.flock`` on ``.lock``) is taken before
   the folder is checked or written and held to the end of the run;
-* starting: stale temp files of a killed write are removed; a new run (``--overwrite``) removes the
-  previous run's files (:func:`run_files` and ``tb/``; files the user put there stay); a resumed run
-  truncates its CSVs (atomically) to the checkpoint's epoch/step;
+* the run touches only what it wrote: :data:`MANIFEST_FILE` lists every file it wrote (:func:`run_files`
+  present in the folder and the files under ``tb/``) with its SHA-256, updated after each write; the lock
+  and the CSVs are opened without following symlinks and must be regular files;
+* starting: stale temp files of a killed write (of the run's own file names) are removed; a new run
+  (``--overwrite``) removes exactly the files of the previous run's manifest (files the user put there
+  stay); a resumed run truncates its CSVs (atomically) to the checkpoint's epoch/step;
   whether a new run may start into the folder at all is decided before (``validation.check_run_folder``);
 * every file is written atomically (temp file + rename) with the permissions of any new file;
 * a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``
@@ -16,13 +19,15 @@ Rules that live here and nowhere else:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import math
 import os
-import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -39,17 +44,23 @@ from snnprune.training.validation import RUN_FILES
 
 __all__ = [
     "LOCK_FILE",
+    "MANIFEST_FILE",
     "METRICS_COLUMNS",
     "STEPS_COLUMNS",
     "RunFolder",
     "RunLock",
     "all_finite",
     "new_run_note",
+    "read_manifest",
     "run_files",
 ]
 
 #: The lock file of a run folder (pid and command line of the process that holds it).
 LOCK_FILE = ".lock"
+
+#: The files a run wrote into its folder, with their SHA-256 (``{"files": {name: hex}}``); ``--overwrite``
+#: removes exactly these.
+MANIFEST_FILE = "run_manifest.json"
 
 METRICS_COLUMNS = (
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"
@@ -101,6 +112,54 @@ def new_run_note(run_dir: Path, shown: int = 4) -> str:
     return f"note: --resume auto found no checkpoint.pth in {str(run_dir)!r}, so a new run starts ({beside})"
 
 
+def _manifest_name_ok(name: Any) -> bool:
+    """A name a run writes: one of :func:`run_files`, or a plain file name under ``tb/``."""
+    if not isinstance(name, str):
+        return False
+    if name in run_files():
+        return True
+    head, _, tail = name.partition("/")
+    return head == "tb" and tail not in ("", ".", "..") and "/" not in tail and "\\" not in tail
+
+
+def read_manifest(folder: Path) -> dict[str, str] | None:
+    """The files of :data:`MANIFEST_FILE` in ``folder`` (name -> SHA-256 hex), or None when there is none; a
+    damaged manifest, or one naming a file a run does not write, is a :class:`ConfigError`."""
+    path = Path(folder) / MANIFEST_FILE
+    if not os.path.lexists(path):
+        return None
+    fix = f"remove the run's files yourself (and {MANIFEST_FILE}), or pick another --run-name"
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise ValueError("not a regular file")
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"--run-name: {str(path)!r} is damaged ({exc}); {fix}") from None
+    entries = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(entries, dict) or not all(
+        _manifest_name_ok(k) and isinstance(v, str) for k, v in entries.items()
+    ):
+        raise ConfigError(
+            f"--run-name: {str(path)!r} is not a run manifest (a 'files' object of the run's own file names); "
+            f"{fix}"
+        )
+    return dict(entries)
+
+
+def _digest_of(path: Path) -> str:
+    """The SHA-256 of ``path``: the one its ``.sha256`` records (written with it), else of its bytes."""
+    dpath = files.digest_path(path)
+    if dpath.is_file() and not dpath.is_symlink():
+        line = dpath.read_text(errors="replace").split(" ")[0]
+        if len(line) == 64:
+            return line
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _holder(fd: int) -> str:
     """The pid in a held lock file (its holder writes it right after locking: wait up to 0.5 s for it)."""
     for _ in range(50):
@@ -131,10 +190,20 @@ class RunLock:
             if not self.folder.exists():
                 self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
                 self.folder.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a symlink, and only a regular file: the run writes only what it owns
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except FileNotFoundError:  # the folder was removed by a run that just ended: again
                 continue
+            except OSError as exc:
+                raise ConfigError(
+                    f"--run-name: {str(self.path)!r} is not a regular file the run can lock ({exc.strerror}: "
+                    f"a symlink or another kind of file); remove it or pick another --run-name"
+                ) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ConfigError(
+                    f"--run-name: {str(self.path)!r} is not a regular file; remove it or pick another --run-name"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -205,23 +274,45 @@ class RunFolder:
         if not self.main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        for p in remove_stale_temp_files(self.path):
+        for p in remove_stale_temp_files(self.path, (*run_files(), MANIFEST_FILE)):
             log(f"removed {p.name}, left by an interrupted write")
+        tb = self.path / "tb"
+        if tb.is_symlink() or (tb.exists() and not tb.is_dir()):
+            raise ConfigError(
+                f"--run-name: {str(tb)!r} is not a folder; remove it or pick another --run-name"
+            )
         if resumed is None:
-            for name in run_files():
-                (self.path / name).unlink(missing_ok=True)
-            shutil.rmtree(self.path / "tb", ignore_errors=True)
+            for name in read_manifest(self.path) or {}:  # exactly the files the previous run wrote
+                p = self.path / name
+                if os.path.lexists(p) and stat.S_ISREG(os.lstat(p).st_mode):
+                    p.unlink()
+            with contextlib.suppress(OSError):
+                tb.rmdir()  # when empty
+            (self.path / MANIFEST_FILE).unlink(missing_ok=True)
         else:
             epoch, step = resumed
             self._truncate(self.path / "metrics.csv", "epoch", epoch)
             self._truncate(self.path / "steps.csv", "step", step)
         _write_text(self.path / "config.json", json.dumps(config, indent=2, default=str))
+        self.record()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
         except ImportError:  # pragma: no cover
             log("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
+
+    def record(self) -> None:
+        """Rewrite :data:`MANIFEST_FILE`: every :func:`run_files` name in the folder and every file under
+        ``tb/``, with its SHA-256 (all written by this run or the run it resumes)."""
+        if not self.main:
+            return
+        names = [n for n in run_files() if (self.path / n).is_file() and not (self.path / n).is_symlink()]
+        tb = self.path / "tb"
+        if tb.is_dir() and not tb.is_symlink():
+            names += sorted(f"tb/{p.name}" for p in tb.iterdir() if p.is_file() and not p.is_symlink())
+        entries = {n: _digest_of(self.path / n) for n in names}
+        _write_text(self.path / MANIFEST_FILE, json.dumps({"files": entries}, indent=1))
 
     def _truncate(self, path: Path, column: str, keep_upto: int) -> None:
         """Drop rows with ``column > keep_upto`` (written after the checkpoint being resumed), atomically."""
@@ -241,7 +332,16 @@ class RunFolder:
     def _append(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
         path = self.path / name
         new = not path.is_file()
-        with open(path, "a", newline="") as f:
+        fix = "remove it and resume the run"
+        try:  # never through a symlink
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: not a regular file the run can append to ({exc.strerror}); {fix}"
+            ) from None
+        with open(fd, "a", newline="") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{path}: not a regular file; {fix}")
             f.write(_csv_text(header if new else None, rows))
 
     def write_epoch(self, row: dict[str, Any], step_rows: list[list[Any]]) -> None:
@@ -265,22 +365,26 @@ class RunFolder:
         save_checkpoint(state, self.path / "checkpoint.pth")
         if is_best:
             save_checkpoint(state, self.path / "best.pth")
+        self.record()
 
     # ------------------------------------------------------------------ end
     def write_json(self, name: str, data: Any) -> None:
         """Write ``name`` (e.g. ``summary.json``) atomically."""
         if self.main:
             _write_text(self.path / name, json.dumps(data, indent=2, default=str))
+            self.record()
 
     def save_model(self, name: str, state_dict: dict[str, Any]) -> None:
         """Write a model state dict (e.g. ``model_sparse.pth``) atomically, with its ``.sha256`` digest."""
         if self.main:
             files.save(state_dict, self.path / name)
+            self.record()
 
     def write_report(self, report: Any) -> None:
         """Write an :func:`snnprune.analyze` report as ``analyze.json``."""
         if self.main:
             _write_text(self.path / "analyze.json", json.dumps(report.to_dict(), indent=2, default=str))
+            self.record()
 
     def close(self) -> None:
         """Close TensorBoard."""

@@ -3,14 +3,16 @@
 A run records how its model was built in ``config.json`` under :data:`BUILDER_KEY`, Hydra-style: a dotted
 path and its keyword arguments, e.g. ``{"_target_": "models.create_model", "name": "sew_resnet18",
 "num_classes": 10, "in_channels": 1, "T": 2, "width": 16, ...}``. The engine builds every model from that
-record (:func:`instantiate`), so the record is exactly what was trained; :func:`load_run` imports the
-path with :mod:`importlib`, so ``snnprune`` never imports the ``models`` package itself.
+record (:func:`instantiate`), so the record is exactly what was trained. A run folder is data: the record's
+``_target_`` is called only when installed code has declared it a model builder
+(:func:`snnprune.model_builder`; ``import models`` declares ``models.create_model``), and only after its
+keywords are checked against the builder's signature; nothing is imported, so ``snnprune`` never imports
+the ``models`` package itself. Checkpoints load with ``weights_only=True`` (no pickle).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnprune.model_builders import check_kwargs, declared_builder
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
 from snnprune.training.cli import ConfigError
 from snnprune.training.data import build_datasets
@@ -31,25 +34,36 @@ __all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
 BUILDER_KEY = "model_builder"
 
 
-def instantiate(record: Mapping[str, Any]) -> nn.Module:
-    """Build a model from a builder record: ``record["_target_"]`` (``"package.module.function"``) called
-    with the record's other keys as keyword arguments; a record without ``_target_``, or one that cannot be
-    imported, is a :class:`ConfigError`."""
-    target = record.get("_target_") if isinstance(record, Mapping) else None
-    if not isinstance(target, str) or "." not in target:
+def instantiate(record: Mapping[str, Any], where: str = BUILDER_KEY) -> nn.Module:
+    """Build a model from a builder record: the declared builder ``record["_target_"]``
+    (:func:`snnprune.model_builder`) called with the record's other keys as keyword arguments, checked
+    first against its signature (:func:`snnprune.model_builders.check_kwargs`). A record that is not a
+    dict with a ``_target_``, a target that is not declared, a keyword the builder does not take or of the
+    wrong type, and a builder that refuses its arguments are one :class:`ConfigError` line naming ``where``;
+    nothing undeclared is imported or called."""
+    if not isinstance(record, Mapping) or "_target_" not in record:
         raise ConfigError(
-            f"{BUILDER_KEY}: {record!r} has no '_target_' dotted path; record "
+            f"{where}: {_short(record)} has no '_target_' dotted path; record "
             "{'_target_': 'package.module.function', **kwargs}"
         )
-    module, _, name = target.rpartition(".")
+    kwargs = {k: v for k, v in record.items() if k != "_target_"}
     try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
+        fn = declared_builder(record["_target_"], where)
+        check_kwargs(fn, kwargs, f"{where}: {record['_target_']}")
+    except (LookupError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return fn(**kwargs)
+    except (TypeError, ValueError) as exc:  # the builder's own check of its arguments (e.g. a model name)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"{BUILDER_KEY}: cannot import {target!r} ({exc}); run from the folder that holds {module.split('.')[0]!r} "
-            "(or put it on sys.path), or pass builder="
+            f"{where}: {record['_target_']} refused its keyword arguments ({first}); fix the record"
         ) from None
-    return fn(**{k: v for k, v in record.items() if k != "_target_"})
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def restore(
@@ -112,6 +126,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(
             f"load_run: {str(path)!r} is damaged ({exc}); pass a run folder written by the training scripts"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"load_run: {str(path)!r} is nested too deeply to be a run's JSON; pass a run folder written by "
+            "the training scripts"
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(
@@ -180,7 +199,9 @@ def load_run(
         )
 
     def build() -> nn.Module:
-        return builder(config) if builder is not None else instantiate(config[BUILDER_KEY])
+        if builder is not None:
+            return builder(config)
+        return instantiate(config[BUILDER_KEY], f"load_run: {str(folder / 'config.json')!r} {BUILDER_KEY}")
 
     if compact:
         if not (folder / "model_compact.pth").is_file():

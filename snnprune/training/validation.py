@@ -253,6 +253,8 @@ def check_output(run_dir: Path) -> None:
     no write permission)."""
     out = run_dir.parent
     for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
+        if p.is_symlink() and not p.exists():
+            raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
         if p.exists() and not p.is_dir():
             raise ConfigError(f"{opt}: {str(p)!r} is a file, not a folder; pass another {opt}")
     probe = run_dir
@@ -272,8 +274,20 @@ def check_output(run_dir: Path) -> None:
 
 def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path | None) -> None:
     """A new run never starts into a folder that holds one, unless ``--overwrite`` (or it is the folder of the
-    checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`."""
-    if args.test_only or args.overwrite:
+    checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`. ``--overwrite`` removes only
+    the files of the previous run's manifest, so it refuses a folder with run files but no manifest."""
+    if args.test_only:
+        return
+    if args.overwrite:
+        from snnprune.training.run_folder import MANIFEST_FILE, read_manifest
+
+        present = holds_run(run_dir)
+        if present and read_manifest(run_dir) is None:
+            raise ConfigError(
+                f"--overwrite: {str(run_dir)!r} has files with a run's names ({', '.join(present)}) but no "
+                f"{MANIFEST_FILE}, so nothing shows that a run wrote them; remove them yourself or pick "
+                "another --run-name"
+            )
         return
     present = holds_run(run_dir)
     if not present:
