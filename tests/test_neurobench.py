@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 from helpers import Probe, prune_half
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, neuron
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, TensorDataset
 
 import snnprune
@@ -155,3 +156,157 @@ def test_neurobench_dense_skips_zero_padding_and_default_counts_are_unchanged():
     assert nb["dense_macs"] == pytest.approx(200.0)
     assert ours["dense_macs"] == pytest.approx(288.0)
     assert ours["sops"] == pytest.approx(nb["sops"])  # binary input, no zero weight: both exact
+
+
+# --------------------------------------------------------------------------- the one-call adapter
+from snnprune.interop.neurobench import benchmark  # noqa: E402
+
+
+def _loader(x: torch.Tensor = X, y: torch.Tensor = Y, batch_size: int = 4) -> DataLoader:
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def _top1(model: nn.Module, loader, max_batches: int | None = None) -> float:
+    hits = seen = 0
+    with torch.no_grad():
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            functional.reset_net(model)
+            hits += int((model(x).argmax(-1) == y).sum())
+            seen += len(y)
+    functional.reset_net(model)
+    return hits / seen
+
+
+def test_benchmark_equals_analyze_and_our_top1():
+    model = _sew()
+    out = benchmark(model, _loader())
+    report = snnprune.analyze(model, _loader(), convention="neurobench", progress=False)
+    t, ops = report.totals, out["SynapticOperations"]
+    assert ops["Effective_ACs"] == pytest.approx(t["sops"], rel=1e-6)
+    assert ops["Effective_MACs"] == pytest.approx(t["macs"], rel=1e-6)
+    assert ops["Dense"] == pytest.approx(t["dense_macs"], rel=1e-6)
+    assert out["Footprint"] == t["footprint_bytes"]
+    assert out["ConnectionSparsity"] == round(t["sparsity"], 4)
+    assert out["ClassificationAccuracy"] == pytest.approx(_top1(model, _loader()))
+    # the neurons are registered as activation modules (NeuroBench alone hooks ReLU/Sigmoid only: 0.0)
+    assert out["ActivationSparsity"] == pytest.approx(t["activation_sparsity"], rel=1e-9)
+    assert 0.0 < out["ActivationSparsity"] < 1.0
+
+
+class _Carry(nn.Module):
+    """0.6 per step into an IF neuron: no spike from a reset state, a spike when the previous batch's 0.6
+    is still there."""
+
+    grad_enabled: list[bool] = []  # noqa: RUF012  (class-level, so the adapter's deep copy records here)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[0.6, 0.0], [0.0, 0.2]]))
+        self.sn = neuron.IFNode()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _Carry.grad_enabled.append(torch.is_grad_enabled())
+        return self.sn(self.fc(x))
+
+
+def test_benchmark_resets_neuron_state_per_batch_and_runs_without_grad():
+    x = torch.ones(4, 2)
+    _Carry.grad_enabled.clear()
+    out = benchmark(
+        _Carry(), _loader(x, torch.zeros(4, dtype=torch.long), batch_size=2), ["ActivationSparsity"]
+    )
+    assert out["ActivationSparsity"] == 1.0  # carried state would make the second batch spike: 0.75
+    assert _Carry.grad_enabled == [False, False]
+
+
+def test_benchmark_bakes_parametrizations():
+    torch.manual_seed(0)
+    model = SEWResNet(
+        BasicBlock, (1, 1, 1, 1), num_classes=5, in_channels=1, T=2, stem="small", width=8
+    ).eval()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            snnprune.register_soft_threshold(m, threshold=0.1)
+    out = benchmark(model, _loader(), ["SynapticOperations", "ConnectionSparsity"])
+    report = snnprune.analyze(model, _loader(), convention="neurobench", progress=False)
+    assert out["SynapticOperations"]["Effective_MACs"] == pytest.approx(report.totals["macs"], rel=1e-6)
+    assert out["SynapticOperations"]["Effective_ACs"] == pytest.approx(report.totals["sops"], rel=1e-6)
+    assert out["ConnectionSparsity"] == round(report.totals["sparsity"], 4) > 0.1
+    # NeuroBench on the parametrized model itself: binarizing `weight.data` of a recomputed tensor is lost
+    plain = _neurobench(model)
+    assert plain["SynapticOperations"]["Effective_MACs"] != pytest.approx(report.totals["macs"], rel=0.01)
+    assert all(parametrize.is_parametrized(m) for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+class _TimeFirst(nn.Module):
+    """Reads [T, N, 4] (SpikingJelly's multi-step layout), returns [N, 3] logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+        self.sn = neuron.IFNode(step_mode="m", v_threshold=0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sn(self.fc(x)).mean(0)
+
+
+def test_benchmark_time_first_layout_counts_per_sample():
+    x = torch.rand(3, 8, 4)  # T=3, N=8
+    batches = [(x[:, :4], Y[:4]), (x[:, 4:], Y[4:])]
+    out = benchmark(_TimeFirst(), batches, ["SynapticOperations", "ActivationSparsity"], time_axis=0)
+    report = snnprune.analyze(_TimeFirst(), batches, time_axis=0, convention="neurobench", progress=False)
+    assert report.totals["samples"] == 8
+    assert out["SynapticOperations"]["Effective_MACs"] == pytest.approx(report.totals["macs"], rel=1e-6)
+    assert out["ActivationSparsity"] == pytest.approx(report.totals["activation_sparsity"], rel=1e-9)
+    assert out["SynapticOperations"]["Effective_MACs"] == pytest.approx(3 * 4 * 3)  # every input non-zero
+
+
+def test_benchmark_divides_by_the_samples_run():
+    model = _sew()
+    out = benchmark(
+        model, _loader(batch_size=2), ["ClassificationAccuracy", "ActivationSparsity"], max_batches=2
+    )
+    report = snnprune.analyze(model, _loader(batch_size=2), max_batches=2, progress=False)
+    assert out["ClassificationAccuracy"] == pytest.approx(_top1(model, _loader(batch_size=2), max_batches=2))
+    assert out["ActivationSparsity"] == pytest.approx(report.totals["activation_sparsity"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": ["Latency"]}, "metrics: unknown NeuroBench metric 'Latency'"),
+        ({"metrics": [nn.Linear]}, "metrics: .* is not a NeuroBench StaticMetric or WorkloadMetric class"),
+        ({"time_axis": 2}, "time_axis: must be 0"),
+        ({"max_batches": 0}, "max_batches: must be a positive int"),
+        ({"data": [X[:4]]}, "data: batch 0 is a Tensor, not an \\(input, target\\) pair"),
+        ({"data": [(X[:4], Y[:3])]}, "data: batch 0 has 4 samples .* but 3 targets"),
+        ({"data": []}, "data: no batches"),
+        ({"data": [(X[:4], Y[:4])], "time_axis": 0}, "data: batch 0 has 1 samples"),
+    ],
+    ids=[
+        "unknown_name",
+        "not_a_metric",
+        "time_axis",
+        "max_batches",
+        "no_target",
+        "target_length",
+        "empty",
+        "layout",
+    ],
+)
+def test_benchmark_rejects_bad_arguments(kwargs, match):
+    data = kwargs.pop("data", _loader())
+    with pytest.raises(ValueError, match=match):
+        benchmark(Probe(nn.Linear(4, 3)), data, **kwargs)
+
+
+def test_benchmark_raises_where_neurobench_reports_a_failed_metric_as_zero():
+    with pytest.raises(
+        RuntimeError, match="NeuroBench: Error running workload metric 'ClassificationAccuracy'"
+    ):
+        benchmark(_sew(), _loader(), ["ClassificationAccuracy"], postprocessors=[])
