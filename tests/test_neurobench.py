@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import Probe, prune_half
+from helpers import Probe, expect_exit, load_script, prune_half
 from spikingjelly.activation_based import functional, neuron
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
@@ -310,3 +310,33 @@ def test_benchmark_raises_where_neurobench_reports_a_failed_metric_as_zero():
         RuntimeError, match="NeuroBench: Error running workload metric 'ClassificationAccuracy'"
     ):
         benchmark(_sew(), _loader(), ["ClassificationAccuracy"], postprocessors=[])
+
+
+# --------------------------------------------------------------------------- scripts/neurobench_report.py
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["{run}", "--batches", "0"], "--batches"),
+        (["{run}", "--batch-size", "0"], "--batch-size"),
+        (["{run}/missing"], "load_run"),
+    ],
+)
+def test_report_script_bad_options_exit_2(tmp_path, capsys, argv, option):
+    code, err = expect_exit(load_script("neurobench_report"), [a.format(run=tmp_path) for a in argv], capsys)
+    assert code == 2 and err.startswith(f"error: {option}") and "\n" not in err.strip()
+
+
+@pytest.mark.slow
+def test_report_script_side_by_side_on_a_tiny_run(sew, tmp_path, capsys):
+    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
+    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
+    summary = sew.main(["--method", "lats", *argv, "--output-dir", str(tmp_path), "--run-name", "r"])
+    capsys.readouterr()
+    table = load_script("neurobench_report").main(
+        [summary["run_dir"], "--batches", "2", "--batch-size", "10"]
+    )
+    out = capsys.readouterr().out
+    assert [m for m, _, _ in table][:3] == ["Footprint (bytes)", "ConnectionSparsity", "ActivationSparsity"]
+    for metric, ours, theirs in table:
+        assert ours == pytest.approx(theirs, rel=1e-6), metric
+    assert "20 test samples in 2 batches" in out and "parametrizations attached" in out
