@@ -16,7 +16,18 @@ from .energy import EnergyModel
 from .report import CONVENTIONS, Report, build_report
 from .spikes import is_spiking
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "footprint_bytes"]
+
+
+def footprint_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers, ``numel x element_size`` each (NeuroBench's Footprint).
+
+    Counts what the module holds: with soft-threshold parametrizations attached that is the stored
+    ``original`` weights plus the parametrizations' own parameters and buffers (thresholds...), not the
+    effective weights; finalize (or compact) the model for the deployed footprint.
+    """
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return params + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -260,7 +271,15 @@ def analyze(
       ``MACCounter``: SOPs only for exactly binary inputs, with the dense fan-out (zero weights counted),
       every non-binary input (SEW counts, real values) as dense MACs, BatchNorm's affine MACs on the norm
       rows; ``"syops"`` (syops-counter): dense ops x mean input rate for binary inputs, dense MACs for any
-      other input, the encoding layer counted T times. Rule by rule: ``snnprune/docs/energy.md``.
+      other input, the encoding layer counted T times; ``"neurobench"``, NeuroBench 2.3.0's
+      SynapticOperations: per call, ``sum 1[x != 0] . 1[W != 0]`` over the output (bias dropped, zero padding
+      and zero inputs skipped) is ``sops`` (Effective_ACs) when every input value is in {-1, 0, 1}, else
+      ``macs`` (Effective_MACs); ``dense_macs`` is its Dense (all-ones input and weights, padding
+      skipped). Rule by rule: ``snnprune/docs/energy.md`` and ``docs/analyze.md``.
+    * In every convention: ``totals["footprint_bytes"]`` (bytes of the model's parameters and buffers, as
+      found: see :func:`footprint_bytes`), ``activation_sparsity`` on neuron rows and in the totals (zero
+      outputs / outputs of the spiking neurons: NeuroBench's ActivationSparsity), and ``totals["sparsity"]``
+      (zeros among the Linear/Conv weights: NeuroBench's ConnectionSparsity, which rounds it to 4 digits).
 
     Samples and time steps (one rule, also in ``docs/analyze.md``):
 
@@ -289,7 +308,7 @@ def analyze(
         energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
         max_batches: stop after this many batches.
         progress: show a tqdm progress bar for iterables.
-        convention: ``"ours"`` (default), ``"spikingjelly"`` or ``"syops"``.
+        convention: ``"ours"`` (default), ``"spikingjelly"``, ``"syops"`` or ``"neurobench"``.
 
     Returns:
         A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
@@ -354,7 +373,9 @@ def analyze(
     try:
         model.eval()
         with torch.no_grad(), parametrize.cached():
-            collector = Collector(model, spiking=spiking, device=device)
+            collector = Collector(
+                model, spiking=spiking, device=device, neurobench=convention == "neurobench"
+            )
             collector.attach()
             iterator = iter(batches)
             if show:
@@ -406,6 +427,7 @@ def analyze(
         "time_steps_source": source,
         "device": str(device),
         "energy_model": energy_model.to_dict(),
+        "footprint_bytes": footprint_bytes(model),
     }
     report = build_report(raw, meta, energy_model, convention)
     _warn_unnormalised_input(report)

@@ -81,9 +81,13 @@ _ACC = (
     "syops_acs",  # dense ops x mean input of binary calls (syops ACs)
     "nonzero_input_macs",  # ANN: sum 1[x != 0] . F (MACs with a non-zero input activation)
     "real_in_elems",  # input elements of real-valued calls
+    "nb_acs",  # NeuroBench: sum 1[x != 0] . F over calls whose every input is in {-1, 0, 1}
+    "nb_macs",  # NeuroBench: the same over the other calls
+    "nb_dense",  # NeuroBench: sum F_dense over every input element (padding skipped)
     "max_in",
 )
 _NZ_MACS = _ACC.index("nonzero_input_macs")
+_NB = _ACC.index("nb_acs")
 _MAX_IN = _ACC.index("max_in")
 
 
@@ -137,6 +141,7 @@ class _Row:
     norm_macs: int = 0  # SpikingJelly's BN MACs (norm rows)
     # neurons
     spikes: Tensor | None = None
+    nonzero_out: Tensor | None = None  # non-zero outputs (ActivationSparsity)
     elems: int = 0
     neurons: int = 0
 
@@ -148,11 +153,16 @@ class Collector:
         model: the network (parametrized or not).
         spiking: count spike/integer inputs as SOPs; ``False`` counts every synaptic call as MACs.
         device: device of the accumulators (the model's device).
+        neurobench: also accumulate NeuroBench's SynapticOperations (``nb_acs``, ``nb_macs``, ``nb_dense``;
+            one more pass over each synaptic input, so only when asked).
     """
 
-    def __init__(self, model: nn.Module, spiking: bool, device: torch.device) -> None:
+    def __init__(
+        self, model: nn.Module, spiking: bool, device: torch.device, neurobench: bool = False
+    ) -> None:
         self.model = model
         self.spiking = spiking
+        self.neurobench = neurobench
         self.device = device
         self.rows: list[_Row] = []
         self.handles: list[Any] = []
@@ -198,6 +208,7 @@ class Collector:
                 row.acc = torch.zeros(len(_ACC), dtype=torch.float64, device=w.device)
             if kind == "neuron":
                 row.spikes = zero.clone()
+                row.nonzero_out = zero.clone()
             self.rows.append(row)
 
     def attach(self) -> None:
@@ -286,6 +297,7 @@ class Collector:
             feat_dims = 1 + len(module.kernel_size)
             out_features = module.out_channels
         spiking = self.spiking
+        neurobench = self.neurobench
 
         def hook(mod: nn.Module, args: tuple, output: Any) -> None:
             if not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
@@ -307,20 +319,31 @@ class Collector:
             if not x.is_floating_point():
                 x = x.float()
             f = self._fanout(row, tuple(x.shape[1:]), x.device)
-            if not spiking:
-                # ANN: every call counts MACs; the MACs whose input is non-zero (zero-skipping) exactly
-                row.host_positions += positions
+            nz_ops = None
+            if neurobench or not spiking:
+                # the MACs whose input is non-zero (zero-skipping) exactly: sum 1[x != 0] . F
                 nz = (x != 0).sum(0, dtype=torch.float32).to(torch.float64)
-                row.acc[_NZ_MACS] += (nz * f).sum()
+                nz_ops = (nz * f).sum()
+            if not spiking:
+                # ANN: every call counts MACs
+                row.host_positions += positions
+                row.acc[_NZ_MACS] += nz_ops
+                if neurobench:
+                    lo, hi = torch.aminmax(x)
+                    self._neurobench(row, x, nz_ops, (lo >= -1) & (hi <= 1) & ~torch.frac(x).any())
                 return
             fd = self._fanout(row, tuple(x.shape[1:]), x.device, dense=True)
             lo, hi = torch.aminmax(x)
-            is_count = (lo >= 0) & ~torch.frac(x).any()
+            frac = torch.frac(x).any()
+            if neurobench:
+                self._neurobench(row, x, nz_ops, (lo >= -1) & (hi <= 1) & ~frac)
+            is_count = (lo >= 0) & ~frac
             is_binary = is_count & (hi <= 1)
             xs = x.sum(0, dtype=torch.float32).to(torch.float64)  # [C, *spatial]: small next to x
             sops = (xs * f).sum()
             dense_sops = (xs * fd).sum()
             events = xs.sum()
+            zero = torch.zeros((), dtype=torch.float64, device=x.device)
             real = (~is_count).to(torch.float64)
             cnt = is_count.to(torch.float64)
             binary = is_binary.to(torch.float64)
@@ -335,8 +358,11 @@ class Collector:
                     dense_sops * binary,
                     (1.0 - binary) * positions,
                     events * binary * (positions * row.weight_numel / max(x.numel(), 1)),
-                    torch.zeros((), dtype=torch.float64, device=x.device),
+                    zero,
                     real * x.numel(),
+                    zero,  # nb_acs, nb_macs, nb_dense: see _neurobench
+                    zero,
+                    zero,
                     hi.to(torch.float64) * cnt,
                 )
             )
@@ -345,6 +371,17 @@ class Collector:
             torch.maximum(acc[_MAX_IN:], update[_MAX_IN:], out=acc[_MAX_IN:])
 
         return hook
+
+    def _neurobench(self, row: _Row, x: Tensor, nz_ops: Tensor, ternary: Tensor) -> None:
+        """NeuroBench 2.3.0's SynapticOperations of one call (``x``: ``[rows, *features]``).
+
+        The call counts ``sum 1[x != 0] . F`` (binarized input and weights, bias dropped) as ACs when every
+        input value is in {-1, 0, 1}, else as MACs; Dense adds ``sum F_dense`` for every input row (all-ones
+        input and weights; zero padding still contributes nothing).
+        """
+        fd = self._fanout(row, tuple(x.shape[1:]), x.device, dense=True)
+        t = ternary.to(torch.float64)
+        row.acc[_NB : _NB + 3] += torch.stack((nz_ops * t, nz_ops * (1.0 - t), fd.sum() * x.shape[0]))
 
     def _norm_hook(self, row: _Row):
         def hook(mod: nn.Module, args: tuple, output: Any) -> None:
@@ -365,6 +402,7 @@ class Collector:
             if not isinstance(s, Tensor) or s.dim() == 0:
                 return
             row.spikes += _exact_sum(s.detach())
+            row.nonzero_out += torch.count_nonzero(s.detach()).to(torch.float64)
             row.elems += s.numel()
             multi = getattr(mod, "step_mode", "s") == "m" and s.dim() >= 2
             lead = 2 if multi else 1
@@ -399,6 +437,7 @@ class Collector:
                 tensors.append(row.weight_nonzero.reshape(1).to(self.device))
             if row.spikes is not None:
                 tensors.append(row.spikes.reshape(1).to(self.device))
+                tensors.append(row.nonzero_out.reshape(1).to(self.device))
         flat = torch.cat(tensors).cpu().tolist()
         self.nonfinite_batch = round(flat[0]) if flat[0] >= 0 else None
         out: list[dict[str, Any]] = []
@@ -433,6 +472,9 @@ class Collector:
                     syops_acs=vals["syops_acs"],
                     nonzero_input_macs=vals["nonzero_input_macs"],
                     real_in_elems=vals["real_in_elems"] + (row.in_numel if row.host_positions else 0),
+                    nb_acs=vals["nb_acs"],
+                    nb_macs=vals["nb_macs"],
+                    nb_dense=vals["nb_dense"],
                     in_numel=row.in_numel,
                     out_numel=row.out_numel,
                     in_step_elems=row.in_step,
@@ -443,7 +485,7 @@ class Collector:
             if row.kind == "norm" and row.calls:
                 raw.update(norm_macs=row.norm_macs, calls=row.calls)
             if row.spikes is not None:
-                raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons)
-                i += 1
+                raw.update(spikes=flat[i], nonzero_out=flat[i + 1], elems=row.elems, neurons=row.neurons)
+                i += 2
             out.append(raw)
         return out

@@ -80,7 +80,7 @@ def _rate(x: float | None) -> str:
 
 
 #: Counting conventions of :func:`snnprune.analyze` (documented rule by rule in ``snnprune/docs/energy.md``).
-CONVENTIONS: tuple[str, ...] = ("ours", "spikingjelly", "syops")
+CONVENTIONS: tuple[str, ...] = ("ours", "spikingjelly", "syops", "neurobench")
 
 _ENERGY_KEYS = (
     "energy_compute_pj",
@@ -101,6 +101,8 @@ def _convention_counts(raw: dict[str, Any], convention: str, t: int, first_real:
         if first_real:
             macs *= t  # the encoding layer runs on the input repeated T times
         return raw["syops_acs"], macs
+    if convention == "neurobench":
+        return raw["nb_acs"], raw["nb_macs"]
     return raw["sops"], raw["macs"]
 
 
@@ -144,7 +146,8 @@ def build_report(
         raw_rows: rows of :meth:`Collector.finish` (sums over all forward calls).
         meta: ``samples``, ``time_steps`` and the other run facts.
         energy: the energy model used for ``energy_pj``.
-        convention: ``"ours"``, ``"spikingjelly"`` or ``"syops"``: which rules give ``sops`` and ``macs``.
+        convention: ``"ours"``, ``"spikingjelly"``, ``"syops"`` or ``"neurobench"``: which rules give
+            ``sops`` and ``macs`` (and, for ``"neurobench"``, ``dense_macs``: NeuroBench's Dense).
     """
     samples = max(int(meta["samples"]), 1)
     t = max(int(meta["time_steps"]), 1)
@@ -186,7 +189,7 @@ def build_report(
                 firing_rate=raw["in_events"] / raw["in_elems"] if raw["in_elems"] > 0 else None,
                 sops=sops,
                 macs=macs,
-                dense_macs=raw["dense_macs"] / samples,
+                dense_macs=(raw["nb_dense"] if convention == "neurobench" else raw["dense_macs"]) / samples,
                 sops_per_step=sops / t,
                 macs_per_step=macs / t,
                 input=kind_in,
@@ -215,8 +218,10 @@ def build_report(
         if "spikes" in raw:
             row.update(
                 firing_rate=raw["spikes"] / raw["elems"] if raw["elems"] else None,
+                activation_sparsity=1.0 - raw["nonzero_out"] / raw["elems"] if raw["elems"] else None,
                 neurons=raw["neurons"],
                 spikes=raw["spikes"] / samples,
+                nonzero_out=raw["nonzero_out"] / samples,
                 access={
                     "neuron_steps": raw["elems"] / samples,
                     "neurons": raw["neurons"],
@@ -239,6 +244,7 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
     w_nonzero = sum(r.get("weight_nonzero", 0) for r in layers)
     neuron_rows = [r for r in layers if r["kind"] == "neuron" and r["firing_rate"] is not None]
     n_neurons = sum(r["neurons"] for r in neuron_rows)
+    neuron_steps = sum(r["access"]["neuron_steps"] for r in neuron_rows if "access" in r)
     totals.update(
         sparsity=1.0 - w_nonzero / w_numel if w_numel else 0.0,
         model_sparsity=1.0 - totals["nonzero_params"] / totals["params"] if totals["params"] else 0.0,
@@ -247,6 +253,12 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
         ),
         neurons=n_neurons,
         spikes=sum(r["spikes"] for r in neuron_rows),
+        activation_sparsity=(
+            1.0 - sum(r["nonzero_out"] for r in neuron_rows) / neuron_steps
+            if neuron_steps and all("nonzero_out" in r for r in neuron_rows)
+            else None
+        ),
+        footprint_bytes=meta.get("footprint_bytes"),
         dense_energy_pj=energy.energy_pj(macs=totals["dense_macs"]),
         sops_per_step=totals["sops"] / t,
         macs_per_step=totals["macs"] / t,
@@ -267,7 +279,10 @@ class Report:
     ``sops``/``macs``/``energy_pj`` are per sample, summed over time steps. ``report.totals`` sums the
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
     ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
-    ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples`` and ``time_steps``.
+    ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples``, ``time_steps``,
+    ``activation_sparsity`` (zero outputs / outputs over all spiking neurons; None without neurons) and
+    ``footprint_bytes`` (parameters and buffers; None in reports written before it existed). Neuron rows
+    have ``activation_sparsity`` and ``nonzero_out`` (non-zero outputs per sample) too.
     ``report.meta`` says which energy model, convention, T and data were used.
 
     Energy columns (rows where energy applies: synaptic layers; neurons when the model charges memory;

@@ -1,4 +1,5 @@
-"""Exchange with other frameworks: NIR export (:func:`export_nir`) and its round-trip check (:func:`verify_nir`).
+"""Exchange with other frameworks: NIR export (:func:`export_nir`) and its round-trip check (:func:`verify_nir`);
+NeuroBench's own benchmark on a SpikingJelly model: :func:`snnprune.interop.neurobench.benchmark`.
 
 Importing this package imports ``nir``; ``import snnprune`` does not (its names load lazily).
 """
