@@ -80,7 +80,12 @@ VALIDATION_CASES = [
     (["--epochs", "2.5"], "--epochs: invalid int value: '2.5'"),
     (["--limit-train-batches", "0"], "--limit-train-batches: must be >= 1, got 0"),
     (["--limit-test-batches", "0"], "--limit-test-batches: must be >= 1, got 0"),
-    (["--method", "gmp", "--final-threshold", "0.2"], "--final-threshold: not an option of --method gmp (it takes --frequency, --initial-sparsity, --prune-end-epoch, --target-sparsity)"),
+    (["--method", "gmp", "--final-threshold", "0.2"], "--final-threshold: not an option of --method gmp (it takes --frequency, --granularity, --initial-sparsity, --prune-end-epoch, --target-sparsity)"),
+    (["--granularity", "4:4"], "--granularity: granularity '4:4' must have 0 < N < M"),
+    (["--granularity", "block"], "--granularity: must be weight, filter or N:M such as 2:4, got 'block'"),
+    (["--granularity", "2:4", "--final-threshold", "0.2"], "--final-threshold: does not apply to granularity '2:4'"),
+    (["--granularity", "2:4", "--l1-coeff", "0.1"], "--l1-coeff: does not apply to an N:M granularity"),
+    (["--method", "gmp", "--granularity", "2:4", "--target-sparsity", "0.9"], "--target-sparsity: does not apply to granularity '2:4'"),
     (["--method", "lats", "--target-sparsity", "0.5"], "--target-sparsity: not an option of --method lats (it takes --filter-scale, --final-threshold, --grad, --granularity, --l1-coeff, --lats-schedule)"),
     (["--method", "dense", "--beta", "0.5"], "--beta: not an option of --method dense (it takes no pruning option)"),
     (["--method", "lats", "--prune-end-epoch", "4"], "--prune-end-epoch: not an option of --method lats"),
@@ -304,6 +309,7 @@ RUN_CASES = [
     (["--lr", "1e-320"], None, "--method lats: the learning rates of the pruning window sum to"),
     (["--width", "100000"], None, "--width: the run does not fit in memory with --width 100000 --T 2 --batch-size 16"),
     (["--dataset", "mnist"], _corrupt_mnist, "--data-path: dataset 'mnist' not found or malformed under"),
+    (["--granularity", "2:4"], None, "--method lats: layer 'conv1' has weight shape (4, 1, 3, 3): N:M groups of 4"),
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from snnprune.methods.base import Pruner, check_steps, register_method
 from snnprune.methods.schedules import cubic_sparsity
+from snnprune.threshold.nm import check_nm_layer, from_groups, parse_nm, to_groups
 from snnprune.threshold.parametrization import MagnitudeMask
 
 __all__ = ["GMPPruner"]
@@ -37,12 +38,17 @@ class GMPPruner(Pruner):
         initial_sparsity: :math:`s_i` in [0, ``target_sparsity``].
         frequency: steps between mask updates, Zhu & Gupta's :math:`\\Delta t` (default: their 100 steps,
             capped at a tenth of the ramp so a short run still prunes in about ten increments).
+        granularity: ``"weight"`` (the default: per-layer magnitude) or ``"N:M"`` such as ``"2:4"``: every
+            group of M consecutive input weights (:mod:`snnprune.threshold.nm`) keeps its
+            :math:`M - \\lfloor s_t M \\rfloor` largest, so exactly N of M survive from the end of the ramp;
+            ``target_sparsity`` is then :math:`1 - N/M` (its default there).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the ramp.
 
     Raises:
         ValueError: ``target_sparsity`` outside [0, 1), ``initial_sparsity`` above it, ``frequency < 1``,
-            ``end_step`` outside (``start_step``, ``total_steps``].
+            ``end_step`` outside (``start_step``, ``total_steps``], a granularity other than weight or N:M,
+            an N:M granularity with another ``target_sparsity``.
     """
 
     def __init__(
@@ -52,10 +58,24 @@ class GMPPruner(Pruner):
         end_step: int | None = None,
         initial_sparsity: float = 0.0,
         frequency: int | None = None,
+        granularity: str = "weight",
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
+        self.nm = None if granularity == "weight" else parse_nm(granularity)
+        if granularity != "weight" and self.nm is None:
+            raise ValueError(
+                f"granularity must be 'weight' or N:M such as '2:4' for gmp, got {granularity!r}; pass one of them"
+            )
+        if self.nm is not None:
+            implied = 1.0 - self.nm[0] / self.nm[1]
+            if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
+                raise ValueError(
+                    f"target_sparsity does not apply to granularity {granularity!r} (it prunes {implied:g} of "
+                    f"the weights), got {target_sparsity}; drop target_sparsity"
+                )
+            target_sparsity = implied
         if target_sparsity is None:
             raise ValueError("gmp needs target_sparsity (the fraction of zeros, in [0, 1))")
         if not 0.0 <= target_sparsity < 1.0:
@@ -74,6 +94,7 @@ class GMPPruner(Pruner):
             raise ValueError(
                 f"end_step must be in (start_step, total_steps], got {end}; end the ramp inside the run"
             )
+        self.granularity = granularity
         self.target_sparsity = float(target_sparsity)
         self.initial_sparsity = float(initial_sparsity)
         self.end_step = end
@@ -84,7 +105,13 @@ class GMPPruner(Pruner):
         self._cache: dict[str, float] | None = None
 
     def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
-        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones)."""
+        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones).
+
+        Raises:
+            ValueError: N:M granularity on a layer whose input dimension is not a multiple of M.
+        """
+        if self.nm is not None:
+            check_nm_layer(module, self.nm[1], name)
         return MagnitudeMask(module.weight.shape)
 
     @torch.no_grad()
@@ -99,6 +126,9 @@ class GMPPruner(Pruner):
         for name, module in self.layers.items():
             plist = module.parametrizations.weight
             mask = plist[0].mask
+            if self.nm is not None:
+                self._update_nm(name, plist.original, mask, s)
+                continue
             n_weights = mask.numel()
             n_keep = n_weights - math.floor(s * n_weights + 1e-6)  # ceil((1 - s) n), float-safe: never 0
             if n_keep >= n_weights:
@@ -110,6 +140,19 @@ class GMPPruner(Pruner):
             mask.copy_(new.view_as(mask))
             self._thresholds[name] = mag.masked_fill(new, 0).max()
             self._cache = None
+
+    def _update_nm(self, name: str, theta: Tensor, mask: Tensor, s: float) -> None:
+        """Keep the ``M - floor(s M)`` largest :math:`|\\theta \\odot M|` of every N:M group of one layer."""
+        m = self.nm[1]
+        n_keep = m - math.floor(s * m + 1e-6)
+        if n_keep >= m:
+            return
+        mag = to_groups(theta.detach().abs() * mask, m)
+        keep = torch.topk(mag, n_keep, dim=1, sorted=False).indices
+        new = torch.zeros_like(mag, dtype=torch.bool).scatter_(1, keep, True)
+        mask.copy_(from_groups(new, mask.shape))
+        self._thresholds[name] = mag.masked_fill(new, 0).max()
+        self._cache = None
 
     def _model_state_mismatch(self) -> str | None:
         if self.current_sparsity > 0:

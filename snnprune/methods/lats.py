@@ -25,6 +25,7 @@ from snnprune.methods.schedules import (
     stds_sine_fraction,
 )
 from snnprune.threshold.functional import check_grad
+from snnprune.threshold.nm import NMSoftThreshold, check_nm_layer, parse_nm
 from snnprune.threshold.parametrization import SoftThreshold
 
 __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThresholdPruner"]
@@ -42,13 +43,18 @@ class ScheduledThresholdPruner(Pruner):
         grad: backward variant of :func:`snnprune.soft_threshold` (``"ste"``, ``"exact"`` or ``"dense"``).
         total_steps: optimizer steps of the whole run.
         start_step: first step of the pruning window.
-        granularity: ``"weight"`` (element-wise :math:`S_d`) or ``"filter"`` (group soft-threshold of
-            output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`).
+        granularity: ``"weight"`` (element-wise :math:`S_d`), ``"filter"`` (group soft-threshold of
+            output channels, coupled across SEW/residual connections; :mod:`snnprune.structured`) or
+            ``"N:M"`` such as ``"2:4"`` (every group of M consecutive input weights gets the threshold
+            :math:`d\\,\\tau_g` relative to its own cut, so exactly N of M survive at the end of the
+            window; :mod:`snnprune.threshold.nm`). With N:M, ``d`` is that fraction: ``final_threshold``
+            is 1 (its default there) and ``l1_coeff`` is refused.
         filter_scale: filter granularity only: ``"size"`` (a group goes when its RMS <= D; the default)
             or ``"layer"`` (when its RMS <= D times its layer's RMS).
 
     Raises:
-        ValueError: missing or negative/infinite ``final_threshold``, unknown ``grad``, bad step counts.
+        ValueError: missing or negative/infinite ``final_threshold``, unknown ``grad``, bad step counts,
+            a granularity other than weight, filter or N:M, an N:M granularity with ``final_threshold != 1``.
     """
 
     #: subclasses whose schedule can do without D (LATS with ``l1_coeff``) set this to False
@@ -65,6 +71,14 @@ class ScheduledThresholdPruner(Pruner):
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
+        self.nm = None if granularity in ("weight", "filter") else parse_nm(granularity)
+        if self.nm is not None:
+            if final_threshold not in (None, 1, 1.0):
+                raise ValueError(
+                    f"final_threshold does not apply to granularity {granularity!r} (the threshold is a fraction "
+                    f"of each group's N:M cut, ending at 1), got {final_threshold}; drop final_threshold"
+                )
+            final_threshold = 1.0
         if final_threshold is None:
             if self.requires_final_threshold:
                 raise ValueError(
@@ -73,9 +87,10 @@ class ScheduledThresholdPruner(Pruner):
         else:
             final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
         check_grad(grad)
-        if granularity not in ("weight", "filter"):
+        if granularity not in ("weight", "filter") and self.nm is None:
             raise ValueError(
-                f"granularity must be 'weight' or 'filter', got {granularity!r}; filter prunes whole channels"
+                f"granularity must be 'weight' or 'filter' or N:M such as '2:4', got {granularity!r}; filter "
+                "prunes whole channels, N:M keeps N of every M input weights"
             )
         if filter_scale not in (None, "size", "layer"):
             raise ValueError(
@@ -97,13 +112,21 @@ class ScheduledThresholdPruner(Pruner):
 
         :class:`~snnprune.threshold.SoftThreshold` for ``granularity="weight"``; for ``"filter"`` a
         :class:`~snnprune.threshold.group.GroupSoftThreshold` over output channels, coupled across the
-        model's SEW/residual connections once every layer is attached (:meth:`_on_prepare`).
+        model's SEW/residual connections once every layer is attached (:meth:`_on_prepare`); for N:M an
+        :class:`~snnprune.threshold.nm.NMSoftThreshold`.
+
+        Raises:
+            ValueError: filter granularity on a grouped conv; N:M on a layer whose input dimension is not
+                a multiple of M.
         """
         if self.granularity == "filter":
             from snnprune.threshold.group import GroupSoftThreshold, check_groupable
 
             check_groupable(module)
             return GroupSoftThreshold(0.0, grad=self.grad, scale_by=self.filter_scale)
+        if self.nm is not None:
+            check_nm_layer(module, self.nm[1], name)
+            return NMSoftThreshold(*self.nm, grad=self.grad)
         return SoftThreshold(0.0, grad=self.grad)
 
     def _on_prepare(self) -> None:
@@ -124,6 +147,8 @@ class ScheduledThresholdPruner(Pruner):
             raise ValueError(
                 f"{self.method}: computed threshold {value} is negative/NaN; check the schedule inputs"
             )
+        if self.nm is not None and self.total_steps is not None and self.step_count >= self.total_steps:
+            value = 1.0  # N:M: the exact cut at the end of the window, whatever rounding the schedule left
         self._threshold = float(value)
         for module in self._attached:
             module.parametrizations.weight[0].set_threshold(self._threshold)
@@ -204,6 +229,12 @@ class LATSPruner(ScheduledThresholdPruner):
     ) -> None:
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
+        if self.nm is not None and l1_coeff is not None:
+            raise ValueError(
+                f"l1_coeff does not apply to an N:M granularity (the schedule must end at each group's N:M "
+                f"cut), got {l1_coeff}; drop l1_coeff"
+            )
+        final_threshold = self.final_threshold
         if schedule not in ("lr", "closed_form"):
             raise ValueError(
                 f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}; pass one of them"

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from snnprune.methods import get_method, list_methods, method_keywords, method_kwargs
+from snnprune.threshold.nm import parse_nm
 from snnprune.training.data import DATASETS
 
 __all__ = [
@@ -81,6 +82,18 @@ _plain_name = _text(lambda t: t.strip() not in ("", ".", "..") and "/" not in t 
                     "a plain folder name", "pass a name without '/'")  # fmt: skip
 _nonempty = _text(bool, "a checkpoint file or auto", "pass --resume PATH|auto")
 _folder = _text(bool, "a folder", "pass --output-dir DIR")
+
+
+def _granularity(text: str) -> str:
+    """``weight``, ``filter`` or an N:M text with 0 < N < M (``2:4``)."""
+    try:
+        if text in ("weight", "filter") or parse_nm(text) is not None:
+            return text.replace(" ", "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(
+        f"must be weight, filter or N:M such as 2:4, got {text!r}; pass one of them"
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +168,8 @@ OPTIONS: tuple[Option, ...] = (
         _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
            keyword="temperature"),
         _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", keyword="tau_init"),
-        _O("granularity", str, None, "lats/slats/pgh/stds: filter = channels", choices=("weight", "filter"),
-           keyword="granularity"),
+        _O("granularity", _granularity, None, "lats/slats/pgh/stds/gmp: filter = channels (not gmp), N:M = N "
+           "of every M input weights (2:4)", metavar="weight|filter|N:M", keyword="granularity"),
         _O("filter_scale", str, None, "filter granularity: a channel goes when its RMS <= D (size) or <= D x "
            "its layer's RMS (layer)", choices=("size", "layer"), keyword="filter_scale"),
     ),
@@ -623,7 +636,8 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set."""
+    """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set, and
+    ``_filter`` or ``_<N>of<M>`` for those granularities."""
     name = f"{args.model}_{args.method}"
     keys = method_kwargs(args.method) if args.method in list_methods() else frozenset()
     if "final_threshold" in keys and args.final_threshold is not None:
@@ -634,4 +648,6 @@ def run_name(args: argparse.Namespace) -> str:
         name += f"_b{args.beta:g}"
     if getattr(args, "granularity", None) == "filter":
         name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
+    elif getattr(args, "granularity", None) not in (None, "weight"):  # N:M
+        name += "_{}of{}".format(*args.granularity.split(":"))
     return name

@@ -332,6 +332,11 @@ def prepare(
     check_values(args)
     if "l1_coeff" in explicit and "final_threshold" not in explicit:  # LATS's lambda: D is an outcome
         args.final_threshold = None
+    if getattr(args, "granularity", None) not in (None, "weight", "filter"):
+        # N:M: each group's cut ends the schedule, so the script's defaults of D and P do not apply
+        for dest in ("final_threshold", "target_sparsity"):
+            if dest not in explicit:
+                setattr(args, dest, None)
     resume_path: Path | None = None
     state = None
     if args.resume and args.resume != "auto":
