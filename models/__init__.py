@@ -10,7 +10,7 @@ Build models by name through the registry::
 
 from __future__ import annotations
 
-from . import ann_resnet, mobilenet_v1, resnet, sew_resnet  # noqa: F401  (registers the builders)
+from . import ann_resnet, mobilenet_v1, resnet, sew_resnet, spiking_transformer  # noqa: F401  (registers the builders)
 from .registry import create_model, list_models, model_kwargs, register_model, register_variant
 
 __all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]

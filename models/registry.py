@@ -43,22 +43,24 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def register_variant(
-    name: str, cls: Callable[..., nn.Module], *args: Any, doc: str
+    name: str, cls: Callable[..., nn.Module], *args: Any, doc: str, **defaults: Any
 ) -> Callable[..., nn.Module]:
-    """Register ``functools.partial(cls, *args)`` as model ``name`` (e.g. a ResNet class with its block type
-    and stage depths bound); its options are the remaining keyword arguments of ``cls``, defaults included,
-    so they are written once, in the class.
+    """Register ``functools.partial(cls, *args, **defaults)`` as model ``name`` (e.g. a ResNet class with
+    its block type and stage depths bound); its options are the remaining keyword arguments of ``cls``,
+    defaults included, so they are written once, in the class (``defaults`` replace a variant's defaults
+    and stay options, e.g. a transformer's depth and width).
 
     Args:
         name: model name.
         cls: model class (or any builder).
         *args: leading positional arguments bound for this variant.
         doc: one-line description shown by ``help``.
+        **defaults: keyword arguments of ``cls`` given this variant's default.
 
     Returns:
         The registered builder.
     """
-    builder = functools.partial(cls, *args)
+    builder = functools.partial(cls, *args, **defaults)
     builder.__name__ = name
     builder.__doc__ = f"{doc}\n\nOptions: the keyword arguments of :class:`{cls.__name__}`."
     return register_model(builder)

@@ -1,0 +1,201 @@
+"""Spikformer, Spike-driven Transformer and their ANN twins: parameter counts, attention arithmetic, refusals,
+and pruning by every method (tiny sizes, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+from torch import nn
+
+import models
+import snnprune
+from snnprune import list_methods, sparsify
+
+torch.set_num_threads(2)
+
+TINY = dict(depth=1, embed_dim=16, num_heads=2, pooling="0011", num_classes=3, in_channels=1)
+
+
+def _hand_count(d: int, depth: int, classes: int, in_ch: int = 3, mlp: int = 4) -> int:
+    """Parameters written out from the authors' layer list (weights + biases + BN affine)."""
+    qkv = 3 * (d * d + 2 * d)  # no bias, BN
+    proj = d * d + d + 2 * d
+    mlp_ = (d * mlp * d + mlp * d + 2 * mlp * d) + (mlp * d * d + d + 2 * d)
+    widths = (in_ch, d // 8, d // 4, d // 2, d)
+    sps = sum(widths[i] * widths[i + 1] * 9 + 2 * widths[i + 1] for i in range(4)) + d * d * 9 + 2 * d
+    return depth * (qkv + proj + mlp_) + sps + d * classes + classes
+
+
+# (model, exact count, the paper's printed count in millions, how the paper's digits relate to the count)
+PAPER = [
+    ("spikformer_8_384", _hand_count(384, 8, 1000), "16.81", "truncated"),
+    ("spikformer_8_512", _hand_count(512, 8, 1000), "29.68", "truncated"),
+    ("spikformer_8_768", _hand_count(768, 8, 1000), "66.34", "rounded"),
+    ("spikformer_4_384", _hand_count(384, 4, 10), "9.32", "rounded"),
+    ("sdt_8_384", _hand_count(384, 8, 1000), "16.81", "truncated"),
+    ("sdt_8_512", _hand_count(512, 8, 1000), "29.68", "truncated"),
+    ("sdt_8_768", _hand_count(768, 8, 1000), "66.34", "rounded"),
+]
+
+
+@pytest.mark.parametrize(("name", "exact", "printed", "rule"), PAPER)
+def test_parameter_counts_equal_the_papers(name, exact, printed, rule):
+    for n in (name, f"ann_{name}"):
+        net = models.create_model(n)
+        assert sum(p.numel() for p in net.parameters()) == exact, n
+    millions = exact / 1e6
+    shown = f"{math.floor(millions * 100) / 100:.2f}" if rule == "truncated" else f"{millions:.2f}"
+    assert shown == printed
+
+
+def test_sdt_cifar_count_and_hand_formula_anchor():
+    # the hand formula itself, against a number written out once: Spikformer-8-768 = 66,338,632
+    assert _hand_count(768, 8, 1000) == 66_338_632
+    assert sum(p.numel() for p in models.create_model("sdt_2_512").parameters()) == _hand_count(512, 2, 10)
+
+
+def _tiny(name: str, **kw) -> nn.Module:
+    extra = {"T": 2} if "T" in models.model_kwargs(name) else {}
+    return models.create_model(name, **{**TINY, **extra, **kw})
+
+
+def test_ann_twin_has_the_same_layers():
+    for attention in ("spikformer_small", "sdt_small"):
+        s, a = _tiny(attention), _tiny(f"ann_{attention}")
+        shapes = [(n, p.shape) for n, p in s.named_parameters()]
+        assert shapes == [(n, p.shape) for n, p in a.named_parameters()]
+        assert not any(type(m).__module__.startswith("spikingjelly") for m in a.modules())
+        x = torch.rand(2, 1, 28, 28)
+        assert s(x).shape == a(x).shape == (2, 3)
+
+
+def _capture(net: nn.Module, names: list[str]) -> dict[str, list]:
+    seen: dict[str, list] = {}
+    for n in names:
+        net.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: seen.__setitem__(n, [t.detach().clone() for t in i] + [o.detach().clone()])
+        )
+    return seen
+
+
+def _heads(x: torch.Tensor, h: int) -> torch.Tensor:  # [T, B, N, D] -> [T, B, H, N, D/H]
+    t, b, n, d = x.shape
+    return x.reshape(t, b, n, h, d // h).permute(0, 1, 3, 2, 4)
+
+
+def test_spikformer_attention_is_q_ktv_scaled_into_a_half_threshold_lif():
+    torch.manual_seed(0)
+    net = _tiny("spikformer_small", embed_dim=32, num_heads=4).eval()
+    a = net.block[0].attn
+    assert a.attn_lif.v_threshold == 0.5 and a.q_lif.v_threshold == 1.0
+    seen = _capture(
+        net, ["block.0.attn.q_lif", "block.0.attn.k_lif", "block.0.attn.v_lif", "block.0.attn.attn_lif"]
+    )
+    net(torch.rand(2, 1, 28, 28) * 3)
+    q, k, v = (_heads(seen[f"block.0.attn.{n}_lif"][-1], 4) for n in "qkv")
+    assert set(q.unique().tolist()) <= {0.0, 1.0}
+    ref = q @ (k.transpose(-2, -1) @ v) * 0.125
+    torch.testing.assert_close(seen["block.0.attn.attn_lif"][0], ref)  # per head [T, B, H, N, D/H]
+
+
+def test_sdsa_is_the_column_sum_of_k_and_v_masking_q():
+    torch.manual_seed(0)
+    net = _tiny("sdt_small", embed_dim=32, num_heads=4).eval()
+    names = [f"block.0.attn.{n}" for n in ("q_lif", "k_lif", "v_lif", "attn_lif", "qkv")]
+    seen = _capture(net, names)
+    net(torch.rand(2, 1, 28, 28) * 3)
+    q, k, v = (_heads(seen[f"block.0.attn.{n}_lif"][-1], 4) for n in "qkv")
+    colsum = (k * v).sum(dim=-2, keepdim=True)  # [T, B, H, 1, D/H]: per channel, tokens where both fire
+    torch.testing.assert_close(seen["block.0.attn.attn_lif"][0], colsum)
+    mask = seen["block.0.attn.attn_lif"][-1]
+    torch.testing.assert_close(seen["block.0.attn.qkv"][-1], q * mask)
+
+
+def test_ann_twin_attention_is_softmax():
+    torch.manual_seed(0)
+    net = _tiny("ann_spikformer_small", embed_dim=32, num_heads=4).eval()
+    seen = _capture(
+        net, ["block.0.attn.q_lif", "block.0.attn.k_lif", "block.0.attn.v_lif", "block.0.attn.attn_lif"]
+    )
+    net(torch.rand(2, 1, 28, 28))
+    q, k, v = (_heads(seen[f"block.0.attn.{n}_lif"][-1], 4) for n in "qkv")
+    ref = torch.softmax(q @ k.transpose(-2, -1) * 0.125, dim=-1) @ v
+    torch.testing.assert_close(seen["block.0.attn.attn_lif"][0], ref)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"embed_dim": 20}, "embed_dim must be divisible by 8"),
+        ({"embed_dim": 24, "num_heads": 5}, r"by num_heads \(5\)"),
+        ({"pooling": "11"}, "pooling must be four 0/1 flags"),
+        ({"pooling": "1121"}, "pooling must be four 0/1 flags"),
+        ({"depth": 0}, "depth must be a positive integer"),
+        ({"mlp_ratio": 0.0}, "mlp_ratio must be > 0"),
+        ({"T": 0}, "T must be a positive integer"),
+        ({"surrogate": "relu"}, "unknown surrogate 'relu'"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.create_model("spikformer_small", **kwargs)
+
+
+def test_event_frames_and_bad_rank():
+    net = _tiny("sdt_small").eval()
+    assert net(torch.rand(2, 2, 1, 28, 28)).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        net(torch.rand(1, 28, 28))
+    with pytest.raises(ValueError, match=r"expects \[N, C, H, W\] images, got"):
+        _tiny("ann_sdt_small")(torch.rand(2, 2, 1, 28, 28))
+
+
+METHOD_KWARGS = {
+    "lats": {"final_threshold": 0.05},
+    "slats": {"final_threshold": 0.05},
+    "pgh": {"final_threshold": 0.05, "beta": 0.1},
+    "stds": {"final_threshold": 0.05},
+    "str": {"s_init": -4.0},
+    "ltp": {"l0_coeff": 0.5, "tau_init": 1e-4},
+    "st3": {"target_sparsity": 0.6},
+    "st3sigma": {"target_sparsity": 0.6},
+    "gmp": {"target_sparsity": 0.6, "frequency": 1},
+    "dense": {},
+}
+
+
+@pytest.mark.parametrize("name", ["spikformer_small", "sdt_small", "ann_spikformer_small", "ann_sdt_small"])
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_prunes_every_linear_and_conv(name, method):
+    torch.manual_seed(0)
+    net = _tiny(name)
+    layers = {n for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))}
+    pruner = sparsify(net, method, total_steps=3, **METHOD_KWARGS[method])
+    assert set(pruner.layers) == layers
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    pruner.bind(opt)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 0])
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(net(x), y) + pruner.regularization()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step()
+        functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    functional.reset_net(net)
+    effective = {n: net.get_submodule(n).weight.detach().clone() for n in layers}
+    snnprune.finalize(net)
+    for n in layers:
+        w = net.get_submodule(n).weight
+        assert type(w) is nn.Parameter  # no parametrization left
+        assert torch.equal(w, effective[n]), n  # the effective weights, their zeros exact
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), out)
+    if method != "dense":
+        assert snnprune.sparsity(net)["overall"] > 0
