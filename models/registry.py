@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from snnprune.methods import closest
+
 __all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
@@ -89,7 +91,9 @@ def model_kwargs(name: str) -> dict[str, Any]:
 
 def _get(name: str) -> Callable[..., nn.Module]:
     if name not in _model_entrypoints:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        near = closest(name, list_models())
+        fix = f"did you mean {near!r}? " if near else ""
+        raise ValueError(f"unknown model {name!r}; {fix}available models: {', '.join(list_models())}")
     return _model_entrypoints[name]
 
 

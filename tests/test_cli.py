@@ -57,6 +57,10 @@ def no_work(monkeypatch):
 # (argv, expected message fragment); every case: exit code 2, one line, nothing built.
 VALIDATION_CASES = [
     (["--method", "nope"], "--method: invalid choice: 'nope'"),
+    (["--method", "LATS"], "; did you mean 'lats'?"),
+    (["--method", "lts"], "; did you mean 'lats'?"),
+    (["--method", "xyzzy"], "(choose from 'dense', 'lats', 'slats', 'pgh', 'stds', 'str', 'ltp', 'st3', 'st3sigma', 'gmp'); pick one of the listed values"),
+    (["--model", "SEW_ResNet81"], "; did you mean 'sew_resnet18'?"),
     (["--final-threshold", "-0.1"], "--final-threshold: must be a finite number >= 0, got -0.1"),
     (["--final-threshold", "nan"], "--final-threshold: must be a finite number >= 0, got nan"),
     (["--final-threshold", "inf"], "--final-threshold: must be a finite number >= 0, got inf"),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snnprune.methods import get_method, list_methods, method_keywords, method_kwargs
+from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
 from snnprune.training.data import DATASETS
 
 __all__ = [
@@ -366,7 +366,9 @@ def _value(o: Option, v: Any, key: str | None = None) -> Any:
     text = str(v)
     if o.choices is not None and text not in o.choices:
         listed = ", ".join(map(repr, o.choices))
-        raise bad(f"invalid choice: {text!r} (choose from {listed}); pick one of the listed values")
+        near = closest(text, o.choices)
+        fix = f"did you mean {near!r}?" if near else "pick one of the listed values"
+        raise bad(f"invalid choice: {text!r} (choose from {listed}); {fix}")
     try:
         return o.type(text)
     except ValueError:
