@@ -121,6 +121,11 @@ if not torch.cuda.is_available():
     VALIDATION_CASES += [
         (["--device", "cuda"], "--device: 'cuda' requested but no CUDA GPU is available"),
         (["--amp", "fp16"], "--amp: fp16 needs a CUDA device"),
+        (
+            ["--amp", "fp16", "--dataset", "imagenet", "--data-path", "/no/such/dir"],
+            "--amp: fp16 needs a CUDA device (CPU autocast supports bf16 only); use --amp bf16 or none | "
+            "--data-path: '/no/such/dir' is not a directory",
+        ),
         (["--neuron-backend", "cupy"], "--neuron-backend: cupy needs a CUDA device (this run uses cpu)"),
     ]
 
