@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from snnprune.methods import closest
 from snnprune.model_builders import check_kwargs, model_builder
 
 __all__ = ["create_model", "list_models", "model_kwargs", "register_model", "register_variant"]
@@ -93,7 +94,9 @@ def model_kwargs(name: str) -> dict[str, Any]:
 
 def _get(name: str) -> Callable[..., nn.Module]:
     if name not in _model_entrypoints:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+        near = closest(name, list_models())
+        fix = f"did you mean {near!r}? " if near else ""
+        raise ValueError(f"unknown model {name!r}; {fix}available models: {', '.join(list_models())}")
     return _model_entrypoints[name]
 
 

@@ -34,13 +34,14 @@ if str(ROOT) not in sys.path:
 from timing import time_calls  # noqa: E402  (scripts/ is on sys.path: the script's own folder)
 
 from snnprune import analyze  # noqa: E402
+from snnprune.training.cli import plain_text  # noqa: E402
 
 __all__ = ["get_args_parser", "main"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of the benchmark."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=plain_text(__doc__.splitlines()[0]))
     p.add_argument("--model", default="sew_resnet18", help="models registry name (SNN)")
     p.add_argument("--width", type=int, default=16, help="base width of the SEW ResNet")
     p.add_argument("--T", type=int, default=4, help="time steps")

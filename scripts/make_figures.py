@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from snnprune.methods import list_methods, method_kwargs
+from snnprune.training.cli import plain_text
 
 __all__ = ["METHOD_COLORS", "Run", "discover_runs", "load_reference_points", "main", "method_label"]
 
@@ -571,8 +572,8 @@ def fig_firing(runs: list[Run], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """CLI entry point; returns the written file paths."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
+        description=plain_text(__doc__.split("\n\n")[0]),
+        epilog=plain_text(__doc__.split("\n\n", 1)[1]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("results", nargs="+", help="results folders and/or run folders (searched recursively)")

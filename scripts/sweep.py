@@ -270,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir; subprocess logs in --output-dir/logs/. Resumable: runs with summary.json are "
         "skipped. Exit code 1 if any run failed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
+        epilog=__doc__.split("\n\n", 1)[1].replace("``", ""),  # plain text: the docstring has literals only
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument(

@@ -1,11 +1,32 @@
-"""Fixtures shared by the test modules: the two training scripts, loaded as modules."""
+"""Fixtures shared by the test modules: a hermetic working directory, and the two training scripts, loaded
+as modules."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from helpers import load_script
+from helpers import ROOT, load_script
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test runs in an empty temporary folder: nothing a test writes by default (``./runs``) lands in
+    the checkout, and nothing in the checkout's working directory is read. Subprocesses import this
+    checkout (``PYTHONPATH``), as ``python -c`` did from the repository root."""
+    cwd, pythonpath = os.getcwd(), os.environ.get("PYTHONPATH")
+    os.chdir(tmp_path_factory.mktemp("workdir"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), pythonpath) if p)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
 
 
 @pytest.fixture(scope="module")

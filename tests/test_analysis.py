@@ -98,6 +98,16 @@ def test_linear_sops_hand_computed_and_integer_counts():
     assert r2["syn"]["energy_pj"] == pytest.approx(6 * 0.9)
 
 
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys, tty):
+    """A redirected stderr (a log file) gets no bar; a terminal gets it."""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: tty)
+    loader = [torch.ones(2, 4)] * 3
+    r = analyze(Probe(nn.Linear(4, 3)), loader, progress=True)
+    assert r.totals["samples"] == 6
+    assert ("analyze" in capsys.readouterr().err) is tty
+
+
 def test_depthwise_and_grouped_conv_sops():
     dw = nn.Conv2d(2, 2, 1, groups=2, bias=False)
     _set_weight(dw, torch.tensor([0.0, 1.5]).view(2, 1, 1, 1))  # channel 0 pruned

@@ -24,7 +24,7 @@ from snnprune.files import atomic_write
 from snnprune.training import engine as engine_mod
 from snnprune.training import parse_args, pruner_kwargs
 from snnprune.training.checkpoint import load_checkpoint
-from snnprune.training.cli import explicit_options
+from snnprune.training.cli import explicit_options, plain_text
 from snnprune.training.run_folder import RunFolder
 from snnprune.training.validation import prepare
 
@@ -57,6 +57,10 @@ def no_work(monkeypatch):
 # (argv, expected message fragment); every case: exit code 2, one line, nothing built.
 VALIDATION_CASES = [
     (["--method", "nope"], "--method: invalid choice: 'nope'"),
+    (["--method", "LATS"], "; did you mean 'lats'?"),
+    (["--method", "lts"], "; did you mean 'lats'?"),
+    (["--method", "xyzzy"], "(choose from 'dense', 'lats', 'slats', 'pgh', 'stds', 'str', 'ltp', 'st3', 'st3sigma', 'gmp'); pick one of the listed values"),
+    (["--model", "SEW_ResNet81"], "; did you mean 'sew_resnet18'?"),
     (["--final-threshold", "-0.1"], "--final-threshold: must be a finite number >= 0, got -0.1"),
     (["--final-threshold", "nan"], "--final-threshold: must be a finite number >= 0, got nan"),
     (["--final-threshold", "inf"], "--final-threshold: must be a finite number >= 0, got inf"),
@@ -122,6 +126,11 @@ if not torch.cuda.is_available():
     VALIDATION_CASES += [
         (["--device", "cuda"], "--device: 'cuda' requested but no CUDA GPU is available"),
         (["--amp", "fp16"], "--amp: fp16 needs a CUDA device"),
+        (
+            ["--amp", "fp16", "--dataset", "imagenet", "--data-path", "/no/such/dir"],
+            "--amp: fp16 needs a CUDA device (CPU autocast supports bf16 only); use --amp bf16 or none | "
+            "--data-path: '/no/such/dir' is not a directory",
+        ),
         (["--neuron-backend", "cupy"], "--neuron-backend: cupy needs a CUDA device (this run uses cpu)"),
     ]
 
@@ -264,6 +273,32 @@ def test_help_shows_script_defaults_and_choices(sew, ann):
     assert "{embedded_mnist,mnist,fashion_mnist,cifar10,cifar100,imagenet,dvs128_gesture,cifar10_dvs}" in text
     ann_text = " ".join(ann.get_parser().format_help().split())
     assert "ann_resnet18" in ann_text and "sew_resnet18," not in ann_text and "--T" not in ann_text
+    # the method keywords' help comes from their Args: docstrings, as plain text
+    assert "--l1-coeff L1_COEFF lats: λ directly (then D is an outcome)." in text
+    assert "gmp: s_i in [0, target_sparsity]." in text and "Zhu & Gupta's Δ t" in text
+    for markup in ("``", ":math:", ":class:", ":func:", "`"):
+        assert markup not in text and markup not in ann_text, markup
+
+
+@pytest.mark.parametrize(
+    ("doc", "plain"),
+    [
+        (":math:`\\lambda` directly (then :math:`D` is an outcome)", "λ directly (then D is an outcome)"),
+        ('backward variant (default ``"ste"``)', 'backward variant (default "ste")'),
+        (
+            ":math:`w = \\operatorname{sign}(\\theta)\\,\\mathrm{ReLU}(|\\theta| - t)`",
+            "w = sign(θ) ReLU(|θ| - t)",
+        ),
+        (":math:`p_{\\max}`", "p_max"),
+        (
+            "see :class:`~snnprune.methods.Pruner` and :func:`snnprune.sparsify`",
+            "see Pruner and snnprune.sparsify",
+        ),
+        ("plain text stays", "plain text stays"),
+    ],
+)
+def test_plain_text_renders_docstring_markup(doc, plain):
+    assert plain_text(doc) == plain
 
 
 # --------------------------------------------------------------------------- runs: logs, resume, no lost run

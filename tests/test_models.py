@@ -189,8 +189,10 @@ def test_init_kaiming_fan_out_and_bn():
 
 
 def test_unknown_name_and_kwarg():
-    with pytest.raises(ValueError, match=r"unknown model 'sew_resnet19'.*sew_resnet18"):
-        models.create_model("sew_resnet19")
+    with pytest.raises(
+        ValueError, match=r"unknown model 'SEW_resnet19'; did you mean 'sew_resnet18'\? available"
+    ):
+        models.create_model("SEW_resnet19")
     with pytest.raises(TypeError, match=r"'ann_resnet18'.*'T'"):
         models.create_model("ann_resnet18", T=4)
     with pytest.raises(ValueError, match="unknown cnf 'OR'"):

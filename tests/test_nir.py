@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -341,6 +342,32 @@ def test_threshold_ties_follow_spikingjelly_rule():
     assert plain["source model"]["spike_mismatches"] == 0
 
 
+def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, capsys):
+    """The frameworks' deprecation warnings stay inside verify_nir (a warning would be an error here); the
+    bars show with progress=True only; the table explains the source-model row."""
+    from snnprune.interop import nir_verify
+
+    def warning_loader(graph, dt):
+        warnings.warn(
+            "`torch.jit.script` is deprecated. Please switch to `torch.compile`", FutureWarning, stacklevel=1
+        )
+        warnings.warn_explicit("old API", DeprecationWarning, "nirtorch/graph.py", 1, module="nirtorch.graph")
+        return nir_verify._load_spikingjelly(graph, dt)
+
+    monkeypatch.setitem(nir_verify._LOADERS, "spikingjelly", warning_loader)
+    m, (x, y) = _sew(), _data(n=2)
+    path = tmp_path / "sew.nir"
+    snnprune.export_nir(m, x, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for progress in (False, True):
+            rows = snnprune.verify_nir(path, m, [(x, y)], frameworks=("spikingjelly",), progress=progress)
+            assert rows[1]["loaded"] and rows[1]["reason"] is None and rows[1]["spike_mismatches"] == 0
+            assert ("frameworks" in capsys.readouterr().err) is progress
+    table = snnprune.interop.format_rows(rows)
+    assert "source model" in table and "BN folding" in table and "threshold tie" in table
+
+
 @pytest.mark.slow
 def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
     argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
@@ -356,3 +383,7 @@ def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
     file_nz, model_nz = line.removeprefix("non-zero weights: file ").split(", model ")
     assert file_nz == model_nz
     assert "spikingjelly" in out and "r != 1 not supported" in out
+    assert (
+        "verifying on 20 images: source model, spikingjelly, snntorch, norse" in out
+    )  # a log's progress line
+    assert "before vs after BN folding" in out

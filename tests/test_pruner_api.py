@@ -431,6 +431,7 @@ def test_load_state_dict_reports_bad_states(mutate, exc, match):
 # ------------------------------------------------------------------------------------- misuse: errors
 MISUSE_ERRORS = [
     ("unknown method", lambda: sparsify(_net(), "lasso"), ValueError, r"unknown pruning method 'lasso'.*'slats'"),
+    ("method typo", lambda: sparsify(_net(), "LATS"), ValueError, r"unknown pruning method 'LATS'; did you mean 'lats'\?"),
     ("not a module", lambda: sparsify([nn.Linear(2, 2)], "slats"), TypeError, "expects an nn.Module as model, got list"),
     (
         "unknown keyword",

@@ -146,7 +146,9 @@ def test_bad_data_path_one_line_exit_2(sew, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and str(missing) in err[0] and "--download" in err[0]
     with pytest.raises(SystemExit):
-        sew.main(["--dataset", "imagenet", "--data-path", str(tmp_path), *SNN_TINY])
+        sew.main(
+            ["--dataset", "imagenet", "--data-path", str(tmp_path), *SNN_TINY, "--output-dir", str(tmp_path)]
+        )
     err = capsys.readouterr().err
     assert "train" in err and "ImageFolder" in err and "Traceback" not in err
 

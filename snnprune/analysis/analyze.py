@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -307,7 +308,7 @@ def analyze(
             ``[N, T, ...]``; the other of the two is the batch axis. ``None`` (default): the rule above.
         energy: an :class:`EnergyModel` or a preset name (``"fp32"`` default, ``"fp16"``, ``"int8"``...).
         max_batches: stop after this many batches.
-        progress: show a tqdm progress bar for iterables.
+        progress: show a tqdm progress bar for iterables (on stderr, when it is a terminal).
         convention: ``"ours"`` (default), ``"spikingjelly"``, ``"syops"`` or ``"neurobench"``.
 
     Returns:
@@ -364,7 +365,7 @@ def analyze(
             total = None
         if total is not None and max_batches is not None:
             total = min(total, max_batches)
-        show = progress
+        show = progress and sys.stderr.isatty()  # a bar on a terminal; never written into a redirected log
 
     device = _model_device(model)
     spiking = is_spiking(model)  # the rule the training engine uses too

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import importlib
 import io
+import warnings
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.base import MemoryModule
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .nir_export import check_dt_T, fold_batchnorm
 
@@ -84,6 +86,10 @@ def _threshold_down(graph: nir.NIRGraph) -> nir.NIRGraph:
 
 
 _STEP_DOWN = "v_threshold one float32 step down (spikes on v > θ)"
+#: The note :func:`format_rows` gives the ``"source model"`` row: what its mismatches are.
+SOURCE_NOTE = (
+    "the model before vs after BN folding: a potential at a threshold tie can flip in float32 rounding"
+)
 
 
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
@@ -248,6 +254,7 @@ def verify_nir(
     *,
     frameworks: tuple[str, ...] = FRAMEWORKS,
     max_batches: int | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Re-import a NIR graph in other frameworks and compare spikes and outputs with ``model``.
 
@@ -260,11 +267,14 @@ def verify_nir(
             ``x`` (no top-1 then); ``x`` is one time step's input, fed at every step.
         frameworks: which of ``"spikingjelly"``, ``"snntorch"``, ``"norse"`` to run.
         max_batches: stop after this many batches (None: all).
+        progress: tqdm bars (on stderr) over the frameworks and over the batches of each row.
 
     Spikes and outputs are compared with the network the graph describes: ``model`` with its BatchNorms
     folded as the exporter folds them (:func:`snnprune.interop.fold_batchnorm`), run in the model's own
-    step mode. The first row, ``"source model"``, compares ``model`` itself with that network (the float
-    rounding of the fold).
+    step mode. The first row, ``"source model"``, compares ``model`` itself with that network: folding
+    changes the float32 rounding of the BN output, and a potential that sits exactly at the threshold can
+    land on the other side (:func:`format_rows` says so; the framework rows compare with the folded network).
+    The frameworks' deprecation warnings (Norse's ``torch.jit.script``, nirtorch's) are silenced here.
 
     Returns:
         One dict for the source model, then one per framework: ``framework``, ``loaded`` (bool), ``spike_mismatches`` (int, over every
@@ -293,9 +303,9 @@ def verify_nir(
     _check_describes(graph, model, names)
     reference = fold_batchnorm(model, batches[0][0][:1])
 
-    def compare(run) -> dict[str, Any]:
+    def compare(run, name: str) -> dict[str, Any]:
         mism, diff, correct, seen = 0, 0.0, 0, 0
-        for x, y in batches:
+        for x, y in tqdm(batches, desc=name, disable=not progress, leave=False):
             ref_out, ref_spk = _reference(reference, x, names, T)
             out, spk = run(x)
             diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
@@ -315,8 +325,8 @@ def verify_nir(
     # first row: the source model itself against the graph's network (BN folded in float64, run in
     # float32): float rounding of the fold, which a spike at the threshold can turn into a flip
     rows = [{"framework": "source model", "loaded": True, "added": [], "reason": None}]
-    rows[0].update(compare(lambda x: _reference(model, x, names, T)))
-    for fw in frameworks:
+    rows[0].update(compare(lambda x: _reference(model, x, names, T), "source model"))
+    for fw in tqdm(frameworks, desc="frameworks", disable=not progress):
         row: dict[str, Any] = {
             "framework": fw,
             "loaded": False,
@@ -324,24 +334,30 @@ def verify_nir(
             "max_abs_diff": None,
         }
         row.update(top1=None, added=[], reason=None)
-        try:
-            net, row["added"] = _LOADERS[fw](graph, dt)
-            net = net.eval()
-            row["loaded"] = True
-        except Exception as e:
-            row["reason"] = f"load: {type(e).__name__}: {e}".strip()[:300]
-            rows.append(row)
-            continue
-        try:
-            row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names)))
-        except Exception as e:
-            row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)
+            warnings.filterwarnings(
+                "ignore", category=DeprecationWarning, module=r"(nirtorch|norse|snntorch)\b"
+            )
+            try:
+                net, row["added"] = _LOADERS[fw](graph, dt)
+                net = net.eval()
+                row["loaded"] = True
+            except Exception as e:
+                row["reason"] = f"load: {type(e).__name__}: {e}".strip()[:300]
+                rows.append(row)
+                continue
+            try:
+                row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names), fw))
+            except Exception as e:
+                row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
         rows.append(row)
     return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`verify_nir` as a plain text table.
+    """The rows of :func:`verify_nir` as a plain text table; the notes column says why a framework did not
+    load or run, what was added for it, and what the ``"source model"`` row compares.
 
     Args:
         rows: the list :func:`verify_nir` returned.
@@ -353,5 +369,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         top1 = "-" if r["top1"] is None else f"{r['top1']:.1f}"
         notes = r["reason"] or (("added: " + ", ".join(r["added"])) if r["added"] else "")
+        if r["framework"] == "source model" and not r["reason"]:
+            notes = SOURCE_NOTE
         lines.append(f"{r['framework']:<13} {r['loaded']!s:<6} {mism:>16} {diff:>11} {top1:>6}  {notes}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ The registry is open like timm's ``register_model``: :func:`list_methods` and :f
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 import math
@@ -16,7 +17,7 @@ import numbers
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "Pruner",
     "check_finite_nonnegative",
     "check_steps",
+    "closest",
     "get_method",
     "list_methods",
     "method_keywords",
@@ -58,8 +60,22 @@ def get_method(name: str) -> type[Pruner]:
         ValueError: no method of that name (the message lists the registered ones).
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {name!r}; choose one of {list_methods()}")
+        near = closest(name, list_methods())
+        fix = (
+            f"did you mean {near!r}? (choose one of {list_methods()})"
+            if near
+            else f"choose one of {list_methods()}"
+        )
+        raise ValueError(f"unknown pruning method {name!r}; {fix}")
     return _REGISTRY[name]
+
+
+def closest(name: object, names: Sequence[str]) -> str | None:
+    """The entry of ``names`` nearest to ``name``, compared case-insensitively (``"LATS"`` and ``"lts"`` give
+    ``"lats"``), or None when none is close: the "did you mean" of the refusals of a name."""
+    folded = {str(n).lower(): n for n in names}
+    near = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=0.6)
+    return folded[near[0]] if near else None
 
 
 def register_method(name: str) -> Callable[[type[Pruner]], type[Pruner]]:

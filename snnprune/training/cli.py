@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snnprune.methods import get_method, list_methods, method_keywords, method_kwargs
+from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
 from snnprune.threshold.nm import parse_nm
 from snnprune.training.data import DATASETS
 
@@ -282,6 +282,29 @@ _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never writ
 
 
 # ----------------------------------------------------------------------------------------------- method options
+_SYMBOLS = {
+    "lambda": "λ", "theta": "θ", "sigma": "σ", "beta": "β", "tau": "τ", "eta": "η", "pi": "π", "Delta": "Δ",
+    "odot": "⊙", "ne": "≠", "le": "≤", "ge": "≥", "in": "∈", "approx": "≈", "propto": "∝", "leftarrow": "←",
+    "sum": "Σ", "partial": "∂", "lfloor": "⌊", "rfloor": "⌋", "lceil": "⌈", "rceil": "⌉", "sqrt": "√",
+}  # fmt: skip
+
+
+def _plain_math(tex: str) -> str:
+    tex = re.sub(r"\\(?:mathrm|operatorname)\{([^}]*)\}", r"\1", tex).replace("\\,", " ")
+    tex = re.sub(r"\\([A-Za-z]+)", lambda m: _SYMBOLS.get(m.group(1), m.group(1)), tex)
+    return tex.replace("{", "").replace("}", "")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reStructuredText as the plain text of ``--help``: ``:math:`` rendered with Unicode
+    symbols (λ, θ, Δ), other roles by their target (``~`` keeps its last name) and literals (double backquotes) as their text."""
+    doc = re.sub(r":math:`([^`]*)`", lambda m: _plain_math(m.group(1)), doc)
+    doc = re.sub(
+        r":[\w:]+:`(~?)([^`]*)`", lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), doc
+    )
+    return re.sub(r"``([^`]*)``", r"\1", doc)
+
+
 def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
     type and default from the signature (None on the command line: the method's default applies), help from
@@ -295,7 +318,7 @@ def method_keyword_options() -> tuple[Option, ...]:
             if kw not in taken and kw not in state:
                 methods, doc, defaults, kind = found.get(kw, ([], "", set(), k.type))
                 defaults.add("" if k.default is None else f" (default: {k.default})")
-                found[kw] = ([*methods, method], doc or k.help, defaults, kind)
+                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, kind)
     return tuple(
         Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
                "pruning", "model", keyword=kw)
@@ -379,7 +402,9 @@ def _value(o: Option, v: Any, key: str | None = None) -> Any:
     text = str(v)
     if o.choices is not None and text not in o.choices:
         listed = ", ".join(map(repr, o.choices))
-        raise bad(f"invalid choice: {text!r} (choose from {listed}); pick one of the listed values")
+        near = closest(text, o.choices)
+        fix = f"did you mean {near!r}?" if near else "pick one of the listed values"
+        raise bad(f"invalid choice: {text!r} (choose from {listed}); {fix}")
     try:
         return o.type(text)
     except ValueError:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-__all__ = ["DATASETS", "DataError", "build_datasets", "load_image"]
+__all__ = ["DATASETS", "DataError", "build_datasets", "check_data_path", "load_image"]
 
 DATASETS = (
     "embedded_mnist",
@@ -122,12 +122,6 @@ def _imagenet(root: Path) -> tuple[Dataset, Dataset, int, int]:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DataError(
-                f"--data-path: dataset 'imagenet' expects an ImageFolder tree {str(root / split)!r}; "
-                "pass the folder holding train/<class>/*.JPEG and val/<class>/*.JPEG"
-            )
     norm = T.Normalize(*_IMAGENET_STATS)
     train_tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     test_tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
@@ -178,28 +172,53 @@ def _dvs(name: str, root: Path, frames: int) -> tuple[Dataset, Dataset, int, int
     return Subset(full, sorted(train_idx)), Subset(full, sorted(test_idx)), 10, 2
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, int, int]:
-    """``(train_set, test_set, num_classes, in_channels)`` of ``args.dataset`` (with ``data_path``,
-    ``download``, ``T``); an unknown dataset, or a missing or malformed ``--data-path``, is a :class:`DataError`."""
+def check_data_path(args: argparse.Namespace) -> Path | None:
+    """The dataset root of ``args.dataset`` (with ``data_path``, ``download``), checked without reading any
+    data, so that it can be checked with the other options before any work; None for the embedded dataset.
+
+    Raises:
+        DataError: an unknown dataset, a missing ``--data-path``, a path that is not a folder (unless
+            ``--download`` creates it), an ImageNet root without ``train/`` and ``val/``.
+    """
     name = args.dataset
     if name == "embedded_mnist":
-        train, test = _embedded_mnist()
-        return train, test, 10, 1
+        return None
     if name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
         root = Path(args.data_path).expanduser() if args.data_path else None
         if root is None:
             raise DataError(
                 f"--data-path: dataset {name!r} needs it; pass --data-path DIR (the torchvision root)"
             )
-        if not args.download and not root.is_dir():
+        if not getattr(args, "download", False) and not root.is_dir():
             raise DataError(
                 f"--data-path: {str(root)!r} is not a directory; pass the torchvision root of {name!r} "
                 "or add --download to create it"
             )
+        return root
+    if name == "imagenet":
+        root = _require_dir(args.data_path, name, "an ImageFolder root with train/ and val/")
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise DataError(
+                    f"--data-path: dataset 'imagenet' expects an ImageFolder tree {str(root / split)!r}; "
+                    "pass the folder holding train/<class>/*.JPEG and val/<class>/*.JPEG"
+                )
+        return root
+    if name in ("dvs128_gesture", "cifar10_dvs"):
+        return _require_dir(args.data_path, name, "the SpikingJelly dataset root")
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, int, int]:
+    """``(train_set, test_set, num_classes, in_channels)`` of ``args.dataset`` (with ``data_path``,
+    ``download``, ``T``); an unknown dataset, or a missing or malformed ``--data-path``, is a :class:`DataError`
+    (:func:`check_data_path` first)."""
+    name, root = args.dataset, check_data_path(args)
+    if root is None:
+        train, test = _embedded_mnist()
+        return train, test, 10, 1
+    if name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
         return _torchvision(name, root, args.download)
     if name == "imagenet":
-        return _imagenet(_require_dir(args.data_path, name, "an ImageFolder root with train/ and val/"))
-    if name in ("dvs128_gesture", "cifar10_dvs"):
-        root = _require_dir(args.data_path, name, "the SpikingJelly dataset root")
-        return _dvs(name, root, int(getattr(args, "T", None) or 16))
-    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        return _imagenet(root)
+    return _dvs(name, root, int(getattr(args, "T", None) or 16))

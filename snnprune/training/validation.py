@@ -36,6 +36,7 @@ from snnprune.training.cli import (
     pruning_options,
     run_name,
 )
+from snnprune.training.data import DataError, check_data_path
 
 __all__ = ["RUN_FILES", "Prepared", "prepare", "resolve_device"]
 
@@ -81,6 +82,32 @@ def resolve_device(spec: str | None, amp: str = "none") -> torch.device:
             "--amp: fp16 needs a CUDA device (CPU autocast supports bf16 only); use --amp bf16 or none"
         )
     return dev
+
+
+def _check_machine(args: argparse.Namespace) -> torch.device:
+    """The device, after the checks of what this machine offers (device, AMP, CuPy backend, dataset path):
+    each of them is made, and their problems are one :class:`ConfigError` together (a GPU recipe on a CPU
+    machine without the data names both)."""
+    problems: list[str] = []
+    device = torch.device("cpu")
+    try:
+        device = resolve_device(args.device, args.amp)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if getattr(args, "neuron_backend", None) == "cupy" and device.type != "cuda" and not problems:
+        problems.append(
+            f"--neuron-backend: cupy needs a CUDA device (this run uses {device}); use --neuron-backend "
+            "spikingjelly or auto"
+        )
+    try:
+        check_data_path(args)
+    except DataError as exc:
+        if not problems:
+            raise
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError(" | ".join(problems))
+    return device
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
@@ -358,12 +385,7 @@ def prepare(
     check_values(args)  # the checkpoint's values too
     _check_combination(args, explicit, model_kwargs)
     _check_method(args)
-    device = resolve_device(args.device, args.amp)
-    if getattr(args, "neuron_backend", None) == "cupy" and device.type != "cuda":
-        raise ConfigError(
-            f"--neuron-backend: cupy needs a CUDA device (this run uses {device}); use --neuron-backend "
-            "spikingjelly or auto"
-        )
+    device = _check_machine(args)
     if state is not None and not args.test_only:
         done = int(state["epoch"])
         if args.stop_after_epoch is not None and args.stop_after_epoch < done + 1 and done + 1 < args.epochs:
