@@ -319,3 +319,62 @@ def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
     file_nz, model_nz = line.removeprefix("non-zero weights: file ").split(", model ")
     assert file_nz == model_nz
     assert "spikingjelly" in out and "r != 1 not supported" in out
+
+
+@pytest.fixture
+def alarm():
+    """A round trip that hangs (a wiring bug in an importer's executor) fails in seconds."""
+    import signal
+
+    def _raise(*_):
+        raise TimeoutError("NIR round trip took over 60 s")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _plain(hidden: bool = False) -> nn.Module:
+    """A plain Conv-BN-IF-Flatten-Linear net (optionally with an IF-Linear hidden layer after the flatten)
+    whose first layer fires (BN gains raised) and half of whose conv weights are zeros."""
+    torch.manual_seed(0)
+    head = [nn.Linear(4 * 8 * 8, 16), neuron.IFNode(), nn.Linear(16, 10)] if hidden else [nn.Linear(256, 10)]
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode(), nn.Flatten(), *head
+    )
+    with torch.no_grad():
+        net[1].weight.uniform_(1.0, 3.0)
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        w = net[0].weight
+        w[w.abs() < w.abs().median()] = 0.0
+        if hidden:
+            net[4].weight.mul_(4.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_plain_conv_net_flatten_linear_is_batch_safe(alarm, hidden):
+    """flatten + Linear becomes a Conv2d whose kernel is the whole map: Norse used to apply the exported
+    Flatten to the batch dimension (`mat1 and mat2 shapes cannot be multiplied`)."""
+    net = _plain(hidden)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(3, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (3,), generator=g)
+    fired = _spike_total(net, x)
+    assert all(v > 0 for v in fired.values()), fired
+    graph = snnprune.export_nir(net, x[:2], T=3)
+    assert not any(isinstance(n, nir.Flatten) for n in graph.nodes.values())
+    fc = graph.nodes["4"]
+    assert isinstance(fc, nir.Conv2d) and fc.weight.shape == (16 if hidden else 10, 4, 8, 8)
+    # the kernel is the Linear's weight, row-major over (C, H, W) like torch.flatten
+    assert torch.equal(torch.from_numpy(fc.weight).flatten(1), net[4].weight.detach())
+    assert nir_nonzeros(graph) == model_nonzeros(net)
+    rows = {
+        r["framework"]: r
+        for r in snnprune.verify_nir(graph, net, (x, y), frameworks=("spikingjelly", "norse"))
+    }
+    for fw in ("spikingjelly", "norse"):
+        assert rows[fw]["loaded"] and rows[fw]["reason"] is None, rows[fw]
+        assert rows[fw]["spike_mismatches"] == 0 and rows[fw]["max_abs_diff"] < 1e-5, rows[fw]
+        assert rows[fw]["top1"] == rows["source model"]["top1"]

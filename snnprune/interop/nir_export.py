@@ -15,8 +15,10 @@ or neuron population, with the edges between them:
   exact.
 * A max-pool over spikes becomes a ``nir.SumPool2d`` and a ``nir.Threshold`` at 0.5 (the OR of binary
   spikes; zero padding equals max-pool's −∞ padding on non-negative inputs).
-* An adaptive average pool to ``h × w`` becomes ``nir.AvgPool2d``; a flatten of ``[C, 1, 1]`` followed by
-  a ``Linear`` becomes a 1×1 ``nir.Conv2d`` (no ``Flatten`` node, which importers apply to the batch).
+* An adaptive average pool to ``h × w`` becomes ``nir.AvgPool2d``; a flatten of ``[C, H, W]`` followed by
+  a ``Linear`` becomes a ``nir.Conv2d`` whose kernel covers the ``H × W`` map (no ``Flatten`` node, which
+  importers apply to the batch), and the layers after it carry ``[K, 1, 1]`` (a ``Linear`` there is a
+  1×1 ``nir.Conv2d``).
 
 **Model protocol.** A model whose ``forward`` is not a per-step function of its input (the SEW ResNets
 encode a static image once and repeat it over T, with a branch on the input's rank) implements
@@ -146,13 +148,18 @@ class _Lowering:
         self.spiking: set[str] = set()  # NIR nodes whose output is a binary spike
         self.src: dict[fx.Node, Any] = {}  # fx node -> list of NIR sources, or a marker tuple
         self.folded: list[tuple[str, str]] = []  # (conv, BatchNorm) qualified names
+        self.mapped: set[str] = set()  # NIR nodes whose [K] output is carried as [K, 1, 1] (see flatten)
 
-    def add(self, name: str, node: nir.NIRNode, sources: list[str], *, spikes: bool = False) -> list[str]:
+    def add(
+        self, name: str, node: nir.NIRNode, sources: list[str], *, spikes: bool = False, mapped: bool = False
+    ) -> list[str]:
         name = name.replace(".", "_")
         self.nodes[name] = node
         self.edges.extend((s, name) for s in sources)
         if spikes:
             self.spiking.add(name)
+        if mapped:
+            self.mapped.add(name)
         return [name]
 
     def sources(self, arg: Any, where: str) -> list[str]:
@@ -173,8 +180,10 @@ class _Lowering:
             )
         return s[0]
 
-    def shape(self, n: fx.Node) -> tuple[int, ...]:
-        return self.shapes[n.name][1:]
+    def shape(self, n: fx.Node, sources: list[str] | None = None) -> tuple[int, ...]:
+        """``n``'s shape without the batch; ``[K, 1, 1]`` where the sources carry a lowered flatten."""
+        shape = self.shapes[n.name][1:]
+        return (*shape, 1, 1) if sources and all(x in self.mapped for x in sources) else shape
 
     def run(self) -> nir.NIRGraph:
         for n in self.gm.graph.nodes:
@@ -204,11 +213,13 @@ class _Lowering:
         if isinstance(m, _PASS):
             return self.src[arg]
         if isinstance(m, base.MemoryModule):
+            src = self.sources(arg, where)
             return self.add(
                 n.target,
-                _neuron_node(n.target, m, self.shape(n), self.dt),
-                self.sources(arg, where),
+                _neuron_node(n.target, m, self.shape(n, src), self.dt),
+                src,
                 spikes=True,
+                mapped=all(x in self.mapped for x in src),
             )
         if isinstance(m, nn.BatchNorm2d):
             conv = self.src.get(arg)
@@ -235,16 +246,14 @@ class _Lowering:
             return self.conv(n, m, m.weight.detach().double(), b)
         if isinstance(m, nn.Linear):
             s = self.src.get(arg)
-            if isinstance(s, tuple) and s[0] == "flat11":
-                w = m.weight.detach()[:, :, None, None]
-                b = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
-                node = nir.Conv2d(
-                    input_shape=(1, 1), weight=_np(w), stride=1, padding=0, dilation=1, groups=1, bias=_np(b)
-                )
-                return self.add(n.target, node, s[1])
+            if isinstance(s, tuple) and s[0] == "flat":  # flatten of [C, H, W]: a conv covering the map
+                _, src, (c, h, w) = s
+                return self.map_conv(n, m, m.weight.detach().reshape(m.out_features, c, h, w), src, (h, w))
             src = self.sources(arg, where)
             if len(self.shape(arg)) != 1:
                 raise NIRExportError(f"{where}: Linear on a {len(self.shape(arg))}-d input; flatten it first")
+            if all(x in self.mapped for x in src):  # after a lowered flatten the data stays [K, 1, 1]
+                return self.map_conv(n, m, m.weight.detach()[:, :, None, None], src, (1, 1))
             if m.bias is None:
                 return self.add(n.target, nir.Linear(weight=_np(m.weight)), src)
             return self.add(n.target, nir.Affine(weight=_np(m.weight), bias=_np(m.bias)), src)
@@ -301,6 +310,16 @@ class _Lowering:
         )
         return self.add(n.target, node, self.sources(n.args[0], f"layer {n.target!r}"))
 
+    def map_conv(
+        self, n: fx.Node, m: nn.Linear, weight: Tensor, src: list[str], map_hw: tuple[int, int]
+    ) -> list[str]:
+        """``m`` as a ``Conv2d`` whose kernel covers the whole ``map_hw`` input: output ``[K, 1, 1]``."""
+        b = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
+        node = nir.Conv2d(
+            input_shape=map_hw, weight=_np(weight), stride=1, padding=0, dilation=1, groups=1, bias=_np(b)
+        )
+        return self.add(n.target, node, src, mapped=True)
+
     def maxpool(
         self, n: fx.Node, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
     ) -> list[str]:
@@ -326,15 +345,10 @@ class _Lowering:
             )
         shape = self.shape(arg)
         src = self.sources(arg, where)
-        if (
-            len(shape) == 3
-            and shape[1:] == (1, 1)
-            and all(
-                u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
-                for u in n.users
-            )
-        ):
-            return ("flat11", src)
+        if len(shape) == 3 and all(
+            u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear) for u in n.users
+        ):  # flatten + Linear: one Conv2d whose kernel is the whole map, batch-safe in every importer
+            return ("flat", src, shape)
         node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
         return self.add(n.name, node, src)
 
