@@ -4,10 +4,11 @@ Importing this package imports ``nir``; ``import snnprune`` does not (its names 
 """
 
 from .nir_export import NIRExportError, export_nir, fold_batchnorm, model_nonzeros, nir_nonzeros
-from .nir_verify import FRAMEWORKS, format_rows, verify_nir
+from .nir_verify import FRAMEWORKS, PUBLIC, format_rows, verify_nir
 
 __all__ = [
     "FRAMEWORKS",
+    "PUBLIC",
     "NIRExportError",
     "export_nir",
     "fold_batchnorm",
