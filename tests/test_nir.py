@@ -438,3 +438,37 @@ def test_portable_refuses_an_average_pool_it_cannot_fold():
     snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2)  # AvgPool2d: fine without portable
     with pytest.raises(NIRExportError, match=r"layer '3'.*portable=False"):
         snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2, portable=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["--images", "0"], "--images"), (["--sinabs-python", "/no/such/python"], "--sinabs-python")],
+)
+def test_importers_script_bad_options_exit_2(capsys, argv, option):
+    code, err = expect_exit(load_script("nir_importers"), argv, capsys)
+    assert code == 2 and err.startswith(f"error: {option}")
+
+
+def test_importers_script_table_cells():
+    """One line per graph and export, one column per importer: mismatches and top-1, or the reason."""
+    rows = [
+        {
+            "graph": "g",
+            "export": "portable",
+            "framework": "source model",
+            "spike_mismatches": 0,
+            "top1": 90.0,
+        },
+        {"graph": "g", "export": "portable", "framework": "norse", "spike_mismatches": 1234, "top1": 89.5},
+        {
+            "graph": "g",
+            "export": "portable",
+            "framework": "sinabs",
+            "spike_mismatches": None,
+            "top1": None,
+            "reason": "load: ValueError: `v_leak` must be 0",
+        },
+    ]
+    lines = load_script("nir_importers").table(rows).splitlines()
+    assert lines[0] == "| graph | export | source top-1 | norse | sinabs |"
+    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
