@@ -472,3 +472,16 @@ def test_importers_script_table_cells():
     lines = load_script("nir_importers").table(rows).splitlines()
     assert lines[0] == "| graph | export | source top-1 | norse | sinabs |"
     assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
+
+
+def test_sinabs_row_without_sinabs_names_its_environment():
+    import importlib.util
+
+    if importlib.util.find_spec("sinabs") is not None:
+        pytest.skip("sinabs is installed here")
+    net = nn.Sequential(nn.Linear(2, 2), neuron.IFNode()).eval()
+    x = torch.ones(1, 2)
+    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=("sinabs",))
+    assert (
+        not rows[1]["loaded"] and "nir<=1.0.4" in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
+    )
