@@ -112,7 +112,7 @@ def test_if_add_default_model_round_trip(tmp_path):
         assert rows[fw]["top1"] == _top1(m, x, y)
     assert rows["spikingjelly"]["added"] == [] and "nirtorch executor" in rows["norse+snnprune"]["added"]
     assert not rows["snntorch"]["loaded"] and "r != 1" in rows["snntorch"]["reason"]
-    assert rows["norse"]["spike_mismatches"] is None and "channels" in rows["norse"]["reason"]
+    assert rows["norse"]["spike_mismatches"] is None and rows["norse"]["reason"].startswith("run:")
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,8 @@ def test_lif_and_connect_functions_round_trip_in_all_three(kw):
         assert r["loaded"] and r["reason"] is None, r
         assert r["spike_mismatches"] == 0, fw
         assert r["max_abs_diff"] < 1e-5, fw
-    assert rows["norse"]["reason"] is not None  # residual graph run depth-first by nirtorch.load
+    # the residual graph run depth-first by nirtorch.load: the step it fails at varies
+    assert rows["norse"]["spike_mismatches"] is None and rows["norse"]["reason"].startswith("run:")
     if "cnf" in kw:
         assert "Threshold" in rows["spikingjelly+snnprune"]["added"]  # the importer lacks it
         assert not rows["spikingjelly"]["loaded"] and "node_map" in rows["spikingjelly"]["reason"]
