@@ -486,3 +486,46 @@ def test_sinabs_row_without_sinabs_names_its_environment():
     assert (
         not rows[1]["loaded"] and "nir<=1.0.4" in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
     )
+
+
+def test_portable_folds_the_input_gain_of_a_lif_without_decay_input(alarm):
+    """A LIF without decay_input integrates v + x - v/tau (NIR r = tau); Norse and Sinabs ignore r, so
+    portable writes r = 1 and tau (= 2, exact) times the weights and bias of the conv that feeds it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        neuron.LIFNode(tau=2.0, decay_input=False),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(0.5, 1.0)
+    net.eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(8, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (8,), generator=g)
+    assert _spike_total(net, x)["2"] > 0
+    default, portable = (snnprune.export_nir(net, x[:2], T=4, portable=p) for p in (False, True))
+    assert np.all(default.nodes["2"].r == 2.0) and np.all(portable.nodes["2"].r == 1.0)
+    assert np.array_equal(portable.nodes["0"].weight, 2 * default.nodes["0"].weight)
+    assert np.array_equal(portable.nodes["0"].bias, 2 * default.nodes["0"].bias)
+    rows = {
+        r["framework"]: r
+        for r in snnprune.verify_nir(portable, net, (x, y), frameworks=("spikingjelly", "norse"))
+    }
+    for fw in ("spikingjelly", "norse"):
+        assert rows[fw]["loaded"] and rows[fw]["spike_mismatches"] == 0, rows[fw]
+
+    class Skip(nn.Module):  # two inputs: no single layer to carry the gain
+        def __init__(self):
+            super().__init__()
+            self.sa, self.conv = neuron.IFNode(), nn.Conv2d(2, 2, 1)
+            self.sb = neuron.LIFNode(decay_input=False)
+
+        def forward(self, x):
+            a = self.sa(x)
+            return self.sb(self.conv(a) + a)
+
+    with pytest.raises(NIRExportError, match=r"layer 'sb'.*decay_input=True or portable=False"):
+        snnprune.export_nir(Skip(), torch.rand(1, 2, 3, 3), T=1, portable=True)

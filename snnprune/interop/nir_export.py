@@ -234,13 +234,10 @@ class _Lowering:
             return self.src[arg]
         if isinstance(m, base.MemoryModule):
             src = self.sources(arg, where)
-            return self.add(
-                n.target,
-                _neuron_node(n.target, m, self.shape(n, src), self.dt),
-                src,
-                spikes=True,
-                mapped=all(x in self.mapped for x in src),
-            )
+            node = _neuron_node(n.target, m, self.shape(n, src), self.dt)
+            if self.portable and isinstance(node, nir.LIF) and np.any(node.r != 1.0):
+                self.fold_gain(node, src, arg, where)
+            return self.add(n.target, node, src, spikes=True, mapped=all(x in self.mapped for x in src))
         if isinstance(m, nn.BatchNorm2d):
             conv = self.src.get(arg)
             if not (isinstance(conv, tuple) and conv[0] == "conv" and len(arg.users) == 1):
@@ -335,6 +332,22 @@ class _Lowering:
             bias=_np(b),
         )
         return self.add(n.target, node, src)
+
+    def fold_gain(self, node: nir.LIF, src: list[str], arg: fx.Node, where: str) -> None:
+        """Portable: a LIF's input gain r (τ without ``decay_input``) moves into the weights and bias of
+        the one synaptic layer feeding it (Sinabs and Norse ignore r), and r becomes 1."""
+        syn = self.nodes.get(src[0]) if len(src) == 1 else None
+        if not (isinstance(syn, (nir.Conv2d, nir.Affine, nir.Linear)) and len(arg.users) == 1):
+            raise NIRExportError(
+                f"{where}: a LIF without decay_input has input gain r = tau, which portable export folds into "
+                "the one Conv2d or Linear feeding it, and this neuron has other inputs; use decay_input=True "
+                "or portable=False"
+            )
+        gain = float(np.asarray(node.r).flat[0])  # one tau per layer (SpikingJelly's LIF)
+        syn.weight = (syn.weight.astype(np.float64) * gain).astype(np.float32)
+        if getattr(syn, "bias", None) is not None:
+            syn.bias = (syn.bias.astype(np.float64) * gain).astype(np.float32)
+        node.r = np.ones_like(node.r)
 
     def map_conv(
         self, n: fx.Node, m: nn.Linear, weight: Tensor, src: list[str], map_hw: tuple[int, int]
@@ -500,7 +513,8 @@ def export_nir(
         dt: simulation time step in seconds (sets IF's ``r = 1/dt`` and LIF's ``tau = τ·dt``).
         T: time steps, recorded in the metadata; default the model's ``T`` attribute.
         portable: emit only what outside importers run unmodified (see ``snnprune/docs/nir.md``): time in
-            steps (``dt = 1``: IF ``r = 1``, LIF ``tau`` in steps; the ``dt`` argument is not used),
+            steps (``dt = 1``: IF ``r = 1``, LIF ``tau`` in steps, ``r = 1``, the input gain of a LIF
+            without ``decay_input`` folded into the layer feeding it; the ``dt`` argument is not used),
             average pooling as ``SumPool2d`` with its
             1/k² folded into the next ``Conv2d`` / ``Linear`` (in float64), and a file without
             ``v_reset`` (always 0 here), which ``nir`` 1.0.4 (Sinabs' pin) can read.
