@@ -110,7 +110,7 @@ def _neuron_node(name: str, m: nn.Module, shape: tuple[int, ...], dt: float) -> 
     # the spec's shapes (nir's type inference refuses a shared value of shape [1] on a [C, H, W] layer)
     full = lambda v: np.full(shape, float(v), dtype=np.float32)  # noqa: E731
     if isinstance(m, sj_neuron.IFNode):
-        # no v_reset: nir >= 1.0.5 fills in 0, the only value exported; nir 1.0.4 has no such field
+        # no v_reset: nir 1.0.8 fills in 0, the only value exported; nir 1.0.4 has no such field
         return nir.IF(r=full(1.0 / dt), v_threshold=full(m.v_threshold))
     if isinstance(m, sj_neuron.ParametricLIFNode):
         tau = 1.0 / float(m.w.detach().double().sigmoid())
@@ -557,7 +557,7 @@ def export_nir(
 
 def _drop_v_reset(path: str | Path) -> None:
     """Remove the (all-zero) ``v_reset`` of every neuron from a written file: ``nir`` 1.0.4's ``IF`` and
-    ``LIF`` have no such field and refuse the file, newer readers fill in zeros."""
+    ``LIF`` have no such field and refuse the file, nir 1.0.8 fills in zeros."""
     import h5py  # nir's own dependency
 
     with h5py.File(path, "r+") as f:
