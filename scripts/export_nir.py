@@ -38,6 +38,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--dt", type=float, default=1e-4, help="NIR time step in seconds (default 1e-4)")
     p.add_argument("--compact", action="store_true", help="export the compacted model (filter runs)")
+    p.add_argument("--portable", action="store_true", help="export_nir(portable=True): for outside importers")
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     return p
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     data = DataLoader(Subset(test_set, range(min(args.images, len(test_set)))), batch_size=args.batch_size)
     example = next(iter(data))[0][:2]
     try:  # export_nir and verify_nir refuse bad inputs with one line
-        graph = snnprune.export_nir(model, example, out, dt=args.dt)
+        graph = snnprune.export_nir(model, example, out, dt=args.dt, portable=args.portable)
         print(f"wrote {out}: {len(graph.nodes)} nodes, {len(graph.edges)} edges, T = {graph.metadata['T']}")
         print(f"non-zero weights: file {nir_nonzeros(graph):,}, model {model_nonzeros(model):,}")
         tty = sys.stderr.isatty()  # bars on a terminal; a log gets this one line

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -67,9 +68,14 @@ def _data(n: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, 28, 28, generator=g) * 2, torch.randint(0, 10, (n,), generator=g)
 
 
+HELPED = ("spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
+
+
 def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
-    rows = snnprune.verify_nir(graph_or_path, model, data)
-    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
+    """Every row but Sinabs' (its importer needs nir<=1.0.4: scripts/nir_importers.py runs it)."""
+    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f != "sinabs")
+    rows = snnprune.verify_nir(graph_or_path, model, data, frameworks=frameworks)
+    assert [r["framework"] for r in rows] == ["source model", *frameworks]
     return {r["framework"]: r for r in rows[1:]}
 
 
@@ -103,8 +109,9 @@ def test_import_snnprune_imports_no_nir():
 
 
 def test_if_add_default_model_round_trip(tmp_path):
-    """The default run's kind of model (IF, ADD, small stem, our IF class): SpikingJelly and Norse
-    give the same spikes and top-1; snnTorch's importer refuses IF (r != 1) and that is a row."""
+    """The default run's kind of model (IF, ADD, small stem, our IF class): SpikingJelly's public importer
+    and Norse's converters on nirtorch's executor give the same spikes and top-1; Norse's public importer
+    runs the residual graph in the wrong order and snnTorch's refuses IF (r != 1): rows with reasons."""
     m = _sew(neuron_backend="auto")  # snnprune.neuron.IFNode: SpikingJelly's exporter fails on it
     assert isinstance(m.sn1, snnprune.neuron.IFNode)
     x, y = _data()
@@ -120,12 +127,14 @@ def test_if_add_default_model_round_trip(tmp_path):
     assert graph.metadata["T"] == 2 and graph.metadata["dt"] == 1e-4
     assert "mean" in graph.metadata["output_rule"]
     rows = _rows(m, path, (x, y))
-    for fw in ("spikingjelly", "norse"):
+    for fw in ("spikingjelly", "spikingjelly+snnprune", "norse+snnprune"):
         assert rows[fw]["loaded"] and rows[fw]["reason"] is None, rows[fw]
         assert rows[fw]["spike_mismatches"] == 0
         assert rows[fw]["max_abs_diff"] < 1e-5
         assert rows[fw]["top1"] == _top1(m, x, y)
+    assert rows["spikingjelly"]["added"] == [] and "nirtorch executor" in rows["norse+snnprune"]["added"]
     assert not rows["snntorch"]["loaded"] and "r != 1" in rows["snntorch"]["reason"]
+    assert rows["norse"]["spike_mismatches"] is None and rows["norse"]["reason"].startswith("run:")
 
 
 @pytest.mark.parametrize(
@@ -151,12 +160,17 @@ def test_lif_and_connect_functions_round_trip_in_all_three(kw):
     if kw.get("cnf") in ("AND", "IAND"):
         assert "Threshold" in kinds  # AND = H(a + b - 1.5), IAND = H(b - a - 0.5)
     rows = _rows(m, graph, (x, y))
-    for fw, r in rows.items():
+    exact = HELPED if "cnf" in kw else ("spikingjelly", "snntorch", *HELPED)
+    for fw in exact:
+        r = rows[fw]
         assert r["loaded"] and r["reason"] is None, r
         assert r["spike_mismatches"] == 0, fw
         assert r["max_abs_diff"] < 1e-5, fw
+    # no converter for Threshold (AND, IAND), else the residual graph run depth-first by nirtorch.load
+    assert rows["norse"]["spike_mismatches"] is None and rows["norse"]["reason"].startswith(("load:", "run:"))
     if "cnf" in kw:
-        assert "Threshold" in rows["spikingjelly"]["added"]  # the importer lacks it; the row says so
+        assert "Threshold" in rows["spikingjelly+snnprune"]["added"]  # the importer lacks it
+        assert not rows["spikingjelly"]["loaded"] and "node_map" in rows["spikingjelly"]["reason"]
 
 
 def test_plif_exports_its_learned_tau():
@@ -181,7 +195,8 @@ def test_compacted_filter_pruned_round_trip():
     assert graph.nodes["conv1"].weight.shape[0] == 4  # half of the 8 stem channels
     assert nir_nonzeros(graph) == model_nonzeros(small)
     rows = _rows(small, graph, (x, y))
-    for fw, r in rows.items():
+    for fw in ("spikingjelly", "snntorch", *HELPED):
+        r = rows[fw]
         assert r["loaded"] and r["spike_mismatches"] == 0, (fw, r)
         assert r["max_abs_diff"] < 1e-5
 
@@ -193,7 +208,7 @@ def test_imagenet_stem_max_pool_is_sum_pool_and_threshold():
     assert isinstance(graph.nodes["maxpool"], nir.SumPool2d)
     assert isinstance(graph.nodes["maxpool_or"], nir.Threshold)
     rows = _rows(m, graph, (x, y))
-    for fw in ("spikingjelly", "norse"):
+    for fw in ("spikingjelly+snnprune", "norse+snnprune"):
         assert rows[fw]["spike_mismatches"] == 0 and rows[fw]["max_abs_diff"] < 1e-5, rows[fw]
 
 
@@ -335,9 +350,11 @@ def test_threshold_ties_follow_spikingjelly_rule():
     m = Tie().eval()
     x = torch.ones(1, 2)  # v = 1.0 exactly for neuron 0 at step 1; 0.5 and 1.0 for neuron 1
     graph = snnprune.export_nir(m, x, T=4)
-    rows = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("spikingjelly", "norse"))}
-    assert rows["spikingjelly"]["spike_mismatches"] == 0 and rows["norse"]["spike_mismatches"] == 0
-    assert any("step down" in a for a in rows["norse"]["added"])
+    fws = ("spikingjelly", "norse", "norse+snnprune")
+    rows = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=fws)}
+    assert rows["spikingjelly"]["spike_mismatches"] == 0 and rows["norse+snnprune"]["spike_mismatches"] == 0
+    assert rows["norse"]["spike_mismatches"] > 0  # Norse's public importer spikes on v > θ
+    assert any("step down" in a for a in rows["norse+snnprune"]["added"])
     plain = {r["framework"]: r for r in snnprune.verify_nir(graph, m, x, frameworks=("norse",))}
     assert plain["source model"]["spike_mismatches"] == 0
 
@@ -377,13 +394,190 @@ def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
     rows = load_script("export_nir").main([summary["run_dir"], "--images", "20", "--batch-size", "10"])
     out = capsys.readouterr().out
     assert (tmp_path / "r" / "model.nir").is_file()
-    assert [r["framework"] for r in rows] == ["source model", "spikingjelly", "snntorch", "norse"]
-    assert rows[1]["spike_mismatches"] == 0 and rows[3]["spike_mismatches"] == 0
+    by = {r["framework"]: r for r in rows}
+    assert list(by) == ["source model", *snnprune.interop.FRAMEWORKS]
+    assert by["spikingjelly"]["spike_mismatches"] == 0 and by["norse+snnprune"]["spike_mismatches"] == 0
     (line,) = [x for x in out.splitlines() if x.startswith("non-zero weights")]
     file_nz, model_nz = line.removeprefix("non-zero weights: file ").split(", model ")
     assert file_nz == model_nz
     assert "spikingjelly" in out and "r != 1 not supported" in out
-    assert (
-        "verifying on 20 images: source model, spikingjelly, snntorch, norse" in out
-    )  # a log's progress line
+    progress = ", ".join(["source model", *snnprune.interop.FRAMEWORKS])
+    assert f"verifying on 20 images: {progress}" in out  # a log's progress line
     assert "before vs after BN folding" in out
+
+
+def _plain(hidden: bool = False) -> nn.Module:
+    """A plain Conv-BN-IF-Flatten-Linear net (optionally with an IF-Linear hidden layer after the flatten)
+    whose first layer fires (BN gains raised) and half of whose conv weights are zeros."""
+    torch.manual_seed(0)
+    head = [nn.Linear(4 * 8 * 8, 16), neuron.IFNode(), nn.Linear(16, 10)] if hidden else [nn.Linear(256, 10)]
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode(), nn.Flatten(), *head
+    )
+    with torch.no_grad():
+        net[1].weight.uniform_(1.0, 3.0)
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        w = net[0].weight
+        w[w.abs() < w.abs().median()] = 0.0
+        if hidden:
+            net[4].weight.mul_(4.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_plain_conv_net_flatten_linear_is_batch_safe(hidden):
+    """flatten + Linear becomes a Conv2d whose kernel is the whole map: Norse used to apply the exported
+    Flatten to the batch dimension (`mat1 and mat2 shapes cannot be multiplied`)."""
+    net = _plain(hidden)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(3, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (3,), generator=g)
+    fired = _spike_total(net, x)
+    assert all(v > 0 for v in fired.values()), fired
+    graph = snnprune.export_nir(net, x[:2], T=3)
+    assert not any(isinstance(n, nir.Flatten) for n in graph.nodes.values())
+    fc = graph.nodes["4"]
+    assert isinstance(fc, nir.Conv2d) and fc.weight.shape == (16 if hidden else 10, 4, 8, 8)
+    # the kernel is the Linear's weight, row-major over (C, H, W) like torch.flatten
+    assert torch.equal(torch.from_numpy(fc.weight).flatten(1), net[4].weight.detach())
+    assert nir_nonzeros(graph) == model_nonzeros(net)
+    fws = ("spikingjelly", "norse", "norse+snnprune")
+    rows = {r["framework"]: r for r in snnprune.verify_nir(graph, net, (x, y), frameworks=fws)}
+    for fw in fws:  # a plain chain: Norse's public importer runs it too
+        assert rows[fw]["loaded"] and rows[fw]["reason"] is None, rows[fw]
+        assert rows[fw]["spike_mismatches"] == 0 and rows[fw]["max_abs_diff"] < 1e-5, rows[fw]
+        assert rows[fw]["top1"] == rows["source model"]["top1"]
+
+
+@pytest.mark.parametrize("case", ["plain", "sew_if", "sew_lif"])
+def test_portable_export_runs_in_public_importers(tmp_path, case):
+    """portable=True: time in steps (r = 1, tau in steps), average pooling as SumPool2d with 1/k² in the
+    next weights, no v_reset in the file; SpikingJelly's public importer (and Norse's, on a chain) gives
+    the source spikes with no converter of ours, and the file keeps the model's non-zeros."""
+    import h5py
+
+    if case == "plain":
+        m, fws = _plain(hidden=True), ("spikingjelly", "norse")
+        g = torch.Generator().manual_seed(3)
+        x, y = torch.rand(3, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (3,), generator=g)
+    else:
+        m, fws = _sew(neuron_backend="auto") if case == "sew_if" else _sew(neuron="lif"), ("spikingjelly",)
+        x, y = _data()
+    path = tmp_path / "p.nir"
+    graph = snnprune.export_nir(m, x[:2], path, T=2, portable=True)
+    assert graph.metadata["dt"] == 1.0 and "steps" in graph.metadata["time"]
+    assert nir_nonzeros(nir.read(str(path))) == model_nonzeros(m) == nir_nonzeros(graph)
+    with h5py.File(path) as f:
+        assert not any("v_reset" in node for node in f["node"]["nodes"].values())
+    neurons = [n for n in graph.nodes.values() if isinstance(n, (nir.IF, nir.LIF))]
+    assert neurons and all(np.all(n.r == 1.0) for n in neurons)
+    if case == "sew_lif":
+        assert np.all(graph.nodes["sn1"].tau == m.sn1.tau)  # steps, not seconds
+    if case != "plain":
+        assert not any(isinstance(n, nir.AvgPool2d) for n in graph.nodes.values())
+        pool, fc = graph.nodes["avgpool"], graph.nodes["fc"]
+        assert isinstance(pool, nir.SumPool2d) and list(pool.kernel_size) == [4, 4]
+        k2 = 16.0  # the 4x4 map of the last stage: the fc weights carry the 1/16 of the mean
+        assert torch.equal(torch.from_numpy(fc.weight).flatten(1), (m.fc.weight.double() / k2).float())
+    rows = {r["framework"]: r for r in snnprune.verify_nir(path, m, (x, y), frameworks=fws)}
+    for fw in fws:
+        r = rows[fw]
+        assert r["loaded"] and r["reason"] is None and r["added"] == [], r
+        assert r["spike_mismatches"] == 0 and r["max_abs_diff"] < 1e-5, r
+        assert r["top1"] == rows["source model"]["top1"]
+
+
+def test_portable_refuses_an_average_pool_it_cannot_fold():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), neuron.IFNode(), nn.AvgPool2d(2), neuron.IFNode())
+    snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2)  # AvgPool2d: fine without portable
+    with pytest.raises(NIRExportError, match=r"layer '3'.*portable=False"):
+        snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2, portable=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["--images", "0"], "--images"), (["--sinabs-python", "/no/such/python"], "--sinabs-python")],
+)
+def test_importers_script_bad_options_exit_2(capsys, argv, option):
+    code, err = expect_exit(load_script("nir_importers"), argv, capsys)
+    assert code == 2 and err.startswith(f"error: {option}")
+
+
+def test_importers_script_table_cells():
+    """One line per graph and export, one column per importer: mismatches and top-1, or the reason."""
+    rows = [
+        {
+            "graph": "g",
+            "export": "portable",
+            "framework": "source model",
+            "spike_mismatches": 0,
+            "top1": 90.0,
+        },
+        {"graph": "g", "export": "portable", "framework": "norse", "spike_mismatches": 1234, "top1": 89.5},
+        {
+            "graph": "g",
+            "export": "portable",
+            "framework": "sinabs",
+            "spike_mismatches": None,
+            "top1": None,
+            "reason": "load: ValueError: `v_leak` must be 0",
+        },
+    ]
+    lines = load_script("nir_importers").table(rows).splitlines()
+    assert lines[0] == "| graph | export | source top-1 | norse | sinabs |"
+    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
+
+
+def test_sinabs_row_without_sinabs_names_its_environment():
+    import importlib.util
+
+    if importlib.util.find_spec("sinabs") is not None:
+        pytest.skip("sinabs is installed here")
+    net = nn.Sequential(nn.Linear(2, 2), neuron.IFNode()).eval()
+    x = torch.ones(1, 2)
+    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=("sinabs",))
+    assert (
+        not rows[1]["loaded"] and "nir<=1.0.4" in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
+    )
+
+
+def test_portable_folds_the_input_gain_of_a_lif_without_decay_input():
+    """A LIF without decay_input integrates v + x - v/tau (NIR r = tau); Norse and Sinabs ignore r, so
+    portable writes r = 1 and tau (= 2, exact) times the weights and bias of the conv that feeds it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        neuron.LIFNode(tau=2.0, decay_input=False),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(0.5, 1.0)
+    net.eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(8, 1, 8, 8, generator=g) * 2, torch.randint(0, 10, (8,), generator=g)
+    assert _spike_total(net, x)["2"] > 0
+    default, portable = (snnprune.export_nir(net, x[:2], T=4, portable=p) for p in (False, True))
+    assert np.all(default.nodes["2"].r == 2.0) and np.all(portable.nodes["2"].r == 1.0)
+    assert np.array_equal(portable.nodes["0"].weight, 2 * default.nodes["0"].weight)
+    assert np.array_equal(portable.nodes["0"].bias, 2 * default.nodes["0"].bias)
+    rows = {
+        r["framework"]: r
+        for r in snnprune.verify_nir(portable, net, (x, y), frameworks=("spikingjelly", "norse"))
+    }
+    for fw in ("spikingjelly", "norse"):
+        assert rows[fw]["loaded"] and rows[fw]["spike_mismatches"] == 0, rows[fw]
+
+    class Skip(nn.Module):  # two inputs: no single layer to carry the gain
+        def __init__(self):
+            super().__init__()
+            self.sa, self.conv = neuron.IFNode(), nn.Conv2d(2, 2, 1)
+            self.sb = neuron.LIFNode(decay_input=False)
+
+        def forward(self, x):
+            a = self.sa(x)
+            return self.sb(self.conv(a) + a)
+
+    with pytest.raises(NIRExportError, match=r"layer 'sb'.*decay_input=True or portable=False"):
+        snnprune.export_nir(Skip(), torch.rand(1, 2, 3, 3), T=1, portable=True)

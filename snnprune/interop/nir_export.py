@@ -15,8 +15,10 @@ or neuron population, with the edges between them:
   exact.
 * A max-pool over spikes becomes a ``nir.SumPool2d`` and a ``nir.Threshold`` at 0.5 (the OR of binary
   spikes; zero padding equals max-pool's −∞ padding on non-negative inputs).
-* An adaptive average pool to ``h × w`` becomes ``nir.AvgPool2d``; a flatten of ``[C, 1, 1]`` followed by
-  a ``Linear`` becomes a 1×1 ``nir.Conv2d`` (no ``Flatten`` node, which importers apply to the batch).
+* An adaptive average pool to ``h × w`` becomes ``nir.AvgPool2d``; a flatten of ``[C, H, W]`` followed by
+  a ``Linear`` becomes a ``nir.Conv2d`` whose kernel covers the ``H × W`` map (no ``Flatten`` node, which
+  importers apply to the batch), and the layers after it carry ``[K, 1, 1]`` (a ``Linear`` there is a
+  1×1 ``nir.Conv2d``).
 
 **Model protocol.** A model whose ``forward`` is not a per-step function of its input (the SEW ResNets
 encode a static image once and repeat it over T, with a branch on the input's rank) implements
@@ -128,9 +130,11 @@ def _neuron_node(name: str, m: nn.Module, shape: tuple[int, ...], dt: float) -> 
             f"layer {name!r}: v_reset={m.v_reset} is not run by every NIR importer (Norse ignores it); "
             "use v_reset=0.0 (shift v_threshold instead)"
         )
+    # the spec's shapes (nir's type inference refuses a shared value of shape [1] on a [C, H, W] layer)
     full = lambda v: np.full(shape, float(v), dtype=np.float32)  # noqa: E731
     if isinstance(m, sj_neuron.IFNode):
-        return nir.IF(r=full(1.0 / dt), v_threshold=full(m.v_threshold), v_reset=full(0.0))
+        # no v_reset: nir 1.0.8 fills in 0, the only value exported; nir 1.0.4 has no such field
+        return nir.IF(r=full(1.0 / dt), v_threshold=full(m.v_threshold))
     if isinstance(m, sj_neuron.ParametricLIFNode):
         tau = 1.0 / float(m.w.detach().double().sigmoid())
     else:
@@ -140,7 +144,6 @@ def _neuron_node(name: str, m: nn.Module, shape: tuple[int, ...], dt: float) -> 
         r=full(1.0 if m.decay_input else tau),
         v_leak=full(0.0),
         v_threshold=full(m.v_threshold),
-        v_reset=full(0.0),
     )
 
 
@@ -162,30 +165,54 @@ def _shapes(gm: fx.GraphModule, x: Tensor) -> dict[str, tuple[int, ...]]:
 class _Lowering:
     """Walks the traced graph once and builds the NIR nodes and edges."""
 
-    def __init__(self, gm: fx.GraphModule, shapes: dict[str, tuple[int, ...]], dt: float) -> None:
-        self.gm, self.shapes, self.dt = gm, shapes, dt
+    def __init__(
+        self, gm: fx.GraphModule, shapes: dict[str, tuple[int, ...]], dt: float, portable: bool = False
+    ) -> None:
+        self.gm, self.shapes, self.dt, self.portable = gm, shapes, dt, portable
+        self.gain: dict[str, float] = {}  # portable: SumPool2d nodes whose 1/k² the next weights carry
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
         self.spiking: set[str] = set()  # NIR nodes whose output is a binary spike
         self.src: dict[fx.Node, Any] = {}  # fx node -> list of NIR sources, or a marker tuple
         self.folded: list[tuple[str, str]] = []  # (conv, BatchNorm) qualified names
+        self.mapped: set[str] = set()  # NIR nodes whose [K] output is carried as [K, 1, 1] (see flatten)
 
-    def add(self, name: str, node: nir.NIRNode, sources: list[str], *, spikes: bool = False) -> list[str]:
+    def add(
+        self, name: str, node: nir.NIRNode, sources: list[str], *, spikes: bool = False, mapped: bool = False
+    ) -> list[str]:
         name = name.replace(".", "_")
         self.nodes[name] = node
         self.edges.extend((s, name) for s in sources)
         if spikes:
             self.spiking.add(name)
+        if mapped:
+            self.mapped.add(name)
         return [name]
 
-    def sources(self, arg: Any, where: str) -> list[str]:
+    def sources(self, arg: Any, where: str, *, scaled: bool = False) -> list[str]:
+        """The NIR nodes feeding ``arg``; ``scaled``: the caller folds their pool gain into its weights."""
         s = self.src.get(arg)
         if not isinstance(s, list):
             raise NIRExportError(
                 f"{where}: its input {getattr(arg, 'name', arg)!r} is not a tensor NIR can carry "
                 "(a constant, or 1 - spikes outside an IAND); compute it inside a supported layer"
             )
+        if not scaled and any(x in self.gain for x in s):
+            raise NIRExportError(
+                f"{where}: portable export writes average pooling as SumPool2d and folds its 1/k² into the "
+                "next Conv2d or Linear, and this layer is not one; export with portable=False"
+            )
         return s
+
+    def scale(self, sources: list[str], where: str) -> float:
+        """The pool gain the weights fed by ``sources`` take (1.0 without a portable average pool)."""
+        gains = {self.gain.get(x, 1.0) for x in sources}
+        if len(gains) > 1:
+            raise NIRExportError(
+                f"{where}: its inputs come from average pools of different sizes and other layers; "
+                "export with portable=False"
+            )
+        return gains.pop()
 
     def spike(self, arg: Any, where: str) -> str:
         s = self.sources(arg, where)
@@ -196,8 +223,10 @@ class _Lowering:
             )
         return s[0]
 
-    def shape(self, n: fx.Node) -> tuple[int, ...]:
-        return self.shapes[n.name][1:]
+    def shape(self, n: fx.Node, sources: list[str] | None = None) -> tuple[int, ...]:
+        """``n``'s shape without the batch; ``[K, 1, 1]`` where the sources carry a lowered flatten."""
+        shape = self.shapes[n.name][1:]
+        return (*shape, 1, 1) if sources and all(x in self.mapped for x in sources) else shape
 
     def run(self) -> nir.NIRGraph:
         for n in self.gm.graph.nodes:
@@ -227,12 +256,11 @@ class _Lowering:
         if isinstance(m, _PASS):
             return self.src[arg]
         if isinstance(m, base.MemoryModule):
-            return self.add(
-                n.target,
-                _neuron_node(n.target, m, self.shape(n), self.dt),
-                self.sources(arg, where),
-                spikes=True,
-            )
+            src = self.sources(arg, where)
+            node = _neuron_node(n.target, m, self.shape(n, src), self.dt)
+            if self.portable and isinstance(node, nir.LIF) and np.any(node.r != 1.0):
+                self.fold_gain(node, src, arg, where)
+            return self.add(n.target, node, src, spikes=True, mapped=all(x in self.mapped for x in src))
         if isinstance(m, nn.BatchNorm2d):
             conv = self.src.get(arg)
             if not (isinstance(conv, tuple) and conv[0] == "conv" and len(arg.users) == 1):
@@ -250,7 +278,7 @@ class _Lowering:
                     f"{where}: grouped, string-padded or non-zero-padded convolutions are not run by NIR "
                     "importers; use groups=1 and numeric zero padding"
                 )
-            self.sources(arg, where)
+            self.sources(arg, where, scaled=True)
             bn_next = len(n.users) == 1 and isinstance(self._user_module(n), nn.BatchNorm2d)
             if bn_next:
                 return ("conv", n, m)  # emitted by the BatchNorm that follows
@@ -258,19 +286,18 @@ class _Lowering:
             return self.conv(n, m, m.weight.detach().double(), b)
         if isinstance(m, nn.Linear):
             s = self.src.get(arg)
-            if isinstance(s, tuple) and s[0] == "flat11":
-                w = m.weight.detach()[:, :, None, None]
-                b = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
-                node = nir.Conv2d(
-                    input_shape=(1, 1), weight=_np(w), stride=1, padding=0, dilation=1, groups=1, bias=_np(b)
-                )
-                return self.add(n.target, node, s[1])
-            src = self.sources(arg, where)
+            if isinstance(s, tuple) and s[0] == "flat":  # flatten of [C, H, W]: a conv covering the map
+                _, src, (c, h, w) = s
+                return self.map_conv(n, m, m.weight.detach().reshape(m.out_features, c, h, w), src, (h, w))
+            src = self.sources(arg, where, scaled=True)
             if len(self.shape(arg)) != 1:
                 raise NIRExportError(f"{where}: Linear on a {len(self.shape(arg))}-d input; flatten it first")
+            if all(x in self.mapped for x in src):  # after a lowered flatten the data stays [K, 1, 1]
+                return self.map_conv(n, m, m.weight.detach()[:, :, None, None], src, (1, 1))
+            weight = _np(m.weight.detach().double() * self.scale(src, where))
             if m.bias is None:
-                return self.add(n.target, nir.Linear(weight=_np(m.weight)), src)
-            return self.add(n.target, nir.Affine(weight=_np(m.weight), bias=_np(m.bias)), src)
+                return self.add(n.target, nir.Linear(weight=weight), src)
+            return self.add(n.target, nir.Affine(weight=weight, bias=_np(m.bias)), src)
         if isinstance(m, nn.MaxPool2d):
             return self.maxpool(n, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
         if isinstance(m, nn.AdaptiveAvgPool2d):
@@ -281,11 +308,7 @@ class _Lowering:
                     "choose an input size divisible by the output size"
                 )
             k = (h_in // h, w_in // w)
-            return self.add(
-                n.target,
-                nir.AvgPool2d(kernel_size=_pair(k), stride=_pair(k), padding=_pair(0)),
-                self.sources(arg, where),
-            )
+            return self.avgpool(n, k, k, 0, self.sources(arg, where))
         if isinstance(m, nn.AvgPool2d):
             if (
                 m.ceil_mode
@@ -295,12 +318,9 @@ class _Lowering:
                 raise NIRExportError(
                     f"{where}: this AvgPool2d configuration has no NIR node; use ceil_mode=False, no divisor_override"
                 )
-            node = nir.AvgPool2d(
-                kernel_size=_pair(m.kernel_size),
-                stride=_pair(m.stride or m.kernel_size),
-                padding=_pair(m.padding),
+            return self.avgpool(
+                n, m.kernel_size, m.stride or m.kernel_size, m.padding, self.sources(arg, where)
             )
-            return self.add(n.target, node, self.sources(arg, where))
         if isinstance(m, nn.Flatten):
             return self.flatten(n, arg, m.start_dim, m.end_dim)
         raise NIRExportError(
@@ -311,8 +331,20 @@ class _Lowering:
         (u,) = n.users
         return self.gm.get_submodule(u.target) if u.op == "call_module" else None
 
+    def avgpool(self, n: fx.Node, kernel: Any, stride: Any, padding: Any, src: list[str]) -> list[str]:
+        """``AvgPool2d``; portable: ``SumPool2d``, its 1/k² folded into the next weights (see ``scale``)."""
+        k, st, p = _pair(kernel), _pair(stride), _pair(padding)
+        if not self.portable:
+            return self.add(n.target, nir.AvgPool2d(kernel_size=k, stride=st, padding=p), src)
+        out = self.add(n.target, nir.SumPool2d(kernel_size=k, stride=st, padding=p), src)
+        self.gain[out[0]] = 1.0 / float(np.prod(k))
+        return out
+
     def conv(self, n: fx.Node, m: nn.Conv2d, w: Tensor, b: Tensor | None) -> list[str]:
         b = torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b
+        where = f"layer {n.target!r}"
+        src = self.sources(n.args[0], where, scaled=True)
+        w = w * self.scale(src, where)  # float64: a power-of-two window keeps the weights exact
         node = nir.Conv2d(
             input_shape=tuple(self.shapes[n.args[0].name][-2:]),
             weight=_np(w),
@@ -322,7 +354,34 @@ class _Lowering:
             groups=1,
             bias=_np(b),
         )
-        return self.add(n.target, node, self.sources(n.args[0], f"layer {n.target!r}"))
+        return self.add(n.target, node, src)
+
+    def fold_gain(self, node: nir.LIF, src: list[str], arg: fx.Node, where: str) -> None:
+        """Portable: a LIF's input gain r (τ without ``decay_input``) moves into the weights and bias of
+        the one synaptic layer feeding it (Sinabs and Norse ignore r), and r becomes 1."""
+        syn = self.nodes.get(src[0]) if len(src) == 1 else None
+        if not (isinstance(syn, (nir.Conv2d, nir.Affine, nir.Linear)) and len(arg.users) == 1):
+            raise NIRExportError(
+                f"{where}: a LIF without decay_input has input gain r = tau, which portable export folds into "
+                "the one Conv2d or Linear feeding it, and this neuron has other inputs; use decay_input=True "
+                "or portable=False"
+            )
+        gain = float(np.asarray(node.r).flat[0])  # one tau per layer (SpikingJelly's LIF)
+        syn.weight = (syn.weight.astype(np.float64) * gain).astype(np.float32)
+        if getattr(syn, "bias", None) is not None:
+            syn.bias = (syn.bias.astype(np.float64) * gain).astype(np.float32)
+        node.r = np.ones_like(node.r)
+
+    def map_conv(
+        self, n: fx.Node, m: nn.Linear, weight: Tensor, src: list[str], map_hw: tuple[int, int]
+    ) -> list[str]:
+        """``m`` as a ``Conv2d`` whose kernel covers the whole ``map_hw`` input: output ``[K, 1, 1]``."""
+        b = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
+        weight = weight.double() * self.scale(src, f"layer {n.target!r}")
+        node = nir.Conv2d(
+            input_shape=map_hw, weight=_np(weight), stride=1, padding=0, dilation=1, groups=1, bias=_np(b)
+        )
+        return self.add(n.target, node, src, mapped=True)
 
     def maxpool(
         self, n: fx.Node, kernel: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
@@ -348,16 +407,11 @@ class _Lowering:
                 f"{where}: only flatten(x, 1) (all but the batch) is lowered; use start_dim=1"
             )
         shape = self.shape(arg)
+        if len(shape) == 3 and all(
+            u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear) for u in n.users
+        ):  # flatten + Linear: one Conv2d whose kernel is the whole map, batch-safe in every importer
+            return ("flat", self.sources(arg, where, scaled=True), shape)
         src = self.sources(arg, where)
-        if (
-            len(shape) == 3
-            and shape[1:] == (1, 1)
-            and all(
-                u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), nn.Linear)
-                for u in n.users
-            )
-        ):
-            return ("flat11", src)
         node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
         return self.add(n.name, node, src)
 
@@ -419,7 +473,9 @@ def _check_plain(model: nn.Module, what: str) -> None:
         )
 
 
-def _lower(model: nn.Module, example_input: Tensor, dt: float) -> tuple[nir.NIRGraph, list[tuple[str, str]]]:
+def _lower(
+    model: nn.Module, example_input: Tensor, dt: float, portable: bool = False
+) -> tuple[nir.NIRGraph, list[tuple[str, str]]]:
     """Trace a single-step copy (``nir_step`` if the class has it) and lower it; also the folded pairs."""
     net = copy.deepcopy(model).cpu().float().eval()
     functional.set_step_mode(net, "s")
@@ -431,7 +487,7 @@ def _lower(model: nn.Module, example_input: Tensor, dt: float) -> tuple[nir.NIRG
     graph = tracer.trace(net)
     gm = fx.GraphModule(tracer.root, graph)
     shapes = _shapes(gm, example_input.detach().cpu().float())
-    lowering = _Lowering(gm, shapes, dt)
+    lowering = _Lowering(gm, shapes, dt, portable)
     return lowering.run(), lowering.folded
 
 
@@ -467,6 +523,7 @@ def export_nir(
     *,
     dt: float = 1e-4,
     T: int | None = None,
+    portable: bool = False,
 ) -> nir.NIRGraph:
     """Export a finalized or compacted spiking network as a NIR graph (and write it to ``path``).
 
@@ -478,6 +535,12 @@ def export_nir(
         path: HDF5 file to write (with its SHA-256 in ``<path>.sha256``), or None; its folder must exist.
         dt: simulation time step in seconds (sets IF's ``r = 1/dt`` and LIF's ``tau = τ·dt``).
         T: time steps, recorded in the metadata; default the model's ``T`` attribute.
+        portable: emit only what outside importers run unmodified (see ``snnprune/docs/nir.md``): time in
+            steps (``dt = 1``: IF ``r = 1``, LIF ``tau`` in steps, ``r = 1``, the input gain of a LIF
+            without ``decay_input`` folded into the layer feeding it; the ``dt`` argument is not used),
+            average pooling as ``SumPool2d`` with its
+            1/k² folded into the next ``Conv2d`` / ``Linear`` (in float64), and a file without
+            ``v_reset`` (always 0 here), which ``nir`` 1.0.4 (Sinabs' pin) can read.
 
     Returns:
         The ``nir.NIRGraph``; its metadata holds ``T``, ``dt``, ``input_encoding`` and ``output_rule``.
@@ -501,8 +564,9 @@ def export_nir(
                 f"export_nir: the model's {name!r} holds non-finite values (NaN or inf); export a model whose "
                 "weights are all finite"
             )
+    dt = 1.0 if portable else float(dt)
     try:
-        out, _ = _lower(model, example_input, float(dt))
+        out, _ = _lower(model, example_input, dt, portable)
     except RuntimeError as exc:  # the shape pass: an input the model cannot take
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise ValueError(
@@ -511,7 +575,12 @@ def export_nir(
         ) from None
     out.metadata = {
         "T": int(T),
-        "dt": float(dt),
+        "dt": dt,
+        "time": (
+            "discrete: one step per dt = 1, LIF tau in steps, IF r = 1"
+            if portable
+            else "Euler steps of dt seconds: IF r = 1/dt, LIF tau = steps * dt"
+        ),
         "input_encoding": "the same input at every one of the T steps",
         "output_rule": "mean over the T steps of the output node",
         "producer": "snnprune.export_nir",
@@ -520,7 +589,9 @@ def export_nir(
         from snnprune import files
 
         nir.write(str(path), out)
-        files.write_digest(path)  # so verify_nir refuses a damaged copy
+        if portable:
+            _drop_v_reset(path)
+        files.write_digest(path)  # after the last change to the bytes, so verify_nir refuses a damaged copy
     return out
 
 
@@ -533,6 +604,17 @@ def _check_destination(path: Path) -> None:
         raise ValueError(f"path: the folder {str(folder)!r} does not exist; create it or write elsewhere")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"path: {str(path)!r} cannot be written (permission denied); write elsewhere")
+
+
+def _drop_v_reset(path: str | Path) -> None:
+    """Remove the (all-zero) ``v_reset`` of every neuron from a written file: ``nir`` 1.0.4's ``IF`` and
+    ``LIF`` have no such field and refuse the file, nir 1.0.8 fills in zeros."""
+    import h5py  # nir's own dependency
+
+    with h5py.File(path, "r+") as f:
+        for node in f["node"]["nodes"].values():
+            if "v_reset" in node:
+                del node["v_reset"]
 
 
 def nir_nonzeros(graph: nir.NIRGraph) -> int:

@@ -1,11 +1,13 @@
-"""Re-import a NIR graph in SpikingJelly, snnTorch and Norse and compare it with the source model.
+"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse and Sinabs and compare it with the source model.
 
-Each framework's own converters build the modules; they run on nirtorch's graph executor
-(``nirtorch.nir_to_torch``, which sums the incoming edges of a node and executes in topological order).
-Where an importer has no converter for a node the exporter emits (``Threshold`` and ``Scale`` for
-AND/IAND and max-pool, ``SumPool2d`` with padding), the converters below are registered and the row says
-so in ``added``. Norse's own ``from_nir`` runs residual graphs in the wrong order (it uses the deprecated
-depth-first ``nirtorch.load``), so Norse's node converter runs on nirtorch's executor instead.
+Two kinds of rows. A row named after a framework (``"norse"``) runs that framework's *public* importer
+unmodified, as a user deploying the file would: what it reports is what that user gets. A row named
+``"<framework>+snnprune"`` runs the framework's own node converters with snnprune's help, listed in its
+``added``: converters for the nodes the importer lacks (``Threshold`` and ``Scale`` for AND/IAND and
+max-pool, ``SumPool2d`` with padding), thresholds one float32 step down where the framework spikes on
+v > θ, and nirtorch's graph executor (``nirtorch.nir_to_torch``, which sums the incoming edges of a node and
+executes in topological order) where the public importer uses the deprecated depth-first ``nirtorch.load``,
+which runs residual graphs in the wrong order (Norse, Sinabs).
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from tqdm.auto import tqdm
 
 from .nir_export import check_dt_T, fold_batchnorm
 
-__all__ = ["FRAMEWORKS", "format_rows", "verify_nir"]
+__all__ = ["FRAMEWORKS", "PUBLIC", "format_rows", "verify_nir"]
 
-FRAMEWORKS: tuple[str, ...] = ("spikingjelly", "snntorch", "norse")
+PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs")
+"""The frameworks whose public importer runs unmodified (one row each)."""
+FRAMEWORKS: tuple[str, ...] = (*PUBLIC, "spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
+"""Every row :func:`verify_nir` can produce: the public importers, then those helped by snnprune."""
 
 
 class _Threshold(nn.Module):
@@ -92,12 +97,41 @@ SOURCE_NOTE = (
 )
 
 
+def _public_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    from spikingjelly.activation_based.nir_exchange import from_nir
+
+    return from_nir.import_from_nir(graph, dt=dt), []
+
+
+def _public_snntorch(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    from snntorch import import_nir
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a warning per LIF layer
+        return import_nir.import_from_nir(graph), []
+
+
+def _public_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    from norse.torch import from_nir
+
+    return from_nir(graph, ignore_warnings=True, dt=dt), []
+
+
+def _public_sinabs(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    try:
+        import sinabs
+    except ImportError as e:
+        raise ImportError(
+            "sinabs is not installed here (sinabs 3.1.3 pins nir<=1.0.4); run it in its own environment, "
+            "as scripts/nir_importers.py does"
+        ) from e
+    # one time step per call: the squeeze layers keep their state between calls
+    return sinabs.from_nir(graph, batch_size=None, num_timesteps=1), []
+
+
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from spikingjelly.activation_based.nir_exchange import from_nir
 
     added = _needs(graph)
-    if not added:
-        return from_nir.import_from_nir(graph, dt=dt), []
     # the importer's own node map (SpikingJelly exposes no public hook to extend it)
     node_map = {**from_nir._NodeMapper(dt=dt).map_dict, **_ADDED}
     return nirtorch.nir_to_torch(graph, node_map), added
@@ -108,8 +142,6 @@ def _load_snntorch(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]
 
     graph, added = _threshold_down(graph), [_STEP_DOWN, *_needs(graph)]
     with contextlib.redirect_stdout(io.StringIO()):  # its converter prints a warning per LIF layer
-        if len(added) == 1:
-            return import_nir.import_from_nir(graph), added
         convert = partial(import_nir._nir_to_snntorch_module, init_hidden=True)  # the importer's converter
         classes = (
             nir.Affine,
@@ -132,7 +164,15 @@ def _load_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
 
 
-_LOADERS = {"spikingjelly": _load_spikingjelly, "snntorch": _load_snntorch, "norse": _load_norse}
+_LOADERS = {
+    "spikingjelly": _public_spikingjelly,
+    "snntorch": _public_snntorch,
+    "norse": _public_norse,
+    "sinabs": _public_sinabs,
+    "spikingjelly+snnprune": _load_spikingjelly,
+    "snntorch+snnprune": _load_snntorch,
+    "norse+snnprune": _load_norse,
+}
 
 
 def _batches(data: Any, max_batches: int | None) -> Iterable[tuple[Tensor, Tensor | None]]:
@@ -235,11 +275,15 @@ def _imported(net: nn.Module, x: Tensor, T: int, names: list[str]) -> tuple[Tens
     for m in net.modules():  # snnTorch neurons with init_hidden keep their state inside
         if hasattr(m, "reset_hidden") and callable(m.reset_hidden):
             m.reset_hidden()
+    for m in net.modules():  # Sinabs layers keep their state inside
+        if hasattr(m, "reset_states") and callable(m.reset_states):
+            m.reset_states()
     state, outs = None, []
     try:
         with torch.no_grad():
             for _ in range(T):
-                out, state = net(x, state)
+                out = net(x, state)
+                out, state = out if isinstance(out, tuple) else (out, None)
                 outs.append(out.flatten(1))
     finally:
         for h in hooks:
@@ -265,7 +309,9 @@ def verify_nir(
             ResNet the logits of the mean over T; every neuron's spikes are recorded by hooks).
         data: a DataLoader (or any iterable) of ``(x, y)`` batches, one ``(x, y)`` pair, or a tensor
             ``x`` (no top-1 then); ``x`` is one time step's input, fed at every step.
-        frameworks: which of ``"spikingjelly"``, ``"snntorch"``, ``"norse"`` to run.
+        frameworks: which rows of :data:`FRAMEWORKS` to run: a public importer unmodified
+            (``"spikingjelly"``, ``"snntorch"``, ``"norse"``, ``"sinabs"``) or one helped by snnprune
+            (``"norse+snnprune"``, ...; see the module docstring).
         max_batches: stop after this many batches (None: all).
         progress: tqdm bars (on stderr) over the frameworks and over the batches of each row.
 
@@ -279,8 +325,8 @@ def verify_nir(
     Returns:
         One dict for the source model, then one per framework: ``framework``, ``loaded`` (bool), ``spike_mismatches`` (int, over every
         neuron of the model and every step; None if it did not run), ``max_abs_diff`` (float, outputs),
-        ``top1`` (percent, None without labels), ``added`` (converters registered here, with their node
-        types) and ``reason`` (why it could not load or run, else None). A framework that fails is a row
+        ``top1`` (percent, None without labels), ``added`` (what snnprune changed for a ``+snnprune``
+        row: converters with their node types, thresholds, executor; empty for a public row) and ``reason`` (why it could not load or run, else None). A framework that fails is a row
         with its reason, never an exception.
 
     Raises:
@@ -362,7 +408,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     Args:
         rows: the list :func:`verify_nir` returned.
     """
-    head = f"{'framework':<13} {'loaded':<6} {'spike mismatches':>16} {'max |Δ out|':>11} {'top-1':>6}  notes"
+    head = f"{'framework':<21} {'loaded':<6} {'spike mismatches':>16} {'max |Δ out|':>11} {'top-1':>6}  notes"
     lines = [head, "-" * len(head)]
     for r in rows:
         mism = "-" if r["spike_mismatches"] is None else str(r["spike_mismatches"])
@@ -371,5 +417,5 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         notes = r["reason"] or (("added: " + ", ".join(r["added"])) if r["added"] else "")
         if r["framework"] == "source model" and not r["reason"]:
             notes = SOURCE_NOTE
-        lines.append(f"{r['framework']:<13} {r['loaded']!s:<6} {mism:>16} {diff:>11} {top1:>6}  {notes}")
+        lines.append(f"{r['framework']:<21} {r['loaded']!s:<6} {mism:>16} {diff:>11} {top1:>6}  {notes}")
     return "\n".join(lines)
