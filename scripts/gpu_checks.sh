@@ -13,7 +13,10 @@
 # name, limit, rc, seconds, files) and a README.md listing them; with PACK set, DEST is also packed into
 # that .tar.gz after every step (what a cut-off call still brings back).
 #
-# Usage (repository root; CuPy, SpikingJelly, nir, nirtorch, snntorch and norse importable):
+# Usage (repository root; CuPy, SpikingJelly, nir, nirtorch, snntorch, norse and mlxtend importable: on a
+# machine whose image has torch, CuPy, pytest-xdist and pytest-timeout but not the others, install their
+# wheels first, e.g. `pip install --no-index --no-deps --target /tmp/site wheels/*.whl` and
+# PYTHONPATH=/tmp/site):
 #   bash scripts/gpu_checks.sh                                   # DEST=benchmarks/<UTC date>_<gpu>
 #   PACK=$OUT/gpu_results.tar.gz STEPS="sew compact" bash scripts/gpu_checks.sh
 set -u

@@ -343,6 +343,39 @@ def test_model_checkpoint_without_pruner_state_raises_instead_of_restarting(meth
     assert fresh_pruner.step_count == 6
 
 
+@pytest.mark.parametrize("method", [m for m in THRESHOLD_KWARGS if m != "dense"])
+def test_resume_where_the_default_device_is_not_the_models(method):
+    """A CPU model restored and stepped while the default device is ``meta`` (as a GPU model under a CPU
+    default, or a CPU model under ``torch.set_default_device("cuda")``): every tensor the pruner makes is
+    on the weights' device, so thresholds read back equal and the next steps run."""
+    kwargs = {"total_steps": 8, **THRESHOLD_KWARGS[method]}
+    model = _net()
+    pruner = sparsify(model, method, **kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner.bind(opt)
+    _train_steps(model, pruner, opt, None, 4)
+    fresh = _net(seed=1)
+    g = torch.Generator().manual_seed(5)
+    batches = [
+        (torch.randn(8, 2, 6, 6, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(2)
+    ]
+    with torch.device("meta"):
+        fresh_pruner = sparsify(fresh, method, **kwargs)
+        fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
+        fresh_pruner.bind(fresh_opt)
+        fresh.load_state_dict(model.state_dict())
+        fresh_pruner.load_state_dict(pruner.state_dict())
+        assert fresh_pruner.get_last_threshold() == pruner.get_last_threshold()
+        for net, pr, op in ((fresh, fresh_pruner, fresh_opt), (model, pruner, opt)):
+            for x, y in batches:
+                op.zero_grad()
+                (nn.functional.cross_entropy(net(x), y) + pr.regularization()).backward()
+                op.step()
+                pr.step()
+        assert fresh_pruner.get_last_threshold() == pruner.get_last_threshold()
+    assert all(t.device.type == "cpu" for t in fresh.state_dict().values())
+
+
 @pytest.mark.parametrize("method", ["str", "ltp"])
 def test_learned_thresholds_continue_from_the_model(method):
     model = _net()

@@ -124,6 +124,25 @@ def test_resume_keeps_the_best_top1_of_the_epochs_before_it(sew, tmp_path):
     assert (run / "best.pth").read_bytes() == best
 
 
+def test_datasets_stay_on_the_cpu_whatever_the_default_device():
+    """Under another default device (``meta`` here, ``cuda`` after ``torch.set_default_device``) the data
+    is still host memory, as DataLoader workers and pinned memory need."""
+    import numpy as np
+
+    from snnprune.training import data
+
+    data._embedded_mnist.cache_clear()
+    try:
+        with torch.device("meta"):
+            train, test, _, _ = data.build_datasets(argparse.Namespace(dataset="embedded_mnist"))
+            frames = data._to_float_tensor(np.zeros((2, 2, 3, 3)))
+        (x, y), (xt, _) = train[0], test[0]
+        assert {x.device.type, y.device.type, xt.device.type, frames.device.type} == {"cpu"}
+        assert x.shape == (1, 28, 28) and float(x.std()) > 0
+    finally:
+        data._embedded_mnist.cache_clear()
+
+
 def test_test_only_reproduces_final_accuracy(ann, tmp_path):
     summary = ann.main(["--method", "slats", *TINY, "--output-dir", str(tmp_path)])
     ckpt = Path(summary["run_dir"]) / "checkpoint.pth"

@@ -322,7 +322,8 @@ class Pruner:
         try:
             for name, module in layers.items():
                 weight = module.weight  # the Parameter itself until this layer is parametrized
-                parametrization = self.make_parametrization(name, module)
+                with torch.device(weight.device):  # its tensors where the weight is, whatever the default
+                    parametrization = self.make_parametrization(name, module)
                 if parametrization is not None:
                     if id(weight) in owners:
                         raise ValueError(

@@ -178,5 +178,9 @@ class GMPPruner(Pruner):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         current, thresholds = float(state["current_sparsity"]), state["thresholds"]
         self.current_sparsity = current
-        self._thresholds = {n: torch.tensor(float(t)) for n, t in thresholds.items() if t > 0}
+        self._thresholds = {  # on the weights' device, like the ones the mask updates compute
+            n: torch.tensor(float(t), device=self.layers[n].parametrizations.weight.original.device)
+            for n, t in thresholds.items()
+            if t > 0 and n in self.layers
+        }
         self._cache = None

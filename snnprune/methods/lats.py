@@ -156,7 +156,7 @@ class ScheduledThresholdPruner(Pruner):
     def _model_state_mismatch(self) -> str | None:
         for module in self._attached:
             buf = module.parametrizations.weight[0].threshold
-            want = torch.tensor(self._threshold, dtype=buf.dtype)
+            want = torch.tensor(self._threshold, dtype=buf.dtype, device=buf.device)
             if not bool((buf == want).all()):
                 return (
                     f"threshold {float(buf.max()):.6g} in the model, {self._threshold:.6g} in the pruner "

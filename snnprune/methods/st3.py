@@ -320,7 +320,8 @@ class ST3Pruner(Pruner):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         t = state["global_threshold"]
-        self._global = None if t is None else torch.tensor(t)
+        device = next(iter(self.layers.values())).parametrizations.weight.original.device
+        self._global = None if t is None else torch.tensor(t, device=device)  # where _update puts it
         t = 0.0 if t is None else t
         for n, module in self.layers.items():
             module.parametrizations.weight[0].threshold.fill_(t * self.sigmas[n])

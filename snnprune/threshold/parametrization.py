@@ -113,7 +113,11 @@ class SoftThreshold(nn.Module):
             )
         self.threshold.fill_(value)
         if self.threshold.numel() == 1:
-            self._scalar = (self.threshold._version, float(torch.tensor(value, dtype=self.threshold.dtype)))
+            # the float rounded to the buffer's dtype on the host (no device tensor, no sync)
+            self._scalar = (
+                self.threshold._version,
+                float(torch.tensor(value, dtype=self.threshold.dtype, device="cpu")),
+            )
 
     def _threshold_arg(self) -> Tensor | float:
         """The scalar as a Python float while the buffer still holds what :meth:`set_threshold` wrote.

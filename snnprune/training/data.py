@@ -44,8 +44,9 @@ class DataError(RuntimeError):
 
 
 def _to_float_tensor(frames: Any) -> torch.Tensor:
-    """Event frames (NumPy ``[T, 2, H, W]``) to a float32 tensor."""
-    return torch.as_tensor(np.asarray(frames), dtype=torch.float32)
+    """Event frames (NumPy ``[T, 2, H, W]``) to a float32 CPU tensor (data stays on the host, whatever the
+    default device; the loop moves each batch)."""
+    return torch.as_tensor(np.asarray(frames), dtype=torch.float32, device="cpu")
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,9 +61,9 @@ def _embedded_mnist(test_size: int = 1000, seed: int = 0) -> tuple[Dataset, Data
     idx_train, idx_test = train_test_split(
         np.arange(len(y)), test_size=test_size, stratify=y, random_state=seed, shuffle=True
     )
-    images = torch.as_tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    images = torch.as_tensor(x, dtype=torch.float32, device="cpu").reshape(-1, 1, 28, 28) / 255.0
     images = (images - _MNIST_MEAN) / _MNIST_STD
-    labels = torch.as_tensor(y, dtype=torch.long)
+    labels = torch.as_tensor(y, dtype=torch.long, device="cpu")
     train = TensorDataset(images[idx_train], labels[idx_train])
     test = TensorDataset(images[idx_test], labels[idx_test])
     return train, test
