@@ -216,6 +216,36 @@ def test_upgrade_checkpoint_is_the_one_step_for_a_trusted_old_checkpoint(copy, r
     assert reloaded.pruner.step_count == snnprune.load_run(run).pruner.step_count
 
 
+def _as_if_saved_on_cuda(path: Path) -> None:
+    """Rewrite a ``torch.save`` file so that every storage says it was saved on ``cuda:0``."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        items = [(info, zin.read(info.filename)) for info in zin.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zout:
+        for info, data in items:
+            if info.filename.endswith("data.pkl"):
+                assert b"X\x03\x00\x00\x00cpu" in data
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            zout.writestr(info, data)
+    path.write_bytes(buf.getvalue())
+    files.write_digest(path)
+
+
+def test_a_checkpoint_saved_on_cuda_loads_on_the_cpu(copy, run):
+    _as_if_saved_on_cuda(copy / "checkpoint.pth")
+    if not torch.cuda.is_available():  # what a plain torch.load would do here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(copy / "checkpoint.pth", weights_only=True)
+    loaded, original = snnprune.load_run(copy), snnprune.load_run(run)
+    for (k, v), w in zip(
+        loaded.model.state_dict().items(), original.model.state_dict().values(), strict=True
+    ):
+        assert v.device.type == "cpu" and torch.equal(v, w), k
+
+
 # ------------------------------------------------------------------------------------- the scripts' load paths
 def _argv(case: str, folder: Path) -> list[str]:
     ckpt = str(folder / "checkpoint.pth")

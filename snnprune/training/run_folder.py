@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -195,6 +196,8 @@ class RunLock:
             except FileNotFoundError:  # the folder was removed by a run that just ended: again
                 continue
             except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+                    raise
                 raise ConfigError(
                     f"--run-name: {str(self.path)!r} is not a regular file the run can lock ({exc.strerror}: "
                     f"a symlink or another kind of file); remove it or pick another --run-name"

@@ -150,9 +150,10 @@ def load_run(
     """Rebuild a trained model from its run folder (the one way: the engine, the figure scripts and the
     README use it).
 
-    The model is built from the builder record of ``config.json`` (see the module docstring), the run's
-    method is attached with the configuration saved in the checkpoint, and the checkpoint's model and
-    pruner states are loaded.
+    The model is built from the builder record of ``config.json`` by its declared builder (see the module
+    docstring: import the package that declares it first, e.g. ``import models``), the run's method is
+    attached with the configuration saved in the checkpoint, and the checkpoint's model and pruner states
+    are loaded (``weights_only=True``: the folder is data, loading it runs no code).
 
     Args:
         path: a run folder (its ``checkpoint.pth``, the final state that ``summary.json`` describes) or a
@@ -169,8 +170,11 @@ def load_run(
 
     Raises:
         ConfigError: no such folder, no or a damaged ``config.json``, no builder record and no ``builder``,
-            no ``model_compact.pth`` for ``compact=True``.
-        CheckpointError: a missing, corrupt or mismatching checkpoint.
+            a record naming an undeclared builder or keywords it does not take, no ``model_compact.pth``
+            for ``compact=True``.
+        CheckpointError: a missing, corrupt or mismatching checkpoint, or one that needs pickle to load.
+        CorruptFileError: a damaged ``model_compact.pth`` (:class:`~snnprune.files.UnsafeFileError`: one
+            that needs pickle).
     """
     import snnprune
     from snnprune.structured import load_compact
