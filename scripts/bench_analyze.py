@@ -4,7 +4,10 @@ Runs SEW ResNet-18 (small stem, from the ``models`` registry) on the embedded MN
 5,000 digits, offline) and times, on the same batches:
 
 * ``eval``: ``model.eval()``, ``torch.no_grad()``, ``reset_net`` + forward per batch;
-* ``analyze``: ``snnprune.analyze(model, loader, progress=False)`` (hooks, exact SOP counting).
+* ``analyze``: ``snnprune.analyze(model, loader, progress=False)`` (hooks, exact SOP counting);
+* with ``--neurobench``, also ``analyze(..., convention="neurobench")`` and NeuroBench 2.3.0's own
+  ``Benchmark`` (``snnprune.interop.neurobench.benchmark``, SynapticOperations and ActivationSparsity) on
+  the same batches, interleaved with the others.
 
 Prints a table and writes JSON (``--out``). Target: ``analyze`` at most 2.5x the plain evaluation.
 
@@ -54,6 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", choices=("mnist", "random"), default="mnist")
     p.add_argument("--out", default="bench_analyze.json", help="JSON output path")
+    p.add_argument(
+        "--neurobench", action="store_true", help="also time convention='neurobench' and NeuroBench itself"
+    )
     return p
 
 
@@ -112,11 +118,18 @@ def main(argv: list[str] | None = None) -> dict:
     _plain_eval(model, [next(iter(loader))], device)  # warm-up
     analyze(model, loader, max_batches=1, progress=False)  # warm-up
     last: dict[str, Any] = {}  # the report of the last analyze run
+    fns = {
+        "eval": lambda: _plain_eval(model, loader, device),
+        "analyze": lambda: last.update(report=analyze(model, loader, progress=False)),
+    }
+    if args.neurobench:
+        from snnprune.interop.neurobench import benchmark
+
+        nb_metrics = ["SynapticOperations", "ActivationSparsity"]
+        fns["analyze_neurobench"] = lambda: analyze(model, loader, progress=False, convention="neurobench")
+        fns["neurobench"] = lambda: benchmark(model, loader, nb_metrics)
     times = time_calls(
-        {
-            "eval": lambda: _plain_eval(model, loader, device),
-            "analyze": lambda: last.update(report=analyze(model, loader, progress=False)),
-        },
+        fns,
         args.repeats,
         device=device,
         clock=time.perf_counter,  # wall time of the whole pass, host work included
@@ -167,6 +180,19 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
     print(f"analyze / eval = {ratio:.2f}x (target <= 2.5x: {'OK' if ratio <= 2.5 else 'MISSED'})")
+    if args.neurobench:
+        t_nba, t_nb = statistics.median(times["analyze_neurobench"]), statistics.median(times["neurobench"])
+        result.update(
+            analyze_neurobench_s=t_nba,
+            neurobench_s=t_nb,
+            analyze_neurobench_runs_s=times["analyze_neurobench"],
+            neurobench_runs_s=times["neurobench"],
+            analyze_neurobench_over_neurobench=t_nba / t_nb,
+        )
+        print(
+            f"analyze(convention='neurobench') {t_nba:.3f} s (min {min(times['analyze_neurobench']):.3f}), "
+            f"NeuroBench Benchmark {t_nb:.3f} s (min {min(times['neurobench']):.3f}): {t_nba / t_nb:.2f}x"
+        )
     print(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:

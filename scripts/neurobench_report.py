@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import snnprune  # noqa: E402
-from snnprune.analysis.analyze import footprint_bytes  # noqa: E402
+from snnprune.analysis import footprint_bytes  # noqa: E402
 
 __all__ = ["get_parser", "main", "rows"]
 

@@ -102,13 +102,14 @@ def test_neurobench_convention_equals_neurobench(name):
     assert t["footprint_bytes"] == ref["Footprint"]
     assert round(t["sparsity"], 4) == ref["ConnectionSparsity"]
     assert 0.3 < t["sparsity"] < 0.7 or name == "compacted"
+    # ActivationSparsity over the spiking neurons, or the ReLUs of the ANN
+    assert t["activation_sparsity"] == pytest.approx(ref["ActivationSparsity"], rel=1e-9)
+    assert 0.0 < t["activation_sparsity"] < 1.0
     if name == "ann":
-        assert ops["Effective_ACs"] == 0 and t["activation_sparsity"] is None
+        assert ops["Effective_ACs"] == 0 and t["firing_rate"] is None
     else:
         # spikes and counts both present, so the per-call rule is exercised
         assert ops["Effective_ACs"] > 0 and ops["Effective_MACs"] > 0
-        assert t["activation_sparsity"] == pytest.approx(ref["ActivationSparsity"], rel=1e-9)
-        assert 0.0 < t["activation_sparsity"] < 1.0
         assert t["activation_sparsity"] == pytest.approx(1.0 - t["firing_rate"], rel=1e-9)
 
 
@@ -340,3 +341,18 @@ def test_report_script_side_by_side_on_a_tiny_run(sew, tmp_path, capsys):
     for metric, ours, theirs in table:
         assert ours == pytest.approx(theirs, rel=1e-6), metric
     assert "20 test samples in 2 batches" in out and "parametrizations attached" in out
+
+
+def test_footprint_counts_what_the_module_holds():
+    import copy
+
+    from snnprune.analysis import footprint_bytes
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2, bias=False))
+    # hand count, 4-byte floats: 4*3 + 3 + 2*3 params, BN 3 + 3 params and 3 + 3 buffers + int64 counter
+    assert footprint_bytes(model) == 4 * (12 + 3 + 6 + 6 + 6) + 8
+    for layer in (model[0], model[2]):
+        snnprune.register_soft_threshold(layer, threshold=0.1)
+    # attached: the `original` weights replace the weights, plus one float32 threshold per layer
+    assert footprint_bytes(model) == 4 * (12 + 3 + 6 + 6 + 6) + 8 + 2 * 4
+    assert footprint_bytes(snnprune.finalize(copy.deepcopy(model))) == 4 * (12 + 3 + 6 + 6 + 6) + 8

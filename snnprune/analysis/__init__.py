@@ -1,6 +1,7 @@
 """Analytics: spikes, sparsity, synaptic operations (SOPs), MACs and energy of SNNs and ANNs.
 
 * :func:`analyze` runs a model over data with forward hooks and returns a :class:`Report`;
+  :func:`footprint_bytes` is its (and NeuroBench's) Footprint of a model;
 * :func:`compare` puts an ANN report and an SNN report side by side;
 * :class:`EnergyModel` holds the per-operation and per-access energy (45 nm, Horowitz 2014; FP32
   compute-only default; memory-aware presets ``"lemaire"``, ``"yan-neuromorphic"``, ``"yan-accelerator"``);
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from .analyze import analyze
+from .analyze import analyze, footprint_bytes
 from .compare import Comparison, ann_baselines, break_even, compare, energy_at_rate
 from .energy import ENERGY_PRESETS, EnergyModel, quantized_activation_bits
 from .report import CONVENTIONS, Report
@@ -26,5 +27,6 @@ __all__ = [
     "break_even",
     "compare",
     "energy_at_rate",
+    "footprint_bytes",
     "quantized_activation_bits",
 ]

@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 from snnprune.analysis.spikes import is_neuron
 from snnprune.threshold.parametrization import PRUNABLE_TYPES
 
-__all__ = ["SYNAPTIC_TYPES", "Collector", "layer_kind"]
+__all__ = ["ACTIVATION_TYPES", "SYNAPTIC_TYPES", "Collector", "layer_kind"]
 
 #: Module types whose weights are synapses (subclasses included, e.g. ``spikingjelly.activation_based.layer``):
 #: the layers the thresholding core prunes.
@@ -53,14 +53,22 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
+#: Activation modules whose zero outputs count in ``activation_sparsity`` besides the spiking neurons
+#: (NeuroBench 2.3.0's ``SUPPORTED_ACTIVATIONS``).
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Sigmoid)
+
+
 def layer_kind(module: nn.Module) -> str | None:
-    """Row kind of a module: ``conv``, ``linear``, ``neuron``, ``norm``, ``other`` or ``None`` (no row)."""
+    """Row kind of a module: ``conv``, ``linear``, ``neuron``, ``activation``, ``norm``, ``other`` or ``None``
+    (no row)."""
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, SYNAPTIC_TYPES):
         return "conv"
     if is_neuron(module):
         return "neuron"
+    if isinstance(module, ACTIVATION_TYPES):
+        return "activation"
     if isinstance(module, _NORM_TYPES):
         return "norm"
     return "other"
@@ -208,6 +216,7 @@ class Collector:
                 row.acc = torch.zeros(len(_ACC), dtype=torch.float64, device=w.device)
             if kind == "neuron":
                 row.spikes = zero.clone()
+            if kind in ("neuron", "activation"):
                 row.nonzero_out = zero.clone()
             self.rows.append(row)
 
@@ -219,6 +228,8 @@ class Collector:
                 self.handles.append(row.module.register_forward_hook(self._synaptic_hook(row)))
             elif row.kind == "neuron":
                 self.handles.append(row.module.register_forward_hook(self._neuron_hook(row)))
+            elif row.kind == "activation":
+                self.handles.append(row.module.register_forward_hook(self._activation_hook(row)))
             elif row.kind == "norm" and isinstance(row.module, nn.modules.batchnorm._BatchNorm):
                 self.handles.append(row.module.register_forward_hook(self._norm_hook(row)))
 
@@ -420,6 +431,15 @@ class Collector:
 
         return hook
 
+    def _activation_hook(self, row: _Row):
+        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
+            if isinstance(output, Tensor):
+                row.calls += 1
+                row.nonzero_out += torch.count_nonzero(output.detach()).to(torch.float64)
+                row.elems += output.numel()
+
+        return hook
+
     def end_batch(self, samples: int) -> None:
         """Account for one finished batch of ``samples`` samples."""
         self.samples += samples
@@ -437,6 +457,7 @@ class Collector:
                 tensors.append(row.weight_nonzero.reshape(1).to(self.device))
             if row.spikes is not None:
                 tensors.append(row.spikes.reshape(1).to(self.device))
+            if row.nonzero_out is not None:
                 tensors.append(row.nonzero_out.reshape(1).to(self.device))
         flat = torch.cat(tensors).cpu().tolist()
         self.nonfinite_batch = round(flat[0]) if flat[0] >= 0 else None
@@ -485,7 +506,10 @@ class Collector:
             if row.kind == "norm" and row.calls:
                 raw.update(norm_macs=row.norm_macs, calls=row.calls)
             if row.spikes is not None:
-                raw.update(spikes=flat[i], nonzero_out=flat[i + 1], elems=row.elems, neurons=row.neurons)
-                i += 2
+                raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons)
+                i += 1
+            if row.nonzero_out is not None:
+                raw.update(nonzero_out=flat[i], elems=row.elems, calls=row.calls)
+                i += 1
             out.append(raw)
         return out

@@ -218,15 +218,19 @@ def build_report(
         if "spikes" in raw:
             row.update(
                 firing_rate=raw["spikes"] / raw["elems"] if raw["elems"] else None,
-                activation_sparsity=1.0 - raw["nonzero_out"] / raw["elems"] if raw["elems"] else None,
                 neurons=raw["neurons"],
                 spikes=raw["spikes"] / samples,
-                nonzero_out=raw["nonzero_out"] / samples,
                 access={
                     "neuron_steps": raw["elems"] / samples,
                     "neurons": raw["neurons"],
                     "spikes": raw["spikes"] / samples,
                 },
+            )
+        if "nonzero_out" in raw:
+            row.update(
+                activation_sparsity=1.0 - raw["nonzero_out"] / raw["elems"] if raw["elems"] else None,
+                nonzero_out=raw["nonzero_out"] / samples,
+                activations=raw["elems"] / samples,
             )
         if "norm_macs" in raw and convention == "spikingjelly":
             row.update(macs=raw["norm_macs"] / samples, sops=0.0, calls=raw["calls"])
@@ -244,7 +248,8 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
     w_nonzero = sum(r.get("weight_nonzero", 0) for r in layers)
     neuron_rows = [r for r in layers if r["kind"] == "neuron" and r["firing_rate"] is not None]
     n_neurons = sum(r["neurons"] for r in neuron_rows)
-    neuron_steps = sum(r["access"]["neuron_steps"] for r in neuron_rows if "access" in r)
+    active = [r for r in layers if r["kind"] in ("neuron", "activation") and r.get("activations")]
+    outputs = sum(r["activations"] for r in active)
     totals.update(
         sparsity=1.0 - w_nonzero / w_numel if w_numel else 0.0,
         model_sparsity=1.0 - totals["nonzero_params"] / totals["params"] if totals["params"] else 0.0,
@@ -253,11 +258,7 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
         ),
         neurons=n_neurons,
         spikes=sum(r["spikes"] for r in neuron_rows),
-        activation_sparsity=(
-            1.0 - sum(r["nonzero_out"] for r in neuron_rows) / neuron_steps
-            if neuron_steps and all("nonzero_out" in r for r in neuron_rows)
-            else None
-        ),
+        activation_sparsity=(1.0 - sum(r["nonzero_out"] for r in active) / outputs if outputs else None),
         footprint_bytes=meta.get("footprint_bytes"),
         dense_energy_pj=energy.energy_pj(macs=totals["dense_macs"]),
         sops_per_step=totals["sops"] / t,
@@ -280,9 +281,11 @@ class Report:
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
     ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
     ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples``, ``time_steps``,
-    ``activation_sparsity`` (zero outputs / outputs over all spiking neurons; None without neurons) and
-    ``footprint_bytes`` (parameters and buffers; None in reports written before it existed). Neuron rows
-    have ``activation_sparsity`` and ``nonzero_out`` (non-zero outputs per sample) too.
+    ``activation_sparsity`` (zero outputs / outputs over all spiking neurons and ``nn.ReLU``/``nn.Sigmoid``
+    modules, NeuroBench's ActivationSparsity; None without them) and ``footprint_bytes`` (parameters and
+    buffers; None in reports written before it existed). Neuron rows and ``activation`` rows (ReLU,
+    Sigmoid) have ``activation_sparsity``, ``nonzero_out`` and ``activations`` (non-zero and all outputs per
+    sample).
     ``report.meta`` says which energy model, convention, T and data were used.
 
     Energy columns (rows where energy applies: synaptic layers; neurons when the model charges memory;
