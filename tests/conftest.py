@@ -11,6 +11,13 @@ import pytest
 from helpers import ROOT, load_script
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The README walk (``tests/test_docs.py``) runs first: its first block is the quick start, which a
+    newcomer runs before the suite."""
+    walk = [item for item in items if item.originalname == "test_readme_walk"]
+    items[:] = walk + [item for item in items if item.originalname != "test_readme_walk"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every test runs in an empty temporary folder: nothing a test writes by default (``./runs``) lands in

@@ -8,10 +8,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import load_script
 
 import snnprune
@@ -104,6 +107,89 @@ def test_readme_add_your_own_method_runs_as_written(tmp_path):
     finally:
         for name in set(snnprune.list_methods()) - names_before:
             unregister_method(name)
+
+
+# ------------------------------------------------------------------------------------------ the README walk
+# Every fenced block of the README, in order, as a newcomer pastes it: in a folder that stands for a fresh
+# checkout (its scripts/ is the checkout's; runs/ and figures/ are its own), each Python block in a fresh
+# interpreter, each shell command with a suffix that shortens the training. Not run: the install (the suite
+# runs in the installed environment), `ruff` and `python -m pytest` (the suite itself).
+SHORT_RUN = "--epochs 5 --limit-train-batches 1 --limit-test-batches 1 --analyze-batches 1"
+SHORT_SWEEP = (
+    "--kinds snn ann --methods dense --epochs 1 --limit-train-batches 1 "
+    "--extra='--limit-test-batches 1 --analyze-batches 1'"
+)
+NOT_RUN = re.compile(r"^(python3 -m venv|\. \.venv|pip install|ruff|python -m pytest)")
+
+
+def _readme_blocks() -> list[tuple[int, str, str]]:
+    """(line, language, text) of every fenced bash/python block of the README, in order."""
+    text = (ROOT / "README.md").read_text()
+    return [
+        (text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2))
+        for m in re.finditer(r"^```(bash|python)\n(.*?)^```", text, flags=re.S | re.M)
+    ]
+
+
+def _commands(block: str) -> list[str]:
+    """The shell commands of a bash block: continuation lines joined, comments dropped, ``&&`` chains split,
+    the install and lint steps left out; each training command with its shortening suffix."""
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        for part in re.sub(r"\s+#\s.*$", "", line).split(" && "):
+            part = part.strip()
+            if not part or NOT_RUN.match(part):
+                continue
+            suffix = SHORT_SWEEP if "sweep.py" in part else "" if "make_figures.py" in part else SHORT_RUN
+            commands.append(f"{shlex.quote(sys.executable)} {part.removeprefix('python ')} {suffix}".strip())
+    return commands
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that stands for a fresh checkout: the repository's scripts/, nothing else yet."""
+    folder = tmp_path_factory.mktemp("checkout")
+    (folder / "scripts").symlink_to(ROOT / "scripts", target_is_directory=True)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("line", "language", "block"), _readme_blocks(), ids=[f"README.md:{n}" for n, _, _ in _readme_blocks()]
+)
+def test_readme_walk(checkout, line, language, block):
+    """Each block exits 0; the ImageNet recipe (no data here) with the one-line refusal naming the data path."""
+    if language == "python":
+        name = "my_method.py" if "register_method" in block else f"readme_{line}.py"  # the README's name
+        (checkout / name).write_text(block)
+        commands = [f"{shlex.quote(sys.executable)} {name}"]
+    else:
+        commands = _commands(block)
+    for command in commands:
+        out = subprocess.run(command, shell=True, cwd=checkout, capture_output=True, text=True, timeout=600)
+        where = f"README.md:{line}: {command}\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+        if "/data/imagenet" in command:
+            err = out.stderr.strip().splitlines()
+            assert out.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), where
+            assert "--data-path: " in err[0] and "/data/imagenet" in err[0], where
+            if not torch.cuda.is_available():  # the recipe's --amp fp16 too, in the same line
+                assert "--amp: fp16 needs a CUDA device" in err[0], where
+        else:
+            assert out.returncode == 0, where
+
+
+def test_readme_walk_runs_every_block():
+    """The walk sees every block: the quick start first; every other training command names its own run
+    (a resumed one its stopped run's), so no example collides with the quick start or another."""
+    blocks = _readme_blocks()
+    commands = [c for _, language, b in blocks if language == "bash" for c in _commands(b)]
+    assert commands[0].endswith("scripts/train_sew.py --method lats " + SHORT_RUN)
+    training = [c for c in commands if "scripts/train_" in c or "train_sew import main" in c]
+    assert len(training) == 8 and "--run-name" not in training[0]
+    names = [re.search(r"--run-name (\S+)", c).group(1) for c in training[1:]]
+    resumed = [c for c in training if "--resume auto" in c]
+    assert len(set(names)) == len(names) - len(resumed) and "sew_resnet18_lats_D0.1" not in names
+    assert [language for _, language, _ in blocks].count("python") == 4
 
 
 # ----------------------------------------------------------------------------------------- the front door
