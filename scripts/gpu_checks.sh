@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA GPU, in one call, in order of importance:
 #   1. tests/test_neuron.py (kernel parity against SpikingJelly, CUDA graphs, autocast, SEW ResNet-18, the
-#      nvcc/NVRTC compile tests), then the other GPU tests (tests/test_gpu.py, tests/test_analysis.py);
+#      nvcc/NVRTC compile tests), then the other GPU tests (tests/test_gpu.py, tests/test_analysis.py, tests/test_nm.py);
 #   2. scripts/bench_neurons.py (IF, LIF, PLIF; fp32, fp16, bf16; T=4, 32x64x56x56);
 #   3. scripts/bench_sew_step.py (T=4, batch 32, 224 px, fp16 autocast + GradScaler): ours + LATS against
 #      SpikingJelly's own sew_resnet18, eager and torch.compile;
@@ -60,7 +60,7 @@ if wants tests; then
         -o addopts="" --junitxml="$OUT/logs/tests_neuron.xml"
 fi
 if wants gputests; then
-    step tests_gpu_other 70 $PY -m pytest -q -rfEs -m gpu tests/test_gpu.py tests/test_analysis.py -o addopts=""
+    step tests_gpu_other 70 $PY -m pytest -q -rfEs -m gpu tests/test_gpu.py tests/test_analysis.py tests/test_nm.py -o addopts=""
 fi
 if wants suite; then
     # the CPU tests of the training engine, methods and structured pruning, with CUDA as the default device
