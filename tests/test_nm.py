@@ -182,6 +182,7 @@ def test_sparse_file_round_trip_keeps_the_structure(tmp_path):
     assert sizes["sparse_bytes"] < sizes["dense_bytes"]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="semi-structured sparse kernels need CUDA")
 def test_semi_structured_kernel_matches_dense_on_cuda():
     """A 2:4 Linear pruned by LATS runs through ``to_sparse_semi_structured`` with the dense layer's output."""
