@@ -3,18 +3,20 @@ and pruning by every method (tiny sizes, CPU)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import expect_exit
 from spikingjelly.activation_based import functional
 from torch import nn
 
 import models
 import snnprune
 from snnprune import list_methods, sparsify
-
-torch.set_num_threads(2)
+from snnprune.interop.nir_export import NIRExportError
 
 TINY = dict(depth=1, embed_dim=16, num_heads=2, pooling="0011", num_classes=3, in_channels=1)
 
@@ -199,3 +201,129 @@ def test_every_method_prunes_every_linear_and_conv(name, method):
         torch.testing.assert_close(net(x), out)
     if method != "dense":
         assert snnprune.sparsity(net)["overall"] > 0
+
+
+# --------------------------------------------------------------------------------- analyze: product rows
+def _analyze_with_spikes(name: str, convention: str = "ours", **kw):
+    """analyze one batch and capture the Q, K, V spikes of block 0 in the same pass."""
+    torch.manual_seed(0)
+    net = _tiny(name, embed_dim=32, num_heads=4, **kw)
+    x = torch.rand(3, 1, 28, 28) * 3
+    seen = _capture(net, [f"block.0.attn.{n}_lif" for n in "qkv"])
+    report = snnprune.analyze(net, x, progress=False, convention=convention)
+    q, k, v = (_heads(seen[f"block.0.attn.{n}_lif"][-1], 4) for n in "qkv")
+    rows = {r["name"]: r for r in report.layers}
+    return report, rows, q, k, v
+
+
+def test_analyze_counts_spikformer_attention_by_hand():
+    report, rows, q, k, v = _analyze_with_spikes("spikformer_small")
+    kv, qkv = rows["block.0.attn.kv"], rows["block.0.attn.qkv"]
+    assert kv["kind"] == qkv["kind"] == "product"
+    n = 3  # samples
+    ktv = k.transpose(-2, -1) @ v  # [T, B, H, D/H, D/H] integer: co-firing counts
+    terms = ktv.numel() * k.shape[-2]  # every (i, token, j) pairing of K^T V is one AND
+    assert kv["ands"] == pytest.approx(terms / n)
+    assert kv["sops"] == pytest.approx(ktv.sum().item() / n)  # an accumulate where both fire
+    assert kv["macs"] == 0
+    out = q @ ktv  # integer x binary: counted by value
+    assert qkv["sops"] == pytest.approx(out.sum().item() / n)
+    assert qkv["macs"] == pytest.approx(out.numel() / n)  # the 0.125 scale: one multiply per output
+    binary = bool(((ktv == 0) | (ktv == 1)).all())  # the rule is decided per call on the values
+    assert qkv["ands"] == pytest.approx(out.numel() * ktv.shape[-2] / n if binary else 0)
+    assert report.totals["sops"] >= kv["sops"] + qkv["sops"]
+    e = snnprune.EnergyModel.resolve(None)
+    assert qkv["energy_pj"] == pytest.approx(qkv["sops"] * e.e_ac_pj + qkv["macs"] * e.e_mac_pj)
+    # SpikingJelly's SynOpCounter: binary x binary = sum of the product; binary x integer = nnz x columns
+    _, sj, q2, _, _ = _analyze_with_spikes("spikformer_small", "spikingjelly")
+    assert sj["block.0.attn.kv"]["sops"] == pytest.approx(kv["sops"])
+    assert sj["block.0.attn.qkv"]["sops"] == pytest.approx(q2.count_nonzero().item() * ktv.shape[-1] / n)
+    assert sj["block.0.attn.qkv"]["macs"] == 0
+    _, sy, *_ = _analyze_with_spikes("spikformer_small", "syops")
+    assert sy["block.0.attn.qkv"]["sops"] == sy["block.0.attn.qkv"]["macs"] == 0
+
+
+def test_analyze_counts_sdsa_by_hand():
+    _, rows, q, k, v = _analyze_with_spikes("sdt_small")
+    n = 3
+    kv, ksum, mask = rows["block.0.attn.kv"], rows["block.0.attn.kv_sum"], rows["block.0.attn.qkv"]
+    assert kv["ands"] == pytest.approx(k.numel() / n) and kv["sops"] == kv["macs"] == 0  # Hadamard: ANDs
+    assert ksum["sops"] == pytest.approx((k * v).sum().item() / n) and ksum["macs"] == 0  # column sum
+    assert mask["ands"] == pytest.approx(q.numel() / n) and mask["sops"] == mask["macs"] == 0
+
+
+def test_analyze_product_rows_with_silent_values_and_pruned_weights():
+    torch.manual_seed(0)
+    net = _tiny("spikformer_small", embed_dim=32, num_heads=4)
+    with torch.no_grad():  # V pruned to zero and its BN shifted down: V never fires
+        net.block[0].attn.v.weight.zero_()
+        net.block[0].attn.v_bn.bias.fill_(-10.0)
+    rows = {r["name"]: r for r in snnprune.analyze(net, torch.rand(2, 1, 28, 28) * 3, progress=False).layers}
+    assert rows["block.0.attn.v"]["sparsity"] == 1.0
+    assert rows["block.0.attn.kv"]["sops"] == 0 and rows["block.0.attn.kv"]["ands"] > 0
+    assert rows["block.0.attn.qkv"]["sops"] == 0
+
+
+def test_analyze_counts_the_ann_twin_attention_as_macs():
+    torch.manual_seed(0)
+    net = _tiny("ann_spikformer_small", embed_dim=32, num_heads=4)
+    tokens = 7 * 7  # pooling 0011 on 28 px
+    rows = {r["name"]: r for r in snnprune.analyze(net, torch.rand(2, 1, 28, 28), progress=False).layers}
+    d = 32 // 4
+    qk = 4 * tokens * tokens * d + 4 * tokens * tokens  # Q K^T per head, plus the scale on each score
+    av = 4 * tokens * d * tokens  # (softmax) V
+    assert rows["block.0.attn.qk"]["macs"] == qk and rows["block.0.attn.av"]["macs"] == av
+    assert rows["block.0.attn.qk"]["sops"] == 0
+
+
+def test_export_nir_refuses_attention_naming_the_layer():
+    net = _tiny("spikformer_small").eval()
+    with pytest.raises(NIRExportError, match=r"^block\.0\.attn\.kv: SpikeMatmul .*NIR"):
+        snnprune.export_nir(net, torch.rand(1, 1, 28, 28))
+
+
+# --------------------------------------------------------------------------------- the training scripts
+CLI_TINY = ["--depth", "1", "--embed-dim", "16", "--num-heads", "2", "--epochs", "1", "--batch-size", "8",
+            "--limit-train-batches", "2", "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "fragment"),
+    [
+        ("sew", ["--model", "sew_resnet18", "--depth", "2"], "--depth: not an option of --model sew_resnet18"),
+        ("sew", ["--model", "spikformer_small", "--width", "8"], "--width: not an option of --model spikformer_small"),
+        ("sew", ["--model", "sdt_small", "--embed-dim", "x"], "--embed-dim: invalid int value: 'x'"),
+        ("ann", ["--model", "ann_sdt_small", "--mlp-ratio", "big"], "--mlp-ratio: invalid float value: 'big'"),
+    ],
+)  # fmt: skip
+def test_model_options_are_checked_before_any_work(request, tmp_path, capsys, script, argv, fragment):
+    code, err = expect_exit(request.getfixturevalue(script), [*argv, "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_value_the_model_refuses_is_one_line(sew, tmp_path, capsys):
+    argv = ["--model", "spikformer_small", "--embed-dim", "20", *CLI_TINY[4:], "--output-dir", str(tmp_path)]
+    code, err = expect_exit(sew, argv, capsys)
+    assert code == 2 and err.startswith(
+        "error: --model spikformer_small: embed_dim must be divisible by 8"
+    ), err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "model", "method"), [("sew", "sdt_small", "lats"), ("ann", "ann_spikformer_small", "st3")]
+)
+def test_training_scripts_train_and_prune_a_transformer(request, tmp_path, script, model, method):
+    extra = ["--final-threshold", "0.05"] if method == "lats" else ["--target-sparsity", "0.5"]
+    argv = ["--model", model, "--method", method, *extra, *CLI_TINY, "--output-dir", str(tmp_path)]
+    summary = request.getfixturevalue(script).main(argv)
+    assert summary["model"] == model and summary["sparsity"] > 0
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["depth"] == 1 and config["embed_dim"] == 16  # the model options, recorded
+    assert summary["params"] == sum(
+        p.numel()
+        for p in models.create_model(
+            model, depth=1, embed_dim=16, num_heads=2, num_classes=10, in_channels=1
+        ).parameters()
+    )

@@ -30,6 +30,7 @@ from snnprune.training.cli import (
     check_values,
     explicit_options,
     method_options,
+    model_option_names,
     option_name,
     options_with_role,
     pruner_kwargs,
@@ -98,7 +99,8 @@ def _apply_checkpoint(
     saved = state.get("args")
     if not isinstance(saved, dict):
         return  # an old checkpoint without its arguments: the model load checks the shapes
-    for key in options_with_role("model") if args.test_only else options_with_role("model", "plan"):
+    roles = ("model",) if args.test_only else ("model", "plan")
+    for key in [*options_with_role(*roles), *model_option_names(args)]:
         if key not in saved or not hasattr(args, key):
             continue
         value, stored = getattr(args, key), saved[key]
@@ -205,7 +207,7 @@ def _check_combination(
             accepted = set(model_kwargs(args.model))
         except (KeyError, ValueError):
             raise ConfigError(f"--model: unknown model {args.model!r}; see --help for the choices") from None
-        for dest in ("width", "stem"):
+        for dest in ("width", "stem", *model_option_names(args)):
             if dest in explicit and getattr(args, dest) is not None and dest not in accepted:
                 raise ConfigError(
                     f"{option_name(dest)}: not an option of --model {args.model} (it takes "
