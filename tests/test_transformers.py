@@ -327,3 +327,23 @@ def test_training_scripts_train_and_prune_a_transformer(request, tmp_path, scrip
             model, depth=1, embed_dim=16, num_heads=2, num_classes=10, in_channels=1
         ).parameters()
     )
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "spikformer_4_384_cifar10_lats",
+        "spikformer_8_512_imagenet_lats",
+        "sdt_2_512_cifar10_lats",
+        "sdt_8_768_imagenet_lats",
+    ],
+)
+def test_transformer_recipes_parse(sew, recipe):
+    from snnprune.training.cli import check_values, parse_args
+
+    args = parse_args(
+        sew.get_parser(), ["--config", str(Path(sew.__file__).parent / "configs" / f"{recipe}.yaml")]
+    )
+    check_values(args)
+    assert args.model == recipe.rsplit("_", 2)[0] and args.opt == "adamw" and args.surrogate == "sigmoid"
+    assert args.T == 4 and args.label_smoothing == 0.1 and args.lr_warmup_epochs == 20

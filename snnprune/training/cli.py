@@ -192,7 +192,7 @@ OPTIONS: tuple[Option, ...] = (
         "plan",
         _O("epochs", int, 90, "epochs of the run (every schedule is planned on it)", range=">= 1"),
         _O("batch_size", int, 32, "per process", range=">= 1"),
-        _O("opt", str, "sgd", "optimizer", choices=("sgd", "adam")),
+        _O("opt", str, "sgd", "optimizer (adamw: decoupled weight decay)", choices=("sgd", "adam", "adamw")),
         _O("lr", float, 0.1, "learning rate", range="> 0"),
         _O("momentum", float, 0.9, "SGD momentum", range="[0, 1]"),
         _O("nesterov", bool, False, "SGD Nesterov momentum"),

@@ -169,11 +169,11 @@ def _check_combination(
                 f"{option_name(dest)}: not an option of --method {args.method} ({takes}); "
                 f"drop {option_name(dest)} or choose a method that takes it"
             )
-    if args.opt == "adam":
+    if args.opt in ("adam", "adamw"):
         for dest in ("momentum", "nesterov"):
             if dest in explicit and (dest == "momentum" or args.nesterov):
                 raise ConfigError(
-                    f"{option_name(dest)}: not an option of --opt adam (SGD only); drop it or use --opt sgd"
+                    f"{option_name(dest)}: not an option of --opt {args.opt} (SGD only); drop it or use --opt sgd"
                 )
     if args.opt == "sgd" and args.nesterov and args.momentum <= 0:
         raise ConfigError("--nesterov: needs --momentum > 0; pass --momentum 0.9 or drop --nesterov")
