@@ -59,7 +59,11 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options (returned, not parsed)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="sew_resnet18", help="models.create_model name (a SEW ResNet)")
+    p.add_argument(
+        "--model",
+        default="sew_resnet18",
+        help="models.create_model name (an SNN; --stem/--width where the model takes them)",
+    )
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--stem", choices=("imagenet", "small"), default="imagenet")
     p.add_argument("--T", type=int, default=2)
@@ -86,9 +90,9 @@ def _build(args: argparse.Namespace, method: str, steps: int, device: torch.devi
     import snnprune
 
     torch.manual_seed(0)
-    model = models.create_model(
-        args.model, num_classes=args.num_classes, T=args.T, stem=args.stem, width=args.width
-    ).to(device)
+    options = dict(num_classes=args.num_classes, in_channels=3, T=args.T, stem=args.stem, width=args.width)
+    taken = models.model_kwargs(args.model)  # a transformer takes no stem/width: its own defaults apply
+    model = models.create_model(args.model, **{k: v for k, v in options.items() if k in taken}).to(device)
     pruner = snnprune.sparsify(model, method, total_steps=steps, **METHOD_KWARGS.get(method, {}))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     pruner.bind(optimizer)
