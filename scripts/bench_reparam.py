@@ -85,6 +85,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shape_options(args: argparse.Namespace) -> str:
+    """`` width W stem stem`` where the model takes them (a transformer does not)."""
+    import models
+
+    taken = models.model_kwargs(args.model)
+    return f" width {args.width} {args.stem} stem" if "width" in taken and "stem" in taken else ""
+
+
 def _build(args: argparse.Namespace, method: str, steps: int, device: torch.device) -> dict[str, Any]:
     import models
     import snnprune
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     print(
-        f"{args.model} width {args.width} {args.stem} stem, T={args.T}, batch {args.batch_size}, "
+        f"{args.model}{_shape_options(args)}, T={args.T}, batch {args.batch_size}, "
         f"{args.img_size}px, {results['device']} ({results['threads']} threads), {args.rounds} interleaved rounds, "
         f"{args.clock} clock"
     )
