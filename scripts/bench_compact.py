@@ -55,13 +55,22 @@ def _reset(model: nn.Module) -> None:
     functional.reset_net(model)
 
 
+#: --kinds: the model and the option its width sets (SEW ResNet-18 and its twin; the small Spikformer and its
+#: twin, whose groups are the MLP hidden channels).
+KINDS = {
+    "sew": ("sew_resnet18", "width"),
+    "ann": ("ann_resnet18", "width"),
+    "spikformer": ("spikformer_small", "embed_dim"),
+    "ann_spikformer": ("ann_spikformer_small", "embed_dim"),
+}
+
+
 def build(kind: str, width: int, T: int) -> nn.Module:
-    """Dense SEW ResNet-18 (``kind="sew"``) or its ANN twin, small stem, 1 input channel, 10 classes."""
-    if kind == "sew":
-        return models.create_model(
-            "sew_resnet18", num_classes=10, in_channels=1, stem="small", width=width, T=T
-        )
-    return models.create_model("ann_resnet18", num_classes=10, in_channels=1, stem="small", width=width)
+    """Dense model of ``kind`` (:data:`KINDS`), 1 input channel, 10 classes; small stem for the ResNets."""
+    name, width_option = KINDS[kind]
+    taken = models.model_kwargs(name)
+    options = {"num_classes": 10, "in_channels": 1, "stem": "small", "T": T, width_option: width}
+    return models.create_model(name, **{k: v for k, v in options.items() if k in taken})
 
 
 @torch.no_grad()
@@ -71,7 +80,8 @@ def compacted(kind: str, width: int, T: int, sparsity: float, x: torch.Tensor) -
     model = build(kind, width, T)
     if sparsity == 0:
         return model
-    layers = select_layers(model, exclude=["fc"])
+    classifier = "fc" if hasattr(model, "fc") else "head"  # kept dense
+    layers = select_layers(model, exclude=[classifier])
     attach_filter_threshold(model, layers, threshold=0.0)
     modules = dict(model.named_modules())
     for group in channel_groups(model):
@@ -164,7 +174,7 @@ def _fmt(r: dict[str, Any]) -> str:
 def get_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kinds", nargs="+", choices=("sew", "ann"), default=["sew", "ann"])
+    p.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=["sew", "ann"])
     p.add_argument("--widths", nargs="+", type=int, default=[16, 64])
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.25, 0.5, 0.75])
     p.add_argument("--T", type=int, default=2, help="SEW time steps")

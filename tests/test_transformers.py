@@ -347,3 +347,42 @@ def test_transformer_recipes_parse(sew, recipe):
     check_values(args)
     assert args.model == recipe.rsplit("_", 2)[0] and args.opt == "adamw" and args.surrogate == "sigmoid"
     assert args.T == 4 and args.label_smoothing == 0.1 and args.lr_warmup_epochs == 20
+
+
+# --------------------------------------------------------------------------------- structured: MLP channels
+@pytest.mark.parametrize("name", ["spikformer_small", "sdt_small", "ann_spikformer_small", "ann_sdt_small"])
+def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
+    torch.manual_seed(0)
+    net = _tiny(name, depth=2, embed_dim=32, num_heads=2)
+    pruner = sparsify(
+        net, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["head"]
+    )
+    groups = snnprune.structured.channel_groups(net)
+    assert [(g.producers, g.consumers) for g in groups] == [
+        ([(f"block.{i}.mlp.fc1", f"block.{i}.mlp.fc1_bn")], [f"block.{i}.mlp.fc2"]) for i in range(2)
+    ]
+    with torch.no_grad():
+        for i in range(2):
+            net.block[i].mlp.fc1.parametrizations.weight.original[1::2] *= 1e-3  # row RMS << 0.01: removed
+            net.block[i].mlp.fc1_bn.bias.fill_(0.8)  # the BN shift a removed row must not leak
+    pruner.step()
+    x = torch.rand(4, 1, 28, 28) * 3
+    net.train()
+    net(x)
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+    functional.reset_net(net)
+    small = snnprune.compact(net, x)
+    hidden = 4 * 32
+    for i in range(2):
+        assert small.block[i].mlp.fc1.out_features == small.block[i].mlp.fc2.in_features == hidden // 2
+        assert small.block[i].mlp.fc1_bn.num_features == hidden // 2
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    dense = _tiny(name, depth=2, embed_dim=32, num_heads=2)
+    assert params(small) == params(dense) - 2 * (hidden // 2) * (
+        32 + 1 + 2 + 32
+    )  # fc1 row+bias, BN pair, fc2 col
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), ref)
