@@ -32,9 +32,8 @@ Choices where the papers are silent, taken from the authors' code:
   parameter counts below are those of the modules that run.
 
 Q/K/V/proj/fc1/fc2 are ``nn.Linear`` on tokens ``[T, B, N, D]`` (the authors' 1x1 ``Conv1d``/``Conv2d``,
-same weights up to a reshape), their BN a ``BatchNorm1d`` over ``D``. The products of two spike tensors
-(and the token sum) are small modules of their own (:class:`SpikeMatmul`, :class:`SpikeMul`,
-:class:`TokenSum`) so hooks see them.
+same weights up to a reshape), their BN a ``BatchNorm1d`` over ``D``. The products of two activations
+(and the token sum) are the modules of :mod:`snnprune.products`, so ``snnprune.analyze`` counts them.
 
 Parameter counts (ImageNet, 1000 classes, MLP ratio 4, 8 heads; exact integers from the modules above):
 8-384: 16,816,024; 8-512: 29,689,384; 8-768: 66,338,632, equal for both papers (Spikformer Table 2 prints
@@ -52,42 +51,15 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
+from snnprune.products import SpikeMatmul, SpikeMul, TokenSum
+
 from .registry import register_variant
 from .sew_resnet import make_spiking_neuron
 
-__all__ = [
-    "ATTENTIONS",
-    "ANNTransformer",
-    "SpikeMatmul",
-    "SpikeMul",
-    "SpikingTransformer",
-    "TokenSum",
-]
+__all__ = ["ATTENTIONS", "ANNTransformer", "SpikingTransformer"]
 
 ATTENTIONS: tuple[str, ...] = ("ssa", "sdsa")
 _SCALE = 0.125  # the authors' constant attention scale
-
-
-class SpikeMatmul(nn.Module):
-    """``a @ b`` of two tensors (spike or count valued in the spiking models): its own module so analysis
-    hooks see the product of two activations."""
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a @ b
-
-
-class SpikeMul(nn.Module):
-    """Element-wise ``a * b`` (broadcast) of two activations (the Hadamard products and the mask of SDSA)."""
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a * b
-
-
-class TokenSum(nn.Module):
-    """Sum over the token axis ``-2`` (kept): the column sum of SDSA."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.sum(dim=-2, keepdim=True)
 
 
 class _Kit:
@@ -178,11 +150,11 @@ class Attention(nn.Module):
             self.add_module(f"{n}_bn", nn.BatchNorm1d(dim))
             self.add_module(f"{n}_lif", kit.act())
         if not kit.spiking:
-            self.qk = SpikeMatmul()
+            self.qk = SpikeMatmul(_SCALE)
             self.av = SpikeMatmul()
         elif attention == "ssa":
             self.kv = SpikeMatmul()  # K^T V
-            self.qkv = SpikeMatmul()  # Q (K^T V)
+            self.qkv = SpikeMatmul(_SCALE)  # Q (K^T V) * scale
         else:
             self.kv = SpikeMul()  # K ⊙ V
             self.kv_sum = TokenSum()  # column sum over the tokens
@@ -203,10 +175,10 @@ class Attention(nn.Module):
             for n in ("q", "k", "v")
         )
         if not self.spiking:
-            y = self.av(torch.softmax(self.qk(q, k.transpose(-2, -1)) * _SCALE, dim=-1), v)
+            y = self.av(torch.softmax(self.qk(q, k.transpose(-2, -1)), dim=-1), v)
             y = self.attn_lif(y)
         elif self.attention == "ssa":
-            y = self.attn_lif(self.qkv(q, self.kv(k.transpose(-2, -1), v)) * _SCALE)
+            y = self.attn_lif(self.qkv(q, self.kv(k.transpose(-2, -1), v)))
         else:
             y = self.qkv(q, self.attn_lif(self.kv_sum(self.kv(k, v))))
         y = y.transpose(-3, -2).flatten(-2)  # [T, B, N, D]

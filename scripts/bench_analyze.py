@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = models.create_model(
-        args.model, stem="small", width=args.width, T=args.T, num_classes=10, in_channels=1
-    )
+    options = dict(stem="small", width=args.width, T=args.T, num_classes=10, in_channels=1)
+    taken = models.model_kwargs(args.model)  # a transformer takes no stem/width: its own defaults apply
+    model = models.create_model(args.model, **{k: v for k, v in options.items() if k in taken})
     model.to(device)
     loader = _loader(args)
 

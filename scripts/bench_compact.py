@@ -70,15 +70,25 @@ SCALES = {
                  "T": 4, "batch": 32},
 }  # fmt: skip
 
+#: --kinds: the model and the option its width sets (SEW ResNet-18 and its twin; the small Spikformer and its
+#: twin, whose groups are the MLP hidden channels).
+KINDS = {
+    "sew": ("sew_resnet18", "width"),
+    "ann": ("ann_resnet18", "width"),
+    "spikformer": ("spikformer_small", "embed_dim"),
+    "ann_spikformer": ("ann_spikformer_small", "embed_dim"),
+}
+
 
 def build(kind: str, width: int, T: int, scale: str = "mnist") -> nn.Module:
-    """Dense SEW ResNet-18 (``kind="sew"``) or its ANN twin with the stem, input channels and classes of
-    ``scale`` (a key of :data:`SCALES`)."""
+    """Dense model of ``kind`` (:data:`KINDS`) with the stem, input channels and classes of ``scale`` (a key
+    of :data:`SCALES`), where the model takes them."""
+    name, width_option = KINDS[kind]
     sc = SCALES[scale]
-    kw = dict(num_classes=sc["num_classes"], in_channels=sc["in_channels"], stem=sc["stem"], width=width)
-    if kind == "sew":
-        return models.create_model("sew_resnet18", T=T, **kw)
-    return models.create_model("ann_resnet18", **kw)
+    taken = models.model_kwargs(name)
+    options = {"num_classes": sc["num_classes"], "in_channels": sc["in_channels"], "stem": sc["stem"], "T": T}
+    options[width_option] = width
+    return models.create_model(name, **{k: v for k, v in options.items() if k in taken})
 
 
 @torch.no_grad()
@@ -90,7 +100,8 @@ def compacted(
     model = build(kind, width, T, scale)
     if sparsity == 0:
         return model
-    layers = select_layers(model, exclude=["fc"])
+    classifier = "fc" if hasattr(model, "fc") else "head"  # kept dense
+    layers = select_layers(model, exclude=[classifier])
     attach_filter_threshold(model, layers, threshold=0.0)
     modules = dict(model.named_modules())
     for group in channel_groups(model):
@@ -191,7 +202,7 @@ def _fmt(r: dict[str, Any]) -> str:
 def get_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kinds", nargs="+", choices=("sew", "ann"), default=["sew", "ann"])
+    p.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=["sew", "ann"])
     p.add_argument(
         "--scale", choices=tuple(SCALES), default="mnist", help="input, stem and defaults (see the docstring)"
     )

@@ -59,7 +59,11 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options (returned, not parsed)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="sew_resnet18", help="models.create_model name (a SEW ResNet)")
+    p.add_argument(
+        "--model",
+        default="sew_resnet18",
+        help="models.create_model name (an SNN; --stem/--width where the model takes them)",
+    )
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--stem", choices=("imagenet", "small"), default="imagenet")
     p.add_argument("--T", type=int, default=2)
@@ -81,14 +85,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shape_options(args: argparse.Namespace) -> str:
+    """`` width W stem stem`` where the model takes them (a transformer does not)."""
+    import models
+
+    taken = models.model_kwargs(args.model)
+    return f" width {args.width} {args.stem} stem" if "width" in taken and "stem" in taken else ""
+
+
 def _build(args: argparse.Namespace, method: str, steps: int, device: torch.device) -> dict[str, Any]:
     import models
     import snnprune
 
     torch.manual_seed(0)
-    model = models.create_model(
-        args.model, num_classes=args.num_classes, T=args.T, stem=args.stem, width=args.width
-    ).to(device)
+    options = dict(num_classes=args.num_classes, in_channels=3, T=args.T, stem=args.stem, width=args.width)
+    taken = models.model_kwargs(args.model)  # a transformer takes no stem/width: its own defaults apply
+    model = models.create_model(args.model, **{k: v for k, v in options.items() if k in taken}).to(device)
     pruner = snnprune.sparsify(model, method, total_steps=steps, **METHOD_KWARGS.get(method, {}))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     pruner.bind(optimizer)
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     print(
-        f"{args.model} width {args.width} {args.stem} stem, T={args.T}, batch {args.batch_size}, "
+        f"{args.model}{_shape_options(args)}, T={args.T}, batch {args.batch_size}, "
         f"{args.img_size}px, {results['device']} ({results['threads']} threads), {args.rounds} interleaved rounds, "
         f"{args.clock} clock"
     )

@@ -22,7 +22,7 @@ from entry import exit_on_error, model_record
 import models
 from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
-from snnprune.training.cli import EMBEDDED_DEFAULTS
+from snnprune.training.cli import EMBEDDED_DEFAULTS, model_keyword_options
 
 __all__ = ["DEFAULTS", "MODELS", "get_parser", "main", "task"]
 
@@ -34,7 +34,10 @@ task = Task(kind="snn", model_builder=model_record, model_kwargs=models.model_kw
 
 def get_parser() -> argparse.ArgumentParser:
     """The SNN training parser with this script's defaults."""
-    return get_args_parser(snn=True, defaults=DEFAULTS, model_choices=MODELS)
+    return get_args_parser(
+        snn=True, defaults=DEFAULTS, model_choices=MODELS,
+        model_options=model_keyword_options(models.model_kwargs, MODELS),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

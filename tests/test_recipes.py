@@ -26,7 +26,7 @@ STEPS_PER_EPOCH = 2
 
 
 def _recipe(name: str):
-    snn = name.startswith(("sew_", "stds_"))
+    snn = name.startswith(("sew_", "stds_", "spikformer_", "sdt_"))
     return parse_args(get_args_parser(snn=snn), ["--config", str(CONFIGS / name)])
 
 

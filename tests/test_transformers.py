@@ -3,18 +3,20 @@ and pruning by every method (tiny sizes, CPU)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import expect_exit
 from spikingjelly.activation_based import functional
 from torch import nn
 
 import models
 import snnprune
 from snnprune import list_methods, sparsify
-
-torch.set_num_threads(2)
+from snnprune.interop.nir_export import NIRExportError
 
 TINY = dict(depth=1, embed_dim=16, num_heads=2, pooling="0011", num_classes=3, in_channels=1)
 
@@ -44,7 +46,8 @@ PAPER = [
 @pytest.mark.parametrize(("name", "exact", "printed", "rule"), PAPER)
 def test_parameter_counts_equal_the_papers(name, exact, printed, rule):
     for n in (name, f"ann_{name}"):
-        net = models.create_model(n)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            net = models.create_model(n)
         assert sum(p.numel() for p in net.parameters()) == exact, n
     millions = exact / 1e6
     shown = f"{math.floor(millions * 100) / 100:.2f}" if rule == "truncated" else f"{millions:.2f}"
@@ -54,7 +57,9 @@ def test_parameter_counts_equal_the_papers(name, exact, printed, rule):
 def test_sdt_cifar_count_and_hand_formula_anchor():
     # the hand formula itself, against a number written out once: Spikformer-8-768 = 66,338,632
     assert _hand_count(768, 8, 1000) == 66_338_632
-    assert sum(p.numel() for p in models.create_model("sdt_2_512").parameters()) == _hand_count(512, 2, 10)
+    with torch.device("meta"):
+        net = models.create_model("sdt_2_512")
+    assert sum(p.numel() for p in net.parameters()) == _hand_count(512, 2, 10)
 
 
 def _tiny(name: str, **kw) -> nn.Module:
@@ -199,3 +204,188 @@ def test_every_method_prunes_every_linear_and_conv(name, method):
         torch.testing.assert_close(net(x), out)
     if method != "dense":
         assert snnprune.sparsity(net)["overall"] > 0
+
+
+# --------------------------------------------------------------------------------- analyze: product rows
+def _analyze_with_spikes(name: str, convention: str = "ours", **kw):
+    """analyze one batch and capture the Q, K, V spikes of block 0 in the same pass."""
+    torch.manual_seed(0)
+    net = _tiny(name, embed_dim=32, num_heads=4, **kw)
+    x = torch.rand(3, 1, 28, 28) * 3
+    seen = _capture(net, [f"block.0.attn.{n}_lif" for n in "qkv"])
+    report = snnprune.analyze(net, x, progress=False, convention=convention)
+    q, k, v = (_heads(seen[f"block.0.attn.{n}_lif"][-1], 4) for n in "qkv")
+    rows = {r["name"]: r for r in report.layers}
+    return report, rows, q, k, v
+
+
+def test_analyze_counts_spikformer_attention_by_hand():
+    report, rows, q, k, v = _analyze_with_spikes("spikformer_small")
+    kv, qkv = rows["block.0.attn.kv"], rows["block.0.attn.qkv"]
+    assert kv["kind"] == qkv["kind"] == "product"
+    n = 3  # samples
+    ktv = k.transpose(-2, -1) @ v  # [T, B, H, D/H, D/H] integer: co-firing counts
+    terms = ktv.numel() * k.shape[-2]  # every (i, token, j) pairing of K^T V is one AND
+    assert kv["ands"] == pytest.approx(terms / n)
+    assert kv["sops"] == pytest.approx(ktv.sum().item() / n)  # an accumulate where both fire
+    assert kv["macs"] == 0
+    out = q @ ktv  # integer x binary: counted by value
+    assert qkv["sops"] == pytest.approx(out.sum().item() / n)
+    assert qkv["macs"] == pytest.approx(out.numel() / n)  # the 0.125 scale: one multiply per output
+    binary = bool(((ktv == 0) | (ktv == 1)).all())  # the rule is decided per call on the values
+    assert qkv["ands"] == pytest.approx(out.numel() * ktv.shape[-2] / n if binary else 0)
+    assert report.totals["sops"] >= kv["sops"] + qkv["sops"]
+    e = snnprune.EnergyModel.resolve(None)
+    assert qkv["energy_pj"] == pytest.approx(qkv["sops"] * e.e_ac_pj + qkv["macs"] * e.e_mac_pj)
+    # SpikingJelly's SynOpCounter: binary x binary = sum of the product; binary x integer = nnz x columns
+    _, sj, q2, _, _ = _analyze_with_spikes("spikformer_small", "spikingjelly")
+    assert sj["block.0.attn.kv"]["sops"] == pytest.approx(kv["sops"])
+    assert sj["block.0.attn.qkv"]["sops"] == pytest.approx(q2.count_nonzero().item() * ktv.shape[-1] / n)
+    assert sj["block.0.attn.qkv"]["macs"] == 0
+    _, sy, *_ = _analyze_with_spikes("spikformer_small", "syops")
+    assert sy["block.0.attn.qkv"]["sops"] == sy["block.0.attn.qkv"]["macs"] == 0
+
+
+def test_analyze_counts_sdsa_by_hand():
+    _, rows, q, k, v = _analyze_with_spikes("sdt_small")
+    n = 3
+    kv, ksum, mask = rows["block.0.attn.kv"], rows["block.0.attn.kv_sum"], rows["block.0.attn.qkv"]
+    assert kv["ands"] == pytest.approx(k.numel() / n) and kv["sops"] == kv["macs"] == 0  # Hadamard: ANDs
+    assert ksum["sops"] == pytest.approx((k * v).sum().item() / n) and ksum["macs"] == 0  # column sum
+    assert mask["ands"] == pytest.approx(q.numel() / n) and mask["sops"] == mask["macs"] == 0
+
+
+def test_analyze_product_rows_with_silent_values_and_pruned_weights():
+    torch.manual_seed(0)
+    net = _tiny("spikformer_small", embed_dim=32, num_heads=4)
+    with torch.no_grad():  # V pruned to zero and its BN shifted down: V never fires
+        net.block[0].attn.v.weight.zero_()
+        net.block[0].attn.v_bn.bias.fill_(-10.0)
+    rows = {r["name"]: r for r in snnprune.analyze(net, torch.rand(2, 1, 28, 28) * 3, progress=False).layers}
+    assert rows["block.0.attn.v"]["sparsity"] == 1.0
+    assert rows["block.0.attn.kv"]["sops"] == 0 and rows["block.0.attn.kv"]["ands"] > 0
+    assert rows["block.0.attn.qkv"]["sops"] == 0
+
+
+def test_analyze_counts_the_ann_twin_attention_as_macs():
+    torch.manual_seed(0)
+    net = _tiny("ann_spikformer_small", embed_dim=32, num_heads=4)
+    tokens = 7 * 7  # pooling 0011 on 28 px
+    rows = {r["name"]: r for r in snnprune.analyze(net, torch.rand(2, 1, 28, 28), progress=False).layers}
+    d = 32 // 4
+    qk = 4 * tokens * tokens * d + 4 * tokens * tokens  # Q K^T per head, plus the scale on each score
+    av = 4 * tokens * d * tokens  # (softmax) V
+    assert rows["block.0.attn.qk"]["macs"] == qk and rows["block.0.attn.av"]["macs"] == av
+    assert rows["block.0.attn.qk"]["sops"] == 0
+
+
+def test_export_nir_refuses_attention_naming_the_layer():
+    net = _tiny("spikformer_small").eval()
+    with pytest.raises(NIRExportError, match=r"^block\.0\.attn\.kv: SpikeMatmul .*NIR"):
+        snnprune.export_nir(net, torch.rand(1, 1, 28, 28))
+
+
+# --------------------------------------------------------------------------------- the training scripts
+CLI_TINY = ["--depth", "1", "--embed-dim", "16", "--num-heads", "2", "--epochs", "1", "--batch-size", "8",
+            "--limit-train-batches", "2", "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "fragment"),
+    [
+        ("sew", ["--model", "sew_resnet18", "--depth", "2"], "--depth: not an option of --model sew_resnet18"),
+        ("sew", ["--model", "spikformer_small", "--width", "8"], "--width: not an option of --model spikformer_small"),
+        ("sew", ["--model", "sdt_small", "--embed-dim", "x"], "--embed-dim: invalid int value: 'x'"),
+        ("ann", ["--model", "ann_sdt_small", "--mlp-ratio", "big"], "--mlp-ratio: invalid float value: 'big'"),
+    ],
+)  # fmt: skip
+def test_model_options_are_checked_before_any_work(request, tmp_path, capsys, script, argv, fragment):
+    code, err = expect_exit(request.getfixturevalue(script), [*argv, "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_value_the_model_refuses_is_one_line(sew, tmp_path, capsys):
+    argv = ["--model", "spikformer_small", "--embed-dim", "20", *CLI_TINY[4:], "--output-dir", str(tmp_path)]
+    code, err = expect_exit(sew, argv, capsys)
+    assert code == 2 and err.startswith(
+        "error: --model spikformer_small: embed_dim must be divisible by 8"
+    ), err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "model", "method"), [("sew", "sdt_small", "lats"), ("ann", "ann_spikformer_small", "st3")]
+)
+def test_training_scripts_train_and_prune_a_transformer(request, tmp_path, script, model, method):
+    extra = ["--final-threshold", "0.05"] if method == "lats" else ["--target-sparsity", "0.5"]
+    argv = ["--model", model, "--method", method, *extra, *CLI_TINY, "--output-dir", str(tmp_path)]
+    summary = request.getfixturevalue(script).main(argv)
+    assert summary["model"] == model and summary["sparsity"] > 0
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["depth"] == 1 and config["embed_dim"] == 16  # the model options, recorded
+    assert summary["params"] == sum(
+        p.numel()
+        for p in models.create_model(
+            model, depth=1, embed_dim=16, num_heads=2, num_classes=10, in_channels=1
+        ).parameters()
+    )
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "spikformer_4_384_cifar10_lats",
+        "spikformer_8_512_imagenet_lats",
+        "sdt_2_512_cifar10_lats",
+        "sdt_8_768_imagenet_lats",
+    ],
+)
+def test_transformer_recipes_parse(sew, recipe):
+    from snnprune.training.cli import check_values, parse_args
+
+    args = parse_args(
+        sew.get_parser(), ["--config", str(Path(sew.__file__).parent / "configs" / f"{recipe}.yaml")]
+    )
+    check_values(args)
+    assert args.model == recipe.rsplit("_", 2)[0] and args.opt == "adamw" and args.surrogate == "sigmoid"
+    assert args.T == 4 and args.label_smoothing == 0.1 and args.lr_warmup_epochs == 20
+
+
+# --------------------------------------------------------------------------------- structured: MLP channels
+@pytest.mark.parametrize("name", ["spikformer_small", "sdt_small", "ann_spikformer_small", "ann_sdt_small"])
+def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
+    torch.manual_seed(0)
+    net = _tiny(name, depth=2, embed_dim=32, num_heads=2)
+    pruner = sparsify(
+        net, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["head"]
+    )
+    groups = snnprune.structured.channel_groups(net)
+    assert [(g.producers, g.consumers) for g in groups] == [
+        ([(f"block.{i}.mlp.fc1", f"block.{i}.mlp.fc1_bn")], [f"block.{i}.mlp.fc2"]) for i in range(2)
+    ]
+    with torch.no_grad():
+        for i in range(2):
+            net.block[i].mlp.fc1.parametrizations.weight.original[1::2] *= 1e-3  # row RMS << 0.01: removed
+            net.block[i].mlp.fc1_bn.bias.fill_(0.8)  # the BN shift a removed row must not leak
+    pruner.step()
+    x = torch.rand(4, 1, 28, 28) * 3
+    net.train()
+    net(x)
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+    functional.reset_net(net)
+    small = snnprune.compact(net, x)
+    hidden = 4 * 32
+    for i in range(2):
+        assert small.block[i].mlp.fc1.out_features == small.block[i].mlp.fc2.in_features == hidden // 2
+        assert small.block[i].mlp.fc1_bn.num_features == hidden // 2
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    dense = _tiny(name, depth=2, embed_dim=32, num_heads=2)
+    assert params(small) == params(dense) - 2 * (hidden // 2) * (
+        32 + 1 + 2 + 32
+    )  # fc1 row+bias, BN pair, fc2 col
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), ref)

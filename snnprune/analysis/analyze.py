@@ -254,6 +254,10 @@ def analyze(
       twice). Real-valued inputs (the encoding layer, anything after an average) count
       ``output positions x nnz(W)`` MACs (multiplications by non-zero weights).
     * The decision spike/real is taken per forward call, on the device.
+    * A product of two activations (a module of :mod:`snnprune.products`: attention's ``Q K^T``, ``K ⊙ V``,
+      the token sum, the mask) is a row of kind ``product``: accumulates where both binary operands are 1
+      (integer values by value), ``ands`` for binary pairings, MACs for real values and for the attention
+      scale (table in docs/analyze.md).
     * In a model without spiking neurons (ANN; or ``model.is_spiking is False``) every layer counts MACs; ``dense_macs`` (all weights,
       padding included) is reported for every synaptic layer in both cases.
     * Counts are summed over all forward calls and divided by the number of samples. A layer that runs once

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from snnprune.analysis.spikes import is_neuron
+from snnprune.products import PRODUCT_TYPES, SpikeMatmul, SpikeMul
 from snnprune.threshold.parametrization import PRUNABLE_TYPES
 
 __all__ = ["ACTIVATION_TYPES", "SYNAPTIC_TYPES", "Collector", "layer_kind"]
@@ -59,8 +60,10 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.Sigmoid)
 
 
 def layer_kind(module: nn.Module) -> str | None:
-    """Row kind of a module: ``conv``, ``linear``, ``neuron``, ``activation``, ``norm``, ``other`` or ``None``
-    (no row)."""
+    """Row kind of a module: ``conv``, ``linear``, ``neuron``, ``activation``, ``norm``, ``product`` (a product
+    of two activations, :mod:`snnprune.products`), ``other`` or ``None`` (no row)."""
+    if isinstance(module, PRODUCT_TYPES):
+        return "product"
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, SYNAPTIC_TYPES):
@@ -96,6 +99,9 @@ _ACC = (
 )
 _NZ_MACS = _ACC.index("nonzero_input_macs")
 _NB = _ACC.index("nb_acs")
+
+# Layout of a product row's device accumulator (float64; rules in docs/analyze.md).
+_PROD = ("sops", "ands", "macs", "sj_sops", "sj_macs")
 _MAX_IN = _ACC.index("max_in")
 
 
@@ -147,6 +153,8 @@ class _Row:
     order: int = -1  # rank of the first call in forward order
     batch_calls: int = 0  # calls during the first batch
     norm_macs: int = 0  # SpikingJelly's BN MACs (norm rows)
+    # products of two activations (see _PROD)
+    prod: Tensor | None = None
     # neurons
     spikes: Tensor | None = None
     nonzero_out: Tensor | None = None  # non-zero outputs (ActivationSparsity)
@@ -218,6 +226,8 @@ class Collector:
                 row.spikes = zero.clone()
             if kind in ("neuron", "activation"):
                 row.nonzero_out = zero.clone()
+            if kind == "product":
+                row.prod = torch.zeros(len(_PROD), dtype=torch.float64, device=self.device)
             self.rows.append(row)
 
     def attach(self) -> None:
@@ -230,6 +240,8 @@ class Collector:
                 self.handles.append(row.module.register_forward_hook(self._neuron_hook(row)))
             elif row.kind == "activation":
                 self.handles.append(row.module.register_forward_hook(self._activation_hook(row)))
+            elif row.kind == "product":
+                self.handles.append(row.module.register_forward_hook(self._product_hook(row)))
             elif row.kind == "norm" and isinstance(row.module, nn.modules.batchnorm._BatchNorm):
                 self.handles.append(row.module.register_forward_hook(self._norm_hook(row)))
 
@@ -407,6 +419,49 @@ class Collector:
 
         return hook
 
+    def _product_hook(self, row: _Row):
+        """A product of two activations (rules in docs/analyze.md), on the device, no host sync."""
+        spiking = self.spiking
+
+        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
+            ins = [a.detach() for a in args if isinstance(a, Tensor)]
+            if not ins or not isinstance(output, Tensor):
+                return
+            row.calls += 1
+            f64 = torch.float64
+            binary = [((t == 0) | (t == 1)).all() for t in ins]
+            integer = torch.stack([((t >= 0) & (t == torch.round(t))).all() for t in ins]).all() & spiking
+            both_binary = torch.stack(binary).all() & spiking
+            zero = torch.zeros((), dtype=f64, device=output.device)
+            scale_macs = output.numel() if getattr(mod, "scale", None) is not None else 0
+            if isinstance(mod, SpikeMatmul):
+                a, b = ins
+                terms = output.numel() * a.shape[-1]
+                value = (a.sum(-2, dtype=f64) * b.sum(-1, dtype=f64)).sum()  # sum of a @ b, exact
+                ands = torch.where(both_binary, float(terms), zero)
+                nnz_a, nnz_b = (torch.count_nonzero(t).to(f64) for t in (a, b))
+                a_bin, b_bin = binary[0] & spiking, binary[1] & spiking
+                sj_sops = torch.where(
+                    a_bin & b_bin, value,
+                    torch.where(a_bin, nnz_a * b.shape[-1], torch.where(b_bin, nnz_b * a.shape[-2], zero)),
+                )  # fmt: skip
+                sj_macs = torch.where(a_bin | b_bin, zero, float(terms))
+            elif isinstance(mod, SpikeMul):
+                terms, value = output.numel(), zero
+                ands = torch.where(both_binary, float(terms), zero)
+                sj_sops = sj_macs = zero
+            else:  # TokenSum: one accumulate per unit of input value, or one add per element
+                (x,) = ins
+                terms, value = x.numel(), x.sum(dtype=f64)
+                ands, sj_sops, sj_macs = zero, zero, zero
+            adds = isinstance(mod, SpikeMatmul) or not isinstance(mod, SpikeMul)  # Mul: no accumulate
+            sops = torch.where(integer, value, zero) if adds else zero
+            plain = ~integer if adds else ~both_binary  # counted as MACs: real values (Mul: not a pure AND)
+            macs = torch.where(plain, float(terms), zero) + scale_macs
+            row.prod += torch.stack([sops, ands, macs, sj_sops, sj_macs]).to(row.prod)
+
+        return hook
+
     def _neuron_hook(self, row: _Row):
         def hook(mod: nn.Module, args: tuple, output: Any) -> None:
             s = output[0] if isinstance(output, tuple | list) else output
@@ -459,6 +514,8 @@ class Collector:
                 tensors.append(row.spikes.reshape(1).to(self.device))
             if row.nonzero_out is not None:
                 tensors.append(row.nonzero_out.reshape(1).to(self.device))
+            if row.prod is not None:
+                tensors.append(row.prod.to(self.device))
         flat = torch.cat(tensors).cpu().tolist()
         self.nonfinite_batch = round(flat[0]) if flat[0] >= 0 else None
         out: list[dict[str, Any]] = []
@@ -511,5 +568,11 @@ class Collector:
             if row.nonzero_out is not None:
                 raw.update(nonzero_out=flat[i], elems=row.elems, calls=row.calls)
                 i += 1
+            if row.prod is not None:
+                raw.update(
+                    calls=row.calls,
+                    **{f"product_{k}": v for k, v in zip(_PROD, flat[i : i + len(_PROD)], strict=True)},
+                )
+                i += len(_PROD)
             out.append(raw)
         return out

@@ -119,6 +119,12 @@ def price_row(row: dict[str, Any], energy: EnergyModel, spiking: bool, t: int) -
         spiking: whether the model is an SNN (see :meth:`EnergyModel.row_energy`).
         t: time steps (for ``energy_pj_per_step``).
     """
+    if row["kind"] == "product":  # compute only: the operands' memory traffic is not priced
+        for k in _ENERGY_KEYS:
+            row[k] = None
+        row["energy_compute_pj"] = row["energy_pj"] = energy.energy_pj(sops=row["sops"], macs=row["macs"])
+        row["energy_pj_per_step"] = row["energy_pj"] / t
+        return
     applies = (
         row["kind"] in ("conv", "linear")
         or (energy.has_memory and row["kind"] == "neuron" and "access" in row)
@@ -232,6 +238,19 @@ def build_report(
                 nonzero_out=raw["nonzero_out"] / samples,
                 activations=raw["elems"] / samples,
             )
+        if raw["kind"] == "product":
+            sops_c, macs_c = {
+                "ours": (raw["product_sops"], raw["product_macs"]),
+                "spikingjelly": (raw["product_sj_sops"], raw["product_sj_macs"]),
+            }.get(convention, (0.0, 0.0))  # syops counts registered layer types only
+            row.update(
+                sops=sops_c / samples,
+                macs=macs_c / samples,
+                ands=raw["product_ands"] / samples if convention == "ours" else 0.0,
+                sops_per_step=sops_c / samples / t,
+                macs_per_step=macs_c / samples / t,
+                calls=raw["calls"],
+            )
         if "norm_macs" in raw and convention == "spikingjelly":
             row.update(macs=raw["norm_macs"] / samples, sops=0.0, calls=raw["calls"])
         price_row(row, energy, spiking, t)
@@ -274,9 +293,10 @@ class Report:
     """Per-layer and total statistics of one :func:`snnprune.analyze` run.
 
     Rows (``report.layers``, dicts) have ``name``, ``kind`` (``conv``, ``linear``, ``neuron``, ``norm``,
-    ``other``), ``params``, ``nonzero_params`` and, where they apply (else ``None``): ``sparsity`` (zeros
+    ``product``, ``other``), ``params``, ``nonzero_params`` and, where they apply (else ``None``): ``sparsity`` (zeros
     of the weight), ``firing_rate``, ``sops``, ``macs`` (effective), ``dense_macs``, ``energy_pj``,
-    ``*_per_step``, ``input`` (``spikes``/``counts``/``real``/``mixed``/``ann``), ``neurons``, ``spikes``.
+    ``*_per_step``, ``input`` (``spikes``/``counts``/``real``/``mixed``/``ann``), ``neurons``, ``spikes``;
+    ``product`` rows (a product of two activations, docs/analyze.md) also ``ands``.
     ``sops``/``macs``/``energy_pj`` are per sample, summed over time steps. ``report.totals`` sums the
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
     ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
@@ -402,7 +422,7 @@ class Report:
         return path
 
     # ------------------------------------------------------------------ table
-    def table(self, kinds: Iterable[str] | None = ("conv", "linear", "neuron")) -> str:
+    def table(self, kinds: Iterable[str] | None = ("conv", "linear", "neuron", "product")) -> str:
         """Per-layer table plus totals; ``kinds=None`` shows every row (norm layers too)."""
         shown = [r for r in self.layers if kinds is None or r["kind"] in set(kinds)]
         memory = self.energy_model.has_memory

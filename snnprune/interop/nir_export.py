@@ -27,8 +27,9 @@ modules. The exporter traces ``nir_step`` when it exists, else ``forward``. ``T`
 keyword or the model's ``T`` attribute. The output rule of the exported graph is the mean over T of the
 per-step outputs (which equals a head that averages before a linear classifier).
 
-What NIR cannot express (soft reset, a non-zero ``v_reset``, any other operation or custom module) raises
-one :class:`NIRExportError` naming the layer and the alternative.
+What NIR cannot express (soft reset, a non-zero ``v_reset``, a product of two activations such as spiking
+attention, any other operation or custom module) raises one :class:`NIRExportError` naming the layer and
+the alternative.
 """
 
 from __future__ import annotations
@@ -473,10 +474,23 @@ def _check_plain(model: nn.Module, what: str) -> None:
         )
 
 
+def _refuse_products(model: nn.Module) -> None:
+    """A product of two activations (attention, :mod:`snnprune.products`) has no NIR node: refuse it by name."""
+    from snnprune.products import PRODUCT_TYPES
+
+    for name, m in model.named_modules():
+        if isinstance(m, PRODUCT_TYPES):
+            raise NIRExportError(
+                f"{name}: {type(m).__name__} multiplies two activations (attention), which NIR cannot express "
+                "(its nodes sum weighted inputs, none multiplies two); export a model without attention"
+            )
+
+
 def _lower(
     model: nn.Module, example_input: Tensor, dt: float, portable: bool = False
 ) -> tuple[nir.NIRGraph, list[tuple[str, str]]]:
     """Trace a single-step copy (``nir_step`` if the class has it) and lower it; also the folded pairs."""
+    _refuse_products(model)
     net = copy.deepcopy(model).cpu().float().eval()
     functional.set_step_mode(net, "s")
     functional.reset_net(net)

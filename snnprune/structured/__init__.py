@@ -28,6 +28,7 @@ from snnprune.structured.groups import (
     channel_groups,
     fold_removed_channels,
     is_resnet_like,
+    is_transformer_like,
 )
 from snnprune.structured.sparse import load_sparse, save_sparse
 
@@ -44,6 +45,7 @@ __all__ = [
     "export_files",
     "fold_removed_channels",
     "is_resnet_like",
+    "is_transformer_like",
     "layer_widths",
     "load_compact",
     "load_sparse",

@@ -26,6 +26,7 @@ from snnprune.structured.groups import (
     channel_groups,
     fold_removed_channels,
     is_resnet_like,
+    is_transformer_like,
 )
 from snnprune.threshold.parametrization import finalize
 
@@ -340,7 +341,7 @@ def export_files(
     packed, compact_file = (out_dir / name for name in EXPORT_FILES)
     sizes = save_sparse(finalized.state_dict(), packed)
     result = {"model_sparse_bytes": sizes["dense_bytes"], "model_sparse_packed_bytes": sizes["sparse_bytes"]}
-    if compacted and is_resnet_like(model):  # compaction needs the ResNet protocol
+    if compacted and (is_resnet_like(model) or is_transformer_like(model)):  # a protocol of groups.py
         small = compact(model, example_input)
         save_compact(small, compact_file)
         result["model_compact_bytes"] = compact_file.stat().st_size

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from snnprune.structured.groups import BatchNormFollower, ChannelGroup, channel_groups, is_resnet_like
+from snnprune.structured.groups import (
+    BatchNormFollower,
+    ChannelGroup,
+    channel_groups,
+    is_resnet_like,
+    is_transformer_like,
+)
 from snnprune.threshold.group import register_group_soft_threshold
 from snnprune.threshold.parametrization import remove_soft_threshold
 
@@ -75,7 +81,7 @@ def couple_filter_groups(model: nn.Module | None, layers: dict[str, nn.Module]) 
     Raises:
         ValueError: a BN after a pruned conv without affine parameters.
     """
-    if model is None or not is_resnet_like(model):
+    if model is None or not (is_resnet_like(model) or is_transformer_like(model)):
         return []
     modules = dict(model.named_modules())
     selected = {id(m) for m in layers.values()}

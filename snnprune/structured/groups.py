@@ -21,6 +21,12 @@ has ``conv1, bn1, conv2, bn2[, conv3, bn3]`` in a chain and ``downsample`` (``Se
   the channel can be removed from the whole stage. Consumed by the next stage's ``conv1`` and downsample
   conv, and by ``fc`` after the last stage.
 
+**Transformer protocol** (the ``models`` Spikformer and Spike-driven Transformer and their ANN twins):
+the model has ``block`` (a sequence of blocks) and every block an ``mlp`` with ``fc1``, ``fc1_bn`` and
+``fc2``. Groups: *MLP hidden channel* ``c``: row ``c`` of ``fc1`` with its BN channel, consumed by column
+``c`` of ``fc2`` (between them only an element-wise neuron or ReLU, silent on zero). Attention heads are not
+groups (removing some channels of a head would change its width, not remove it).
+
 **BN follows its conv.** A filter at zero does not make its channel zero: BN turns it into the constant
 :math:`\\beta - \\gamma\\mu/\\sigma`, which a neuron or ReLU passes on. :class:`FollowConv` (a forward hook
 on the BN) therefore multiplies the BN output by ``1[channel alive]``, read from the conv's group shrink
@@ -47,6 +53,7 @@ __all__ = [
     "channel_groups",
     "fold_removed_channels",
     "is_resnet_like",
+    "is_transformer_like",
 ]
 
 
@@ -93,23 +100,47 @@ def is_resnet_like(model: nn.Module) -> bool:
     return True
 
 
+def is_transformer_like(model: nn.Module) -> bool:
+    """True when ``model`` follows the transformer protocol of this module (see the module docstring)."""
+    blocks = getattr(model, "block", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
+        return False
+    return all(
+        all(hasattr(getattr(b, "mlp", None), a) for a in ("fc1", "fc1_bn", "fc2"))
+        and is_prunable(b.mlp.fc1)
+        and is_prunable(b.mlp.fc2)
+        for b in blocks
+    )
+
+
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """The channel groups of a ResNet-protocol model (see the module docstring).
+    """The channel groups of a ResNet- or transformer-protocol model (see the module docstring).
 
     Args:
-        model: a model following the ResNet protocol (SEW ResNet / ANN twin of ``models``).
+        model: a model following the ResNet protocol (SEW ResNet / ANN twin of ``models``) or the
+            transformer protocol (the ``models`` spiking transformers and their twins).
 
     Returns:
-        Internal groups and one stream group per stage (the first stream group starts at the stem).
+        ResNet: internal groups and one stream group per stage (the first stream group starts at the stem);
+        transformer: one MLP group per block.
 
     Raises:
-        ValueError: ``model`` does not follow the ResNet protocol.
+        ValueError: ``model`` follows neither protocol.
     """
+    if is_transformer_like(model):
+        return [
+            ChannelGroup(
+                f"mlp:block.{i}", producers=[(f"block.{i}.mlp.fc1", f"block.{i}.mlp.fc1_bn")],
+                consumers=[f"block.{i}.mlp.fc2"],
+            )
+            for i in range(len(model.block))
+        ]  # fmt: skip
     if not is_resnet_like(model):
         raise ValueError(
             f"{type(model).__name__} does not follow the ResNet protocol (conv1, bn1, layer1.., fc; blocks "
-            "with conv1/bn1, conv2/bn2[, conv3/bn3] and downsample): filter coupling and snnprune.compact "
-            "support SEW ResNets and their ANN twins; use granularity='weight' for other models"
+            "with conv1/bn1, conv2/bn2[, conv3/bn3] and downsample) nor the transformer protocol (block.i.mlp"
+            ".fc1/fc1_bn/fc2): filter coupling and snnprune.compact support the SEW ResNets, the spiking "
+            "transformers and their ANN twins; use granularity='weight' for other models"
         )
     groups: list[ChannelGroup] = []
     stream = ChannelGroup("stream:stem", producers=[("conv1", "bn1")])

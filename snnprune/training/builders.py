@@ -32,7 +32,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """SGD or Adam (``args.opt``, ``lr``, ``momentum``, ``nesterov``) over every parameter (θ, learned
+    """SGD, Adam or AdamW (``args.opt``, ``lr``, ``momentum``, ``nesterov``) over every parameter (θ, learned
     thresholds, BN), normalization parameters in their own group (``norm_weight_decay``); weight decay acts on
     θ (snnprune/docs/methods.md §12.4)."""
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -46,6 +46,8 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
         groups.append({"params": norm_params, "weight_decay": nwd})
     if args.opt == "adam":
         return torch.optim.Adam(groups, lr=args.lr)
+    if args.opt == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr)
     return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
 
 

@@ -49,6 +49,8 @@ __all__ = [
     "load_config",
     "method_keyword_options",
     "method_options",
+    "model_keyword_options",
+    "model_option_names",
     "option_name",
     "options_with_role",
     "parse_args",
@@ -203,7 +205,7 @@ OPTIONS: tuple[Option, ...] = (
         "plan",
         _O("epochs", int, 90, "epochs of the run (every schedule is planned on it)", range=">= 1"),
         _O("batch_size", int, 32, "per process", range=">= 1"),
-        _O("opt", str, "sgd", "optimizer", choices=("sgd", "adam")),
+        _O("opt", str, "sgd", "optimizer (adamw: decoupled weight decay)", choices=("sgd", "adam", "adamw")),
         _O("lr", float, 0.1, "learning rate", range="> 0"),
         _O("momentum", float, 0.9, "SGD momentum", range="[0, 1]"),
         _O("nesterov", bool, False, "SGD Nesterov momentum"),
@@ -279,6 +281,9 @@ ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length")
 RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config", "model_builder")
 
 _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never written to config.json)
+_MODEL_OPTIONS = "_model_options"  # the same: the dests of model_keyword_options
+#: Model keywords the dataset sets (no option).
+DATASET_KEYWORDS = ("num_classes", "in_channels")
 
 
 # ----------------------------------------------------------------------------------------------- method options
@@ -323,6 +328,31 @@ def method_keyword_options() -> tuple[Option, ...]:
         Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
                "pruning", "model", keyword=kw)
         for kw, (methods, doc, defaults, kind) in found.items()
+    )  # fmt: skip
+
+
+def model_keyword_options(
+    kwargs_of: Callable[[str], dict[str, Any]], names: Sequence[str]
+) -> tuple[Option, ...]:
+    """The keywords of the models ``names`` that no declared option feeds, as options of role ``model``
+    (``kwargs_of``: model name -> ``{keyword: default}``, e.g. ``models.model_kwargs``): type from the
+    default (``bool``, ``int``, ``float``, ``str``; an int and a float default make a float), None on the
+    command line (the model's own default applies), help naming the models that take it; the model checks
+    the value. Declared names and :data:`DATASET_KEYWORDS` are left out."""
+    declared = {o.name for o in OPTIONS} | set(DATASET_KEYWORDS)
+    found: dict[str, tuple[list[str], type]] = {}
+    for name in names:
+        for kw, default in kwargs_of(name).items():
+            kind = type(default)
+            if kw in declared or kind not in (bool, int, float, str):
+                continue
+            takers, first = found.get(kw, ([], kind))
+            found[kw] = ([*takers, name], float if {first, kind} == {int, float} else first)
+    return tuple(
+        Option(kw, kind, None, f"model option of {', '.join(takers[:3])}"
+               f"{f' and {len(takers) - 3} more' if len(takers) > 3 else ''} (default: the model's)",
+               "model", "model")
+        for kw, (takers, kind) in found.items()
     )  # fmt: skip
 
 
@@ -433,6 +463,7 @@ class TrainingParser(argparse.ArgumentParser):
 
     options: dict[str, Option]
     generic_defaults: dict[str, Any]
+    model_option_names: tuple[str, ...] = ()
 
     def error(self, message: str) -> typing.NoReturn:  # unknown arguments
         raise ConfigError(f"{message}; see --help for the options")
@@ -444,10 +475,12 @@ def get_args_parser(
     snn: bool = True,
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
+    model_options: Sequence[Option] = (),
 ) -> TrainingParser:
     """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it):
     ``snn`` adds the SNN-only options, ``defaults`` are the script's own (shown by ``--help``; a ``--config``
-    recipe replaces them), ``model_choices`` the names ``--model`` accepts (None: any). Plain
+    recipe replaces them), ``model_choices`` the names ``--model`` accepts (None: any), ``model_options``
+    the models' own keywords (:func:`model_keyword_options`). Plain
     ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
@@ -457,7 +490,8 @@ def get_args_parser(
     )
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
     p.options, groups = {}, {}
-    for o in (*OPTIONS, *method_keyword_options()):
+    p.model_option_names = tuple(o.name for o in model_options)
+    for o in (*OPTIONS, *method_keyword_options(), *model_options):
         if o.snn and not snn:
             continue
         if o.name == "method":
@@ -619,12 +653,18 @@ def parse_args(
     values.update(cli)
     args = argparse.Namespace(**values)
     setattr(args, _EXPLICIT, frozenset(explicit))
+    setattr(args, _MODEL_OPTIONS, parser.model_option_names)
     return args
 
 
 def explicit_options(args: argparse.Namespace) -> frozenset[str]:
     """Options (dests) set on the command line or by the ``--config`` file (empty for a plain namespace)."""
     return getattr(args, _EXPLICIT, frozenset())
+
+
+def model_option_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """Dests of the model keyword options of the parser that made ``args`` (empty for a plain namespace)."""
+    return getattr(args, _MODEL_OPTIONS, ())
 
 
 def plain_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from snnprune.training.cli import (
     check_values,
     explicit_options,
     method_options,
+    model_option_names,
     option_name,
     options_with_role,
     pruner_kwargs,
@@ -125,7 +126,8 @@ def _apply_checkpoint(
     saved = state.get("args")
     if not isinstance(saved, dict):
         return  # an old checkpoint without its arguments: the model load checks the shapes
-    for key in options_with_role("model") if args.test_only else options_with_role("model", "plan"):
+    roles = ("model",) if args.test_only else ("model", "plan")
+    for key in [*options_with_role(*roles), *model_option_names(args)]:
         if key not in saved or not hasattr(args, key):
             continue
         value, stored = getattr(args, key), saved[key]
@@ -194,11 +196,11 @@ def _check_combination(
                 f"{option_name(dest)}: not an option of --method {args.method} ({takes}); "
                 f"drop {option_name(dest)} or choose a method that takes it"
             )
-    if args.opt == "adam":
+    if args.opt in ("adam", "adamw"):
         for dest in ("momentum", "nesterov"):
             if dest in explicit and (dest == "momentum" or args.nesterov):
                 raise ConfigError(
-                    f"{option_name(dest)}: not an option of --opt adam (SGD only); drop it or use --opt sgd"
+                    f"{option_name(dest)}: not an option of --opt {args.opt} (SGD only); drop it or use --opt sgd"
                 )
     if args.opt == "sgd" and args.nesterov and args.momentum <= 0:
         raise ConfigError("--nesterov: needs --momentum > 0; pass --momentum 0.9 or drop --nesterov")
@@ -232,7 +234,7 @@ def _check_combination(
             accepted = set(model_kwargs(args.model))
         except (KeyError, ValueError):
             raise ConfigError(f"--model: unknown model {args.model!r}; see --help for the choices") from None
-        for dest in ("width", "stem"):
+        for dest in ("width", "stem", *model_option_names(args)):
             if dest in explicit and getattr(args, dest) is not None and dest not in accepted:
                 raise ConfigError(
                     f"{option_name(dest)}: not an option of --model {args.model} (it takes "
