@@ -114,7 +114,8 @@ def test_readme_add_your_own_method_runs_as_written(tmp_path):
 # checkout (its scripts/ is the checkout's; runs/ and figures/ are its own), each Python block in a fresh
 # interpreter, each shell command with a suffix that shortens the training. Not run: the install (the suite
 # runs in the installed environment), `ruff` and `python -m pytest` (the suite itself).
-SHORT_RUN = "--epochs 5 --limit-train-batches 1 --limit-test-batches 1 --analyze-batches 1"
+SHORT_RUN = "--epochs 1 --limit-train-batches 1 --limit-test-batches 1 --analyze-batches 1"
+SHORT_STOP = SHORT_RUN.replace("--epochs 1", "--epochs 5")  # a run stopped after epoch 3, then resumed
 SHORT_SWEEP = (
     "--kinds snn ann --methods dense --epochs 1 --limit-train-batches 1 "
     "--extra='--limit-test-batches 1 --analyze-batches 1'"
@@ -141,6 +142,8 @@ def _commands(block: str) -> list[str]:
             if not part or NOT_RUN.match(part):
                 continue
             suffix = SHORT_SWEEP if "sweep.py" in part else "" if "make_figures.py" in part else SHORT_RUN
+            if "--stop-after-epoch" in part or "--resume" in part:
+                suffix = SHORT_STOP
             commands.append(f"{shlex.quote(sys.executable)} {part.removeprefix('python ')} {suffix}".strip())
     return commands
 
@@ -166,7 +169,10 @@ def test_readme_walk(checkout, line, language, block):
     else:
         commands = _commands(block)
     for command in commands:
-        out = subprocess.run(command, shell=True, cwd=checkout, capture_output=True, text=True, timeout=600)
+        # exec: the shell becomes the command, so a timeout kills the command itself
+        out = subprocess.run(
+            f"exec {command}", shell=True, cwd=checkout, capture_output=True, text=True, timeout=600
+        )
         where = f"README.md:{line}: {command}\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
         if "/data/imagenet" in command:
             err = out.stderr.strip().splitlines()
