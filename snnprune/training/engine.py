@@ -139,10 +139,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     options = LoopOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LoopOptions)})
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
-    try:
-        model = instantiate(builder)
-    except (ValueError, TypeError) as exc:  # a model option the model refuses (its message names it)
-        raise ConfigError(f"--model {args.model}: {exc}; fix the model options") from None
+    model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options")
     if ckpt is None:
         pruner = _sparsify(model, args, steps_per_epoch)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded

@@ -34,13 +34,15 @@ __all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
 BUILDER_KEY = "model_builder"
 
 
-def instantiate(record: Mapping[str, Any], where: str = BUILDER_KEY) -> nn.Module:
+def instantiate(
+    record: Mapping[str, Any], where: str = BUILDER_KEY, fix: str = "fix the record"
+) -> nn.Module:
     """Build a model from a builder record: the declared builder ``record["_target_"]``
     (:func:`snnprune.model_builder`) called with the record's other keys as keyword arguments, checked
     first against its signature (:func:`snnprune.model_builders.check_kwargs`). A record that is not a
     dict with a ``_target_``, a target that is not declared, a keyword the builder does not take or of the
-    wrong type, and a builder that refuses its arguments are one :class:`ConfigError` line naming ``where``;
-    nothing undeclared is imported or called."""
+    wrong type, and a builder that refuses its arguments are one :class:`ConfigError` line naming ``where``
+    (a refusal ends with ``fix``); nothing undeclared is imported or called."""
     if not isinstance(record, Mapping) or "_target_" not in record:
         raise ConfigError(
             f"{where}: {_short(record)} has no '_target_' dotted path; record "
@@ -56,9 +58,7 @@ def instantiate(record: Mapping[str, Any], where: str = BUILDER_KEY) -> nn.Modul
         return fn(**kwargs)
     except (TypeError, ValueError) as exc:  # the builder's own check of its arguments (e.g. a model name)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"{where}: {record['_target_']} refused its keyword arguments ({first}); fix the record"
-        ) from None
+        raise ConfigError(f"{where}: {first}; {fix}") from None
 
 
 def _short(value: Any) -> str:
