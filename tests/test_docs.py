@@ -191,7 +191,7 @@ def test_readme_walk_runs_every_block():
     commands = [c for _, language, b in blocks if language == "bash" for c in _commands(b)]
     assert commands[0].endswith("scripts/train_sew.py --method lats " + SHORT_RUN)
     training = [c for c in commands if "scripts/train_" in c or "train_sew import main" in c]
-    assert len(training) == 8 and "--run-name" not in training[0]
+    assert len(training) == 10 and "--run-name" not in training[0]
     names = [re.search(r"--run-name (\S+)", c).group(1) for c in training[1:]]
     resumed = [c for c in training if "--resume auto" in c]
     assert len(set(names)) == len(names) - len(resumed) and "sew_resnet18_lats_D0.1" not in names
