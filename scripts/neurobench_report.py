@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
 from snnprune.analysis import footprint_bytes  # noqa: E402
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,6 +344,11 @@ def test_report_script_side_by_side_on_a_tiny_run(sew, tmp_path, capsys):
     for metric, ours, theirs in table:
         assert ours == pytest.approx(theirs, rel=1e-6), metric
     assert "20 test samples in 2 batches" in out and "parametrizations attached" in out
+    # as a user runs it: a fresh interpreter, where only the script can declare the run's model builder
+    script = Path(__file__).resolve().parent.parent / "scripts" / "neurobench_report.py"
+    argv = [sys.executable, str(script), summary["run_dir"], "--batches", "1", "--batch-size", "10"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ConnectionSparsity" in done.stdout, done.stderr
 
 
 def test_footprint_counts_what_the_module_holds():
