@@ -741,3 +741,65 @@ def test_analyze_bad_input(make, match):
     with pytest.raises(ValueError, match=match) as err:
         analyze(model, data, progress=False, **kwargs)
     assert "\n" not in str(err.value)
+
+
+def _hand_membrane_updates(x: list[list[list[float]]], kind: str, v_reset: float | None) -> int:
+    """NeuroBench's MembraneUpdates from the neuron equations, by hand: x is [T][N][neurons]; V[-1] = 0;
+    charge H = V + X (IF) or V + (X - (V - V_reset)) / 2 (LIF, tau 2; V_reset 0 under soft reset); fire
+    S = H >= 1; reset V = V_reset (hard, S=1) or H - 1 (soft, S=1), else H. Every neuron counts at step 0,
+    and at each later step where V[t] != V[t-1]."""
+    t_steps, n, m = len(x), len(x[0]), len(x[0][0])
+    count = 0
+    for b in range(n):
+        for j in range(m):
+            v = 0.0
+            for t in range(t_steps):
+                base = 0.0 if v_reset is None else v_reset
+                h = v + x[t][b][j] if kind == "if" else v + (x[t][b][j] - (v - base)) / 2
+                new = (base if v_reset is not None else h - 1.0) if h >= 1.0 else h
+                count += 1 if t == 0 or new != v else 0
+                v = new
+    return count
+
+
+class _StepLoop(nn.Module):
+    """Runs a single-step node over the time steps of a ``[T, N, ...]`` input."""
+
+    def __init__(self, node: nn.Module) -> None:
+        super().__init__()
+        self.node = node
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.node(xt) for xt in x])
+
+
+@pytest.mark.parametrize("ours", [False, True])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("kind,v_reset", [("if", 0.0), ("if", None), ("lif", 0.0), ("lif", None)])
+def test_membrane_updates_and_neuron_ops_hand_count(ours, step_mode, kind, v_reset):
+    import snnprune.neuron as our_neuron
+
+    nodes = our_neuron if ours else neuron
+    x = [
+        [[0.5, 0.0, 1.5], [0.0, 0.25, 0.0]],
+        [[0.0, 0.0, -0.5], [0.0, 0.0, 0.0]],
+        [[0.75, 0.0, 0.25], [1.0, 0.0, 0.0]],
+        [[0.0, 0.0, 0.25], [0.0, 0.0, 0.0]],
+    ]
+    expected = _hand_membrane_updates(x, kind, v_reset)
+    node = (
+        nodes.IFNode(v_reset=v_reset, step_mode=step_mode)
+        if kind == "if"
+        else nodes.LIFNode(tau=2.0, v_reset=v_reset, step_mode=step_mode)
+    )
+    model = nn.Sequential(node) if step_mode == "m" else _StepLoop(node)
+    data = (torch.tensor(x), torch.zeros(2))
+    for convention in ("neurobench", "ours"):
+        membrane = None if convention == "neurobench" else True
+        r = analyze(model, data, time_axis=0, convention=convention, membrane=membrane, progress=False)
+        assert r.totals["membrane_updates"] == expected / 2  # per sample
+        assert r.totals["neuron_ops"] == 4 * expected / 2
+        assert r.totals["neuron_dense_ops"] == 4 * 4 * 3  # T * neurons * 4
+        assert r[r.layers[-1]["name"]]["membrane_updates"] == expected / 2
+    assert analyze(model, data, time_axis=0, progress=False).totals["membrane_updates"] is None
+    assert not node.store_v_seq and node.v_seq is None

@@ -364,3 +364,71 @@ def test_footprint_counts_what_the_module_holds():
     # attached: the `original` weights replace the weights, plus one float32 threshold per layer
     assert footprint_bytes(model) == 4 * (12 + 3 + 6 + 6 + 6) + 8 + 2 * 4
     assert footprint_bytes(snnprune.finalize(copy.deepcopy(model))) == 4 * (12 + 3 + 6 + 6 + 6) + 8
+
+
+def _snntorch_membrane(nodes: list[str], x: torch.Tensor, linears: list[nn.Linear]) -> dict:
+    """NeuroBench's MembraneUpdates and NeuronOperations on snnTorch ``Leaky`` neurons with ``linears``."""
+    snn = pytest.importorskip("snntorch")
+    from neurobench.metrics.workload import MembraneUpdates, NeuronOperations
+    from neurobench.models import SNNTorchModel
+
+    layers: list[nn.Module] = []
+    for i, (kind, lin) in enumerate(zip(nodes, linears, strict=True)):
+        layers.append(lin)
+        beta = 1.0 if kind == "if" else 0.5
+        last = i == len(nodes) - 1
+        layers.append(
+            snn.Leaky(beta=beta, reset_mechanism="zero", reset_delay=False, init_hidden=True, output=last)
+        )
+    ref = SNNTorchModel(nn.Sequential(*layers))
+    loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=3)
+    bench = Benchmark(ref, loader, [], [], [[], [MembraneUpdates, NeuronOperations]])
+    with torch.no_grad():
+        out = bench.run(quiet=True)
+    bench.workload_metric_manager.cleanup_hooks(ref)
+    return out
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_membrane_updates_and_neuron_ops_equal_neurobench_on_snntorch(ours):
+    """IF, LIF and PLIF (decay_input=False, tau=2, hard reset to 0) are snnTorch Leaky (beta 1, 0.5, 0.5;
+    reset to zero, no reset delay) step for step; NeuroBench's own metrics on that model equal ours."""
+    from spikingjelly.activation_based import layer
+
+    nodes = snnprune.neuron if ours else neuron
+    torch.manual_seed(0)
+    x = (torch.rand(7, 6, 5) < 0.3).float()  # [N, T, F], NeuroBench's layout; 7 samples in batches of 3, 3, 1
+    lins = [nn.Linear(5, 8), nn.Linear(8, 6), nn.Linear(6, 4)]
+    with torch.no_grad():
+        for lin in lins:
+            lin.weight.mul_(3.0)
+            lin.bias.zero_()  # a neuron without input keeps its potential (IF) or its zero (LIF, PLIF)
+    kinds = ["if", "lif", "plif"]
+    ref_lins = [nn.Linear(i.in_features, i.out_features) for i in lins]
+    for a, b in zip(ref_lins, lins, strict=True):
+        a.load_state_dict(b.state_dict())
+    ref = _snntorch_membrane(kinds, x, ref_lins)
+    sj: list[nn.Module] = []
+    for kind, lin in zip(kinds, lins, strict=True):
+        sl = layer.Linear(lin.in_features, lin.out_features, step_mode="m")
+        sl.load_state_dict(lin.state_dict())
+        sj.append(sl)
+        if kind == "if":
+            sj.append(nodes.IFNode(v_reset=0.0, step_mode="m"))
+        elif kind == "lif":
+            sj.append(nodes.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, step_mode="m"))
+        else:
+            sj.append(nodes.ParametricLIFNode(init_tau=2.0, decay_input=False, v_reset=0.0, step_mode="m"))
+    model = nn.Sequential(*sj)
+    xs = x.transpose(0, 1)
+    batches = [(xs[:, i : i + 3], torch.zeros(xs[:, i : i + 3].shape[1])) for i in range(0, 7, 3)]
+    report = snnprune.analyze(model, batches, time_axis=0, convention="neurobench", progress=False)
+    assert report.totals["membrane_updates"] > 0
+    assert report.totals["membrane_updates"] == pytest.approx(ref["MembraneUpdates"], rel=1e-12)
+    assert report.totals["neuron_ops"] == pytest.approx(
+        ref["NeuronOperations"]["Effective Neuron Ops"], rel=1e-12
+    )
+    assert report.totals["neuron_dense_ops"] == pytest.approx(
+        ref["NeuronOperations"]["Neuron Dense Ops"], rel=1e-12
+    )
+    assert report.totals["membrane_updates"] < 0.9 * 6 * (8 + 6 + 4)  # many neurons keep their potential

@@ -234,6 +234,7 @@ def analyze(
     max_batches: int | None = None,
     progress: bool = True,
     convention: str = "ours",
+    membrane: bool | None = None,
 ) -> Report:
     """Count spikes, synaptic operations (SOPs), MACs, sparsity and energy of ``model`` on ``data``.
 
@@ -314,6 +315,9 @@ def analyze(
         max_batches: stop after this many batches.
         progress: show a tqdm progress bar for iterables (on stderr, when it is a terminal).
         convention: ``"ours"`` (default), ``"spikingjelly"``, ``"syops"`` or ``"neurobench"``.
+        membrane: add NeuroBench's MembraneUpdates and NeuronOperations (``membrane_updates``,
+            ``neuron_ops``, ``neuron_dense_ops`` per neuron row and in ``totals``; docs/analyze.md). ``None``
+            (default): only under ``convention="neurobench"``; ``True``/``False``: under any convention.
 
     Returns:
         A :class:`Report` (``print`` it, ``to_dict()``, ``to_json(path)``, ``to_csv(path)``, ``plot()``).
@@ -379,7 +383,11 @@ def analyze(
         model.eval()
         with torch.no_grad(), parametrize.cached():
             collector = Collector(
-                model, spiking=spiking, device=device, neurobench=convention == "neurobench"
+                model,
+                spiking=spiking,
+                device=device,
+                neurobench=convention == "neurobench",
+                membrane=convention == "neurobench" if membrane is None else bool(membrane),
             )
             collector.attach()
             iterator = iter(batches)

@@ -160,6 +160,10 @@ class _Row:
     nonzero_out: Tensor | None = None  # non-zero outputs (ActivationSparsity)
     elems: int = 0
     neurons: int = 0
+    mem_updates: Tensor | None = None  # NeuroBench's MembraneUpdates (see Collector ``membrane``)
+    v_prev: Any = None  # V[t-1] before the current call
+    batch_steps: int = 0  # steps run in the current batch
+    own_v_seq: bool = False  # store_v_seq switched on by the collector for this call
 
 
 class Collector:
@@ -171,14 +175,24 @@ class Collector:
         device: device of the accumulators (the model's device).
         neurobench: also accumulate NeuroBench's SynapticOperations (``nb_acs``, ``nb_macs``, ``nb_dense``;
             one more pass over each synaptic input, so only when asked).
+        membrane: also accumulate NeuroBench's MembraneUpdates per neuron layer (``mem_updates``): in each
+            batch every neuron counts at its first step, and at every later step t where its post-reset
+            membrane potential V[t] differs from V[t-1] (one more comparison per neuron step, so only when
+            asked).
     """
 
     def __init__(
-        self, model: nn.Module, spiking: bool, device: torch.device, neurobench: bool = False
+        self,
+        model: nn.Module,
+        spiking: bool,
+        device: torch.device,
+        neurobench: bool = False,
+        membrane: bool = False,
     ) -> None:
         self.model = model
         self.spiking = spiking
         self.neurobench = neurobench
+        self.membrane = membrane
         self.device = device
         self.rows: list[_Row] = []
         self.handles: list[Any] = []
@@ -224,6 +238,8 @@ class Collector:
                 row.acc = torch.zeros(len(_ACC), dtype=torch.float64, device=w.device)
             if kind == "neuron":
                 row.spikes = zero.clone()
+                if self.membrane:
+                    row.mem_updates = zero.clone()
             if kind in ("neuron", "activation"):
                 row.nonzero_out = zero.clone()
             if kind == "product":
@@ -237,6 +253,9 @@ class Collector:
                 self.handles.append(row.module.register_forward_pre_hook(self._input_size_hook(row)))
                 self.handles.append(row.module.register_forward_hook(self._synaptic_hook(row)))
             elif row.kind == "neuron":
+                if row.mem_updates is not None:
+                    self.handles.append(row.module.register_forward_pre_hook(self._membrane_pre_hook(row)))
+                    self.handles.append(row.module.register_forward_hook(self._membrane_hook(row)))
                 self.handles.append(row.module.register_forward_hook(self._neuron_hook(row)))
             elif row.kind == "activation":
                 self.handles.append(row.module.register_forward_hook(self._activation_hook(row)))
@@ -255,6 +274,8 @@ class Collector:
         """Note the input of the next batch: its shape, and on the device whether it holds NaN or inf."""
         self._input_shape = tuple(x.shape)
         self._synaptic_seen = False
+        for row in self.rows:
+            row.batch_steps = 0
         if x.is_floating_point() or x.is_complex():
             bad = ~torch.isfinite(x).all()
             self._nonfinite = torch.where(bad & (self._nonfinite < 0), float(self.batches), self._nonfinite)
@@ -486,6 +507,38 @@ class Collector:
 
         return hook
 
+    def _membrane_pre_hook(self, row: _Row):
+        def hook(mod: nn.Module, args: tuple) -> None:
+            v = getattr(mod, "v", None)
+            row.v_prev = v.detach().clone() if isinstance(v, Tensor) else v
+            row.own_v_seq = getattr(mod, "step_mode", "s") == "m" and not getattr(mod, "store_v_seq", True)
+            if row.own_v_seq:
+                mod.store_v_seq = True
+
+        return hook
+
+    def _membrane_hook(self, row: _Row):
+        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
+            if getattr(mod, "step_mode", "s") == "m":
+                seq = mod.v_seq
+                if row.own_v_seq:
+                    mod.store_v_seq = False  # the setter also drops v_seq
+            else:
+                seq = mod.v.unsqueeze(0) if isinstance(mod.v, Tensor) else None
+            if not isinstance(seq, Tensor) or seq.dim() < 2:
+                return
+            seq = seq.detach()
+            n = torch.count_nonzero(seq[1:] - seq[:-1]).to(torch.float64)
+            if row.batch_steps == 0:
+                n = n + seq[0].numel()
+            else:
+                n = n + torch.count_nonzero(seq[0] - row.v_prev).to(torch.float64)
+            row.mem_updates += n
+            row.batch_steps += seq.shape[0]
+            row.v_prev = None
+
+        return hook
+
     def _activation_hook(self, row: _Row):
         def hook(mod: nn.Module, args: tuple, output: Any) -> None:
             if isinstance(output, Tensor):
@@ -512,6 +565,8 @@ class Collector:
                 tensors.append(row.weight_nonzero.reshape(1).to(self.device))
             if row.spikes is not None:
                 tensors.append(row.spikes.reshape(1).to(self.device))
+            if row.mem_updates is not None:
+                tensors.append(row.mem_updates.reshape(1).to(self.device))
             if row.nonzero_out is not None:
                 tensors.append(row.nonzero_out.reshape(1).to(self.device))
             if row.prod is not None:
@@ -564,6 +619,9 @@ class Collector:
                 raw.update(norm_macs=row.norm_macs, calls=row.calls)
             if row.spikes is not None:
                 raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons)
+                i += 1
+            if row.mem_updates is not None:
+                raw.update(mem_updates=flat[i])
                 i += 1
             if row.nonzero_out is not None:
                 raw.update(nonzero_out=flat[i], elems=row.elems, calls=row.calls)

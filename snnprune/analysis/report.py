@@ -106,6 +106,12 @@ def _convention_counts(raw: dict[str, Any], convention: str, t: int, first_real:
     return raw["sops"], raw["macs"]
 
 
+#: Operations per membrane update of an IF, LIF or PLIF neuron: NeuroBench 2.3.0's entry for snnTorch's
+#: ``Leaky`` (``metrics/workload/neuron_operations.py``: ``"Leaky": {"subtract": 4, "zero": 4}``), the
+#: snnTorch neuron with the same equations (IF is ``Leaky`` with ``beta=1``); see docs/analyze.md.
+NEURON_OPS_PER_UPDATE = 4
+
+
 def price_row(row: dict[str, Any], energy: EnergyModel, spiking: bool, t: int) -> None:
     """Fill the energy columns of one :class:`Report` row, in place, from its counts and ``access`` record.
 
@@ -232,6 +238,12 @@ def build_report(
                     "spikes": raw["spikes"] / samples,
                 },
             )
+            if "mem_updates" in raw:
+                row.update(
+                    membrane_updates=raw["mem_updates"] / samples,
+                    neuron_ops=raw["mem_updates"] * NEURON_OPS_PER_UPDATE / samples,
+                    neuron_dense_ops=raw["elems"] * NEURON_OPS_PER_UPDATE / samples,
+                )
         if "nonzero_out" in raw:
             row.update(
                 activation_sparsity=1.0 - raw["nonzero_out"] / raw["elems"] if raw["elems"] else None,
@@ -279,6 +291,10 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
         spikes=sum(r["spikes"] for r in neuron_rows),
         activation_sparsity=(1.0 - sum(r["nonzero_out"] for r in active) / outputs if outputs else None),
         footprint_bytes=meta.get("footprint_bytes"),
+        **{
+            k: (sum(r[k] for r in neuron_rows if k in r) if any(k in r for r in neuron_rows) else None)
+            for k in ("membrane_updates", "neuron_ops", "neuron_dense_ops")
+        },
         dense_energy_pj=energy.energy_pj(macs=totals["dense_macs"]),
         sops_per_step=totals["sops"] / t,
         macs_per_step=totals["macs"] / t,
@@ -305,7 +321,9 @@ class Report:
     modules, NeuroBench's ActivationSparsity; None without them) and ``footprint_bytes`` (parameters and
     buffers; None in reports written before it existed). Neuron rows and ``activation`` rows (ReLU,
     Sigmoid) have ``activation_sparsity``, ``nonzero_out`` and ``activations`` (non-zero and all outputs per
-    sample).
+    sample). With ``analyze(..., membrane=True)`` (the default under ``convention="neurobench"``) neuron rows
+    and ``totals`` have NeuroBench's ``membrane_updates``, ``neuron_ops`` (Effective Neuron Ops) and
+    ``neuron_dense_ops`` per sample (``None`` in the totals without them).
     ``report.meta`` says which energy model, convention, T and data were used.
 
     Energy columns (rows where energy applies: synaptic layers; neurons when the model charges memory;
