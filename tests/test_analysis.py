@@ -801,5 +801,6 @@ def test_membrane_updates_and_neuron_ops_hand_count(ours, step_mode, kind, v_res
         assert r.totals["neuron_ops"] == 4 * expected / 2
         assert r.totals["neuron_dense_ops"] == 4 * 4 * 3  # T * neurons * 4
         assert r[r.layers[-1]["name"]]["membrane_updates"] == expected / 2
+        assert f"membrane updates {expected / 2:g}" in str(r)
     assert analyze(model, data, time_axis=0, progress=False).totals["membrane_updates"] is None
     assert not node.store_v_seq and node.v_seq is None

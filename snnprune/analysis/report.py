@@ -512,6 +512,11 @@ class Report:
             f"({format_energy(t['dense_energy_pj'])} if dense); {t['samples']} samples in "
             f"{m.get('batches', '?')} batches; energy model {self.energy_model}"
         )
+        if t.get("membrane_updates") is not None:
+            out.append(
+                f"membrane updates {format_count(t['membrane_updates'])}, neuron ops "
+                f"{format_count(t['neuron_ops'])} (dense {format_count(t['neuron_dense_ops'])}) per sample"
+            )
         if self.convention != "ours" or memory:
             out.append(
                 f"convention {self.convention}; energy = compute {format_energy(t.get('energy_compute_pj'))} + "
