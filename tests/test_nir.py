@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -359,7 +360,11 @@ def test_threshold_ties_follow_spikingjelly_rule():
     assert plain["source model"]["spike_mismatches"] == 0
 
 
-def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, capsys):
+def _root_record(path: str, msg: str) -> logging.LogRecord:
+    return logging.LogRecord("root", logging.WARNING, path, 1, msg, None, None)
+
+
+def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, capsys, caplog):
     """The frameworks' deprecation warnings stay inside verify_nir (a warning would be an error here); the
     bars show with progress=True only; the table explains the source-model row."""
     from snnprune.interop import nir_verify
@@ -369,6 +374,9 @@ def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, ca
             "`torch.jit.script` is deprecated. Please switch to `torch.compile`", FutureWarning, stacklevel=1
         )
         warnings.warn_explicit("old API", DeprecationWarning, "nirtorch/graph.py", 1, module="nirtorch.graph")
+        logging.getLogger().handle(
+            _root_record("/site-packages/nirtorch/graph_executor.py", "Multiple inputs")
+        )
         return nir_verify._load_spikingjelly(graph, dt)
 
     monkeypatch.setitem(nir_verify._LOADERS, "spikingjelly", warning_loader)
@@ -383,6 +391,10 @@ def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, ca
             assert ("frameworks" in capsys.readouterr().err) is progress
     table = snnprune.interop.format_rows(rows)
     assert "source model" in table and "BN folding" in table and "threshold tie" in table
+    # nirtorch's notes on the root logger stay inside verify_nir; the filter is gone afterwards
+    assert not [r for r in caplog.records if r.getMessage() == "Multiple inputs"]
+    logging.getLogger().handle(_root_record("/site-packages/nirtorch/graph_executor.py", "after"))
+    assert [r.getMessage() for r in caplog.records] == ["after"]
 
 
 @pytest.mark.slow

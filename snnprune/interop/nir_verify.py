@@ -16,6 +16,7 @@ import contextlib
 import copy
 import importlib
 import io
+import logging
 import warnings
 from collections.abc import Iterable
 from functools import partial
@@ -88,6 +89,22 @@ def _threshold_down(graph: nir.NIRGraph) -> nir.NIRGraph:
             node.v_threshold = np.nextafter(th, np.float32(-np.inf))
             nodes[name] = node
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata))
+
+
+@contextlib.contextmanager
+def _frameworks_root_log_dropped():
+    """Drop the importers' own notes to the root logger (nirtorch's graph executor logs on the root logger)
+    while a row runs; the filter is removed afterwards, other records pass."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "nirtorch" not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 _STEP_DOWN = "v_threshold one float32 step down (spikes on v > θ)"
@@ -380,7 +397,7 @@ def verify_nir(
             "max_abs_diff": None,
         }
         row.update(top1=None, added=[], reason=None)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _frameworks_root_log_dropped():
             warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)
             warnings.filterwarnings(
                 "ignore", category=DeprecationWarning, module=r"(nirtorch|norse|snntorch)\b"
