@@ -13,9 +13,11 @@ and 64, T = 2, batch 64) or ``imagenet`` (ImageNet stem: 7x7/2 conv and 3x3/2 ma
 1000 classes; width 64, T = 4, batch 32). ``--widths``, ``--T`` and ``--batch`` override the defaults.
 
 A compacted copy at channel sparsity ``p`` is made the way a filter-pruned run is: the group soft-threshold
-of ``granularity="filter"`` is attached, the filters of ``round(p * C)`` channels of every channel group
-(coupled SEW/residual streams and block-internal channels alike) are driven under the threshold, and
-:func:`snnprune.compact` removes them (checked against the masked model). Timing does not depend on the
+of ``granularity="filter"`` is attached, the filters of ``round(p * U)`` of the ``U`` units of every channel
+group (coupled SEW/residual streams and block-internal channels alike; for the transformers the MLP hidden
+channels and the attention heads, a head being one unit of ``head_dim`` channels) are driven under the
+threshold, and :func:`snnprune.compact` removes them (checked against the masked model). ``--groups mlp`` or
+``--groups heads`` restricts this to the transformers' MLP or head groups. Timing does not depend on the
 weight values, so no training is needed here; accuracy at each sparsity comes from real runs
 (``scripts/make_structured_figure.py``).
 
@@ -71,7 +73,7 @@ SCALES = {
 }  # fmt: skip
 
 #: --kinds: the model and the option its width sets (SEW ResNet-18 and its twin; the small Spikformer and its
-#: twin, whose groups are the MLP hidden channels).
+#: twin, whose groups are the MLP hidden channels and the attention heads).
 KINDS = {
     "sew": ("sew_resnet18", "width"),
     "ann": ("ann_resnet18", "width"),
@@ -91,11 +93,16 @@ def build(kind: str, width: int, T: int, scale: str = "mnist") -> nn.Module:
     return models.create_model(name, **{k: v for k, v in options.items() if k in taken})
 
 
+#: --groups: the prefixes of the group names driven under the threshold (None: every group).
+GROUPS = {"all": None, "mlp": ("mlp:",), "heads": ("heads:",)}
+
+
 @torch.no_grad()
 def compacted(
-    kind: str, width: int, T: int, sparsity: float, x: torch.Tensor, scale: str = "mnist"
+    kind: str, width: int, T: int, sparsity: float, x: torch.Tensor, scale: str = "mnist", groups: str = "all"
 ) -> nn.Module:
-    """A compacted copy with ``round(sparsity * C)`` channels of every group removed."""
+    """A compacted copy with ``round(sparsity * U)`` of the ``U`` units of every group (of ``groups``, a key
+    of :data:`GROUPS`) removed."""
     torch.manual_seed(0)
     model = build(kind, width, T, scale)
     if sparsity == 0:
@@ -104,11 +111,14 @@ def compacted(
     layers = select_layers(model, exclude=[classifier])
     attach_filter_threshold(model, layers, threshold=0.0)
     modules = dict(model.named_modules())
+    prefixes = GROUPS[groups]
     for group in channel_groups(model):
+        if prefixes is not None and not group.name.startswith(prefixes):
+            continue
         for conv_name, _ in group.producers:
             theta = modules[conv_name].parametrizations.weight.original
-            c = theta.shape[0]
-            theta[: round(sparsity * c)] = 0.0  # RMS 0 <= any D: removed
+            units = theta.shape[0] // group.width
+            theta[: round(sparsity * units) * group.width] = 0.0  # RMS 0 <= any D: removed
     for layer in layers.values():
         layer.parametrizations.weight[0].threshold.fill_(1e-6)
     model.eval()
@@ -156,9 +166,13 @@ def bench(args: argparse.Namespace, save: Any = None) -> list[dict[str, Any]]:
             x1 = torch.rand(1, *shape, generator=g)
             x64 = torch.rand(args.batch, *shape, generator=g).to(device)
             y64 = torch.randint(0, sc["num_classes"], (args.batch,), generator=g).to(device)
-            nets = {p: compacted(kind, width, args.T, p, x1, args.scale).to(device) for p in sparsities}
+            nets = {
+                p: compacted(kind, width, args.T, p, x1, args.scale, args.groups).to(device)
+                for p in sparsities
+            }
             train_nets = {
-                p: compacted(kind, width, args.T, p, x1, args.scale).to(device).train() for p in sparsities
+                p: compacted(kind, width, args.T, p, x1, args.scale, args.groups).to(device).train()
+                for p in sparsities
             }
             x1 = x1.to(device)
             measures = {
@@ -174,6 +188,7 @@ def bench(args: argparse.Namespace, save: Any = None) -> list[dict[str, Any]]:
                     rows.append(
                         {
                             "kind": kind,
+                            "groups": args.groups,
                             "scale": args.scale,
                             "width": width,
                             "channel_sparsity": p,
@@ -194,7 +209,7 @@ def bench(args: argparse.Namespace, save: Any = None) -> list[dict[str, Any]]:
 
 def _fmt(r: dict[str, Any]) -> str:
     return (
-        f"| {r['kind']} | {r['width']} | {r['channel_sparsity']:.2f} | {r['params']:,} | {r['measure']} | "
+        f"| {r['kind']}{'' if r['groups'] == 'all' else ' (' + r['groups'] + ')'} | {r['width']} | {r['channel_sparsity']:.2f} | {r['params']:,} | {r['measure']} | "
         f"{r['min_ms']:.1f} | {r['median_ms']:.1f} | {r['speedup_min']:.2f}x | {r['speedup_median']:.2f}x |"
     )
 
@@ -208,6 +223,12 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--widths", nargs="+", type=int, default=None, help="base widths (default: by --scale)")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.25, 0.5, 0.75])
+    p.add_argument(
+        "--groups",
+        choices=tuple(GROUPS),
+        default="all",
+        help="which groups lose units: all, or only the transformers' MLP channels or attention heads",
+    )
     p.add_argument("--T", type=int, default=None, help="SEW time steps (default: by --scale)")
     p.add_argument(
         "--batch",

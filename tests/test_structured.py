@@ -497,3 +497,19 @@ def test_bench_compact_imagenet_scale_uses_the_imagenet_stem_and_input(tmp_path)
     assert next(r for r in rows if r["channel_sparsity"] == 0.0)["params"] == bench.params(dense)
     # by hand at width 4: 4 x 3 x 7 x 7 stem weights, a 1000 x 32 classifier (8 x width features)
     assert dense.conv1.weight.numel() == 4 * 3 * 49 and dense.fc.weight.shape == (1000, 32)
+
+
+@pytest.mark.parametrize("groups", ["heads", "mlp"])
+def test_bench_compact_groups_remove_heads_or_mlp_channels_only(groups):
+    bench = load_script("bench_compact")
+    x = torch.rand(1, 1, 28, 28)
+    dense = bench.build("ann_spikformer", 16, 1)
+    small = bench.compacted("ann_spikformer", 16, 1, 0.5, x, groups=groups)
+    for block in small.block:
+        assert block.attn.num_heads == (2 if groups == "heads" else 4)  # 4 heads of 4 channels
+        assert block.attn.q.out_features == (8 if groups == "heads" else 16)
+        assert block.mlp.fc1.out_features == (64 if groups == "heads" else 32)
+    # per block, heads: 2 x (4 rows of Q, K, V of 16 weights, 3 BN pairs of 4, 4 columns of proj);
+    # mlp: 32 x (fc1 row of 16 + bias, BN pair, fc2 column of 16)
+    per_block = 2 * (3 * 4 * 16 + 3 * 2 * 4 + 4 * 16) if groups == "heads" else 32 * (16 + 1 + 2 + 16)
+    assert bench.params(small) == bench.params(dense) - 2 * per_block

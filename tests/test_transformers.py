@@ -360,7 +360,7 @@ def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
     pruner = sparsify(
         net, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["head"]
     )
-    groups = snnprune.structured.channel_groups(net)
+    groups = [g for g in snnprune.structured.channel_groups(net) if g.name.startswith("mlp:")]
     assert [(g.producers, g.consumers) for g in groups] == [
         ([(f"block.{i}.mlp.fc1", f"block.{i}.mlp.fc1_bn")], [f"block.{i}.mlp.fc2"]) for i in range(2)
     ]
@@ -389,3 +389,71 @@ def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
     )  # fc1 row+bias, BN pair, fc2 col
     with torch.no_grad():
         torch.testing.assert_close(small(x), ref)
+
+
+# ---------------------------------------------------------------------------------- structured: attention heads
+@pytest.mark.parametrize("name", ["spikformer_small", "sdt_small", "ann_spikformer_small", "ann_sdt_small"])
+def test_filter_pruned_attention_heads_compact_to_equal_outputs(name):
+    torch.manual_seed(0)
+    dim, heads, d = 32, 4, 8
+    net = _tiny(name, depth=2, embed_dim=dim, num_heads=heads)
+    pruner = sparsify(
+        net, "stds", granularity="filter", final_threshold=0.01, total_steps=1, exclude=["head"]
+    )
+    groups = [g for g in snnprune.structured.channel_groups(net) if g.name.startswith("heads:")]
+    assert [(g.producers, g.consumers, g.width, g.counts) for g in groups] == [
+        (
+            [(f"block.{i}.attn.{n}", f"block.{i}.attn.{n}_bn") for n in "qkv"],
+            [f"block.{i}.attn.proj"],
+            d,
+            [(f"block.{i}.attn", "num_heads")],
+        )
+        for i in range(2)
+    ]
+    removed = {0: (1, 3), 1: (0,)}  # block -> heads whose Q, K, V rows fall under the threshold
+    with torch.no_grad():
+        for i, hs in removed.items():
+            attn = net.block[i].attn
+            for n in "qkv":
+                w = getattr(attn, n).parametrizations.weight.original
+                for h in hs:
+                    w[h * d : (h + 1) * d] *= 1e-3  # head RMS << 0.01: removed
+                getattr(attn, f"{n}_bn").bias.fill_(0.8)  # the BN shift a removed head must not leak
+            attn.q.parametrizations.weight.original[2 * d] *= 1e-3  # one row of a kept head stays
+    pruner.step()
+    x = torch.rand(4, 1, 28, 28) * 3
+    net.train()
+    net(x)
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+    for i, hs in removed.items():
+        s = net.block[i].attn.q.parametrizations.weight[0].last_scale.view(heads, d)
+        assert [h for h in range(heads) if bool(s[h].eq(0).all())] == list(hs)
+        assert bool(s.gt(0).all(1).eq(s.gt(0).any(1)).all())  # a head's channels share one factor
+    functional.reset_net(net)
+    small = snnprune.compact(net, x)
+    for i, hs in removed.items():
+        attn = small.block[i].attn
+        kept = (heads - len(hs)) * d
+        assert attn.num_heads == heads - len(hs)
+        assert (
+            attn.q.out_features == attn.k.out_features == attn.v.out_features == attn.proj.in_features == kept
+        )
+        assert attn.q_bn.num_features == attn.k_bn.num_features == attn.v_bn.num_features == kept
+        assert small.block[i].mlp.fc1.out_features == 4 * dim  # no MLP channel under the threshold
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    dense = _tiny(name, depth=2, embed_dim=dim, num_heads=heads)
+    # 3 heads, each: d rows of Q, K and V (no bias), 3 BN pairs of d channels, d columns of proj
+    assert params(small) == params(dense) - 3 * (3 * d * dim + 3 * 2 * d + d * dim)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), ref)
+    functional.reset_net(small)
+    widths = snnprune.structured.layer_widths(small)
+    assert widths["block.0.attn"] == {"num_heads": 2} and widths["block.1.attn"] == {"num_heads": 3}
+    again = snnprune.structured.shrink_(_tiny(name, depth=2, embed_dim=dim, num_heads=heads), widths)
+    again.load_state_dict(small.state_dict())
+    again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), ref)

@@ -57,10 +57,17 @@ def _attrs(module: nn.Module) -> tuple[str, ...]:
 
 
 def layer_widths(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Widths of every Conv, Linear and BatchNorm layer: ``{name: {"in_channels": .., "out_channels": ..}}``."""
-    return {
+    """Widths of every Conv, Linear and BatchNorm layer: ``{name: {"in_channels": .., "out_channels": ..}}``,
+    and the unit counts of the channel groups (``{attn name: {"num_heads": ..}}``)."""
+    widths = {
         name: {a: int(getattr(m, a)) for a in _attrs(m)} for name, m in model.named_modules() if _attrs(m)
     }
+    if is_transformer_like(model):
+        modules = dict(model.named_modules())
+        for group in channel_groups(model):
+            for name, attr in group.counts:
+                widths.setdefault(name, {})[attr] = int(getattr(modules[name], attr))
+    return widths
 
 
 def _reset(model: nn.Module) -> None:
@@ -147,7 +154,9 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
 
     A channel of a group (see :func:`~snnprune.structured.groups.channel_groups`) is removed when every
     producer's filter (and bias) is exactly zero and its BN output is exactly zero (BN following the conv,
-    or :math:`\\gamma = \\beta = 0`); at least one channel per group is kept. The copy is finalized (no
+    or :math:`\\gamma = \\beta = 0`); a unit of several channels (an attention head) is removed when all
+    its channels are, and the group's count (``num_heads``) is lowered to the units kept; at least one
+    channel (unit) per group is kept. The copy is finalized (no
     parametrization, no hook), so it trains and runs as an ordinary model; ``model`` is not modified.
     The compacted model is checked against the masked one on ``example_input`` (eval mode), both run in
     float64 on copies: the check is about structure, and in float32 the convolutions over fewer channels
@@ -155,7 +164,7 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
     tiny variance amplifies the rounding) although nothing is wrong.
 
     Args:
-        model: a filter-pruned (or any) ResNet-protocol model, parametrized or finalized.
+        model: a filter-pruned (or any) ResNet- or transformer-protocol model, parametrized or finalized.
         example_input: a batch the model accepts (e.g. ``[N, C, H, W]`` images).
         atol: largest allowed max-abs difference of the (float64) outputs in the check.
 
@@ -163,7 +172,7 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
         The compacted model, in ``model``'s training mode.
 
     Raises:
-        ValueError: ``model`` does not follow the ResNet protocol, or does not accept ``example_input``
+        ValueError: ``model`` follows neither protocol, or does not accept ``example_input``
             (one line naming its shape and what the first layer expects).
         RuntimeError: the compacted model's output differs from the masked model's by more than ``atol``.
     """
@@ -187,11 +196,15 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
                 bn = modules[bn_name]
                 zero &= bn.weight.eq(0) & bn.bias.eq(0) if bn.weight is not None else torch.zeros_like(zero)
             removable = zero if removable is None else removable & zero
-        keep = (~removable).nonzero().flatten()
-        if keep.numel() == 0:
-            keep = torch.zeros(1, dtype=torch.long, device=removable.device)
+        w = group.width
+        units = (~removable.view(-1, w).all(1)).nonzero().flatten()  # a unit goes when all its channels go
+        if units.numel() == 0:
+            units = torch.zeros(1, dtype=torch.long, device=removable.device)
+        keep = (units[:, None] * w + torch.arange(w, device=units.device)).flatten()
         if keep.numel() == removable.numel():
             continue
+        for module_name, attr in group.counts:
+            setattr(modules[module_name], attr, int(units.numel()))
         for conv_name, bn_name in group.producers:
             _slice_out(modules[conv_name], keep)
             if bn_name is not None:
@@ -239,6 +252,9 @@ def shrink_(model: nn.Module, widths: dict[str, dict[str, int]]) -> nn.Module:
                     f"layer {name!r} has {attr}={old} in {type(model).__name__}, the compacted model has "
                     f"{value}; build the model with the width it was trained with"
                 )
+            if not any(attr in a for a in _WIDTH_ATTRS.values()):  # a unit count (num_heads)
+                setattr(module, attr, value)
+                continue
             idx = torch.arange(value)
             if attr in ("out_channels", "out_features", "num_features"):
                 _slice_out(module, idx)

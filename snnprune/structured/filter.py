@@ -29,7 +29,8 @@ def attach_filter_threshold(
     """Register a :class:`~snnprune.threshold.group.GroupSoftThreshold` on every layer of ``layers``.
 
     For a ResNet-protocol ``model`` (see :mod:`snnprune.structured.groups`) the output channels joined by
-    a SEW/residual connection share one group (one norm, one :math:`n_g`), and the BN after every pruned
+    a SEW/residual connection share one group (one norm, one :math:`n_g`); for a transformer-protocol one
+    an attention head's rows of Q, K and V form one group; and the BN after every pruned
     conv follows it (:class:`~snnprune.structured.groups.FollowConv`), so a removed group is exactly zero
     downstream and :func:`snnprune.compact` can remove it. Producers outside ``layers`` (excluded) stay
     dense; the channels they feed are then never removed. For other models every layer's output channels
@@ -89,7 +90,7 @@ def couple_filter_groups(model: nn.Module | None, layers: dict[str, nn.Module]) 
     for group in groups:
         members = [modules[c] for c, _ in group.producers if id(modules[c]) in selected]
         for m in members:
-            m.parametrizations.weight[0].couple([o for o in members if o is not m])
+            m.parametrizations.weight[0].couple([o for o in members if o is not m], block=group.width)
         for conv_name, bn_name in group.producers:
             if bn_name is not None and id(modules[conv_name]) in selected:
                 BatchNormFollower(modules[bn_name], modules[conv_name])

@@ -24,8 +24,13 @@ has ``conv1, bn1, conv2, bn2[, conv3, bn3]`` in a chain and ``downsample`` (``Se
 **Transformer protocol** (the ``models`` Spikformer and Spike-driven Transformer and their ANN twins):
 the model has ``block`` (a sequence of blocks) and every block an ``mlp`` with ``fc1``, ``fc1_bn`` and
 ``fc2``. Groups: *MLP hidden channel* ``c``: row ``c`` of ``fc1`` with its BN channel, consumed by column
-``c`` of ``fc2`` (between them only an element-wise neuron or ReLU, silent on zero). Attention heads are not
-groups (removing some channels of a head would change its width, not remove it).
+``c`` of ``fc2`` (between them only an element-wise neuron or ReLU, silent on zero). *Attention head*
+``h``, where the block has an ``attn`` with ``q``, ``k``, ``v`` (each with its BN ``q_bn``, ``k_bn``,
+``v_bn``), ``proj`` and ``num_heads``: rows ``[h d, (h + 1) d)`` (``d = C_out / num_heads``) of ``q``,
+``k`` and ``v`` with their BN channels, removed as one unit (``width = d``), consumed by the same columns
+of ``proj``; removing it lowers ``attn.num_heads`` by one. A head whose Q, K and V are all zero adds
+nothing: its spikes are silent, so ``Q (K^T V)`` and ``Q`` masked by ``SN(sum(K V))`` are 0, and in the
+ANN twin ``softmax(0) V = 0`` (``V = 0``) through a ReLU.
 
 **BN follows its conv.** A filter at zero does not make its channel zero: BN turns it into the constant
 :math:`\\beta - \\gamma\\mu/\\sigma`, which a neuron or ReLU passes on. :class:`FollowConv` (a forward hook
@@ -62,14 +67,20 @@ class ChannelGroup:
     """Output channels removed together.
 
     Attributes:
-        name: ``"stream:<stage>"`` or ``"internal:<conv name>"``.
+        name: ``"stream:<stage>"``, ``"internal:<conv name>"``, ``"mlp:<block>"`` or ``"heads:<block>"``.
         producers: ``(conv name, BN name or None)`` whose output channel ``c`` forms channel ``c``.
         consumers: layers (Conv or Linear) whose input channel ``c`` reads channel ``c``.
+        width: channels per unit: channels ``[u * width, (u + 1) * width)`` are removed together (an
+            attention head); 1 for single channels.
+        counts: ``(module name, attribute)`` holding the number of units (``num_heads``), set to the number
+            kept when units are removed.
     """
 
     name: str
     producers: list[tuple[str, str | None]] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
+    width: int = 1
+    counts: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _block_convs(block: nn.Module) -> int:
@@ -113,6 +124,26 @@ def is_transformer_like(model: nn.Module) -> bool:
     )
 
 
+_HEAD_ATTRS = ("q", "q_bn", "k", "k_bn", "v", "v_bn", "proj", "num_heads")
+
+
+def _head_group(block: nn.Module, prefix: str) -> ChannelGroup | None:
+    """The attention-head group of a transformer block (see the module docstring), or None."""
+    attn = getattr(block, "attn", None)
+    if attn is None or not all(hasattr(attn, a) for a in _HEAD_ATTRS):
+        return None
+    heads, dim = attn.num_heads, attn.q.weight.shape[0]
+    if not (isinstance(heads, int) and heads > 0 and dim % heads == 0):
+        return None
+    if any(getattr(attn, n).weight.shape[0] != dim for n in ("k", "v")) or attn.proj.weight.shape[1] != dim:
+        return None
+    p = f"{prefix}.attn"
+    return ChannelGroup(
+        f"heads:{prefix}", producers=[(f"{p}.{n}", f"{p}.{n}_bn") for n in ("q", "k", "v")],
+        consumers=[f"{p}.proj"], width=dim // heads, counts=[(p, "num_heads")],
+    )  # fmt: skip
+
+
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     """The channel groups of a ResNet- or transformer-protocol model (see the module docstring).
 
@@ -122,19 +153,22 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
 
     Returns:
         ResNet: internal groups and one stream group per stage (the first stream group starts at the stem);
-        transformer: one MLP group per block.
+        transformer: per block, its attention-head group (where the block has one) and its MLP group.
 
     Raises:
         ValueError: ``model`` follows neither protocol.
     """
     if is_transformer_like(model):
-        return [
-            ChannelGroup(
+        groups: list[ChannelGroup] = []
+        for i, block in enumerate(model.block):
+            head = _head_group(block, f"block.{i}")
+            if head is not None:
+                groups.append(head)
+            groups.append(ChannelGroup(
                 f"mlp:block.{i}", producers=[(f"block.{i}.mlp.fc1", f"block.{i}.mlp.fc1_bn")],
                 consumers=[f"block.{i}.mlp.fc2"],
-            )
-            for i in range(len(model.block))
-        ]  # fmt: skip
+            ))  # fmt: skip
+        return groups
     if not is_resnet_like(model):
         raise ValueError(
             f"{type(model).__name__} does not follow the ResNet protocol (conv1, bn1, layer1.., fc; blocks "
@@ -142,7 +176,7 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
             ".fc1/fc1_bn/fc2): filter coupling and snnprune.compact support the SEW ResNets, the spiking "
             "transformers and their ANN twins; use granularity='weight' for other models"
         )
-    groups: list[ChannelGroup] = []
+    groups = []
     stream = ChannelGroup("stream:stem", producers=[("conv1", "bn1")])
     k = 1
     while hasattr(model, f"layer{k}"):

@@ -7,7 +7,8 @@
 for every group :math:`g` of weights. Here a group is one output channel: the filter ``theta[c]`` of a
 Conv1d/2d/3d or the row ``theta[c]`` of a Linear, optionally joined with the same output channel of other
 layers whose outputs are summed or multiplied channel by channel (SEW ADD/AND/IAND shortcuts, see
-:mod:`snnprune.structured`).
+:mod:`snnprune.structured`), or a block of consecutive output channels of every member (an attention head's
+rows of Q, K and V, see :meth:`GroupSoftThreshold.couple`).
 
 **Scaling of D.** :math:`n_g` is the number of weights in the group (``C_in * kH * kW`` for one conv
 filter, summed over the coupled layers), so a group is removed exactly when the *root-mean-square* of its
@@ -192,6 +193,7 @@ class GroupSoftThreshold(nn.Module):
         else:
             self.register_buffer("threshold", value)
         self.peers: list[nn.Module] = []
+        self.block = 1
         self.last_scale: Tensor | None = None
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -213,9 +215,16 @@ class GroupSoftThreshold(nn.Module):
             )
         self.threshold.fill_(value)
 
-    def couple(self, peers: list[nn.Module]) -> None:
-        """Join this layer's output channels with those of ``peers`` (parametrized layers, same ``C_out``)."""
+    def couple(self, peers: list[nn.Module], block: int = 1) -> None:
+        """Join this layer's output channels with those of ``peers`` (parametrized layers, same ``C_out``).
+
+        Args:
+            peers: the other members of the groups.
+            block: consecutive output channels per group (an attention head's ``head_dim``: channels
+                ``[g * block, (g + 1) * block)`` of every member form group ``g``); divides ``C_out``.
+        """
         self.peers = list(peers)
+        self.block = int(block)
 
     def scale(self, theta: Tensor) -> Tensor:
         """The shrink factor :math:`s_g` per output channel for this layer's raw weight ``theta``."""
@@ -233,7 +242,13 @@ class GroupSoftThreshold(nn.Module):
         d = self.threshold
         if self.scale_by == "layer":  # D relative to the (coupled) layer's RMS, detached
             d = d * (sq.detach().sum() / (sq.numel() * n)).sqrt()
-        s = group_scale(sq, d, n)
+        if self.block > 1:  # one factor per block of channels, repeated over its channels
+            if d.dim() > 0 and d.numel() > 1:
+                d = d.reshape(-1, self.block)[:, 0]
+            s = group_scale(sq.reshape(-1, self.block).sum(1), d, n * self.block)
+            s = s.repeat_interleave(self.block)
+        else:
+            s = group_scale(sq, d, n)
         self.last_scale = s.detach()
         for peer in self.peers:  # the whole group shares the factor (finalize reads it from any member)
             peer.parametrizations.weight[0].last_scale = self.last_scale
