@@ -46,8 +46,8 @@ _EXPORTS: dict[str, str] = {
     "compact": "snnprune.structured",  # structured pruning: physically smaller model
     "load_run": "snnprune.training",  # a trained run rebuilt from its folder
     "Run": "snnprune.training",
-    "upgrade_checkpoint": "snnprune.training",
-    "model_builder": "snnprune.model_builders",  # declares a callable that run folders may name  # a trusted old checkpoint rewritten to load without pickle
+    "upgrade_checkpoint": "snnprune.training",  # an older checkpoint rewritten to load without pickle
+    "model_builder": "snnprune.model_builders",  # declares a callable that run folders may name
     # NIR exchange (imports nir / nirtorch on first use only)
     "export_nir": "snnprune.interop",
     "verify_nir": "snnprune.interop",

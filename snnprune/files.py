@@ -462,7 +462,7 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
                 path,
                 "needs pickle to load (it holds Python objects, not only tensors and plain values), and "
                 "loading runs no code, so nothing in it was run",
-                "if you trust its source, rewrite it once with snnprune.upgrade_checkpoint(path, trusted=True)",
+                "an older snnprune checkpoint (NumPy RNG state) is rewritten once with snnprune.upgrade_checkpoint(path)",
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CorruptFileError(

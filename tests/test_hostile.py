@@ -169,7 +169,7 @@ CHECKPOINT_CASES = [
     ("pickle payload, digest matches", lambda f, t: _payload_checkpoint(f, t), "needs pickle to load"),
     ("pickle payload, no digest", lambda f, t: _payload_checkpoint(f, t, digest=False), "needs pickle to load"),
     ("pickle payload in best.pth", lambda f, t: _payload_checkpoint(f, t, "best.pth") / "best.pth", "needs pickle to load"),
-    ("an old checkpoint (pickled NumPy RNG)", lambda f, t: _old_style(f), "snnprune.upgrade_checkpoint(path, trusted=True)"),
+    ("an old checkpoint (pickled NumPy RNG)", lambda f, t: _old_style(f), "snnprune.upgrade_checkpoint(path)"),
     ("digest names /etc/passwd", lambda f, t: _digest(f, "0" * 64 + "  ../../etc/passwd\n"), "names another file ('../../etc/passwd'"),
     ("digest names best.pth", lambda f, t: _digest(f, (f / "best.pth.sha256").read_text().split()[0] + "  best.pth\n"), "names another file ('best.pth'"),
     ("digest a folder", lambda f, t: _digest(f, None), "is not a regular file"),
@@ -204,16 +204,23 @@ def test_compact_model_with_a_payload_runs_nothing(copy, tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_upgrade_checkpoint_is_the_one_step_for_a_trusted_old_checkpoint(copy, run):
+def test_upgrade_checkpoint_is_the_one_step_for_an_old_checkpoint(copy, run):
     path = _old_style(copy) / "checkpoint.pth"
-    with pytest.raises(ValueError, match="trusted=True") as info:
-        snnprune.upgrade_checkpoint(path)
-    _one_line(info.value)
-    snnprune.upgrade_checkpoint(path, trusted=True)
+    snnprune.upgrade_checkpoint(path)
     old = load_checkpoint(path, name="test")["rng"]
     assert old["numpy"][0] == "MT19937" and torch.is_tensor(old["numpy"][1])
     reloaded = snnprune.load_run(copy)
     assert reloaded.pruner.step_count == snnprune.load_run(run).pruner.step_count
+
+
+def test_upgrade_checkpoint_runs_no_payload(copy, tmp_path):
+    """The upgrade loads with weights_only=True too (NumPy's array globals allowed, nothing else)."""
+    path = _payload_checkpoint(copy, tmp_path) / "checkpoint.pth"
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="needs pickle to load") as info:
+        snnprune.upgrade_checkpoint(path)
+    _one_line(info.value)
+    assert not (tmp_path / "PWNED").exists() and path.read_bytes() == before
 
 
 def _as_if_saved_on_cuda(path: Path) -> None:

@@ -15,7 +15,7 @@
 * :mod:`~snnprune.training.engine`: :func:`run` and :func:`main` (raise; the entry scripts exit);
 * :mod:`~snnprune.training.runs`: :func:`load_run`, the one way to rebuild a trained run;
 * :mod:`~snnprune.training.checkpoint`: atomic :func:`save_checkpoint` / :func:`load_checkpoint` (no
-  pickle: tensors and plain values only) and :func:`upgrade_checkpoint` for a trusted older checkpoint;
+  pickle: tensors and plain values only) and :func:`upgrade_checkpoint` for an older checkpoint;
 * :mod:`~snnprune.training.distributed`: torchrun initialisation and rank helpers.
 
 This package never imports ``models`` or ``scripts``: the scripts pass a model builder in :class:`Task`.

@@ -8,7 +8,6 @@ engine reads, so a damaged or incomplete checkpoint is one :class:`CheckpointErr
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import random
 from collections.abc import Callable
@@ -181,41 +180,38 @@ def load_checkpoint(
     return state
 
 
-def upgrade_checkpoint(path: str | os.PathLike, *, trusted: bool = False) -> Path:
-    """Rewrite a checkpoint written before checkpoints held only tensors and plain values (its RNG states
-    were pickled NumPy objects), so that it loads with ``weights_only=True``; the one step that loads with
-    full pickle, so it runs only with ``trusted=True``, for a file from a source one trusts.
+#: What the NumPy RNG state of an older checkpoint needs beyond tensors and plain values: NumPy's array
+#: reconstructor, ``ndarray`` and the ``uint32`` dtype, allowlisted for ``weights_only`` loading (they build
+#: arrays and call nothing else).
+_OLD_RNG_GLOBALS = [np.empty(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def upgrade_checkpoint(path: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint written before checkpoints held only tensors and plain values (its NumPy RNG
+    state was pickled as a NumPy array), so that :func:`load_checkpoint` reads it. It loads with
+    ``weights_only=True`` like every other load, with only NumPy's array globals allowed besides: nothing in
+    the file runs, and a file that needs anything else is refused.
 
     Args:
         path: the checkpoint (its ``.sha256``, when present, must match).
-        trusted: must be True: the file is unpickled, which can run code it carries.
 
     Returns:
         ``path``, rewritten with :func:`save_checkpoint` (a new ``.sha256`` beside it).
 
     Raises:
-        ValueError: ``trusted`` is not True.
-        CheckpointError: the file is missing, corrupt, or not a snnprune training checkpoint.
+        CheckpointError: the file is missing, corrupt, needs more than NumPy arrays to load, or is not a
+            snnprune training checkpoint.
     """
     path = Path(path)
-    if trusted is not True:
-        raise ValueError(
-            f"upgrade_checkpoint: {str(path)!r} is loaded with pickle, which runs any code it carries; pass "
-            "trusted=True only for a file from a source you trust"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"upgrade_checkpoint: {str(path)!r} does not exist; pass an existing .pth file")
-    data = path.read_bytes()
     try:
-        files._check_digest(data, path)
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_OLD_RNG_GLOBALS):
+            state = files.load(path)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"upgrade_checkpoint: {str(path)!r} does not exist; pass an existing .pth file"
+        ) from None
     except files.CorruptFileError as exc:
         raise CheckpointError(f"upgrade_checkpoint: {exc}") from None
-    except Exception as exc:
-        raise CheckpointError(
-            f"upgrade_checkpoint: {str(path)!r} cannot be read ({type(exc).__name__}); pass a checkpoint.pth/"
-            "best.pth written by the training scripts"
-        ) from None
     if isinstance(state, dict) and isinstance(state.get("rng"), dict):
         with contextlib.suppress(TypeError, ValueError, KeyError):  # a bad one is named by _check_keys
             state["rng"] = _plain_rng(state["rng"])
