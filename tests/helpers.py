@@ -79,3 +79,11 @@ def prune_half(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for n, m in model.named_modules()
         if n in modules and hasattr(m, "parametrizations")
     }
+
+
+def tiny_lats_run(sew: ModuleType, folder: Any) -> dict[str, Any]:
+    """Train a width-4, T = 2 SEW ResNet-18 with LATS for one epoch of 2 batches into ``folder/r``, quietly;
+    returns the run's summary (``summary["run_dir"]`` is the run folder)."""
+    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
+    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
+    return sew.main(["--method", "lats", *argv, "--output-dir", str(folder), "--run-name", "r"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Probe, expect_exit, load_script, prune_half
+from helpers import Probe, expect_exit, load_script, prune_half, tiny_lats_run
 from spikingjelly.activation_based import functional, neuron
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
@@ -332,9 +332,7 @@ def test_report_script_bad_options_exit_2(tmp_path, capsys, argv, option):
 
 @pytest.mark.slow
 def test_report_script_side_by_side_on_a_tiny_run(sew, tmp_path, capsys):
-    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
-    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
-    summary = sew.main(["--method", "lats", *argv, "--output-dir", str(tmp_path), "--run-name", "r"])
+    summary = tiny_lats_run(sew, tmp_path)
     capsys.readouterr()
     table = load_script("neurobench_report").main(
         [summary["run_dir"], "--batches", "2", "--batch-size", "10"]

@@ -22,7 +22,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 import models
 import snnprune
 from snnprune.interop import NIRExportError, model_nonzeros, nir_nonzeros
-from tests.helpers import expect_exit, load_script, prune_half
+from tests.helpers import expect_exit, load_script, prune_half, tiny_lats_run
 
 #: Seconds any test of this module may run (the slowest takes about 80 s on a loaded 2-core machine): a
 #: wiring bug can make an importer's graph walk (nirtorch's queue loops) spin forever; it fails instead.
@@ -399,9 +399,7 @@ def test_verify_rows_progress_and_no_framework_warning(tmp_path, monkeypatch, ca
 
 @pytest.mark.slow
 def test_export_script_end_to_end_on_a_tiny_run(sew, tmp_path, capsys):
-    argv = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2"]
-    argv += ["--limit-test-batches", "1", "--analyze-batches", "1", "--quiet", "--T", "2"]
-    summary = sew.main(["--method", "lats", *argv, "--output-dir", str(tmp_path), "--run-name", "r"])
+    summary = tiny_lats_run(sew, tmp_path)
     capsys.readouterr()
     rows = load_script("export_nir").main([summary["run_dir"], "--images", "20", "--batch-size", "10"])
     out = capsys.readouterr().out
