@@ -352,6 +352,17 @@ def test_transformer_recipes_parse(sew, recipe):
     assert args.T == 4 and args.label_smoothing == 0.1 and args.lr_warmup_epochs == 20
 
 
+def _calibrated_reference(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """An input batch and the eval-mode output after one training-mode pass has set the BN statistics."""
+    x = torch.rand(4, 1, 28, 28) * 3
+    net.train()
+    net(x)
+    functional.reset_net(net)
+    net.eval()
+    with torch.no_grad():
+        return x, net(x)
+
+
 # --------------------------------------------------------------------------------- structured: MLP channels
 @pytest.mark.parametrize("name", ["spikformer_small", "sdt_small", "ann_spikformer_small", "ann_sdt_small"])
 def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
@@ -369,13 +380,7 @@ def test_filter_pruned_mlp_channels_compact_to_equal_outputs(name):
             net.block[i].mlp.fc1.parametrizations.weight.original[1::2] *= 1e-3  # row RMS << 0.01: removed
             net.block[i].mlp.fc1_bn.bias.fill_(0.8)  # the BN shift a removed row must not leak
     pruner.step()
-    x = torch.rand(4, 1, 28, 28) * 3
-    net.train()
-    net(x)
-    functional.reset_net(net)
-    net.eval()
-    with torch.no_grad():
-        ref = net(x)
+    x, ref = _calibrated_reference(net)
     functional.reset_net(net)
     small = snnprune.compact(net, x)
     hidden = 4 * 32
@@ -421,13 +426,7 @@ def test_filter_pruned_attention_heads_compact_to_equal_outputs(name):
                 getattr(attn, f"{n}_bn").bias.fill_(0.8)  # the BN shift a removed head must not leak
             attn.q.parametrizations.weight.original[2 * d] *= 1e-3  # one row of a kept head stays
     pruner.step()
-    x = torch.rand(4, 1, 28, 28) * 3
-    net.train()
-    net(x)
-    functional.reset_net(net)
-    net.eval()
-    with torch.no_grad():
-        ref = net(x)
+    x, ref = _calibrated_reference(net)
     for i, hs in removed.items():
         s = net.block[i].attn.q.parametrizations.weight[0].last_scale.view(heads, d)
         assert [h for h in range(heads) if bool(s[h].eq(0).all())] == list(hs)
