@@ -2,7 +2,7 @@
 
 ``python scripts/oneshot.py --run runs/sew_resnet18_dense --target-sparsity 0.9`` writes
 ``runs/sew_resnet18_dense_oneshot_P0.9`` with the test top-1 before pruning, after it, and after the BN
-re-estimation (:func:`snnprune.training.oneshot.oneshot_prune`).
+re-estimation (:func:`snnprune.oneshot.oneshot_prune`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from entry import exit_on_error
 
+from snnprune.oneshot import oneshot_prune
 from snnprune.training import ConfigError
-from snnprune.training.oneshot import oneshot_prune
 
 __all__ = ["get_parser", "main"]
 

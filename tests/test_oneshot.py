@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import snnprune
+from snnprune import oneshot as oneshot_mod
+from snnprune.oneshot import oneshot_prune
 from snnprune.training import ConfigError, LoopOptions, evaluate, load_run
-from snnprune.training import oneshot as oneshot_mod
-from snnprune.training.oneshot import oneshot_prune
 from tests.helpers import load_script
 
 TINY = ["--width", "8", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "3", "--T", "2",
