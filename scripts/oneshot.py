@@ -1,7 +1,7 @@
-"""One-shot post-training pruning of a dense run: magnitude, no retraining, BN re-estimated.
+"""One-shot post-training pruning of a dense run: magnitude or OSBC, no retraining, BN re-estimated.
 
 ``python scripts/oneshot.py --run runs/sew_resnet18_dense --target-sparsity 0.9`` writes
-``runs/sew_resnet18_dense_oneshot_P0.9`` with the test top-1 before pruning, after it, and after the BN
+``runs/sew_resnet18_dense_oneshot_P0.9`` (``--method osbc``: ``..._oneshot_osbc_P0.9``) with the test top-1 before pruning, after it, and after the BN
 re-estimation (:func:`snnprune.oneshot.oneshot_prune`).
 """
 
@@ -34,6 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-sparsity", type=float, default=0.9, metavar="P", help="fraction of zeros per layer"
     )
+    p.add_argument("--method", default="magnitude", metavar="magnitude|osbc", help="the pruning criterion")
     p.add_argument("--granularity", default="weight", metavar="weight|N:M", help="per-layer magnitude or N:M")
     p.add_argument("--calibration-batches", type=int, default=20, metavar="N", help="training batches for BN")
     p.add_argument("--batch-size", type=int, default=64)
@@ -51,7 +52,7 @@ def _main(argv: list[str] | None) -> dict[str, Any]:
     except argparse.ArgumentError as exc:
         raise ConfigError(f"{exc}; see --help for the options") from None
     return oneshot_prune(
-        a.run, a.output_dir, target_sparsity=a.target_sparsity, granularity=a.granularity,
+        a.run, a.output_dir, target_sparsity=a.target_sparsity, method=a.method, granularity=a.granularity,
         calibration_batches=a.calibration_batches, batch_size=a.batch_size, exclude=a.prune_exclude,
         limit_test_batches=a.limit_test_batches, run_name=a.run_name, overwrite=a.overwrite,
     )  # fmt: skip

@@ -88,8 +88,109 @@ def _non_dense(run, tmp_path):
     return copy
 
 
+def _correlated(n: int, d: int, seed: int) -> torch.Tensor:
+    """``n`` samples of ``d`` correlated inputs of uneven scale (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g, dtype=torch.float64) + 2 * torch.eye(d, dtype=torch.float64)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) @ mix * torch.linspace(0.2, 3, d).double()
+
+
+def test_osbc_survivors_are_the_least_squares_solution_of_their_mask():
+    a = _correlated(40, 9, 0)
+    w = torch.randn(4, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = oneshot_mod.osbc_solve(w, a.T @ a / 40, 3, damp=0.0)
+    for row, new in zip(w, out, strict=True):
+        kept = new.ne(0).nonzero().flatten()
+        assert kept.numel() == 3
+        ref = torch.linalg.lstsq(a[:, kept], (a @ row).unsqueeze(1)).solution.flatten()  # min ||A_S v - A w||
+        torch.testing.assert_close(new[kept], ref, rtol=1e-9, atol=1e-12)
+
+
+def test_osbc_first_zero_is_the_brute_force_obs_choice():
+    a = _correlated(30, 6, 2)
+    w = torch.randn(20, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def error(row: torch.Tensor, q: int) -> float:  # remove q, re-fit the others by least squares
+        keep = [i for i in range(6) if i != q]
+        v = torch.linalg.lstsq(a[:, keep], a @ row).solution
+        return float((a[:, keep] @ v - a @ row).pow(2).sum())
+
+    out = oneshot_mod.osbc_solve(w, a.T @ a, 5, damp=0.0)  # every row a 1-row problem of its own
+    best = [min(range(6), key=lambda q, r=row: error(r, q)) for row in w]
+    assert out.eq(0).nonzero()[:, 1].tolist() == best
+    assert best != w.abs().argmin(1).tolist()  # magnitude removes another weight in some rows
+
+
+def test_osbc_reconstruction_error_is_below_magnitude_at_the_same_sparsity():
+    a = _correlated(200, 24, 3)
+    w = torch.randn(8, 24, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    h = a.T @ a / 200
+    for keep in (3, 6, 12):
+        magnitude = w * (w.abs() >= w.abs().topk(keep, dim=1).values[:, -1:])
+        osbc = oneshot_mod.osbc_solve(w, h, keep)
+        assert osbc.ne(0).sum(1).tolist() == [keep] * 8
+        err = [float(((x - w) @ a.T).pow(2).sum()) for x in (osbc, magnitude)]
+        assert err[0] < err[1], keep
+
+
+def test_osbc_nm_groups_keep_n_of_every_m():
+    from snnprune.threshold.nm import to_groups
+
+    shape = torch.Size([5, 8, 3, 3])
+    groups = oneshot_mod.nm_column_groups(shape, 4)
+    assert sorted(groups.flatten().tolist()) == list(range(72))  # a partition of the columns
+    a = _correlated(300, 72, 5)
+    w = torch.randn(5, 72, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    out = oneshot_mod.osbc_solve(w, a.T @ a / 300, 2, groups=groups).reshape(shape)
+    assert set(to_groups(out, 4).ne(0).sum(1).tolist()) == {2}
+
+
+def test_membrane_hessian_is_the_charge_over_time():
+    from spikingjelly.activation_based import layer, neuron
+
+    torch.manual_seed(0)
+    conv = layer.Conv2d(2, 3, 3, padding=1, stride=2, bias=False, step_mode="m")
+    fc = layer.Linear(3 * 16, 4, step_mode="m")
+    model = nn.Sequential(conv, neuron.LIFNode(tau=4.0, step_mode="m"), layer.Flatten(step_mode="m"), fc)
+    assert oneshot_mod.membrane_decay(model) == 0.75
+    x = [torch.rand(3, 5, 2, 8, 8) for _ in range(2)]  # [T, N, C, H, W]
+    h = oneshot_mod.membrane_hessians(model, {"conv": conv, "fc": fc}, x, 0.75)
+    charged = []
+    for xb in x:  # sum_s 0.75^(t-s) x_s by hand
+        charged.append(torch.stack([sum(0.75 ** (t - s) * xb[s] for s in range(t + 1)) for t in range(3)]))
+    v = torch.randn(7, 18, dtype=torch.float64)  # any W: mean ||W a||² over patches = trace(W H Wᵀ)
+    out = torch.cat([nn.functional.conv2d(c.flatten(0, 1).double(), v.view(7, 2, 3, 3), padding=1, stride=2)
+                     for c in charged])  # fmt: skip
+    torch.testing.assert_close(torch.trace(v @ h["conv"] @ v.T), out.pow(2).sum() / (out.numel() / 7))
+    model(x[0])  # the fc input: flattened spikes, charged over T like the conv's
+    assert h["fc"].shape == (48, 48) and torch.equal(h["fc"], h["fc"].T)
+
+
+def test_membrane_decay_refuses_learnable_or_mixed_decays():
+    from spikingjelly.activation_based import neuron
+
+    assert oneshot_mod.membrane_decay(nn.Sequential(neuron.IFNode(), nn.Linear(2, 2))) == 1.0
+    with pytest.raises(ValueError, match="learnable decay"):
+        oneshot_mod.membrane_decay(nn.Sequential(neuron.ParametricLIFNode()))
+    with pytest.raises(ValueError, match="needs one decay"):
+        oneshot_mod.membrane_decay(nn.Sequential(neuron.IFNode(), neuron.LIFNode(tau=2.0)))
+
+
+def test_osbc_oneshot_prunes_every_row_and_writes_a_run(dense_run, tmp_path):
+    summary = oneshot_prune(dense_run, tmp_path, target_sparsity=0.9, method="osbc", **KW)
+    assert summary["run_dir"].endswith("dense_oneshot_osbc_P0.9")
+    pruned = load_run(summary["run_dir"], finalize=True)
+    assert pruned.config["oneshot"]["method"] == "osbc"
+    for name, m in pruned.model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            d = m.weight[0].numel()
+            assert m.weight.flatten(1).ne(0).sum(1).tolist() == [math.ceil(0.1 * d)] * m.weight.shape[0], name
+    assert summary["test_top1"] == _top1(pruned.model, pruned)
+
+
 # (keywords, prepare the run folder, expected message): every case before any data is read
 BAD = [
+    ({"target_sparsity": 0.9, "method": "obs"}, None, "--method: must be one of magnitude, osbc, got 'obs'"),
     ({"target_sparsity": 1.0}, None, "--target-sparsity: must be in [0, 1), got 1.0"),
     ({"target_sparsity": 0.9, "granularity": "4:4"}, None, "--granularity: granularity '4:4' must have 0 < N < M"),
     ({"target_sparsity": 0.9, "granularity": "rows"}, None, "--granularity: must be weight or N:M such as 2:4, got 'rows'"),
