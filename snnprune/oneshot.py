@@ -1,8 +1,9 @@
 """One-shot post-training pruning of a trained dense run: no retraining, BN re-estimated on a few batches.
 
 :func:`oneshot_prune` reloads a dense run with :func:`~snnprune.training.load_run`, prunes every selected
-layer to ``target_sparsity`` by magnitude in one step (the ``gmp`` mask at the end of its ramp: each layer
-keeps its largest ``ceil((1 - s) n_l)`` weights, or N of every M with an N:M granularity), re-estimates the
+layer to ``target_sparsity`` in one step, by magnitude (the ``gmp`` mask at the end of its ramp: each layer
+keeps its largest ``ceil((1 - s) n_l)`` weights, or N of every M with an N:M granularity) or by OSBC's
+membrane-potential objective (:func:`membrane_hessians`, :func:`osbc_solve`), re-estimates the
 BatchNorm running statistics on ``calibration_batches`` training batches
 (:func:`snnprune.structured.recalibrate_bn`) and writes a new run folder that
 :func:`~snnprune.training.load_run` reads like any other: ``config.json`` (the dense run's, with a
