@@ -9,7 +9,7 @@ of ``snnprune/docs/methods.md``.
 """
 
 # registration order = the order of list_methods()
-from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001  (register the methods)
+from snnprune.methods import dense, lats, learned, st3, gmp, imp  # noqa: F401, I001  (register the methods)
 from snnprune.methods.base import (
     Pruner,
     check_finite_nonnegative,
@@ -27,6 +27,7 @@ from snnprune.methods.base import (
 )
 from snnprune.methods.dense import DensePruner
 from snnprune.methods.gmp import GMPPruner
+from snnprune.methods.imp import IMPPruner
 from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
 from snnprune.methods.learned import LTPPruner, STRPruner
 from snnprune.methods.lr_total import lr_total
@@ -35,6 +36,7 @@ from snnprune.methods.st3 import ST3Pruner, ST3SigmaPruner
 __all__ = [
     "DensePruner",
     "GMPPruner",
+    "IMPPruner",
     "LATSPruner",
     "LTPPruner",
     "MethodKeyword",

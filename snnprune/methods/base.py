@@ -280,6 +280,15 @@ class Pruner:
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
+    def before_epoch(self) -> None:
+        """Called by a training loop before each epoch's first step (nothing by default; a method with
+        rounds starts one here)."""
+
+    def schedule_epochs(self, epochs: int) -> int:
+        """The epochs a training loop plans its lr schedule over (the run's ``epochs``; a method with
+        rounds restarts the schedule every round and returns a round's length)."""
+        return epochs
+
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 

@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
-    lr_scheduler = build_scheduler(optimizer, args, steps_per_epoch)
+    plan = argparse.Namespace(**{**vars(args), "epochs": pruner.schedule_epochs(args.epochs)})
+    lr_scheduler = build_scheduler(optimizer, plan, steps_per_epoch)
     try:  # LATS sums the learning rates of the plan here
         pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
     except ValueError as exc:
@@ -222,6 +223,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
         for epoch in range(start_epoch, last_epoch + 1):
             t0 = time.perf_counter()
             train_sampler.set_epoch(epoch)
+            pruner.before_epoch()
             lr = optimizer.param_groups[0]["lr"]
             tm, step_rows, global_step = train_one_epoch(
                 dmodel,

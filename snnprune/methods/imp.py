@@ -1,0 +1,179 @@
+"""Iterative magnitude pruning with weight rewinding: lottery tickets (Frankle et al. 2019/2020; SNNs: Kim et
+al., ECCV 2022)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snnprune.methods.base import Pruner, check_steps, register_method
+from snnprune.threshold.parametrization import MagnitudeMask
+
+__all__ = ["IMPPruner"]
+
+
+@register_method("imp")
+class IMPPruner(Pruner):
+    """IMP: ``rounds`` equal rounds of training; between two rounds, a global magnitude cut and a rewind.
+
+    The run's ``total_steps`` are cut into ``rounds`` rounds of :attr:`cycle_steps` steps each. At step
+    ``rewind_step`` of the first round the raw weights :math:`\\theta` of the pruned layers are saved. Before
+    the first step of round :math:`r \\geq 1` (:meth:`before_epoch`) the mask :math:`M` (bool buffer, as
+    ``gmp``'s) keeps the :math:`\\lceil (1 - s_r) N \\rceil` largest :math:`|\\theta \\odot M|` over all
+    pruned layers together (the authors' global scope; :math:`N` weights in all), with
+
+    .. math::
+        s_r = 1 - (1 - s_f)^{r / (R - 1)},
+
+    so each cut removes the same fraction of the surviving weights and the last round trains at
+    ``target_sparsity`` :math:`s_f`; the surviving :math:`\\theta` are then set back to their saved values,
+    the optimizer's state (momentum) is cleared and the lr scheduler restarts from its state at
+    :meth:`bind`, so each round replays the lr plan (a training engine plans it over :attr:`cycle_steps`,
+    see :meth:`schedule_epochs`). Everything a round needs (the saved weights, the rounds done) is in
+    :meth:`state_dict`, the mask in the model's: a run resumed at any epoch continues bit for bit.
+
+    Args:
+        target_sparsity: final sparsity :math:`s_f` in [0, 1) (required), reached in the last round.
+        rounds: rounds of training :math:`R \\geq 2` (``R - 1`` cuts); ``total_steps`` must be a multiple.
+        rewind_step: the step of the first round whose weights every later round restarts from, in
+            [0, ``cycle_steps``) (default: a fifteenth of a round, the authors' epoch 20 of 300; 0 rewinds
+            to the initialization).
+        total_steps: optimizer steps of the whole run (required).
+        start_step: must be 0 (the rounds span the whole run).
+
+    Raises:
+        ValueError: ``target_sparsity`` outside [0, 1), ``rounds < 2`` or not dividing ``total_steps``,
+            ``rewind_step`` outside [0, ``cycle_steps``), ``start_step != 0``.
+    """
+
+    def __init__(
+        self,
+        *,
+        target_sparsity: float | None = None,
+        rounds: int = 4,
+        rewind_step: int | None = None,
+        total_steps: int | None = None,
+        start_step: int = 0,
+    ) -> None:
+        super().__init__(total_steps=total_steps, start_step=start_step)
+        if target_sparsity is None:
+            raise ValueError("imp needs target_sparsity (the fraction of zeros of the last round, in [0, 1))")
+        if not 0.0 <= target_sparsity < 1.0:
+            raise ValueError(
+                f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
+            )
+        if check_steps(rounds, "rounds", "imp") < 2 or self.total_steps % rounds:
+            raise ValueError(
+                f"rounds must be >= 2 and divide total_steps={self.total_steps}, got {rounds}; pass a number of "
+                "rounds that divides the epochs"
+            )
+        if self.start_step:
+            raise ValueError(f"imp rounds span the whole run: start_step must be 0, got {self.start_step}")
+        self.target_sparsity = float(target_sparsity)
+        self.rounds = int(rounds)
+        self.cycle_steps = self.total_steps // self.rounds
+        k = self.cycle_steps // 15 if rewind_step is None else check_steps(rewind_step, "rewind_step", "imp")
+        if not 0 <= k < self.cycle_steps:
+            raise ValueError(
+                f"rewind_step must be in [0, {self.cycle_steps}) (a step of the first round), got {k}; pass a "
+                "smaller one"
+            )
+        self.rewind_step = k
+        self.rounds_done = 0  # cuts made so far
+        self._rewind: dict[str, Tensor] = {}
+        self._scheduler_start: Any = None
+        self._lr_start: list[float] = []
+
+    def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
+        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones)."""
+        return MagnitudeMask(module.weight.shape)
+
+    def _on_prepare(self) -> None:
+        if self.rewind_step == 0:
+            self._save_rewind()
+
+    def bind(
+        self, optimizer: torch.optim.Optimizer, lr_scheduler: Any = None, steps_per_epoch: int | None = None
+    ) -> Pruner:
+        """As :meth:`Pruner.bind`; also records the scheduler's and the learning rates' starting state.
+
+        Raises:
+            ValueError: with ``steps_per_epoch``, a round that is not a whole number of epochs.
+        """
+        super().bind(optimizer, lr_scheduler, steps_per_epoch)
+        if steps_per_epoch is not None and self.cycle_steps % steps_per_epoch:
+            raise ValueError(
+                f"a round of {self.cycle_steps} steps is not a whole number of epochs of {steps_per_epoch} "
+                "steps; pass a number of rounds that divides the epochs"
+            )
+        self._scheduler_start = None if lr_scheduler is None else copy.deepcopy(lr_scheduler.state_dict())
+        self._lr_start = [g["lr"] for g in optimizer.param_groups]
+        return self
+
+    def schedule_epochs(self, epochs: int) -> int:
+        """The lr plan of one round: ``epochs / rounds`` epochs (the scheduler restarts every round)."""
+        return epochs // self.rounds
+
+    @property
+    def current_round(self) -> int:
+        """The round of the next step (0-based)."""
+        return min(self.step_count // self.cycle_steps, self.rounds - 1)
+
+    def level(self, r: int) -> float:
+        """:math:`s_r`, the sparsity of round ``r``."""
+        return 1.0 - (1.0 - self.target_sparsity) ** (r / (self.rounds - 1))
+
+    @torch.no_grad()
+    def _save_rewind(self) -> None:
+        self._rewind = {
+            n: m.parametrizations.weight.original.detach().clone() for n, m in self.layers.items()
+        }
+
+    def _update(self) -> None:
+        if self.step_count == self.rewind_step and self.rounds_done == 0:
+            self._save_rewind()
+
+    def before_epoch(self) -> None:
+        """Start the next round when the next step begins one: cut, rewind, restart the optimizer and the
+        scheduler (nothing otherwise). A training loop calls it before every epoch."""
+        self._check_usable()
+        r = self.step_count // self.cycle_steps
+        if self.step_count % self.cycle_steps or not 0 < r < self.rounds or self.rounds_done >= r:
+            return
+        self._cut(self.level(r))
+        with torch.no_grad():
+            for name, module in self.layers.items():
+                module.parametrizations.weight.original.copy_(self._rewind[name])
+        if self.optimizer is not None:
+            self.optimizer.state = defaultdict(dict)  # a fresh optimizer, as the authors build per round
+            for group, lr in zip(self.optimizer.param_groups, self._lr_start, strict=True):
+                group["lr"] = lr
+        if self.lr_scheduler is not None and self._scheduler_start is not None:
+            self.lr_scheduler.load_state_dict(copy.deepcopy(self._scheduler_start))
+        self.rounds_done = r
+
+    @torch.no_grad()
+    def _cut(self, s: float) -> None:
+        masks = {n: m.parametrizations.weight[0].mask for n, m in self.layers.items()}
+        mags = torch.cat(
+            [(m.parametrizations.weight.original.abs() * masks[n]).flatten() for n, m in self.layers.items()]
+        )
+        keep = mags.numel() - math.floor(s * mags.numel() + 1e-6)  # ceil((1 - s) N)
+        new = torch.zeros_like(mags, dtype=torch.bool)
+        new[torch.topk(mags, keep, sorted=False).indices] = True
+        start = 0
+        for mask in masks.values():
+            mask.copy_(new[start : start + mask.numel()].view_as(mask))
+            start += mask.numel()
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"rounds_done": self.rounds_done, "rewind": {n: t.clone() for n, t in self._rewind.items()}}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rounds_done = int(state["rounds_done"])
+        self._rewind = {n: torch.as_tensor(t).clone() for n, t in state["rewind"].items()}

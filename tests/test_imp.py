@@ -1,0 +1,108 @@
+"""Iterative magnitude pruning with rewinding (``imp``): the cuts against a hand-made global magnitude cut,
+the rewind, the optimizer and scheduler restart, and an interrupted run resumed mid-round bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import snnprune
+from snnprune.training import load_checkpoint
+from tests.helpers import load_script
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.parametrizations.weight.original for m in model if isinstance(m, nn.Linear)]
+
+
+def test_rounds_cut_globally_rewind_and_restart_the_lr_plan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    pruner = snnprune.sparsify(model, "imp", target_sparsity=0.75, rounds=3, rewind_step=1, total_steps=6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    pruner.bind(opt, sched, steps_per_epoch=1)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    saved, masks, lrs = None, [], []
+    for epoch in range(6):
+        before = [w.detach().clone() for w in _weights(model)]
+        pruner.before_epoch()
+        lrs.append(opt.param_groups[0]["lr"])
+        if epoch in (2, 4):  # a cut: the ceil((1 - s_r) N) largest |theta * M| of both layers together
+            s = 1 - 0.25 ** ((epoch // 2) / 2)
+            mags = torch.cat([(w.abs() * m).flatten() for w, m in zip(before, masks[-1], strict=True)])
+            keep = math.ceil((1 - s) * mags.numel())
+            expected = mags >= mags.sort(descending=True).values[keep - 1]
+            got = torch.cat(
+                [m.parametrizations.weight[0].mask.flatten() for m in model if isinstance(m, nn.Linear)]
+            )
+            assert int(got.sum()) == keep and torch.equal(got, expected)
+            for w, w1 in zip(_weights(model), saved, strict=True):  # rewound to step 1
+                assert torch.equal(w, w1)
+            assert len(opt.state) == 0 and sched.last_epoch == 0
+        masks.append([m.parametrizations.weight[0].mask.clone() for m in model if isinstance(m, nn.Linear)])
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        pruner.step()
+        if epoch == 0:
+            saved = [w.detach().clone() for w in _weights(model)]
+        sched.step()
+    assert lrs == [0.5, 0.25, 0.5, 0.25, 0.5, 0.25]  # the plan of one round, replayed
+    assert all(torch.equal(a, a & b) for a, b in zip(masks[4], masks[2], strict=True))  # nested tickets
+    assert snnprune.sparsity(model)["overall"] == pytest.approx(1 - math.ceil(0.25 * 72) / 72)
+
+
+BAD = [
+    ({"rounds": 1}, "rounds must be >= 2 and divide total_steps=6, got 1"),
+    ({"rounds": 4}, "rounds must be >= 2 and divide total_steps=6, got 4"),
+    ({"rewind_step": 2}, "rewind_step must be in [0, 2) (a step of the first round), got 2"),
+    ({"target_sparsity": 1.0}, "target_sparsity must be in [0, 1), got 1.0"),
+    ({"start_step": 1}, "start_step must be 0, got 1"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_settings_name_the_keyword(kwargs, fragment):
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError) as exc:
+        snnprune.sparsify(model, "imp", **{"target_sparsity": 0.5, "rounds": 3, "total_steps": 6, **kwargs})
+    assert fragment in str(exc.value)
+    assert not any("parametrizations" in k for k in model.state_dict())  # nothing attached
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
+
+
+def test_rounds_resume_bit_identically(tmp_path):
+    sew = load_script("train_sew")
+    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "3", "--rewind-step", "1", "--width", "8",
+            "--T", "2", "--epochs", "6", "--batch-size", "16", "--limit-train-batches", "2",
+            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+    full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
+    sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "2"])  # mid-round 2
+    resumed = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a = load_checkpoint(Path(full["run_dir"]) / "checkpoint.pth")
+    b = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.pth")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["pruner"]["rounds_done"] == b["pruner"]["rounds_done"] == 2
+    for k, t in a["pruner"]["rewind"].items():
+        assert torch.equal(t, b["pruner"]["rewind"][k]), k
+    rows = _rows(Path(full["run_dir"]))
+    assert rows == _rows(Path(resumed["run_dir"]))
+    # each round is visible: the lr plan restarts and the sparsity steps up at epochs 2 and 4
+    assert [r["lr"] for r in rows[::2]] == [rows[0]["lr"]] * 3 and rows[1]["lr"] != rows[0]["lr"]
+    sp = [float(r["sparsity"]) for r in rows]
+    assert (
+        sp[0] == sp[1] == 0
+        and 0.45 < sp[2] == sp[3] < 0.55
+        and sp[4] == sp[5] == pytest.approx(0.75, abs=0.01)
+    )
