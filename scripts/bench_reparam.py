@@ -53,6 +53,7 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "st3": {"target_sparsity": 0.8},
     "st3sigma": {"target_sparsity": 0.8},
     "gmp": {"target_sparsity": 0.8, "frequency": 100},  # Zhu & Gupta's mask-update interval
+    "imp": {"target_sparsity": 0.8, "rounds": 2},  # a cut (and rewind) between two halves
 }
 
 

@@ -84,7 +84,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
 def test_rounds_resume_bit_identically(tmp_path):
     sew = load_script("train_sew")
     base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "3", "--rewind-step", "1", "--width", "8",
-            "--T", "2", "--epochs", "6", "--batch-size", "16", "--limit-train-batches", "2",
+            "--T", "2", "--epochs", "6", "--batch-size", "16", "--limit-train-batches", "1",
             "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
     full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
     sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "2"])  # mid-round 2
@@ -94,8 +94,7 @@ def test_rounds_resume_bit_identically(tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["pruner"]["rounds_done"] == b["pruner"]["rounds_done"] == 2
-    for k, t in a["pruner"]["rewind"].items():
-        assert torch.equal(t, b["pruner"]["rewind"][k]), k
+    assert a["pruner"] == b["pruner"]
     rows = _rows(Path(full["run_dir"]))
     assert rows == _rows(Path(resumed["run_dir"]))
     # each round is visible: the lr plan restarts and the sparsity steps up at epochs 2 and 4

@@ -168,6 +168,7 @@ METHOD_KWARGS = {
     "st3": {"target_sparsity": 0.6},
     "st3sigma": {"target_sparsity": 0.6},
     "gmp": {"target_sparsity": 0.6, "frequency": 1},
+    "imp": {"target_sparsity": 0.6, "rounds": 3},
     "dense": {},
 }
 
@@ -183,7 +184,8 @@ def test_every_method_prunes_every_linear_and_conv(name, method):
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     pruner.bind(opt)
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 0])
-    for _ in range(3):
+    for _ in range(3):  # one step per epoch
+        pruner.before_epoch()
         loss = nn.functional.cross_entropy(net(x), y) + pruner.regularization()
         opt.zero_grad()
         loss.backward()

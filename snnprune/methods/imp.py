@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from snnprune.methods.base import Pruner, check_steps, register_method
 from snnprune.threshold.parametrization import MagnitudeMask
@@ -24,7 +24,7 @@ class IMPPruner(Pruner):
     The run's ``total_steps`` are cut into ``rounds`` rounds of :attr:`cycle_steps` steps each. At step
     ``rewind_step`` of the first round the raw weights :math:`\\theta` of the pruned layers are saved. Before
     the first step of round :math:`r \\geq 1` (:meth:`before_epoch`) the mask :math:`M` (bool buffer, as
-    ``gmp``'s) keeps the :math:`\\lceil (1 - s_r) N \\rceil` largest :math:`|\\theta \\odot M|` over all
+    ``gmp``'s, with the saved weights beside it) keeps the :math:`\\lceil (1 - s_r) N \\rceil` largest :math:`|\\theta \\odot M|` over all
     pruned layers together (the authors' global scope; :math:`N` weights in all), with
 
     .. math::
@@ -34,8 +34,8 @@ class IMPPruner(Pruner):
     ``target_sparsity`` :math:`s_f`; the surviving :math:`\\theta` are then set back to their saved values,
     the optimizer's state (momentum) is cleared and the lr scheduler restarts from its state at
     :meth:`bind`, so each round replays the lr plan (a training engine plans it over :attr:`cycle_steps`,
-    see :meth:`schedule_epochs`). Everything a round needs (the saved weights, the rounds done) is in
-    :meth:`state_dict`, the mask in the model's: a run resumed at any epoch continues bit for bit.
+    see :meth:`schedule_epochs`). The rounds done are in :meth:`state_dict`, the mask and the saved
+    weights in the model's: a run resumed at any epoch continues bit for bit.
 
     Args:
         target_sparsity: final sparsity :math:`s_f` in [0, 1) (required), reached in the last round.
@@ -85,13 +85,15 @@ class IMPPruner(Pruner):
             )
         self.rewind_step = k
         self.rounds_done = 0  # cuts made so far
-        self._rewind: dict[str, Tensor] = {}
         self._scheduler_start: Any = None
         self._lr_start: list[float] = []
 
     def make_parametrization(self, name: str, module: nn.Module) -> nn.Module:
-        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones)."""
-        return MagnitudeMask(module.weight.shape)
+        """A :class:`~snnprune.threshold.MagnitudeMask` of the weight's shape (all ones) that also holds the
+        saved weights (buffer ``rewind``, in the model's ``state_dict``)."""
+        mask = MagnitudeMask(module.weight.shape)
+        mask.register_buffer("rewind", module.weight.detach().clone())
+        return mask
 
     def _on_prepare(self) -> None:
         if self.rewind_step == 0:
@@ -130,9 +132,8 @@ class IMPPruner(Pruner):
 
     @torch.no_grad()
     def _save_rewind(self) -> None:
-        self._rewind = {
-            n: m.parametrizations.weight.original.detach().clone() for n, m in self.layers.items()
-        }
+        for module in self.layers.values():
+            module.parametrizations.weight[0].rewind.copy_(module.parametrizations.weight.original)
 
     def _update(self) -> None:
         if self.step_count == self.rewind_step and self.rounds_done == 0:
@@ -147,8 +148,8 @@ class IMPPruner(Pruner):
             return
         self._cut(self.level(r))
         with torch.no_grad():
-            for name, module in self.layers.items():
-                module.parametrizations.weight.original.copy_(self._rewind[name])
+            for module in self.layers.values():
+                module.parametrizations.weight.original.copy_(module.parametrizations.weight[0].rewind)
         if self.optimizer is not None:
             self.optimizer.state = defaultdict(dict)  # a fresh optimizer, as the authors build per round
             for group, lr in zip(self.optimizer.param_groups, self._lr_start, strict=True):
@@ -172,8 +173,7 @@ class IMPPruner(Pruner):
             start += mask.numel()
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"rounds_done": self.rounds_done, "rewind": {n: t.clone() for n, t in self._rewind.items()}}
+        return {"rounds_done": self.rounds_done}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.rounds_done = int(state["rounds_done"])
-        self._rewind = {n: torch.as_tensor(t).clone() for n, t in state["rewind"].items()}
