@@ -1,7 +1,7 @@
 """Measure which NIR importers run snnprune's graphs: one row per importer, graph and export option.
 
     python scripts/nir_importers.py --json benchmarks/nir_importers.json
-    python scripts/nir_importers.py --sinabs-python ENV/bin/python --json benchmarks/nir_importers.json
+    python scripts/nir_importers.py --sinabs-python ENV/bin/python --spyx-python ENV2/bin/python
 
 Graphs: a plain Conv-BN-IF-Linear net and a LIF MLP (784-64-10), each trained one epoch on the embedded
 MNIST training set (T = 2, surrogate gradients), and a width-4 small-stem SEW ResNet-18 (ADD) with IF and
@@ -10,7 +10,8 @@ the spike mismatches are what they measure). Each graph is exported twice, with 
 and with ``portable=True``, and run by :func:`snnprune.verify_nir` on the first ``--images`` embedded
 MNIST test images: every public importer unmodified, then the rows snnprune helps. Sinabs 3.1.3 pins
 ``nir<=1.0.4``, so its rows run in its own environment (``--sinabs-python``: a Python with ``sinabs``,
-``nir==1.0.4`` and ``nirtorch==1.0``), which this script calls with the saved models and images.
+``nir==1.0.4`` and ``nirtorch==1.0``), and so do spyx's (``--spyx-python``: a Python with ``spyx`` and
+JAX); this script calls each with the saved models and images.
 """
 
 from __future__ import annotations
@@ -100,15 +101,15 @@ def rows_for(case: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor, folder
     return out
 
 
-def worker(folder: Path) -> None:
-    """Run inside the Sinabs environment: the Sinabs rows of every saved model, as JSON on stdout."""
+def worker(folder: Path, framework: str) -> None:
+    """Run inside another environment: ``framework``'s rows of every saved model, as JSON on stdout."""
     x, y = torch.load(folder / "images.pt", weights_only=True)
     rows = []
     for case in CASES:
         net = build(case)
         net.load_state_dict(torch.load(folder / f"{case.replace(' ', '_')}.pt", weights_only=True))
         rows += [
-            r for r in rows_for(case, net.eval(), x, y, folder, ("sinabs",)) if r["framework"] == "sinabs"
+            r for r in rows_for(case, net.eval(), x, y, folder, (framework,)) if r["framework"] == framework
         ]
     print(json.dumps(rows))
 
@@ -117,26 +118,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=200, help="embedded MNIST test images (default 200)")
     p.add_argument("--sinabs-python", default=None, help="a Python with sinabs, nir==1.0.4, nirtorch==1.0")
+    p.add_argument("--spyx-python", default=None, help="a Python with spyx 1.0.0 and JAX")
     p.add_argument("--json", default=None, help="write the rows here")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(Path(args.worker))
+        worker(Path(args.worker[0]), args.worker[1])
         return []
     if args.images < 1:
         print(f"error: --images: must be a positive integer, got {args.images}", file=sys.stderr)
         raise SystemExit(2)
-    if args.sinabs_python and not Path(args.sinabs_python).is_file():
-        print(
-            f"error: --sinabs-python {args.sinabs_python}: no such file; pass a Python executable",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+    outside = {"sinabs": args.sinabs_python, "spyx": args.spyx_python}
+    for fw, python in outside.items():
+        if python and not Path(python).is_file():
+            print(f"error: --{fw}-python {python}: no such file; pass a Python executable", file=sys.stderr)
+            raise SystemExit(2)
     from snnprune.training import build_datasets
 
     train_set, test_set, _, _ = build_datasets(argparse.Namespace(dataset="embedded_mnist"))
     x, y = (torch.stack(t) for t in zip(*(test_set[i] for i in range(args.images)), strict=True))
-    here = tuple(f for f in FRAMEWORKS if f != "sinabs")
+    here = tuple(f for f in FRAMEWORKS if f not in outside)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -148,10 +149,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             net.eval()
             torch.save(net.state_dict(), folder / f"{case.replace(' ', '_')}.pt")
             rows += rows_for(case, net, x, y, folder, here)
-        if args.sinabs_python:
-            cmd = [args.sinabs_python, __file__, "--worker", str(folder)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-            rows += json.loads(done.stdout.strip().splitlines()[-1])
+        for fw, python in outside.items():
+            if python:
+                cmd = [python, __file__, "--worker", str(folder), fw]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+                rows += json.loads(done.stdout.strip().splitlines()[-1])
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

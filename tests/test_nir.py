@@ -73,8 +73,8 @@ HELPED = ("spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 
 
 def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
-    """Every row but Sinabs' (its importer needs nir<=1.0.4: scripts/nir_importers.py runs it)."""
-    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f != "sinabs")
+    """Every row but Sinabs' and spyx's (each runs in its own environment: scripts/nir_importers.py)."""
+    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f not in ("sinabs", "spyx"))
     rows = snnprune.verify_nir(graph_or_path, model, data, frameworks=frameworks)
     assert [r["framework"] for r in rows] == ["source model", *frameworks]
     return {r["framework"]: r for r in rows[1:]}
@@ -505,7 +505,11 @@ def test_portable_refuses_an_average_pool_it_cannot_fold():
 
 @pytest.mark.parametrize(
     ("argv", "option"),
-    [(["--images", "0"], "--images"), (["--sinabs-python", "/no/such/python"], "--sinabs-python")],
+    [
+        (["--images", "0"], "--images"),
+        (["--sinabs-python", "/no/such/python"], "--sinabs-python"),
+        (["--spyx-python", "/no/such/python"], "--spyx-python"),
+    ],
 )
 def test_importers_script_bad_options_exit_2(capsys, argv, option):
     code, err = expect_exit(load_script("nir_importers"), argv, capsys)
@@ -537,17 +541,50 @@ def test_importers_script_table_cells():
     assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
 
 
-def test_sinabs_row_without_sinabs_names_its_environment():
+@pytest.mark.parametrize(("framework", "needs"), [("sinabs", "nir<=1.0.4"), ("spyx", "JAX")])
+def test_outside_rows_without_their_package_name_its_environment(framework, needs):
     import importlib.util
 
-    if importlib.util.find_spec("sinabs") is not None:
-        pytest.skip("sinabs is installed here")
+    if importlib.util.find_spec(framework) is not None:
+        pytest.skip(f"{framework} is installed here")
     net = nn.Sequential(nn.Linear(2, 2), neuron.IFNode()).eval()
     x = torch.ones(1, 2)
-    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=("sinabs",))
-    assert (
-        not rows[1]["loaded"] and "nir<=1.0.4" in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
-    )
+    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=(framework,))
+    assert not rows[1]["loaded"] and needs in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
+
+
+def test_spyx_dropped_lists_the_nodes_off_its_chain():
+    """spyx 1.0.0 follows one chain from input (the first edge out of each node) and skips node types it
+    has no layer for: a SEW ResNet-18 loses its three downsample branches (conv + neuron each), and the
+    default export also its AvgPool2d; a plain chain loses nothing."""
+    from snnprune.interop.nir_verify import spyx_dropped
+
+    m, x = _sew(neuron_backend="auto"), _data()[0]
+    branches = [f"layer{i}_0_downsample_{n}" for i in (2, 3, 4) for n in ("0", "sn")]
+    assert sorted(spyx_dropped(snnprune.export_nir(m, x[:2], T=2, portable=True))) == branches
+    assert sorted(spyx_dropped(snnprune.export_nir(m, x[:2], T=2))) == sorted([*branches, "avgpool"])
+    assert spyx_dropped(snnprune.export_nir(_plain(), torch.rand(2, 1, 8, 8), T=2)) == []
+
+
+def test_spyx_row_counts_its_one_step_delay_and_refuses_a_dropped_branch():
+    """Where spyx is installed (scripts/nir_importers.py --spyx-python): its IF spikes on the potential
+    before the step's input, so the first layer's spikes at step t + 1 are the source's at step t; a SEW
+    graph is a row whose reason names the nodes spyx left out."""
+    pytest.importorskip("spyx")
+    from snnprune.interop import nir_verify
+
+    net = _plain()
+    x, y = torch.rand(3, 1, 8, 8) * 2, torch.randint(0, 10, (3,))
+    graph = snnprune.export_nir(net, x[:2], T=3, portable=True)
+    _, ref = nir_verify._reference(nir_verify.fold_batchnorm(net, x[:1]), x, ["2"], 3)
+    imported, _ = nir_verify._public_spyx(graph, 1.0)
+    _, got = nir_verify._imported(imported, x, 3, ["2"])
+    assert ref["2"][0].sum() > 0 and got["2"][0].sum() == 0 and torch.equal(got["2"][1], ref["2"][0])
+    (row,) = snnprune.verify_nir(graph, net, (x, y), frameworks=("spyx",))[1:]
+    assert row["loaded"] and row["spike_mismatches"] > 0
+    m, (x, y) = _sew(neuron="lif"), _data()
+    (row,) = snnprune.verify_nir(snnprune.export_nir(m, x[:2], T=2), m, (x, y), frameworks=("spyx",))[1:]
+    assert "without 7 of the graph's nodes (AvgPool2d, Conv2d, LIF" in row["reason"], row
 
 
 def test_portable_folds_the_input_gain_of_a_lif_without_decay_input():

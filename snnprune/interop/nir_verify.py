@@ -1,4 +1,4 @@
-"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse and Sinabs and compare it with the source model.
+"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse, Sinabs and spyx and compare it with the source model.
 
 Two kinds of rows. A row named after a framework (``"norse"``) runs that framework's *public* importer
 unmodified, as a user deploying the file would: what it reports is what that user gets. A row named
@@ -36,7 +36,7 @@ from .nir_export import check_dt_T, fold_batchnorm
 
 __all__ = ["FRAMEWORKS", "PUBLIC", "format_rows", "verify_nir"]
 
-PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs")
+PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs", "spyx")
 """The frameworks whose public importer runs unmodified (one row each)."""
 FRAMEWORKS: tuple[str, ...] = (*PUBLIC, "spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 """Every row :func:`verify_nir` can produce: the public importers, then those helped by snnprune."""
@@ -145,6 +145,92 @@ def _public_sinabs(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]
     return sinabs.from_nir(graph, batch_size=None, num_timesteps=1), []
 
 
+#: The node types spyx 1.0.0's ``from_nir`` builds a layer for (``spyx/nir.py``); it skips any other node.
+_SPYX_READS = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.IF, nir.LIF, nir.CubaLIF, nir.Flatten)
+
+
+def _spyx_chain(graph: nir.NIRGraph) -> list[str]:
+    """The nodes spyx 1.0.0's ``from_nir`` walks: from ``input``, the first edge out of each node."""
+    chain, node = [], "input"
+    while True:
+        node = next((b for a, b in graph.edges if a == node), None)
+        if node is None or node == "output" or node in chain:
+            return chain
+        chain.append(node)
+
+
+def spyx_dropped(graph: nir.NIRGraph) -> list[str]:
+    """The nodes spyx 1.0.0's ``from_nir`` leaves out of the network it builds, without a word: it follows
+    one chain from ``input`` (:func:`_spyx_chain`), so a node off that chain (a residual branch) is not
+    read, and a node on it of a type it has no layer for (``AvgPool2d``, ``Threshold``, ``Scale``) is
+    skipped."""
+    chain = _spyx_chain(graph)
+    return [
+        n
+        for n, v in graph.nodes.items()
+        if not isinstance(v, (nir.Input, nir.Output)) and (n not in chain or not isinstance(v, _SPYX_READS))
+    ]
+
+
+def _channels(a: np.ndarray, last: bool) -> np.ndarray:
+    """``[B, C, H, W]`` ↔ ``[B, H, W, C]`` (spyx runs channels-last); other ranks unchanged."""
+    if a.ndim != 4:
+        return a
+    return a.transpose(0, 2, 3, 1) if last else a.transpose(0, 3, 1, 2)
+
+
+class _SpyxSteps(nn.Module):
+    """The network spyx's ``from_nir`` built, one time step per call: its ``Sequential`` layer by layer, as
+    its own ``__call__`` runs them, with channels-first torch tensors in and out. Each neuron layer's
+    spikes pass through a child module named after its NIR node, so that hooks record them."""
+
+    def __init__(self, model: Any, neurons: list[str]) -> None:
+        super().__init__()
+        self.spyx, self.neurons = model, neurons
+        for n in neurons:
+            self.add_module(n, nn.Identity())
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, list]:
+        import jax.numpy as jnp
+
+        h = jnp.asarray(_channels(x.numpy(), last=True))
+        state = self.spyx.initial_state(x.shape[0]) if state is None else state
+        new, k = [], 0
+        for layer, s in zip(self.spyx.layers, state, strict=True):
+            if s is None:
+                h = layer(h)
+            else:
+                h, s = layer(h, s)
+                self.get_submodule(self.neurons[k])(torch.from_numpy(_channels(np.array(h), last=False)))
+                k += 1
+            new.append(s)
+        return torch.from_numpy(_channels(np.array(h), last=False)), new
+
+
+def _public_spyx(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    try:
+        import jax.numpy as jnp
+        from spyx import nir as spyx_nir
+    except ImportError as e:
+        raise ImportError(
+            "spyx is not installed here (spyx 1.0.0 runs on JAX); run it in its own environment, as "
+            "scripts/nir_importers.py --spyx-python does"
+        ) from e
+    shape = tuple(int(v) for v in np.asarray(graph.nodes["input"].input_type["input"]))
+    shape = (*shape[1:], shape[0]) if len(shape) == 3 else shape
+    model, _ = spyx_nir.from_nir(graph, jnp.zeros((1, 1, *shape)), dt=dt)
+    dropped = spyx_dropped(graph)
+    if dropped:
+        kinds = sorted({type(graph.nodes[n]).__name__ for n in dropped})
+        raise RuntimeError(
+            f"spyx builds a network without {len(dropped)} of the graph's nodes ({', '.join(kinds)}: "
+            f"{', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}), without an error: it reads "
+            "one chain from input"
+        )
+    neurons = [n for n in _spyx_chain(graph) if isinstance(graph.nodes[n], (nir.IF, nir.LIF, nir.CubaLIF))]
+    return _SpyxSteps(model, neurons), []
+
+
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from spikingjelly.activation_based.nir_exchange import from_nir
 
@@ -186,6 +272,7 @@ _LOADERS = {
     "snntorch": _public_snntorch,
     "norse": _public_norse,
     "sinabs": _public_sinabs,
+    "spyx": _public_spyx,
     "spikingjelly+snnprune": _load_spikingjelly,
     "snntorch+snnprune": _load_snntorch,
     "norse+snnprune": _load_norse,
@@ -371,6 +458,11 @@ def verify_nir(
         for x, y in tqdm(batches, desc=name, disable=not progress, leave=False):
             ref_out, ref_spk = _reference(reference, x, names, T)
             out, spk = run(x)
+            if out.numel() != ref_out.numel():
+                raise RuntimeError(
+                    f"its output is {list(out.shape[1:])} per sample, the graph's {list(ref_out.shape[1:])}: "
+                    "it ran another network than the graph's"
+                )
             diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
             for n, s in ref_spk.items():
                 if n not in spk:
