@@ -11,7 +11,7 @@ and with ``portable=True``, and run by :func:`snnprune.verify_nir` on the first 
 MNIST test images: every public importer unmodified, then the rows snnprune helps. Sinabs 3.1.3 pins
 ``nir<=1.0.4``, so its rows run in its own environment (``--sinabs-python``: a Python with ``sinabs``,
 ``nir==1.0.4`` and ``nirtorch==1.0``), and so do spyx's (``--spyx-python``: a Python with ``spyx`` and
-JAX); this script calls each with the saved models and images.
+JAX) and Rockpool's (``--rockpool-python``); this script calls each with the saved models and images.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--images", type=int, default=200, help="embedded MNIST test images (default 200)")
     p.add_argument("--sinabs-python", default=None, help="a Python with sinabs, nir==1.0.4, nirtorch==1.0")
     p.add_argument("--spyx-python", default=None, help="a Python with spyx 1.0.0 and JAX")
+    p.add_argument("--rockpool-python", default=None, help="a Python with rockpool 3.1.0")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.images < 1:
         print(f"error: --images: must be a positive integer, got {args.images}", file=sys.stderr)
         raise SystemExit(2)
-    outside = {"sinabs": args.sinabs_python, "spyx": args.spyx_python}
+    outside = {"sinabs": args.sinabs_python, "spyx": args.spyx_python, "rockpool": args.rockpool_python}
     for fw, python in outside.items():
         if python and not Path(python).is_file():
             print(f"error: --{fw}-python {python}: no such file; pass a Python executable", file=sys.stderr)

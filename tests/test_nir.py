@@ -73,8 +73,9 @@ HELPED = ("spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 
 
 def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
-    """Every row but Sinabs' and spyx's (each runs in its own environment: scripts/nir_importers.py)."""
-    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f not in ("sinabs", "spyx"))
+    """Every row but Sinabs', spyx's and Rockpool's (each runs in its own environment, as
+    scripts/nir_importers.py does)."""
+    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f not in ("sinabs", "spyx", "rockpool"))
     rows = snnprune.verify_nir(graph_or_path, model, data, frameworks=frameworks)
     assert [r["framework"] for r in rows] == ["source model", *frameworks]
     return {r["framework"]: r for r in rows[1:]}
@@ -200,6 +201,10 @@ def test_compacted_filter_pruned_round_trip():
         r = rows[fw]
         assert r["loaded"] and r["spike_mismatches"] == 0, (fw, r)
         assert r["max_abs_diff"] < 1e-5
+    portable = snnprune.export_nir(small, x[:2], portable=True)
+    assert nir_nonzeros(portable) == model_nonzeros(small)
+    (r,) = snnprune.verify_nir(portable, small, (x, y), frameworks=("spikingjelly",))[1:]
+    assert r["added"] == [] and r["spike_mismatches"] == 0 and r["max_abs_diff"] < 1e-5, r
 
 
 def test_imagenet_stem_max_pool_is_sum_pool_and_threshold():
@@ -496,6 +501,47 @@ def test_portable_export_runs_in_public_importers(tmp_path, case):
         assert r["top1"] == rows["source model"]["top1"]
 
 
+class _Residual(nn.Module):
+    """conv-BN-IF, then a conv-BN-IF branch summed with its skip, average pool, Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.bn0, self.sn0 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode()
+        self.conv1, self.bn1, self.sn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode()
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        a = self.sn0(self.bn0(self.conv0(x)))
+        return self.fc(torch.flatten(self.pool(self.sn1(self.bn1(self.conv1(a))) + a), 1))
+
+
+def test_portable_residual_runs_in_norse_unless_two_branches_meet():
+    """Norse's public importer runs nodes in nirtorch.load's depth-first order: a residual block whose skip
+    edge follows its branch runs in order (0 mismatches, portable: its SumPool2d); a SEW downsample block,
+    two branches each with nodes meeting in one sum, does not, and the row says where."""
+    from snnprune.interop.nir_verify import depth_first_misorder
+
+    torch.manual_seed(0)
+    net = _Residual()
+    with torch.no_grad():
+        for bn in (net.bn0, net.bn1):
+            bn.weight.uniform_(1.0, 3.0)
+            bn.bias.uniform_(0.0, 0.5)
+    net.eval()
+    x, y = torch.rand(5, 1, 8, 8) * 2, torch.randint(0, 10, (5,))
+    assert all(v > 0 for v in _spike_total(net, x).values())
+    graph = snnprune.export_nir(net, x[:2], T=3, portable=True)
+    assert depth_first_misorder(graph) is None
+    (row,) = snnprune.verify_nir(graph, net, (x, y), frameworks=("norse",))[1:]
+    assert row["reason"] is None and row["spike_mismatches"] == 0 and row["max_abs_diff"] < 1e-5, row
+    sew, (x, y) = _sew(neuron_backend="auto"), _data()
+    graph = snnprune.export_nir(sew, x[:2], T=2, portable=True)
+    where = "depth-first order runs 'layer2_1_conv1' before its input 'layer2_0_downsample_sn'"
+    assert where in depth_first_misorder(graph)
+    (row,) = snnprune.verify_nir(graph, sew, (x, y), frameworks=("norse",))[1:]
+    assert row["spike_mismatches"] is None and where in row["reason"], row
+
+
 def test_portable_refuses_an_average_pool_it_cannot_fold():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), neuron.IFNode(), nn.AvgPool2d(2), neuron.IFNode())
     snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2)  # AvgPool2d: fine without portable
@@ -509,6 +555,7 @@ def test_portable_refuses_an_average_pool_it_cannot_fold():
         (["--images", "0"], "--images"),
         (["--sinabs-python", "/no/such/python"], "--sinabs-python"),
         (["--spyx-python", "/no/such/python"], "--spyx-python"),
+        (["--rockpool-python", "/no/such/python"], "--rockpool-python"),
     ],
 )
 def test_importers_script_bad_options_exit_2(capsys, argv, option):
@@ -541,7 +588,9 @@ def test_importers_script_table_cells():
     assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
 
 
-@pytest.mark.parametrize(("framework", "needs"), [("sinabs", "nir<=1.0.4"), ("spyx", "JAX")])
+@pytest.mark.parametrize(
+    ("framework", "needs"), [("sinabs", "nir<=1.0.4"), ("spyx", "JAX"), ("rockpool", "rockpool")]
+)
 def test_outside_rows_without_their_package_name_its_environment(framework, needs):
     import importlib.util
 
@@ -585,6 +634,18 @@ def test_spyx_row_counts_its_one_step_delay_and_refuses_a_dropped_branch():
     m, (x, y) = _sew(neuron="lif"), _data()
     (row,) = snnprune.verify_nir(snnprune.export_nir(m, x[:2], T=2), m, (x, y), frameworks=("spyx",))[1:]
     assert "without 7 of the graph's nodes (AvgPool2d, Conv2d, LIF" in row["reason"], row
+
+
+def test_rockpool_row_reads_no_lif_graph():
+    """Where Rockpool 3.1.0 is installed: its LIF converter reads ``node.tau_mem``, a field of ``CubaLIF``
+    that ``LIF`` lacks, so even a LIF MLP (Affine + LIF, Xylo's dense path) does not load."""
+    pytest.importorskip("rockpool")
+    net = nn.Sequential(nn.Linear(16, 32), neuron.LIFNode(), nn.Linear(32, 8), neuron.LIFNode()).eval()
+    x = torch.rand(2, 16)
+    for portable in (False, True):
+        graph = snnprune.export_nir(net, x, T=2, portable=portable)
+        (row,) = snnprune.verify_nir(graph, net, x, frameworks=("rockpool",))[1:]
+        assert not row["loaded"] and "no attribute 'tau_mem'" in row["reason"], row
 
 
 def test_portable_folds_the_input_gain_of_a_lif_without_decay_input():

@@ -1,4 +1,4 @@
-"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse, Sinabs and spyx and compare it with the source model.
+"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse, Sinabs, spyx and Rockpool; compare with the source model.
 
 Two kinds of rows. A row named after a framework (``"norse"``) runs that framework's *public* importer
 unmodified, as a user deploying the file would: what it reports is what that user gets. A row named
@@ -36,7 +36,7 @@ from .nir_export import check_dt_T, fold_batchnorm
 
 __all__ = ["FRAMEWORKS", "PUBLIC", "format_rows", "verify_nir"]
 
-PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs", "spyx")
+PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs", "spyx", "rockpool")
 """The frameworks whose public importer runs unmodified (one row each)."""
 FRAMEWORKS: tuple[str, ...] = (*PUBLIC, "spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 """Every row :func:`verify_nir` can produce: the public importers, then those helped by snnprune."""
@@ -112,6 +112,31 @@ _STEP_DOWN = "v_threshold one float32 step down (spikes on v > θ)"
 SOURCE_NOTE = (
     "the model before vs after BN folding: a potential at a threshold tie can flip in float32 rounding"
 )
+
+
+def depth_first_misorder(graph: nir.NIRGraph) -> str | None:
+    """Where the deprecated ``nirtorch.load`` (behind Norse's, Sinabs' and Rockpool's ``from_nir``) runs a
+    node before one of its inputs, else None. It runs the nodes in depth-first preorder from ``input``, each
+    node's out-edges in the graph's order, and a node runs when first reached: a chain and a residual block
+    whose skip edge comes after its branch run in order; two branches that each hold a node and meet in
+    one sum (a SEW ResNet's downsample block) do not."""
+    out: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        out.setdefault(a, []).append(b)
+    order: list[str] = []
+
+    def visit(node: str) -> None:
+        order.append(node)
+        for child in out.get(node, []):
+            if child not in order:
+                visit(child)
+
+    visit("input")
+    rank = {n: i for i, n in enumerate(order)}
+    for a, b in graph.edges:
+        if a in rank and b in rank and rank[a] > rank[b]:
+            return f"nirtorch.load's depth-first order runs {b!r} before its input {a!r}"
+    return None
 
 
 def _public_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
@@ -231,6 +256,17 @@ def _public_spyx(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     return _SpyxSteps(model, neurons), []
 
 
+def _public_rockpool(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    try:
+        from rockpool.nn.modules.torch.nir import from_nir
+    except ImportError as e:
+        raise ImportError(
+            "rockpool is not installed here; run it in its own environment, as "
+            "scripts/nir_importers.py --rockpool-python does"
+        ) from e
+    return from_nir(graph), []
+
+
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from spikingjelly.activation_based.nir_exchange import from_nir
 
@@ -267,12 +303,15 @@ def _load_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
 
 
+_DEPTH_FIRST = ("norse", "sinabs", "rockpool")  # public importers built on nirtorch.load
+
 _LOADERS = {
     "spikingjelly": _public_spikingjelly,
     "snntorch": _public_snntorch,
     "norse": _public_norse,
     "sinabs": _public_sinabs,
     "spyx": _public_spyx,
+    "rockpool": _public_rockpool,
     "spikingjelly+snnprune": _load_spikingjelly,
     "snntorch+snnprune": _load_snntorch,
     "norse+snnprune": _load_norse,
@@ -505,7 +544,9 @@ def verify_nir(
             try:
                 row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names), fw))
             except Exception as e:
-                row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
+                row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:240]
+                misorder = depth_first_misorder(graph) if fw in _DEPTH_FIRST else None
+                row["reason"] += f" ({misorder})" if misorder else ""
         rows.append(row)
     return rows
 
