@@ -3,8 +3,8 @@
     python scripts/nir_importers.py --json benchmarks/nir_importers.json
     python scripts/nir_importers.py --sinabs-python ENV/bin/python --spyx-python ENV2/bin/python
 
-Graphs: a plain Conv-BN-IF-Linear net and a LIF MLP (784-64-10), each trained one epoch on the embedded
-MNIST training set (T = 2, surrogate gradients), and a width-4 small-stem SEW ResNet-18 (ADD) with IF and
+Graphs: a plain Conv-BN-IF-Linear net and a LIF MLP (784-64-10, on the flattened image: NIR ``Affine`` and
+``LIF``, Xylo's dense path), each trained one epoch on the embedded MNIST training set (T = 2, surrogate gradients), and a width-4 small-stem SEW ResNet-18 (ADD) with IF and
 with LIF neurons, untrained, with raised BatchNorm gains so that every stage fires (their top-1 is chance:
 the spike mismatches are what they measure). Each graph is exported twice, with ``export_nir``'s defaults
 and with ``portable=True``, and run by :func:`snnprune.verify_nir` on the first ``--images`` embedded
@@ -50,7 +50,7 @@ def build(case: str) -> nn.Module:
             nn.Linear(8 * 14 * 14, 10),
         )
     if case == "LIF MLP":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), neuron.LIFNode(tau=2.0), nn.Linear(64, 10))
+        return nn.Sequential(nn.Linear(784, 64), neuron.LIFNode(tau=2.0), nn.Linear(64, 10))
     import models
 
     kw = {"neuron_backend": "auto"} if case == "SEW IF" else {"neuron": "lif"}
@@ -65,7 +65,12 @@ def build(case: str) -> nn.Module:
     return m
 
 
-def train_one_epoch(net: nn.Module, train_set) -> None:
+def inputs(case: str, x: torch.Tensor) -> torch.Tensor:
+    """The images as ``case`` takes them: flat for the MLP."""
+    return x.flatten(1) if case == "LIF MLP" else x
+
+
+def train_one_epoch(case: str, net: nn.Module, train_set) -> None:
     """One epoch of Adam on the mean over T of the outputs (single-step mode, surrogate gradients)."""
     from spikingjelly.activation_based import functional
 
@@ -73,7 +78,7 @@ def train_one_epoch(net: nn.Module, train_set) -> None:
     net.train()
     for x, y in torch.utils.data.DataLoader(train_set, batch_size=100, shuffle=True):
         functional.reset_net(net)
-        out = torch.stack([net(x) for _ in range(T)]).mean(0)
+        out = torch.stack([net(inputs(case, x)) for _ in range(T)]).mean(0)
         loss = nn.functional.cross_entropy(out, y)
         opt.zero_grad()
         loss.backward()
@@ -83,18 +88,22 @@ def train_one_epoch(net: nn.Module, train_set) -> None:
 
 
 def rows_for(case: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor, folder: Path, frameworks) -> list:
-    out = []
+    import nir
+
+    out, x = [], inputs(case, x)
     for option in ("default", "portable"):
         path = folder / f"{case.replace(' ', '_')}_{option}.nir"
         if not path.exists():
             snnprune.export_nir(net, x[:2], path, T=T, portable=option == "portable")
         try:
-            got = snnprune.verify_nir(path, net, (x, y), frameworks=frameworks)
+            nir.read(str(path))
         except Exception as e:  # the file itself is refused (nir 1.0.4 and a newer field)
             why = f"read: {type(e).__name__}: {e}"[:300]
             got = [
                 {"framework": f, "loaded": False, "spike_mismatches": None, "reason": why} for f in frameworks
             ]
+        else:
+            got = snnprune.verify_nir(path, net, (x, y), frameworks=frameworks)
         for r in got:
             r.update(graph=case, export=option)
             out.append(r)
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for case in CASES:
             net = build(case)
             if case in ("plain IF", "LIF MLP"):
-                train_one_epoch(net, train_set)
+                train_one_epoch(case, net, train_set)
             net.eval()
             torch.save(net.state_dict(), folder / f"{case.replace(' ', '_')}.pt")
             rows += rows_for(case, net, x, y, folder, here)
@@ -175,7 +184,8 @@ def table(rows: list[dict]) -> str:
             if r is None:
                 cells.append("not run")
             elif r["spike_mismatches"] is None:
-                cells.append(r["reason"].split(":")[0] + ": " + r["reason"].split(":", 2)[-1].strip()[:60])
+                kind, why = r["reason"].split(":")[0], r["reason"].split(":", 2)[-1].strip()
+                cells.append(f"{kind}: `{why[:70]}{'…' if len(why) > 70 else ''}`")
             else:
                 cells.append(f"{r['spike_mismatches']:,} ({r['top1']:.1f} %)")
         top = by["source model"]["top1"]

@@ -580,12 +580,12 @@ def test_importers_script_table_cells():
             "framework": "sinabs",
             "spike_mismatches": None,
             "top1": None,
-            "reason": "load: ValueError: `v_leak` must be 0",
+            "reason": "load: ValueError: v_leak must be 0",
         },
     ]
     lines = load_script("nir_importers").table(rows).splitlines()
     assert lines[0] == "| graph | export | source top-1 | norse | sinabs |"
-    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
+    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak must be 0` |"
 
 
 @pytest.mark.parametrize(
