@@ -73,8 +73,9 @@ HELPED = ("spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 
 
 def _rows(model: nn.Module, graph_or_path, data) -> dict[str, dict]:
-    """Every row but Sinabs' (its importer needs nir<=1.0.4: scripts/nir_importers.py runs it)."""
-    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f != "sinabs")
+    """Every row but Sinabs', spyx's and Rockpool's (each runs in its own environment, as
+    scripts/nir_importers.py does)."""
+    frameworks = tuple(f for f in snnprune.interop.FRAMEWORKS if f not in ("sinabs", "spyx", "rockpool"))
     rows = snnprune.verify_nir(graph_or_path, model, data, frameworks=frameworks)
     assert [r["framework"] for r in rows] == ["source model", *frameworks]
     return {r["framework"]: r for r in rows[1:]}
@@ -200,6 +201,10 @@ def test_compacted_filter_pruned_round_trip():
         r = rows[fw]
         assert r["loaded"] and r["spike_mismatches"] == 0, (fw, r)
         assert r["max_abs_diff"] < 1e-5
+    portable = snnprune.export_nir(small, x[:2], portable=True)
+    assert nir_nonzeros(portable) == model_nonzeros(small)
+    (r,) = snnprune.verify_nir(portable, small, (x, y), frameworks=("spikingjelly",))[1:]
+    assert r["added"] == [] and r["spike_mismatches"] == 0 and r["max_abs_diff"] < 1e-5, r
 
 
 def test_imagenet_stem_max_pool_is_sum_pool_and_threshold():
@@ -496,6 +501,47 @@ def test_portable_export_runs_in_public_importers(tmp_path, case):
         assert r["top1"] == rows["source model"]["top1"]
 
 
+class _Residual(nn.Module):
+    """conv-BN-IF, then a conv-BN-IF branch summed with its skip, average pool, Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.bn0, self.sn0 = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode()
+        self.conv1, self.bn1, self.sn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode()
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        a = self.sn0(self.bn0(self.conv0(x)))
+        return self.fc(torch.flatten(self.pool(self.sn1(self.bn1(self.conv1(a))) + a), 1))
+
+
+def test_portable_residual_runs_in_norse_unless_two_branches_meet():
+    """Norse's public importer runs nodes in nirtorch.load's depth-first order: a residual block whose skip
+    edge follows its branch runs in order (0 mismatches, portable: its SumPool2d); a SEW downsample block,
+    two branches each with nodes meeting in one sum, does not, and the row says where."""
+    from snnprune.interop.nir_verify import depth_first_misorder
+
+    torch.manual_seed(0)
+    net = _Residual()
+    with torch.no_grad():
+        for bn in (net.bn0, net.bn1):
+            bn.weight.uniform_(1.0, 3.0)
+            bn.bias.uniform_(0.0, 0.5)
+    net.eval()
+    x, y = torch.rand(5, 1, 8, 8) * 2, torch.randint(0, 10, (5,))
+    assert all(v > 0 for v in _spike_total(net, x).values())
+    graph = snnprune.export_nir(net, x[:2], T=3, portable=True)
+    assert depth_first_misorder(graph) is None
+    (row,) = snnprune.verify_nir(graph, net, (x, y), frameworks=("norse",))[1:]
+    assert row["reason"] is None and row["spike_mismatches"] == 0 and row["max_abs_diff"] < 1e-5, row
+    sew, (x, y) = _sew(neuron_backend="auto"), _data()
+    graph = snnprune.export_nir(sew, x[:2], T=2, portable=True)
+    where = "depth-first order runs 'layer2_1_conv1' before its input 'layer2_0_downsample_sn'"
+    assert where in depth_first_misorder(graph)
+    (row,) = snnprune.verify_nir(graph, sew, (x, y), frameworks=("norse",))[1:]
+    assert row["spike_mismatches"] is None and where in row["reason"], row
+
+
 def test_portable_refuses_an_average_pool_it_cannot_fold():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), neuron.IFNode(), nn.AvgPool2d(2), neuron.IFNode())
     snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2)  # AvgPool2d: fine without portable
@@ -505,7 +551,12 @@ def test_portable_refuses_an_average_pool_it_cannot_fold():
 
 @pytest.mark.parametrize(
     ("argv", "option"),
-    [(["--images", "0"], "--images"), (["--sinabs-python", "/no/such/python"], "--sinabs-python")],
+    [
+        (["--images", "0"], "--images"),
+        (["--sinabs-python", "/no/such/python"], "--sinabs-python"),
+        (["--spyx-python", "/no/such/python"], "--spyx-python"),
+        (["--rockpool-python", "/no/such/python"], "--rockpool-python"),
+    ],
 )
 def test_importers_script_bad_options_exit_2(capsys, argv, option):
     code, err = expect_exit(load_script("nir_importers"), argv, capsys)
@@ -529,25 +580,72 @@ def test_importers_script_table_cells():
             "framework": "sinabs",
             "spike_mismatches": None,
             "top1": None,
-            "reason": "load: ValueError: `v_leak` must be 0",
+            "reason": "load: ValueError: v_leak must be 0",
         },
     ]
     lines = load_script("nir_importers").table(rows).splitlines()
     assert lines[0] == "| graph | export | source top-1 | norse | sinabs |"
-    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak` must be 0 |"
+    assert lines[2] == "| g | portable | 90.0 % | 1,234 (89.5 %) | load: `v_leak must be 0` |"
 
 
-def test_sinabs_row_without_sinabs_names_its_environment():
+@pytest.mark.parametrize(
+    ("framework", "needs"), [("sinabs", "nir<=1.0.4"), ("spyx", "JAX"), ("rockpool", "rockpool")]
+)
+def test_outside_rows_without_their_package_name_its_environment(framework, needs):
     import importlib.util
 
-    if importlib.util.find_spec("sinabs") is not None:
-        pytest.skip("sinabs is installed here")
+    if importlib.util.find_spec(framework) is not None:
+        pytest.skip(f"{framework} is installed here")
     net = nn.Sequential(nn.Linear(2, 2), neuron.IFNode()).eval()
     x = torch.ones(1, 2)
-    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=("sinabs",))
-    assert (
-        not rows[1]["loaded"] and "nir<=1.0.4" in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
-    )
+    rows = snnprune.verify_nir(snnprune.export_nir(net, x, T=2), net, x, frameworks=(framework,))
+    assert not rows[1]["loaded"] and needs in rows[1]["reason"] and "nir_importers" in rows[1]["reason"]
+
+
+def test_spyx_dropped_lists_the_nodes_off_its_chain():
+    """spyx 1.0.0 follows one chain from input (the first edge out of each node) and skips node types it
+    has no layer for: a SEW ResNet-18 loses its three downsample branches (conv + neuron each), and the
+    default export also its AvgPool2d; a plain chain loses nothing."""
+    from snnprune.interop.nir_verify import spyx_dropped
+
+    m, x = _sew(neuron_backend="auto"), _data()[0]
+    branches = [f"layer{i}_0_downsample_{n}" for i in (2, 3, 4) for n in ("0", "sn")]
+    assert sorted(spyx_dropped(snnprune.export_nir(m, x[:2], T=2, portable=True))) == branches
+    assert sorted(spyx_dropped(snnprune.export_nir(m, x[:2], T=2))) == sorted([*branches, "avgpool"])
+    assert spyx_dropped(snnprune.export_nir(_plain(), torch.rand(2, 1, 8, 8), T=2)) == []
+
+
+def test_spyx_row_counts_its_one_step_delay_and_refuses_a_dropped_branch():
+    """Where spyx is installed (scripts/nir_importers.py --spyx-python): its IF spikes on the potential
+    before the step's input, so the first layer's spikes at step t + 1 are the source's at step t; a SEW
+    graph is a row whose reason names the nodes spyx left out."""
+    pytest.importorskip("spyx")
+    from snnprune.interop import nir_verify
+
+    net = _plain()
+    x, y = torch.rand(3, 1, 8, 8) * 2, torch.randint(0, 10, (3,))
+    graph = snnprune.export_nir(net, x[:2], T=3, portable=True)
+    _, ref = nir_verify._reference(nir_verify.fold_batchnorm(net, x[:1]), x, ["2"], 3)
+    imported, _ = nir_verify._public_spyx(graph, 1.0)
+    _, got = nir_verify._imported(imported, x, 3, ["2"])
+    assert ref["2"][0].sum() > 0 and got["2"][0].sum() == 0 and torch.equal(got["2"][1], ref["2"][0])
+    (row,) = snnprune.verify_nir(graph, net, (x, y), frameworks=("spyx",))[1:]
+    assert row["loaded"] and row["spike_mismatches"] > 0
+    m, (x, y) = _sew(neuron="lif"), _data()
+    (row,) = snnprune.verify_nir(snnprune.export_nir(m, x[:2], T=2), m, (x, y), frameworks=("spyx",))[1:]
+    assert "without 7 of the graph's nodes (AvgPool2d, Conv2d, LIF" in row["reason"], row
+
+
+def test_rockpool_row_reads_no_lif_graph():
+    """Where Rockpool 3.1.0 is installed: its LIF converter reads ``node.tau_mem``, a field of ``CubaLIF``
+    that ``LIF`` lacks, so even a LIF MLP (Affine + LIF, Xylo's dense path) does not load."""
+    pytest.importorskip("rockpool")
+    net = nn.Sequential(nn.Linear(16, 32), neuron.LIFNode(), nn.Linear(32, 8), neuron.LIFNode()).eval()
+    x = torch.rand(2, 16)
+    for portable in (False, True):
+        graph = snnprune.export_nir(net, x, T=2, portable=portable)
+        (row,) = snnprune.verify_nir(graph, net, x, frameworks=("rockpool",))[1:]
+        assert not row["loaded"] and "no attribute 'tau_mem'" in row["reason"], row
 
 
 def test_portable_folds_the_input_gain_of_a_lif_without_decay_input():

@@ -554,7 +554,9 @@ def export_nir(
             without ``decay_input`` folded into the layer feeding it; the ``dt`` argument is not used),
             average pooling as ``SumPool2d`` with its
             1/k² folded into the next ``Conv2d`` / ``Linear`` (in float64), and a file without
-            ``v_reset`` (always 0 here), which ``nir`` 1.0.4 (Sinabs' pin) can read.
+            ``v_reset`` (always 0 here), which ``nir`` 1.0.4 (Sinabs' pin) can read. It targets the public
+            importers of SpikingJelly and Norse (where ``nirtorch.load``'s depth-first order runs the graph
+            in order: not a SEW downsample block); Sinabs reads it with its own neuron models.
 
     Returns:
         The ``nir.NIRGraph``; its metadata holds ``T``, ``dt``, ``input_encoding`` and ``output_rule``.

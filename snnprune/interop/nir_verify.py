@@ -1,4 +1,4 @@
-"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse and Sinabs and compare it with the source model.
+"""Re-import a NIR graph in SpikingJelly, snnTorch, Norse, Sinabs, spyx and Rockpool; compare with the source model.
 
 Two kinds of rows. A row named after a framework (``"norse"``) runs that framework's *public* importer
 unmodified, as a user deploying the file would: what it reports is what that user gets. A row named
@@ -36,7 +36,7 @@ from .nir_export import check_dt_T, fold_batchnorm
 
 __all__ = ["FRAMEWORKS", "PUBLIC", "format_rows", "verify_nir"]
 
-PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs")
+PUBLIC: tuple[str, ...] = ("spikingjelly", "snntorch", "norse", "sinabs", "spyx", "rockpool")
 """The frameworks whose public importer runs unmodified (one row each)."""
 FRAMEWORKS: tuple[str, ...] = (*PUBLIC, "spikingjelly+snnprune", "snntorch+snnprune", "norse+snnprune")
 """Every row :func:`verify_nir` can produce: the public importers, then those helped by snnprune."""
@@ -114,6 +114,31 @@ SOURCE_NOTE = (
 )
 
 
+def depth_first_misorder(graph: nir.NIRGraph) -> str | None:
+    """Where the deprecated ``nirtorch.load`` (behind Norse's, Sinabs' and Rockpool's ``from_nir``) runs a
+    node before one of its inputs, else None. It runs the nodes in depth-first preorder from ``input``, each
+    node's out-edges in the graph's order, and a node runs when first reached: a chain and a residual block
+    whose skip edge comes after its branch run in order; two branches that each hold a node and meet in
+    one sum (a SEW ResNet's downsample block) do not."""
+    out: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        out.setdefault(a, []).append(b)
+    order: list[str] = []
+
+    def visit(node: str) -> None:
+        order.append(node)
+        for child in out.get(node, []):
+            if child not in order:
+                visit(child)
+
+    visit("input")
+    rank = {n: i for i, n in enumerate(order)}
+    for a, b in graph.edges:
+        if a in rank and b in rank and rank[a] > rank[b]:
+            return f"nirtorch.load's depth-first order runs {b!r} before its input {a!r}"
+    return None
+
+
 def _public_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     from spikingjelly.activation_based.nir_exchange import from_nir
 
@@ -143,6 +168,103 @@ def _public_sinabs(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]
         ) from e
     # one time step per call: the squeeze layers keep their state between calls
     return sinabs.from_nir(graph, batch_size=None, num_timesteps=1), []
+
+
+#: The node types spyx 1.0.0's ``from_nir`` builds a layer for (``spyx/nir.py``); it skips any other node.
+_SPYX_READS = (nir.Affine, nir.Linear, nir.Conv2d, nir.SumPool2d, nir.IF, nir.LIF, nir.CubaLIF, nir.Flatten)
+
+
+def _spyx_chain(graph: nir.NIRGraph) -> list[str]:
+    """The nodes spyx 1.0.0's ``from_nir`` walks: from ``input``, the first edge out of each node."""
+    chain, node = [], "input"
+    while True:
+        node = next((b for a, b in graph.edges if a == node), None)
+        if node is None or node == "output" or node in chain:
+            return chain
+        chain.append(node)
+
+
+def spyx_dropped(graph: nir.NIRGraph) -> list[str]:
+    """The nodes spyx 1.0.0's ``from_nir`` leaves out of the network it builds, without a word: it follows
+    one chain from ``input`` (:func:`_spyx_chain`), so a node off that chain (a residual branch) is not
+    read, and a node on it of a type it has no layer for (``AvgPool2d``, ``Threshold``, ``Scale``) is
+    skipped."""
+    chain = _spyx_chain(graph)
+    return [
+        n
+        for n, v in graph.nodes.items()
+        if not isinstance(v, (nir.Input, nir.Output)) and (n not in chain or not isinstance(v, _SPYX_READS))
+    ]
+
+
+def _channels(a: np.ndarray, last: bool) -> np.ndarray:
+    """``[B, C, H, W]`` ↔ ``[B, H, W, C]`` (spyx runs channels-last); other ranks unchanged."""
+    if a.ndim != 4:
+        return a
+    return a.transpose(0, 2, 3, 1) if last else a.transpose(0, 3, 1, 2)
+
+
+class _SpyxSteps(nn.Module):
+    """The network spyx's ``from_nir`` built, one time step per call: its ``Sequential`` layer by layer, as
+    its own ``__call__`` runs them, with channels-first torch tensors in and out. Each neuron layer's
+    spikes pass through a child module named after its NIR node, so that hooks record them."""
+
+    def __init__(self, model: Any, neurons: list[str]) -> None:
+        super().__init__()
+        self.spyx, self.neurons = model, neurons
+        for n in neurons:
+            self.add_module(n, nn.Identity())
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, list]:
+        import jax.numpy as jnp
+
+        h = jnp.asarray(_channels(x.numpy(), last=True))
+        state = self.spyx.initial_state(x.shape[0]) if state is None else state
+        new, k = [], 0
+        for layer, s in zip(self.spyx.layers, state, strict=True):
+            if s is None:
+                h = layer(h)
+            else:
+                h, s = layer(h, s)
+                self.get_submodule(self.neurons[k])(torch.from_numpy(_channels(np.array(h), last=False)))
+                k += 1
+            new.append(s)
+        return torch.from_numpy(_channels(np.array(h), last=False)), new
+
+
+def _public_spyx(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    try:
+        import jax.numpy as jnp
+        from spyx import nir as spyx_nir
+    except ImportError as e:
+        raise ImportError(
+            "spyx is not installed here (spyx 1.0.0 runs on JAX); run it in its own environment, as "
+            "scripts/nir_importers.py --spyx-python does"
+        ) from e
+    shape = tuple(int(v) for v in np.asarray(graph.nodes["input"].input_type["input"]))
+    shape = (*shape[1:], shape[0]) if len(shape) == 3 else shape
+    model, _ = spyx_nir.from_nir(graph, jnp.zeros((1, 1, *shape)), dt=dt)
+    dropped = spyx_dropped(graph)
+    if dropped:
+        kinds = sorted({type(graph.nodes[n]).__name__ for n in dropped})
+        raise RuntimeError(
+            f"spyx builds a network without {len(dropped)} of the graph's nodes ({', '.join(kinds)}: "
+            f"{', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}), without an error: it reads "
+            "one chain from input"
+        )
+    neurons = [n for n in _spyx_chain(graph) if isinstance(graph.nodes[n], (nir.IF, nir.LIF, nir.CubaLIF))]
+    return _SpyxSteps(model, neurons), []
+
+
+def _public_rockpool(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
+    try:
+        from rockpool.nn.modules.torch.nir import from_nir
+    except ImportError as e:
+        raise ImportError(
+            "rockpool is not installed here; run it in its own environment, as "
+            "scripts/nir_importers.py --rockpool-python does"
+        ) from e
+    return from_nir(graph), []
 
 
 def _load_spikingjelly(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
@@ -181,11 +303,15 @@ def _load_norse(graph: nir.NIRGraph, dt: float) -> tuple[nn.Module, list[str]]:
     return nirtorch.nir_to_torch(graph, {**{c: convert for c in classes}, **_ADDED}), added
 
 
+_DEPTH_FIRST = ("norse", "sinabs", "rockpool")  # public importers built on nirtorch.load
+
 _LOADERS = {
     "spikingjelly": _public_spikingjelly,
     "snntorch": _public_snntorch,
     "norse": _public_norse,
     "sinabs": _public_sinabs,
+    "spyx": _public_spyx,
+    "rockpool": _public_rockpool,
     "spikingjelly+snnprune": _load_spikingjelly,
     "snntorch+snnprune": _load_snntorch,
     "norse+snnprune": _load_norse,
@@ -371,6 +497,11 @@ def verify_nir(
         for x, y in tqdm(batches, desc=name, disable=not progress, leave=False):
             ref_out, ref_spk = _reference(reference, x, names, T)
             out, spk = run(x)
+            if out.numel() != ref_out.numel():
+                raise RuntimeError(
+                    f"its output is {list(out.shape[1:])} per sample, the graph's {list(ref_out.shape[1:])}: "
+                    "it ran another network than the graph's"
+                )
             diff = max(diff, float((out - ref_out.reshape(out.shape)).abs().max()))
             for n, s in ref_spk.items():
                 if n not in spk:
@@ -413,7 +544,9 @@ def verify_nir(
             try:
                 row.update(compare(lambda x, net=net: _imported(net, x.float(), T, names), fw))
             except Exception as e:
-                row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:300]
+                row["reason"] = f"run: {type(e).__name__}: {e}".strip()[:240]
+                misorder = depth_first_misorder(graph) if fw in _DEPTH_FIRST else None
+                row["reason"] += f" ({misorder})" if misorder else ""
         rows.append(row)
     return rows
 
