@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from helpers import load_script
+from torch import nn
+
+import models
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 mf = load_script("make_figures")
+msf = load_script("make_structured_figure")
 sweep = load_script("sweep")
 
 METRIC_COLS = (
@@ -358,3 +363,12 @@ def test_run_level_is_the_option_the_method_takes():
     assert mf._run_level("gmp", config) == 0.5
     assert mf._run_level("lats", config) == 0.1
     assert math.isnan(mf._run_level("dense", config))
+
+
+def test_channels_removed_counts_linear_groups():
+    net = models.create_model("spikformer_small", depth=1, embed_dim=16, num_heads=2, pooling="0011", T=1)
+    small = copy.deepcopy(net)
+    small.block[0].attn.q = nn.Linear(16, 8, bias=False)  # one of the 2 heads of 8 channels kept
+    small.block[0].mlp.fc1 = nn.Linear(16, 16)  # 16 of the 64 MLP channels kept
+    assert msf.channels_removed(net, small) == pytest.approx(1 - (8 + 16) / (16 + 64))
+    assert msf.channels_removed(net, copy.deepcopy(net)) == 0.0
