@@ -372,3 +372,17 @@ def test_channels_removed_counts_linear_groups():
     small.block[0].mlp.fc1 = nn.Linear(16, 16)  # 16 of the 64 MLP channels kept
     assert msf.channels_removed(net, small) == pytest.approx(1 - (8 + 16) / (16 + 64))
     assert msf.channels_removed(net, copy.deepcopy(net)) == 0.0
+
+
+def test_fig1_panels_name_the_models_of_their_runs(tmp_path, monkeypatch):
+    for r in RUNS:
+        _write_run(tmp_path / "sweep", *r)
+    titles = []
+
+    def keep_titles(fig, out, stem):
+        titles.extend(ax.get_title() for ax in fig.axes[:2])
+        mf.plt.close(fig)
+
+    monkeypatch.setattr(mf, "_save", keep_titles)
+    mf.fig_top1(mf.discover_runs([tmp_path]), mf.load_reference_points(), tmp_path)
+    assert titles == ["ours: SNN, sew_resnet18, embedded_mnist", "ours: ANN, ann_resnet18, embedded_mnist"]
