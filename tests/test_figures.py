@@ -357,6 +357,37 @@ def test_sweep_full_imagenet_uses_the_imagenet_stem(tmp_path, capsys):
     assert "--stem small" in capsys.readouterr().out
 
 
+def test_sweep_runs_the_pair_it_is_given(tmp_path, capsys):
+    argv = ["--quick", "--dry-run", "--output-dir", str(tmp_path), "--methods", "dense", "lats"]
+    pair = ["--model", "spikformer_small", "--ann-model", "ann_spikformer_small"]
+    assert sweep.main([*argv, *pair]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "train_" in ln]
+    assert len(lines) == 2 * (1 + len(sweep.QUICK_LATS_D))
+    assert all(
+        ("train_sew.py --model spikformer_small " in ln)
+        != ("train_ann.py --model ann_spikformer_small " in ln)
+        for ln in lines
+    )
+    assert not any("--width" in ln for ln in lines)  # the transformers take none
+    assert sweep.main(argv) == 0 and "--model sew_resnet18" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--model", "nosuch"], "--model: unknown model 'nosuch'; choose one of"),
+        (["--ann-model", "nosuch"], "--ann-model: unknown model 'nosuch'"),
+        (["--model", "spikformer_small", "--kinds", "snn", "--width", "8"], "--width: not an option of --model spikformer_small"),
+    ],
+)  # fmt: skip
+def test_sweep_refuses_a_bad_pair_in_one_line(tmp_path, capsys, argv, fragment):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--dry-run", "--output-dir", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and fragment in err.splitlines()[-1], err
+    assert not any(tmp_path.iterdir())
+
+
 def test_run_level_is_the_option_the_method_takes():
     # config.json holds every CLI option; gmp's level is its target, lats's its threshold, dense has none
     config = {"final_threshold": 0.1, "target_sparsity": 0.5}
