@@ -23,10 +23,12 @@ Shapes follow the authors' code (ZK-Zhou/spikformer ``imagenet/model.py``, BICLa
 Choices where the papers are silent, taken from the authors' code:
 
 * the attention scale is the constant 0.125 (not ``head_dim ** -0.5``);
-* Spikformer multiplies ``K^T V`` first (linear in the tokens), the Spike-driven Transformer code masks
+* Spikformer multiplies ``K^T V`` first (linear in the tokens; the authors' CIFAR code computes
+  ``(Q K^T) V``, the same values), the Spike-driven Transformer code masks
   ``Q`` with ``SN(sum_tokens(K ⊙ V))`` (the paper's Q/K roles swapped; the counts are the same);
 * neurons: LIF, tau 2, hard reset to 0, detached reset, SpikingJelly's default surrogate (Sigmoid,
-  alpha 4); the Q/K/V projections have no bias, ``proj``, ``fc1``, ``fc2`` and the classifier do;
+  alpha 4); the Q/K/V projections have no bias (except in the authors' CIFAR Spikformer: ``qkv_bias``),
+  ``proj``, ``fc1``, ``fc2`` and the classifier do;
 * the LayerNorms the Spikformer blocks construct but never call, and the ``talking_heads`` conv the
   Spike-driven Transformer constructs but never calls, are left out (they change no output); the
   parameter counts below are those of the modules that run.
@@ -35,12 +37,15 @@ Q/K/V/proj/fc1/fc2 are ``nn.Linear`` on tokens ``[T, B, N, D]`` (the authors' 1x
 same weights up to a reshape), their BN a ``BatchNorm1d`` over ``D``. The products of two activations
 (and the token sum) are the modules of :mod:`snnprune.products`, so ``snnprune.analyze`` counts them.
 
-Parameter counts (ImageNet, 1000 classes, MLP ratio 4, 8 heads; exact integers from the modules above):
-8-384: 16,816,024; 8-512: 29,689,384; 8-768: 66,338,632, equal for both papers (Spikformer Table 2 prints
-16.81 M, 29.68 M, 66.34 M; the Spike-driven Transformer Table 2 the same; 8-768 is 66.34 M rounded, the
-other two are the printed digits truncated, not rounded). CIFAR-10: Spikformer 4-384 (12 heads)
-9,320,122 (paper 9.32 M); Spike-driven Transformer 2-512 (8 heads) 10,233,418 (paper 10.28 M; the
-authors' code with its unused ``talking_heads`` gives 10,233,546, so the printed number matches neither).
+Parameter counts (exact integers from the modules above; ``tests/test_transformers.py`` checks each against
+the count of the authors' code, written there with its commit, and against a hand formula). ImageNet, 1000
+classes, MLP ratio 4, 8 heads, equal for both papers: 8-384: 16,816,024; 8-512: 29,689,384; 8-768:
+66,338,632 (both papers' Table 2 print 16.81 M, 29.68 M, 66.34 M: the first two truncated, the third
+rounded). CIFAR-10: Spikformer 4-384 (12 heads, Q/K/V with biases as in the authors' CIFAR code) 9,324,730
+(paper 9.32 M); Spike-driven Transformer 2-512 (8 heads) 10,233,418 (paper 10.28 M, which neither this count
+nor the authors' code with its unused ``talking_heads``, 10,233,546, gives). The authors' own
+``model.parameters()`` is larger by the modules built and never called (Spikformer: two LayerNorms per
+block, 8-384: 16,828,312; the Spike-driven Transformer: ``talking_heads``, 8-384: 16,816,536).
 """
 
 from __future__ import annotations
@@ -138,15 +143,16 @@ class Attention(nn.Module):
         attention: ``"ssa"`` or ``"sdsa"``.
         dim: embedding width ``D``.
         num_heads: heads (divide ``D``).
+        qkv_bias: biases on ``q``, ``k``, ``v``.
     """
 
-    def __init__(self, kit: _Kit, attention: str, dim: int, num_heads: int) -> None:
+    def __init__(self, kit: _Kit, attention: str, dim: int, num_heads: int, qkv_bias: bool = False) -> None:
         super().__init__()
         self.attention, self.num_heads, self.spiking = attention, num_heads, kit.spiking
         if attention == "sdsa":
             self.shortcut_lif = kit.act()
         for n in ("q", "k", "v"):
-            self.add_module(n, nn.Linear(dim, dim, bias=False))
+            self.add_module(n, nn.Linear(dim, dim, bias=qkv_bias))
             self.add_module(f"{n}_bn", nn.BatchNorm1d(dim))
             self.add_module(f"{n}_lif", kit.act())
         if not kit.spiking:
@@ -211,9 +217,11 @@ class Block(nn.Module):
     """``x + attn(x)``, then ``x + mlp(x)`` (spike residuals in Spikformer, membrane residuals in the
     Spike-driven Transformer)."""
 
-    def __init__(self, kit: _Kit, attention: str, dim: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, kit: _Kit, attention: str, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool
+    ) -> None:
         super().__init__()
-        self.attn = Attention(kit, attention, dim, num_heads)
+        self.attn = Attention(kit, attention, dim, num_heads, qkv_bias)
         self.mlp = MLP(kit, attention, dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -240,6 +248,8 @@ class SpikingTransformer(nn.Module):
         embed_dim: embedding width (the ``D``; divisible by 8 and by ``num_heads``).
         num_heads: attention heads.
         mlp_ratio: MLP hidden width / ``embed_dim``.
+        qkv_bias: biases on the ``q``, ``k``, ``v`` projections (the authors' CIFAR-10 Spikformer has them,
+            their ImageNet Spikformer and the Spike-driven Transformer do not).
         pooling: four ``0``/``1`` flags, max-pool after that patch-splitting stage (``"1111"``: 16x16
             patches, ``"0011"``: 4x4).
         num_classes: classifier outputs.
@@ -265,6 +275,7 @@ class SpikingTransformer(nn.Module):
         embed_dim: int = 512,
         num_heads: int = 8,
         mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
         pooling: str = "1111",
         num_classes: int = 1000,
         in_channels: int = 3,
@@ -274,12 +285,12 @@ class SpikingTransformer(nn.Module):
         neuron_backend: str = "spikingjelly",
     ) -> None:
         super().__init__()
-        self._build(attention, True, depth, embed_dim, num_heads, mlp_ratio, pooling, num_classes, in_channels,
+        self._build(attention, True, depth, embed_dim, num_heads, mlp_ratio, qkv_bias, pooling, num_classes, in_channels,
                     T, surrogate, tau, neuron_backend)  # fmt: skip
 
     def _build(
         self, attention: str, spiking: bool, depth: int, embed_dim: int, num_heads: int, mlp_ratio: float,
-        pooling: str, num_classes: int, in_channels: int, T: int, surrogate: str, tau: float,
+        qkv_bias: bool, pooling: str, num_classes: int, in_channels: int, T: int, surrogate: str, tau: float,
         neuron_backend: str,
     ) -> None:  # fmt: skip
         if attention not in ATTENTIONS:
@@ -309,7 +320,7 @@ class SpikingTransformer(nn.Module):
         self.surrogate, self.neuron_backend = surrogate, neuron_backend
         self.patch_embed = PatchSplit(kit, attention, in_channels, embed_dim, pooling)
         self.block = nn.Sequential(
-            *(Block(kit, attention, embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+            *(Block(kit, attention, embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
         )
         self.head_lif = kit.act() if attention == "sdsa" else nn.Identity()
         self.head = nn.Linear(embed_dim, num_classes)
@@ -366,12 +377,13 @@ class ANNTransformer(SpikingTransformer):
         embed_dim: int = 512,
         num_heads: int = 8,
         mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
         pooling: str = "1111",
         num_classes: int = 1000,
         in_channels: int = 3,
     ) -> None:
         nn.Module.__init__(self)
-        self._build(attention, False, depth, embed_dim, num_heads, mlp_ratio, pooling, num_classes, in_channels,
+        self._build(attention, False, depth, embed_dim, num_heads, mlp_ratio, qkv_bias, pooling, num_classes, in_channels,
                     1, "sigmoid", 2.0, "spikingjelly")  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -384,7 +396,7 @@ _VARIANTS = (
     ("spikformer_8_384", "ssa", 8, 384, _IMAGENET, "Spikformer-8-384 (ImageNet; 16.81 M in the paper)"),
     ("spikformer_8_512", "ssa", 8, 512, _IMAGENET, "Spikformer-8-512 (ImageNet; 29.68 M in the paper)"),
     ("spikformer_8_768", "ssa", 8, 768, _IMAGENET, "Spikformer-8-768 (ImageNet; 66.34 M in the paper)"),
-    ("spikformer_4_384", "ssa", 4, 384, {"num_heads": 12, "pooling": "0011", "num_classes": 10},
+    ("spikformer_4_384", "ssa", 4, 384, {"num_heads": 12, "qkv_bias": True, "pooling": "0011", "num_classes": 10},
      "Spikformer-4-384 (CIFAR-10; 9.32 M in the paper)"),
     ("spikformer_small", "ssa", 2, 64, {"num_heads": 4, "pooling": "1100", "num_classes": 10, "in_channels": 1,
                                         "T": 2}, "a small Spikformer for 28 px MNIST on CPU (2-64)"),

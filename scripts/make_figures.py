@@ -228,7 +228,7 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
             else:
                 ax.plot(xs, ys, marker="o", ms=5, color=_color(label), label=label)
         ds = sorted({r.summary.get("dataset", "?") for r in sub}) or ["no runs"]
-        net = "SEW ResNet-18" if kind == "snn" else "ANN twin (ResNet-18)"
+        net = ", ".join(sorted({str(r.config.get("model") or r.summary.get("model", "?")) for r in sub}))
         ax.set_title(f"ours: {kind.upper()}, {net}, {', '.join(ds)}")
         _connectivity_axis(ax)
         ax.set_ylabel("test top-1 (%)")

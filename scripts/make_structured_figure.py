@@ -42,7 +42,7 @@ from timing import time_calls  # noqa: E402
 
 import models  # noqa: E402, F401  (declares the model builders that run folders name)
 import snnprune  # noqa: E402
-from snnprune.structured import channel_groups, layer_widths, recalibrate_bn  # noqa: E402
+from snnprune.structured import channel_groups, recalibrate_bn  # noqa: E402
 
 KINDS = {"sew": "SNN (SEW ResNet-18)", "ann": "ANN (ResNet-18 twin)"}
 COLUMNS = [
@@ -104,11 +104,11 @@ def compare_on_test_set(
 def channels_removed(model: nn.Module, small: nn.Module) -> float:
     """Fraction of the channels (over all channel groups) that compaction removed."""
     full, kept = 0, 0
-    widths = layer_widths(small)
+    before, after = dict(model.named_modules()), dict(small.named_modules())
     for group in channel_groups(model):
-        conv = group.producers[0][0]
-        full += dict(model.named_modules())[conv].weight.shape[0]
-        kept += widths[conv]["out_channels"]
+        producer = group.producers[0][0]  # a Conv or a Linear: its output channels are its weight's rows
+        full += before[producer].weight.shape[0]
+        kept += after[producer].weight.shape[0]
     return 1.0 - kept / full
 
 

@@ -1,4 +1,4 @@
-"""Run a grid of pruning methods x sparsity levels for a SEW ResNet-18 SNN and its ANN twin.
+"""Run a grid of pruning methods x sparsity levels for an SNN and its ANN twin (default: SEW ResNet-18).
 
 Every run goes through the normal training scripts (``scripts/train_sew.py`` / ``scripts/train_ann.py``)
 in a subprocess and writes its run folder into one results folder. Run names are deterministic from
@@ -9,6 +9,8 @@ Examples::
 
     python scripts/sweep.py --quick --output-dir runs/sweep_quick          # ~27 min on 2 CPU cores
     python scripts/sweep.py --quick --dry-run                              # print the commands only
+    python scripts/sweep.py --quick --model spikformer_small --ann-model ann_spikformer_small \\
+        --output-dir runs/sweep_spikformer                                 # the small transformer pair
     python scripts/sweep.py --full --dataset cifar10 --data-path ~/data --output-dir runs/sweep_c10
     python scripts/make_figures.py runs/sweep_quick --out figures/
 """
@@ -62,6 +64,7 @@ FULL_STDS_D: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.5)  # STDS ImageNet
 FULL_PGH_BETA: float = 0.1
 FULL_TARGETS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.98)
 FULL_EPOCHS: dict[str, int] = {"embedded_mnist": 20, "cifar10": 200, "imagenet": 320}
+DEFAULT_MODELS: dict[str, str] = {"snn": "sew_resnet18", "ann": "ann_resnet18"}  # --model, --ann-model
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,14 @@ def build_command(
     output_dir: Path,
     common: Sequence[str],
     python: str = sys.executable,
+    model: str | None = None,
 ) -> list[str]:
-    """Subprocess argv for one run of ``scripts/train_sew.py`` (snn) or ``scripts/train_ann.py`` (ann)."""
+    """Subprocess argv for one run of ``scripts/train_sew.py`` (snn) or ``scripts/train_ann.py`` (ann) of
+    ``model`` (default ``sew_resnet18`` / ``ann_resnet18``)."""
     if kind not in ("snn", "ann"):
         raise ValueError(f"kind must be 'snn' or 'ann', got {kind!r}")
     script = SCRIPTS_DIR / ("train_sew.py" if kind == "snn" else "train_ann.py")
-    model = "sew_resnet18" if kind == "snn" else "ann_resnet18"
+    model = model or DEFAULT_MODELS[kind]
     cmd = [python, str(script), "--model", model, "--method", entry.method]
     if level is not None:
         if entry.level_flag is None:
@@ -168,6 +173,7 @@ def plan(
     methods: Sequence[str] | None = None,
     python: str = sys.executable,
     ramp_flags: Sequence[str] = (),
+    models: dict[str, str] | None = None,
 ) -> list[RunSpec]:
     """Expand the grid into ``RunSpec`` objects, marking runs already finished (summary.json exists).
 
@@ -180,6 +186,7 @@ def plan(
         methods: optional filter on method names (``"stds-sine"`` style labels also accepted).
         python: interpreter for the subprocesses.
         ramp_flags: flags passed to target-sparsity entries only (``--prune-end-epoch E``).
+        models: kind -> model name (default :data:`DEFAULT_MODELS`).
     """
     specs = []
     for kind in kinds:
@@ -192,7 +199,9 @@ def plan(
                 flags = list(common) + (list(snn_only) if kind == "snn" else [])
                 if entry.level_flag == "--target-sparsity":
                     flags += list(ramp_flags)
-                cmd = build_command(kind, entry, level, name, output_dir, flags, python)
+                cmd = build_command(
+                    kind, entry, level, name, output_dir, flags, python, (models or {}).get(kind)
+                )
                 run_dir = output_dir / name
                 specs.append(RunSpec(kind, name, cmd, run_dir, (run_dir / "summary.json").exists()))
     names = [s.name for s in specs]
@@ -300,8 +309,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods", nargs="+", default=None, help="only these methods/variants, e.g. lats stds-sine dense"
     )
+    p.add_argument("--model", default=DEFAULT_MODELS["snn"], help="the SNN (default %(default)s)")
+    p.add_argument("--ann-model", default=DEFAULT_MODELS["ann"], help="its ANN twin (default %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="override the grid's epochs")
-    p.add_argument("--width", type=int, default=None, help="override the base width")
+    p.add_argument("--width", type=int, default=None, help="override the base width (models that take one)")
     p.add_argument("--T", type=int, default=None, help="override the SNN time steps")
     p.add_argument("--seed", type=int, default=0, help="seed for every run (default 0)")
     p.add_argument("--limit-train-batches", type=int, default=None, help="cap train batches per epoch")
@@ -323,7 +334,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 all ok, 1 if any run failed)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(SCRIPTS_DIR.parent))
+    import models
+
+    pair = {"snn": args.model, "ann": args.ann_model}
+    for flag, name in (("--model", args.model), ("--ann-model", args.ann_model)):
+        if name not in models.list_models():
+            parser.error(f"{flag}: unknown model {name!r}; choose one of {', '.join(models.list_models())}")
+    takes = set.intersection(*(set(models.model_kwargs(pair[kind])) for kind in args.kinds))
+    if args.width is not None and "width" not in takes:
+        parser.error(f"--width: not an option of --model {args.model}; leave it out")
     full = args.full
     grid = FULL_GRID if full else QUICK_GRID
     epochs = args.epochs or (FULL_EPOCHS.get(args.dataset, 100) if full else QUICK_EPOCHS)
@@ -334,18 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.limit_train_batches is not None
         else (None if full else QUICK_LIMIT_TRAIN_BATCHES)
     )
-    common = [
-        "--dataset",
-        args.dataset,
-        "--epochs",
-        str(epochs),
-        "--width",
-        str(width),
-        "--seed",
-        str(args.seed),
-        "--quiet",
-    ]
-    if full:  # the scripts' default (small stem) is for the embedded 28 px data; ImageNet needs its own stem
+    common = ["--dataset", args.dataset, "--epochs", str(epochs), "--seed", str(args.seed), "--quiet"]
+    if "width" in takes:
+        common += ["--width", str(width)]
+    if full and "stem" in takes:  # the default small stem is for the embedded 28 px data, not ImageNet
         common += ["--stem", "imagenet" if args.dataset == "imagenet" else "small"]
     if args.data_path:
         common += ["--data-path", str(args.data_path)]
@@ -354,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     common += shlex.split(args.extra)
     ramp_end = max(1, round(epochs * RAMP_FRACTION))
     ramp = ["--prune-end-epoch", str(ramp_end)] if ramp_end < epochs else []
-    specs = plan(args.output_dir, grid, args.kinds, common, ["--T", str(T)], args.methods, ramp_flags=ramp)
+    specs = plan(
+        args.output_dir, grid, args.kinds, common, ["--T", str(T)], args.methods, ramp_flags=ramp, models=pair
+    )
     if not specs:
         raise ValueError(
             f"no runs selected: --methods {args.methods} matches nothing in the grid; use names "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from helpers import load_script
+from torch import nn
+
+import models
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 mf = load_script("make_figures")
+msf = load_script("make_structured_figure")
 sweep = load_script("sweep")
 
 METRIC_COLS = (
@@ -352,9 +357,63 @@ def test_sweep_full_imagenet_uses_the_imagenet_stem(tmp_path, capsys):
     assert "--stem small" in capsys.readouterr().out
 
 
+def test_sweep_runs_the_pair_it_is_given(tmp_path, capsys):
+    argv = ["--quick", "--dry-run", "--output-dir", str(tmp_path), "--methods", "dense", "lats"]
+    pair = ["--model", "spikformer_small", "--ann-model", "ann_spikformer_small"]
+    assert sweep.main([*argv, *pair]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "train_" in ln]
+    assert len(lines) == 2 * (1 + len(sweep.QUICK_LATS_D))
+    assert all(
+        ("train_sew.py --model spikformer_small " in ln)
+        != ("train_ann.py --model ann_spikformer_small " in ln)
+        for ln in lines
+    )
+    assert not any("--width" in ln for ln in lines)  # the transformers take none
+    assert sweep.main(argv) == 0 and "--model sew_resnet18" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--model", "nosuch"], "--model: unknown model 'nosuch'; choose one of"),
+        (["--ann-model", "nosuch"], "--ann-model: unknown model 'nosuch'"),
+        (["--model", "spikformer_small", "--kinds", "snn", "--width", "8"], "--width: not an option of --model spikformer_small"),
+    ],
+)  # fmt: skip
+def test_sweep_refuses_a_bad_pair_in_one_line(tmp_path, capsys, argv, fragment):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--dry-run", "--output-dir", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and fragment in err.splitlines()[-1], err
+    assert not any(tmp_path.iterdir())
+
+
 def test_run_level_is_the_option_the_method_takes():
     # config.json holds every CLI option; gmp's level is its target, lats's its threshold, dense has none
     config = {"final_threshold": 0.1, "target_sparsity": 0.5}
     assert mf._run_level("gmp", config) == 0.5
     assert mf._run_level("lats", config) == 0.1
     assert math.isnan(mf._run_level("dense", config))
+
+
+def test_channels_removed_counts_linear_groups():
+    net = models.create_model("spikformer_small", depth=1, embed_dim=16, num_heads=2, pooling="0011", T=1)
+    small = copy.deepcopy(net)
+    small.block[0].attn.q = nn.Linear(16, 8, bias=False)  # one of the 2 heads of 8 channels kept
+    small.block[0].mlp.fc1 = nn.Linear(16, 16)  # 16 of the 64 MLP channels kept
+    assert msf.channels_removed(net, small) == pytest.approx(1 - (8 + 16) / (16 + 64))
+    assert msf.channels_removed(net, copy.deepcopy(net)) == 0.0
+
+
+def test_fig1_panels_name_the_models_of_their_runs(tmp_path, monkeypatch):
+    for r in RUNS:
+        _write_run(tmp_path / "sweep", *r)
+    titles = []
+
+    def keep_titles(fig, out, stem):
+        titles.extend(ax.get_title() for ax in fig.axes[:2])
+        mf.plt.close(fig)
+
+    monkeypatch.setattr(mf, "_save", keep_titles)
+    mf.fig_top1(mf.discover_runs([tmp_path]), mf.load_reference_points(), tmp_path)
+    assert titles == ["ours: SNN, sew_resnet18, embedded_mnist", "ours: ANN, ann_resnet18, embedded_mnist"]

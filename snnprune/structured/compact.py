@@ -153,12 +153,12 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
     """A physically smaller dense copy of ``model`` without its removed (all-zero) channels.
 
     A channel of a group (see :func:`~snnprune.structured.groups.channel_groups`) is removed when every
-    producer's filter (and bias) is exactly zero and its BN output is exactly zero (BN following the conv,
-    or :math:`\\gamma = \\beta = 0`); a unit of several channels (an attention head) is removed when all
-    its channels are, and the group's count (``num_heads``) is lowered to the units kept; at least one
-    channel (unit) per group is kept. The copy is finalized (no
-    parametrization, no hook), so it trains and runs as an ordinary model; ``model`` is not modified.
-    The compacted model is checked against the masked one on ``example_input`` (eval mode), both run in
+    producer's filter is exactly zero and its output is exactly zero: :math:`\\gamma = \\beta = 0` in the BN
+    that follows it (whatever the producer's bias), or, without a BN, a zero bias; a unit of several
+    channels (an attention head) is removed when all its channels are, and the group's count
+    (``num_heads``) is lowered to the units kept; at least one channel (unit) per group is kept. The copy
+    is finalized (no parametrization, no hook), so it trains and runs as an ordinary model; ``model`` is
+    not modified. The compacted model is checked against the masked one on ``example_input`` (eval mode), both run in
     float64 on copies: the check is about structure, and in float32 the convolutions over fewer channels
     sum in another order, which can flip a spike of a neuron sitting at its threshold (a BN channel with a
     tiny variance amplifies the rounding) although nothing is wrong.
@@ -190,11 +190,11 @@ def compact(model: nn.Module, example_input: Tensor, *, atol: float = 1e-4) -> n
         for conv_name, bn_name in group.producers:
             conv = modules[conv_name]
             zero = conv.weight.reshape(conv.weight.shape[0], -1).eq(0).all(1)
-            if conv.bias is not None:
-                zero &= conv.bias.eq(0)
-            if bn_name is not None:
+            if bn_name is not None:  # gamma = beta = 0 zeroes the channel whatever the bias before the BN
                 bn = modules[bn_name]
                 zero &= bn.weight.eq(0) & bn.bias.eq(0) if bn.weight is not None else torch.zeros_like(zero)
+            elif conv.bias is not None:
+                zero &= conv.bias.eq(0)
             removable = zero if removable is None else removable & zero
         w = group.width
         units = (~removable.view(-1, w).all(1)).nonzero().flatten()  # a unit goes when all its channels go
