@@ -83,9 +83,9 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 def test_rounds_resume_bit_identically(tmp_path):
     sew = load_script("train_sew")
-    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "3", "--rewind-step", "1", "--width", "8",
-            "--T", "2", "--epochs", "6", "--batch-size", "16", "--limit-train-batches", "1",
-            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--rewind-step", "1", "--width", "8",
+            "--T", "2", "--epochs", "4", "--batch-size", "16", "--limit-train-batches", "1",
+            "--limit-test-batches", "1", "--analyze-batches", "0", "--quiet"]  # fmt: skip
     full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
     sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "2"])  # mid-round 2
     resumed = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--resume", "auto"])
@@ -93,15 +93,11 @@ def test_rounds_resume_bit_identically(tmp_path):
     b = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.pth")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert a["pruner"]["rounds_done"] == b["pruner"]["rounds_done"] == 2
+    assert a["pruner"]["rounds_done"] == b["pruner"]["rounds_done"] == 1
     assert a["pruner"] == b["pruner"]
     rows = _rows(Path(full["run_dir"]))
     assert rows == _rows(Path(resumed["run_dir"]))
-    # each round is visible: the lr plan restarts and the sparsity steps up at epochs 2 and 4
-    assert [r["lr"] for r in rows[::2]] == [rows[0]["lr"]] * 3 and rows[1]["lr"] != rows[0]["lr"]
+    # each round is visible: the lr plan (a cosine over one round of 2 epochs) restarts, the sparsity steps up
+    assert [r["lr"] for r in rows] == ["0.1", "0.05", "0.1", "0.05"]
     sp = [float(r["sparsity"]) for r in rows]
-    assert (
-        sp[0] == sp[1] == 0
-        and 0.45 < sp[2] == sp[3] < 0.55
-        and sp[4] == sp[5] == pytest.approx(0.75, abs=0.01)
-    )
+    assert sp[0] == sp[1] == 0 and sp[2] == sp[3] == pytest.approx(0.75, abs=0.01)
