@@ -542,6 +542,27 @@ def test_portable_residual_runs_in_norse_unless_two_branches_meet():
     assert row["spike_mismatches"] is None and where in row["reason"], row
 
 
+@pytest.mark.parametrize(
+    ("edges", "where"),
+    [
+        ([("input", "a"), ("a", "b"), ("b", "c"), ("a", "c"), ("c", "output")], None),  # skip after branch
+        ([("input", "a"), ("a", "c"), ("a", "b"), ("b", "c"), ("c", "output")], "'c' before its input 'b'"),
+        (  # two branches with a node each: wrong in either order
+            [("input", "a"), ("a", "b"), ("b", "c"), ("a", "d"), ("d", "c"), ("c", "output")],
+            "'c' before its input 'd'",
+        ),
+    ],
+)
+def test_depth_first_misorder_follows_nirtorch_load(edges, where):
+    """nirtorch.load runs nodes in depth-first preorder, out-edges in the graph's order (hand-traced)."""
+    from types import SimpleNamespace
+
+    from snnprune.interop.nir_verify import depth_first_misorder
+
+    got = depth_first_misorder(SimpleNamespace(edges=edges))
+    assert got is None if where is None else where in got
+
+
 def test_portable_refuses_an_average_pool_it_cannot_fold():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), neuron.IFNode(), nn.AvgPool2d(2), neuron.IFNode())
     snnprune.export_nir(net, torch.rand(1, 1, 6, 6), T=2)  # AvgPool2d: fine without portable
