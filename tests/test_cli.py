@@ -121,6 +121,8 @@ VALIDATION_CASES = [
     (["--device", "cpu:1"], "--device: 'cpu:1' is not supported for training"),
     (["--final-threshold", "0.1", "--l1-coeff", "1e-4"], "--final-threshold: lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both"),
     (["--epochs", "1000000000", "--stop-after-epoch", "0"], "--epochs: LATS sums the learning rates of all 1,000,000,000 epochs before training"),
+    (["--method", "imp", "--rounds", "3"], "--rounds: must be >= 2 and divide total_steps=8 (rounds of whole epochs), got 3"),
+    (["--method", "imp", "--rewind-fraction", "1.5"], "--rewind-fraction: must be in [0, 1) (a point of the first round), got 1.5"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     VALIDATION_CASES += [

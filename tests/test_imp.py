@@ -23,7 +23,9 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
 def test_rounds_cut_globally_rewind_and_restart_the_lr_plan():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    pruner = snnprune.sparsify(model, "imp", target_sparsity=0.75, rounds=3, rewind_step=1, total_steps=6)
+    pruner = snnprune.sparsify(
+        model, "imp", target_sparsity=0.75, rounds=3, rewind_fraction=0.5, total_steps=6
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
     pruner.bind(opt, sched, steps_per_epoch=1)
@@ -59,9 +61,9 @@ def test_rounds_cut_globally_rewind_and_restart_the_lr_plan():
 
 
 BAD = [
-    ({"rounds": 1}, "rounds must be >= 2 and divide total_steps=6, got 1"),
-    ({"rounds": 4}, "rounds must be >= 2 and divide total_steps=6, got 4"),
-    ({"rewind_step": 2}, "rewind_step must be in [0, 2) (a step of the first round), got 2"),
+    ({"rounds": 1}, "rounds must be >= 2 and divide total_steps=6 (rounds of whole epochs), got 1"),
+    ({"rounds": 4}, "rounds must be >= 2 and divide total_steps=6 (rounds of whole epochs), got 4"),
+    ({"rewind_fraction": 1.0}, "rewind_fraction must be in [0, 1) (a point of the first round), got 1.0"),
     ({"target_sparsity": 1.0}, "target_sparsity must be in [0, 1), got 1.0"),
     ({"start_step": 1}, "start_step must be 0, got 1"),
 ]
@@ -83,7 +85,7 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 def test_rounds_resume_bit_identically(tmp_path):
     sew = load_script("train_sew")
-    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--rewind-step", "1", "--width", "8",
+    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--rewind-fraction", "0.5", "--width", "8",
             "--T", "2", "--epochs", "4", "--batch-size", "16", "--limit-train-batches", "1",
             "--limit-test-batches", "1", "--analyze-batches", "0", "--quiet"]  # fmt: skip
     full = sew.main([*base, "--output-dir", str(tmp_path / "a")])

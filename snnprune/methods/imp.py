@@ -22,10 +22,11 @@ class IMPPruner(Pruner):
     """IMP: ``rounds`` equal rounds of training; between two rounds, a global magnitude cut and a rewind.
 
     The run's ``total_steps`` are cut into ``rounds`` rounds of :attr:`cycle_steps` steps each. At step
-    ``rewind_step`` of the first round the raw weights :math:`\\theta` of the pruned layers are saved. Before
-    the first step of round :math:`r \\geq 1` (:meth:`before_epoch`) the mask :math:`M` (bool buffer, as
-    ``gmp``'s, with the saved weights beside it) keeps the :math:`\\lceil (1 - s_r) N \\rceil` largest :math:`|\\theta \\odot M|` over all
-    pruned layers together (the authors' global scope; :math:`N` weights in all), with
+    :attr:`rewind_step` ``= floor(rewind_fraction * cycle_steps)`` of the first round the raw weights
+    :math:`\\theta` of the pruned layers are saved. Before the first step of round :math:`r \\geq 1`
+    (:meth:`before_epoch`) the mask :math:`M` (bool buffer, as ``gmp``'s, with the saved weights beside it)
+    keeps the :math:`\\lceil (1 - s_r) N \\rceil` largest :math:`|\\theta \\odot M|` over all pruned layers
+    together (the authors' global scope; :math:`N` weights in all), with
 
     .. math::
         s_r = 1 - (1 - s_f)^{r / (R - 1)},
@@ -39,16 +40,16 @@ class IMPPruner(Pruner):
 
     Args:
         target_sparsity: final sparsity :math:`s_f` in [0, 1) (required), reached in the last round.
-        rounds: rounds of training :math:`R \\geq 2` (``R - 1`` cuts); ``total_steps`` must be a multiple.
-        rewind_step: the step of the first round whose weights every later round restarts from, in
-            [0, ``cycle_steps``) (default: a fifteenth of a round, the authors' epoch 20 of 300; 0 rewinds
-            to the initialization).
+        rounds: rounds of training, R >= 2 (R - 1 cuts); ``total_steps`` (the epochs) must be a multiple.
+        rewind_fraction: where in the first round the weights every later round restarts from are
+            saved, as a fraction f in [0, 1) of a round (default 1/15: the authors' epoch 20 of 300; 0: the
+            initialization).
         total_steps: optimizer steps of the whole run (required).
         start_step: must be 0 (the rounds span the whole run).
 
     Raises:
         ValueError: ``target_sparsity`` outside [0, 1), ``rounds < 2`` or not dividing ``total_steps``,
-            ``rewind_step`` outside [0, ``cycle_steps``), ``start_step != 0``.
+            ``rewind_fraction`` outside [0, 1), ``start_step != 0``.
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class IMPPruner(Pruner):
         *,
         target_sparsity: float | None = None,
         rounds: int = 4,
-        rewind_step: int | None = None,
+        rewind_fraction: float = 1 / 15,
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
@@ -69,21 +70,21 @@ class IMPPruner(Pruner):
             )
         if check_steps(rounds, "rounds", "imp") < 2 or self.total_steps % rounds:
             raise ValueError(
-                f"rounds must be >= 2 and divide total_steps={self.total_steps}, got {rounds}; pass a number of "
-                "rounds that divides the epochs"
+                f"rounds must be >= 2 and divide total_steps={self.total_steps} (rounds of whole epochs), got "
+                f"{rounds}; pass a number of rounds that divides the epochs"
             )
         if self.start_step:
             raise ValueError(f"imp rounds span the whole run: start_step must be 0, got {self.start_step}")
         self.target_sparsity = float(target_sparsity)
         self.rounds = int(rounds)
         self.cycle_steps = self.total_steps // self.rounds
-        k = self.cycle_steps // 15 if rewind_step is None else check_steps(rewind_step, "rewind_step", "imp")
-        if not 0 <= k < self.cycle_steps:
+        if not 0.0 <= rewind_fraction < 1.0:
             raise ValueError(
-                f"rewind_step must be in [0, {self.cycle_steps}) (a step of the first round), got {k}; pass a "
-                "smaller one"
+                f"rewind_fraction must be in [0, 1) (a point of the first round), got {rewind_fraction}; pass "
+                "e.g. 0.0667"
             )
-        self.rewind_step = k
+        self.rewind_fraction = float(rewind_fraction)
+        self.rewind_step = math.floor(self.rewind_fraction * self.cycle_steps)
         self.rounds_done = 0  # cuts made so far
         self._scheduler_start: Any = None
         self._lr_start: list[float] = []
