@@ -85,7 +85,7 @@ VALIDATION_CASES = [
     (["--limit-train-batches", "0"], "--limit-train-batches: must be >= 1, got 0"),
     (["--limit-test-batches", "0"], "--limit-test-batches: must be >= 1, got 0"),
     (["--method", "gmp", "--final-threshold", "0.2"], "--final-threshold: not an option of --method gmp (it takes --frequency, --granularity, --initial-sparsity, --prune-end-epoch, --target-sparsity)"),
-    (["--granularity", "4:4"], "--granularity: granularity '4:4' must have 0 < N < M"),
+    (["--granularity", "4:4"], "--granularity: '4:4' must have 0 < N < M"),
     (["--granularity", "block"], "--granularity: must be weight, filter or N:M such as 2:4, got 'block'"),
     (["--granularity", "2:4", "--final-threshold", "0.2"], "--final-threshold: does not apply to granularity '2:4'"),
     (["--granularity", "2:4", "--l1-coeff", "0.1"], "--l1-coeff: does not apply to an N:M granularity"),

@@ -42,7 +42,7 @@ class ExponentialThreshold(snnprune.ScheduledThresholdPruner):
             final_threshold=final_threshold, grad=grad, total_steps=total_steps, start_step=start_step
         )
         if k == 0:
-            raise ValueError("exp_threshold needs k != 0 (k = 0 is the linear schedule)")
+            raise snnprune.KeywordError("k", "exp_threshold needs k != 0 (k = 0 is the linear schedule)")
         self.k = float(k)
 
     def fraction(self, x):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from typing import Literal
 
 import pytest
 import torch
@@ -138,6 +139,78 @@ def test_method_keywords_give_type_default_and_docstring_line():
     assert set(kws) == method_kwargs(Curved)
     beta = method_keywords("pgh")["beta"]
     assert (beta.type, beta.default) == (float, None) and "decay" in beta.help
+
+
+def test_literal_annotation_gives_the_choices_and_check_choice_refuses_others():
+    from snnprune.methods import KeywordError, check_choice, method_keywords
+
+    class Bent(ScheduledThresholdPruner):
+        def __init__(self, *, side: Literal["up", "down"] = "up", tilt: Literal[1, 2] | None = None, **base):
+            super().__init__(**base)
+            self.side = check_choice(Bent, "side", side)
+            self.tilt = check_choice(Bent, "tilt", tilt)
+
+        def fraction(self, x: float) -> float:
+            return x
+
+    kws = method_keywords(Bent)
+    assert (kws["side"].choices, kws["side"].type) == (("up", "down"), str)
+    assert (kws["tilt"].choices, kws["tilt"].type) == ((1, 2), int)  # Optional[Literal]: the literal's
+    assert kws["filter_scale"].choices == ("size", "layer")  # the parent's, through **base
+    assert kws["final_threshold"].choices is None
+    assert Bent(final_threshold=0.1, total_steps=4, tilt=None).tilt is None  # None: the default
+    with pytest.raises(KeywordError, match=r"side must be one of 'up', 'down', got 'left'") as err:
+        Bent(final_threshold=0.1, total_steps=4, side="left")
+    assert err.value.keyword == "side"
+
+
+# Each refusal of a built-in constructor names the keyword it concerns (the training scripts blame its flag).
+KEYWORD_ERRORS = [
+    ("slats", {"total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": -1.0, "total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": 0.2, "granularity": "2:4", "total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": 0.1, "granularity": "block", "total_steps": 4}, "granularity"),
+    ("slats", {"final_threshold": 0.1, "granularity": "4:4", "total_steps": 4}, "granularity"),
+    ("slats", {"final_threshold": 0.1, "grad": "odd", "total_steps": 4}, "grad"),
+    ("slats", {"final_threshold": 0.1, "filter_scale": "layer", "total_steps": 4}, "filter_scale"),
+    ("slats", {"final_threshold": 0.1, "filter_scale": "x", "granularity": "filter", "total_steps": 4}, "filter_scale"),
+    ("lats", {"total_steps": 4}, "final_threshold"),
+    ("lats", {"final_threshold": 0.1, "l1_coeff": 0.1, "total_steps": 4}, "final_threshold"),
+    ("lats", {"l1_coeff": 0.1, "granularity": "2:4", "total_steps": 4}, "l1_coeff"),
+    ("lats", {"l1_coeff": -1.0, "total_steps": 4}, "l1_coeff"),
+    ("lats", {"final_threshold": 0.1, "schedule": "cosine", "total_steps": 4}, "schedule"),
+    ("lats", {"final_threshold": 0.1, "schedule": "closed_form", "epoch_length": 3, "total_steps": 4}, "schedule"),
+    ("pgh", {"final_threshold": 0.1, "total_steps": 4}, "beta"),
+    ("pgh", {"final_threshold": 0.1, "beta": 0.0, "total_steps": 4}, "beta"),
+    ("stds", {"final_threshold": 0.1, "shape": "cosine", "total_steps": 4}, "shape"),
+    ("str", {"s_init": float("inf")}, "s_init"),
+    ("str", {"grad": "odd"}, "grad"),
+    ("ltp", {"l0_coeff": -1.0}, "l0_coeff"),
+    ("ltp", {"temperature": 0.0}, "temperature"),
+    ("ltp", {"tau_init": -1.0}, "tau_init"),
+    ("ltp", {"gradient": "odd"}, "gradient"),
+    ("gmp", {"total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 1.0, "total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 0.9, "granularity": "2:4", "total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 0.5, "granularity": "filter", "total_steps": 4}, "granularity"),
+    ("gmp", {"target_sparsity": 0.5, "initial_sparsity": 0.6, "total_steps": 4}, "initial_sparsity"),
+    ("gmp", {"target_sparsity": 0.5, "frequency": 0, "total_steps": 4}, "frequency"),
+    ("gmp", {"target_sparsity": 0.5, "end_step": 5, "total_steps": 4}, "end_step"),
+    ("st3", {"total_steps": 4}, "target_sparsity"),
+    ("st3", {"target_sparsity": 0.5, "finetune_steps": 4, "total_steps": 4}, "finetune_steps"),
+    ("st3", {"target_sparsity": 0.5, "finetune_steps": 2, "end_step": 3, "total_steps": 4}, "end_step"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "keyword"), KEYWORD_ERRORS, ids=[f"{m}-{k}" for m, _, k in KEYWORD_ERRORS]
+)
+def test_constructor_refusals_carry_their_keyword(method, kwargs, keyword):
+    from snnprune.methods import KeywordError
+
+    with pytest.raises(KeywordError) as err:
+        snnprune.get_method(method)(**kwargs)
+    assert err.value.keyword == keyword and keyword in str(err.value)
 
 
 def test_options_of_a_subclass_follow_its_own_signature():

@@ -11,9 +11,13 @@ of ``snnprune/docs/methods.md``.
 # registration order = the order of list_methods()
 from snnprune.methods import dense, lats, learned, st3, gmp  # noqa: F401, I001  (register the methods)
 from snnprune.methods.base import (
+    KeywordError,
     Pruner,
+    check_choice,
     check_finite_nonnegative,
+    check_grad_keyword,
     check_steps,
+    check_target_sparsity,
     closest,
     get_method,
     list_methods,
@@ -22,6 +26,7 @@ from snnprune.methods.base import (
     method_kwargs,
     register_method,
     select_layers,
+    parse_granularity,
     sparsify,
     unregister_method,
 )
@@ -35,6 +40,7 @@ from snnprune.methods.st3 import ST3Pruner, ST3SigmaPruner
 __all__ = [
     "DensePruner",
     "GMPPruner",
+    "KeywordError",
     "LATSPruner",
     "LTPPruner",
     "MethodKeyword",
@@ -46,14 +52,18 @@ __all__ = [
     "STDSPruner",
     "STRPruner",
     "ScheduledThresholdPruner",
+    "check_choice",
     "check_finite_nonnegative",
+    "check_grad_keyword",
     "check_steps",
+    "check_target_sparsity",
     "closest",
     "get_method",
     "list_methods",
     "lr_total",
     "method_keywords",
     "method_kwargs",
+    "parse_granularity",
     "register_method",
     "select_layers",
     "sparsify",

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
-from snnprune.threshold.nm import parse_nm
 from snnprune.training.data import DATASETS
 
 __all__ = [
@@ -84,18 +83,6 @@ _plain_name = _text(lambda t: t.strip() not in ("", ".", "..") and "/" not in t 
                     "a plain folder name", "pass a name without '/'")  # fmt: skip
 _nonempty = _text(bool, "a checkpoint file or auto", "pass --resume PATH|auto")
 _folder = _text(bool, "a folder", "pass --output-dir DIR")
-
-
-def _granularity(text: str) -> str:
-    """``weight``, ``filter`` or an N:M text with 0 < N < M (``2:4``)."""
-    try:
-        if text in ("weight", "filter") or parse_nm(text) is not None:
-            return text.replace(" ", "")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    raise argparse.ArgumentTypeError(
-        f"must be weight, filter or N:M such as 2:4, got {text!r}; pass one of them"
-    )
 
 
 @dataclass(frozen=True)
@@ -150,13 +137,8 @@ OPTIONS: tuple[Option, ...] = (
         "pruning",
         "model",
         _O("method", str, "lats", "pruning method, any registered name", metavar="NAME"),
-        _O("final_threshold", float, None, "final threshold D (>= 0, finite)", metavar="D",
-           keyword="final_threshold"),
-        _O("target_sparsity", float, None, "st3/st3sigma/gmp, in [0, 1)", metavar="P",
-           keyword="target_sparsity"),
-        _O("beta", float, None, "PGH decay beta (>0; 1 = S-LATS)", keyword="beta"),
-        _O("stds_shape", str, "sine", "STDS schedule shape", choices=("sine", "linear"), keyword="shape"),
-        _O("lats_schedule", str, "lr", "LATS schedule", choices=("lr", "closed_form"), keyword="schedule"),
+        _O("stds_shape", str, "sine", "STDS schedule shape", keyword="shape"),  # choices: the signature's
+        _O("lats_schedule", str, "lr", "LATS schedule", keyword="schedule"),
         _O("prune_start_epoch", int, 0, "start of the pruning window", metavar="E", range=">= 0"),
         _O("prune_end_epoch", int, None, "st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: "
            "the end of training); the remaining epochs fine-tune with the final sparsity", metavar="E",
@@ -165,15 +147,8 @@ OPTIONS: tuple[Option, ...] = (
         _O("st3_finetune_epochs", int, None, "st3/st3sigma: the last E epochs fine-tune with the mask fixed "
            "(the authors' n_ft_epochs, 10)", metavar="E", range=">= 1", keyword="finetune_steps",
            in_epochs=True),
-        _O("s_init", float, None, "str: initial threshold logit s (e.g. -5)", keyword="s_init"),
-        _O("l0_coeff", float, None, "ltp: weight of the normalized soft-L0 term", keyword="l0_coeff"),
         _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
            keyword="temperature"),
-        _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", keyword="tau_init"),
-        _O("granularity", _granularity, None, "lats/slats/pgh/stds/gmp: filter = channels (not gmp), N:M = N "
-           "of every M input weights (2:4)", metavar="weight|filter|N:M", keyword="granularity"),
-        _O("filter_scale", str, None, "filter granularity: a channel goes when its RMS <= D (size) or <= D x "
-           "its layer's RMS (layer)", choices=("size", "layer"), keyword="filter_scale"),
     ),
     *_group(
         "model",
@@ -312,23 +287,34 @@ def plain_text(doc: str) -> str:
 
 def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
-    type and default from the signature (None on the command line: the method's default applies), help from
-    the ``Args:`` docstring (a keyword of several methods names them all); the constructor checks the value.
-    Declared names, state keywords and :data:`ENGINE_KEYWORDS` are left out."""
+    type, choices (a ``typing.Literal``) and default from the signature (None on the command line: the
+    method's default applies), help from the ``Args:`` docstring (a keyword of several methods names them
+    all); the constructor checks the value. Declared names, state keywords and :data:`ENGINE_KEYWORDS` are
+    left out."""
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
-    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
+    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, first
     for method in list_methods():
         state = getattr(get_method(method), "state_kwargs", ())
         for kw, k in method_keywords(method).items():
             if kw not in taken and kw not in state:
-                methods, doc, defaults, kind = found.get(kw, ([], "", set(), k.type))
+                methods, doc, defaults, first = found.get(kw, ([], "", set(), k))
                 defaults.add("" if k.default is None else f" (default: {k.default})")
-                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, kind)
+                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, first)
     return tuple(
-        Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
-               "pruning", "model", keyword=kw)
-        for kw, (methods, doc, defaults, kind) in found.items()
+        Option(kw, k.type, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
+               "pruning", "model", choices=k.choices, keyword=kw)
+        for kw, (methods, doc, defaults, k) in found.items()
     )  # fmt: skip
+
+
+def _keyword_choices() -> dict[str, tuple[Any, ...]]:
+    """Method keyword -> its ``typing.Literal`` choices (the first registered method that declares them)."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for method in list_methods():
+        for kw, k in method_keywords(method).items():
+            if k.choices is not None:
+                out.setdefault(kw, k.choices)
+    return out
 
 
 def model_keyword_options(
@@ -491,9 +477,12 @@ def get_args_parser(
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
     p.options, groups = {}, {}
     p.model_option_names = tuple(o.name for o in model_options)
+    keyword_choices = _keyword_choices()
     for o in (*OPTIONS, *method_keyword_options(), *model_options):
         if o.snn and not snn:
             continue
+        if o.choices is None and o.keyword in keyword_choices:  # a renamed method keyword
+            o = replace(o, choices=keyword_choices[o.keyword])
         if o.name == "method":
             o = replace(o, choices=list_methods())
         elif o.name == "model":
@@ -713,6 +702,6 @@ def run_name(args: argparse.Namespace) -> str:
         name += f"_b{args.beta:g}"
     if getattr(args, "granularity", None) == "filter":
         name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
-    elif getattr(args, "granularity", None) not in (None, "weight"):  # N:M
-        name += "_{}of{}".format(*args.granularity.split(":"))
+    elif getattr(args, "granularity", None) not in (None, "weight") and ":" in args.granularity:  # N:M
+        name += "_{}of{}".format(*args.granularity.split(":", 1))
     return name

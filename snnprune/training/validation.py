@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,8 +243,8 @@ def _check_combination(
 
 def _check_method(args: argparse.Namespace) -> None:
     """The method's own check of its options: its :class:`~snnprune.Pruner` is constructed (no model, an
-    epoch counted as one step). A constructor's ``ValueError``/``TypeError`` names the option of the first
-    keyword it mentions: one not set is needed by the method, a set one has a value the method refuses."""
+    epoch counted as one step). A :class:`~snnprune.KeywordError` names the option of its keyword: one not
+    set is needed by the method, a set one has a value the method refuses."""
     kwargs = pruner_kwargs(args, 1)
     kwargs.pop("exclude", None)
     try:
@@ -254,10 +253,9 @@ def _check_method(args: argparse.Namespace) -> None:
         msg = str(exc)
         taken = method_kwargs(args.method)
         options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
-        hits = sorted((m.start(), kw) for kw in options if (m := re.search(rf"\b{kw}\b", msg)))
-        if not hits:
+        keyword = getattr(exc, "keyword", None)
+        if keyword not in options:
             raise ConfigError(f"--method {args.method}: {msg}; fix the pruning options") from None
-        keyword = hits[0][1]
         dest = options[keyword]
         opt = option_name(dest)
         if getattr(args, dest, None) is None:
