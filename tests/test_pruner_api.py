@@ -772,3 +772,53 @@ def test_lats_warns_when_the_lr_plan_is_missed(bound_per_epoch, stepped_per_epoc
                     warnings.simplefilter("ignore")  # torch's own warning when the scheduler runs past T_max
                     sched.step()
     assert abs(pruner.threshold - 0.1) > 1e-3
+
+
+# What a run's default folder name shows of a configuration (Pruner.run_name_part), by hand.
+RUN_NAME_PARTS = [
+    ("lats", {"final_threshold": 0.1}, "_D0.1"),
+    ("lats", {"l1_coeff": 1e-4}, ""),
+    ("pgh", {"final_threshold": 0.2, "beta": 0.5}, "_D0.2_b0.5"),
+    ("slats", {"final_threshold": 0.2, "granularity": "filter"}, "_D0.2_filter"),
+    ("slats", {"final_threshold": 0.2, "granularity": "filter", "filter_scale": "layer"}, "_D0.2_filter_rel"),
+    ("stds", {"granularity": "2:4"}, "_2of4"),
+    ("stds", {"granularity": "block"}, ""),  # refused by the constructor, never part of a name
+    ("gmp", {"target_sparsity": 0.9, "granularity": "1:4"}, "_P0.9_1of4"),
+    ("st3", {"target_sparsity": 0.75}, "_P0.75"),
+    ("str", {"s_init": -5.0}, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "config", "part"), RUN_NAME_PARTS)
+def test_run_name_part(method, config, part):
+    assert snnprune.get_method(method).run_name_part(config) == part
+
+
+def test_plan_hooks_of_the_builtin_methods():
+    from snnprune.methods import KeywordError
+    from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
+
+    lats, gmp = snnprune.get_method("lats"), snnprune.get_method("gmp")
+    # defaults a configuration does without: D beside lambda or under N:M, P under N:M
+    assert lats.unset_defaults({"final_threshold": 0.1, "l1_coeff": 1e-4}, {"l1_coeff"}) == {
+        "final_threshold"
+    }
+    assert lats.unset_defaults({"final_threshold": 0.1}, {"final_threshold"}) == set()
+    assert snnprune.get_method("slats").unset_defaults({"granularity": "2:4"}, set()) == {"final_threshold"}
+    assert gmp.unset_defaults({"granularity": "2:4"}, set()) == {"target_sparsity"}
+    assert gmp.unset_defaults({"granularity": "weight"}, set()) == set()
+    # the plan: LATS's dry run of the lr sum is bounded, its closed form needs a cosine lr
+    lats.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS, "lr_scheduler": "step"})
+    with pytest.raises(KeywordError) as err:
+        lats.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS + 1, "lr_scheduler": "cosine"})
+    assert err.value.keyword == "epochs"
+    lats.check_plan({"schedule": "closed_form"}, {"epochs": 8, "lr_scheduler": "cosine"})
+    with pytest.raises(KeywordError, match="not for the lr scheduler step") as err:
+        lats.check_plan({"schedule": "closed_form"}, {"epochs": 8, "lr_scheduler": "step"})
+    assert err.value.keyword == "schedule"
+    gmp.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS + 1, "lr_scheduler": "step"})  # nothing by default
+    # whole channels removed only by a filter granularity
+    slats = snnprune.get_method("slats")
+    assert slats(final_threshold=0.1, granularity="filter", total_steps=4).removes_channels
+    assert not slats(final_threshold=0.1, total_steps=4).removes_channels
+    assert not gmp(target_sparsity=0.5, total_steps=4).removes_channels

@@ -17,7 +17,7 @@ import numbers
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -270,6 +270,54 @@ class Pruner:
         self._opt_stepped = False
         self._sched_epoch: Any = None
         self._order_warned = False
+
+    # ----------------------------------------------------------------- plan hooks
+    # What a training engine asks a method before and while it trains; ``config`` is the keyword arguments
+    # the method would be constructed with (None and unset keywords left out), not yet checked.
+
+    #: keyword -> the letter its value follows in a run's default folder name (``{"final_threshold": "D"}``
+    #: names a run ``..._D0.1``); see :meth:`run_name_part`
+    name_keywords: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def run_name_part(cls, config: Mapping[str, Any]) -> str:
+        """What a run's default folder name shows of ``config``: ``_<letter><value>`` for each set keyword of
+        :attr:`name_keywords`, then ``_filter`` (``_filter_rel`` with ``filter_scale="layer"``) or
+        ``_<N>of<M>`` for those granularities."""
+        part = "".join(
+            f"_{c}{config[k]:g}" for k, c in cls.name_keywords.items() if config.get(k) is not None
+        )
+        granularity = config.get("granularity")
+        if granularity == "filter":
+            return part + "_filter" + ("_rel" if config.get("filter_scale") == "layer" else "")
+        try:
+            nm = parse_nm(granularity)
+        except ValueError:
+            nm = None
+        return part + (f"_{nm[0]}of{nm[1]}" if nm else "")
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """Keywords of ``config`` whose value a caller's defaults supplied but that this configuration does
+        without (``given``: the keywords the user set); the caller drops them before constructing. None
+        by default."""
+        return set()
+
+    @classmethod
+    def check_plan(cls, config: Mapping[str, Any], plan: Mapping[str, Any]) -> None:
+        """Check ``config`` against the training ``plan`` before anything is built: the engine's plan options
+        by name (``epochs``, ``lr_scheduler`` (``"cosine"``, ``"step"``, ``"constant"``), ``lr``, ...).
+        Nothing by default.
+
+        Raises:
+            KeywordError: naming a keyword of ``config`` or a key of ``plan``.
+        """
+
+    @property
+    def removes_channels(self) -> bool:
+        """True when the method zeroes whole output channels (a training engine then re-estimates the
+        BatchNorm statistics before each evaluation and exports the compacted model). False by default."""
+        return False
 
     # ----------------------------------------------------------------- to override
     def make_parametrization(self, name: str, module: nn.Module) -> nn.Module | None:

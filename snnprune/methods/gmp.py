@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,13 @@ class GMPPruner(Pruner):
             an N:M granularity with another ``target_sparsity``.
     """
 
+    name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """``target_sparsity`` with an N:M granularity (it is 1 - N/M there)."""
+        return {"target_sparsity"} if config.get("granularity") not in (None, "weight") else set()
+
     def __init__(
         self,
         *,
@@ -93,7 +101,8 @@ class GMPPruner(Pruner):
         if not self.start_step < end <= self.total_steps:
             raise KeywordError(
                 "end_step",
-                f"end_step must be in (start_step, total_steps], got {end}; end the ramp inside the run",
+                f"end_step must be in (start_step={self.start_step}, total_steps={self.total_steps}], got {end}; end the "
+                "ramp inside the run",
             )
         self.granularity = granularity
         self.target_sparsity = float(target_sparsity)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -25,6 +26,7 @@ from snnprune.methods.base import (
     parse_granularity,
     register_method,
 )
+from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
 from snnprune.methods.lr_total import lr_total as compute_lr_total
 from snnprune.methods.schedules import (
     lats_low_freq,
@@ -67,6 +69,17 @@ class ScheduledThresholdPruner(Pruner):
 
     #: subclasses whose schedule can do without D (LATS with ``l1_coeff``) set this to False
     requires_final_threshold: ClassVar[bool] = True
+    name_keywords: ClassVar[dict[str, str]] = {"final_threshold": "D"}
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """``final_threshold`` with an N:M granularity (each group's cut ends the schedule)."""
+        nm = config.get("granularity") not in (None, "weight", "filter")
+        return {"final_threshold"} if nm else set()
+
+    @property
+    def removes_channels(self) -> bool:
+        return self.granularity == "filter"
 
     def __init__(
         self,
@@ -220,6 +233,29 @@ class LATSPruner(ScheduledThresholdPruner):
     requires_final_threshold = False
     state_kwargs = frozenset({"lr_total"})
 
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """Also ``final_threshold`` when ``l1_coeff`` is given (then D is an outcome)."""
+        return super().unset_defaults(config, given) | ({"final_threshold"} if "l1_coeff" in given else set())
+
+    @classmethod
+    def check_plan(cls, config: Mapping[str, Any], plan: Mapping[str, Any]) -> None:
+        """The lr schedule sums the learning rates of at most :data:`MAX_DRY_RUN_STEPS` epochs before
+        training; the closed form needs a cosine ``lr_scheduler``."""
+        schedule = config.get("schedule", "lr")
+        if schedule == "lr" and plan["epochs"] > MAX_DRY_RUN_STEPS:
+            raise KeywordError(
+                "epochs",
+                f"LATS sums the learning rates of all {plan['epochs']:,} epochs before training, more than the "
+                f"{MAX_DRY_RUN_STEPS:,} it plans in seconds; plan fewer epochs",
+            )
+        if schedule == "closed_form" and plan["lr_scheduler"] != "cosine":
+            raise KeywordError(
+                "schedule",
+                f"schedule closed_form is the authors' threshold for a cosine lr, not for the lr scheduler "
+                f"{plan['lr_scheduler']}; use schedule lr (the threshold follows the actual lr)",
+            )
+
     def __init__(
         self,
         *,
@@ -259,7 +295,7 @@ class LATSPruner(ScheduledThresholdPruner):
             if epoch_length <= 0:
                 raise ValueError(f"epoch_length must be > 0, got {epoch_length}; pass len(train_loader)")
         self.schedule = schedule
-        self.epoch_length = epoch_length
+        self.epoch_length = epoch_length if schedule == "closed_form" else None  # the closed form's B only
         self.lr_total = None if lr_total is None else float(lr_total)
         self.l1_coeff = None if l1_coeff is None else check_finite_nonnegative(l1_coeff, "l1_coeff")
         self.lr_sum = 0.0
@@ -413,6 +449,8 @@ class PGHPruner(ScheduledThresholdPruner):
     Raises:
         ValueError: ``beta`` missing or not > 0.
     """
+
+    name_keywords: ClassVar[dict[str, str]] = {"final_threshold": "D", "beta": "b"}
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -189,6 +189,7 @@ class ST3Pruner(Pruner):
             ``total_steps - finetune_steps``].
     """
 
+    name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
     normalize: bool = False
 
     def __init__(

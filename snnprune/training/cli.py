@@ -210,7 +210,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("sync_bn", bool, False, "SyncBatchNorm under DDP"),
         _O("analyze_batches", int, 4, "test batches for the final snnprune.analyze", range=">= 0"),
         _O("bn_recalibrate", int, None, "re-estimate BN statistics on N training batches before every "
-           "evaluation (default: 20 with --granularity filter, else 0 = off)", metavar="N", range=">= 0"),
+           "evaluation (default: 20 when the method removes whole channels, else 0 = off)", metavar="N", range=">= 0"),
     ),
     *_group(
         "output",
@@ -670,7 +670,8 @@ def option_name(dest: str) -> str:
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
     """The :func:`snnprune.sparsify` keyword arguments of the options for ``args.method``: ``total_steps =
     epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
-    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps). A plain
+    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps), and
+    ``epoch_length = steps_per_epoch`` for a method that takes it. A plain
     mapping: the method's constructor checks the values (``ValueError`` for an unknown method)."""
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,
@@ -682,7 +683,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         value = getattr(args, dest, None)
         if value is not None and keyword in accepted:
             kw[keyword] = value * steps_per_epoch if dest in in_epochs else value
-    if args.lats_schedule == "closed_form" and "epoch_length" in accepted:  # the closed form's epoch B
+    if "epoch_length" in accepted:
         kw["epoch_length"] = steps_per_epoch
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
@@ -690,18 +691,9 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set, and
-    ``_filter`` or ``_<N>of<M>`` for those granularities."""
+    """Default run folder name: ``<model>_<method>`` and what the method shows of its options
+    (:meth:`~snnprune.Pruner.run_name_part`, e.g. ``_D0.1``)."""
     name = f"{args.model}_{args.method}"
-    keys = method_kwargs(args.method) if args.method in list_methods() else frozenset()
-    if "final_threshold" in keys and args.final_threshold is not None:
-        name += f"_D{args.final_threshold:g}"
-    if "target_sparsity" in keys and args.target_sparsity is not None:
-        name += f"_P{args.target_sparsity:g}"
-    if "beta" in keys and args.beta is not None:
-        name += f"_b{args.beta:g}"
-    if getattr(args, "granularity", None) == "filter":
-        name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
-    elif getattr(args, "granularity", None) not in (None, "weight") and ":" in args.granularity:  # N:M
-        name += "_{}of{}".format(*args.granularity.split(":", 1))
-    return name
+    if args.method not in list_methods():
+        return name
+    return name + get_method(args.method).run_name_part(pruner_kwargs(args, 1))

@@ -52,12 +52,12 @@ from snnprune.training.run_folder import RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
 from snnprune.training.validation import prepare
 
-__all__ = ["FILTER_BN_RECALIBRATE", "count_params", "main", "run"]
+__all__ = ["CHANNEL_BN_RECALIBRATE", "count_params", "main", "run"]
 
-#: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
-#: (removed channels make the running statistics of training lag, see
-#: :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
-FILTER_BN_RECALIBRATE = 20
+#: training batches the BN statistics are re-estimated on before each evaluation of a run whose method
+#: removes whole channels (:attr:`~snnprune.Pruner.removes_channels`: the running statistics of training
+#: lag, see :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
+CHANNEL_BN_RECALIBRATE = 20
 
 #: Options that describe one invocation, not the run: left out of ``config.json`` (so that file can be
 #: given back as ``--config`` without resuming, overwriting or stopping early again).
@@ -215,7 +215,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     )
     n_recalibrate = args.bn_recalibrate
     if n_recalibrate is None:
-        n_recalibrate = FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
+        n_recalibrate = CHANNEL_BN_RECALIBRATE if pruner.removes_channels else 0
     last_epoch = args.epochs - 1 if args.stop_after_epoch is None else args.stop_after_epoch
     m: dict[str, float] = {}
     try:
@@ -357,8 +357,8 @@ def _finish(
         sparse = snnprune.finalize(copy.deepcopy(model))
         folder.save_model("model_sparse.pth", sparse.state_dict())
         x = next(iter(test_loader))[0].to(next(model.parameters()).device)
-        filt = getattr(args, "granularity", None) == "filter"  # + values/bitmask (and compact) files
-        summary["export"] = export_files(model, sparse, x, folder.path, compacted=filt)
+        # + values/bitmask (and compact) files
+        summary["export"] = export_files(model, sparse, x, folder.path, compacted=pruner.removes_channels)
     if D.get_world_size() > 1:  # one line per rank (checks that the ranks agree)
         print(f"[rank {D.get_rank()}] sparsity {sp['overall']:.8f} threshold {summary['threshold']:.8g} "
               f"test_top1 {m['test_top1']:.4f}", flush=True)  # fmt: skip
