@@ -275,6 +275,12 @@ class Pruner:
     # What a training engine asks a method before and while it trains; ``config`` is the keyword arguments
     # the method would be constructed with (None and unset keywords left out), not yet checked.
 
+    #: keyword -> the name of its training option where the two differ (``{"schedule": "lats_schedule"}``
+    #: makes the flag ``--lats-schedule``)
+    option_names: ClassVar[dict[str, str]] = {}
+    #: keywords counted in optimizer steps whose training options count epochs (the engine converts them)
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset()
+
     #: keyword -> the letter its value follows in a run's default folder name (``{"final_threshold": "D"}``
     #: names a run ``..._D0.1``); see :meth:`run_name_part`
     name_keywords: ClassVar[dict[str, str]] = {}

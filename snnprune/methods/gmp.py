@@ -60,6 +60,8 @@ class GMPPruner(Pruner):
     """
 
     name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
+    option_names: ClassVar[dict[str, str]] = {"end_step": "prune_end_epoch"}
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset({"end_step"})
 
     @classmethod
     def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:

@@ -232,6 +232,7 @@ class LATSPruner(ScheduledThresholdPruner):
 
     requires_final_threshold = False
     state_kwargs = frozenset({"lr_total"})
+    option_names: ClassVar[dict[str, str]] = {"schedule": "lats_schedule"}
 
     @classmethod
     def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
@@ -492,6 +493,8 @@ class STDSPruner(ScheduledThresholdPruner):
     Raises:
         ValueError: unknown ``shape``.
     """
+
+    option_names: ClassVar[dict[str, str]] = {"shape": "stds_shape"}
 
     def __init__(
         self,

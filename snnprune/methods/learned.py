@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +107,8 @@ class LTPPruner(Pruner):
     """
 
     requires_total_steps = False
+
+    option_names: ClassVar[dict[str, str]] = {"temperature": "ltp_temperature"}
 
     def __init__(
         self,

@@ -190,6 +190,11 @@ class ST3Pruner(Pruner):
     """
 
     name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
+    option_names: ClassVar[dict[str, str]] = {
+        "end_step": "prune_end_epoch",
+        "finetune_steps": "st3_finetune_epochs",
+    }
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset({"end_step", "finetune_steps"})
     normalize: bool = False
 
     def __init__(

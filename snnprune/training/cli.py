@@ -136,19 +136,9 @@ OPTIONS: tuple[Option, ...] = (
     *_group(
         "pruning",
         "model",
-        _O("method", str, "lats", "pruning method, any registered name", metavar="NAME"),
-        _O("stds_shape", str, "sine", "STDS schedule shape", keyword="shape"),  # choices: the signature's
-        _O("lats_schedule", str, "lr", "LATS schedule", keyword="schedule"),
+        _O("method", str, None, "pruning method, any registered name", metavar="NAME"),  # default: the script's
         _O("prune_start_epoch", int, 0, "start of the pruning window", metavar="E", range=">= 0"),
-        _O("prune_end_epoch", int, None, "st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: "
-           "the end of training); the remaining epochs fine-tune with the final sparsity", metavar="E",
-           range=">= 1", keyword="end_step", in_epochs=True),
         _O("prune_exclude", list, None, "layers kept dense", metavar="GLOB"),
-        _O("st3_finetune_epochs", int, None, "st3/st3sigma: the last E epochs fine-tune with the mask fixed "
-           "(the authors' n_ft_epochs, 10)", metavar="E", range=">= 1", keyword="finetune_steps",
-           in_epochs=True),
-        _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
-           keyword="temperature"),
     ),
     *_group(
         "model",
@@ -159,7 +149,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("T", int, 4, "time steps (also frames_number of DVS datasets)", range=">= 1", snn=True),
         _O("neuron", str, "if", "spiking neuron", choices=("if", "lif", "plif"), snn=True),
         _O("surrogate", str, "atan", "surrogate gradient", choices=("atan", "sigmoid"), snn=True),
-        _O("cnf", str, "ADD", "SEW connect function", choices=("ADD", "AND", "IAND"), snn=True),
+        _O("cnf", str, "ADD", "connect function of the spiking residual blocks", choices=("ADD", "AND", "IAND"), snn=True),
         _O("neuron_backend", str, "spikingjelly", "neuron kernels", choices=("spikingjelly", "cupy", "auto"),
            snn=True, role="run"),
     ),
@@ -193,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("lr_warmup_decay", float, 0.01, "warm-up start factor", range="(0, 1]"),
         _O("lr_warmup_shape", str, "linear", "linear: from --lr-warmup-decay to 1, full lr in the first step "
            "after the warm-up (torchvision); str: lr*(i+1)/W for warm-up step i of W, full lr in the last "
-           "warm-up step (the STR and LATS code; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores "
+           "warm-up step (the code of two methods' authors; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores "
            "--lr-warmup-decay)", choices=("linear", "str")),
         _O("lr_step_per_iter", bool, False, "step the lr scheduler every iteration"),
         _O("label_smoothing", float, 0.0, "in [0, 1)", range="[0, 1)"),
@@ -230,9 +220,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )  # fmt: skip
 
-#: The default run of both training scripts on the embedded MNIST subset: a width-16 small-stem ResNet-18
-#: (SEW for train_sew.py with T = 2, the ReLU twin for train_ann.py), 8 epochs of SGD 0.1 with a cosine
-#: schedule, LATS to D = 0.1 (>= 80 % sparsity in about 3 minutes on 2 CPU cores; see README).
+#: The default run of both training scripts on the embedded MNIST subset (their model and method: the
+#: scripts' ``base_defaults``): width 16, small stem, 8 epochs of SGD 0.1 with a cosine schedule, D = 0.1
+#: (>= 80 % sparsity in about 3 minutes on 2 CPU cores; see README).
 EMBEDDED_DEFAULTS: dict[str, Any] = {
     "stem": "small",
     "width": 16,
@@ -287,34 +277,41 @@ def plain_text(doc: str) -> str:
 
 def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
-    type, choices (a ``typing.Literal``) and default from the signature (None on the command line: the
-    method's default applies), help from the ``Args:`` docstring (a keyword of several methods names them
-    all); the constructor checks the value. Declared names, state keywords and :data:`ENGINE_KEYWORDS` are
+    name from :attr:`~snnprune.Pruner.option_names` (else the keyword), type, choices (a ``typing.Literal``)
+    and default from the signature (None on the command line: the method's default applies), help from
+    the ``Args:`` docstring (a keyword of several methods names them all), counted in epochs for
+    :attr:`~snnprune.Pruner.epoch_keywords`; the constructor checks the value. Declared names, state keywords and :data:`ENGINE_KEYWORDS` are
     left out."""
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
-    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, first
+    found: dict[
+        str, tuple[list[str], str, set[str], Any, type]
+    ] = {}  # keyword -> methods, doc, defaults, first
     for method in list_methods():
-        state = getattr(get_method(method), "state_kwargs", ())
+        cls = get_method(method)
         for kw, k in method_keywords(method).items():
-            if kw not in taken and kw not in state:
-                methods, doc, defaults, first = found.get(kw, ([], "", set(), k))
+            if kw not in taken and kw not in cls.state_kwargs:
+                methods, doc, defaults, first, owner = found.get(kw, ([], "", set(), k, cls))
                 defaults.add("" if k.default is None else f" (default: {k.default})")
-                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, first)
-    return tuple(
-        Option(kw, k.type, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
-               "pruning", "model", choices=k.choices, keyword=kw)
-        for kw, (methods, doc, defaults, k) in found.items()
-    )  # fmt: skip
-
-
-def _keyword_choices() -> dict[str, tuple[Any, ...]]:
-    """Method keyword -> its ``typing.Literal`` choices (the first registered method that declares them)."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for method in list_methods():
-        for kw, k in method_keywords(method).items():
-            if k.choices is not None:
-                out.setdefault(kw, k.choices)
-    return out
+                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, first, owner)
+    options = []
+    for kw, (methods, doc, defaults, k, owner) in found.items():
+        epochs = kw in owner.epoch_keywords
+        text = f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}"
+        options.append(
+            Option(
+                owner.option_names.get(kw, kw),
+                int if epochs else k.type,
+                None,
+                text + (" Given in epochs." if epochs else ""),
+                "pruning",
+                "model",
+                choices=k.choices,
+                keyword=kw,
+                in_epochs=epochs,
+                metavar="E" if epochs else None,
+            )
+        )
+    return tuple(options)  # fmt: skip
 
 
 def model_keyword_options(
@@ -462,11 +459,13 @@ def get_args_parser(
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
     model_options: Sequence[Option] = (),
+    base_defaults: dict[str, Any] | None = None,
 ) -> TrainingParser:
     """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it):
     ``snn`` adds the SNN-only options, ``defaults`` are the script's own (shown by ``--help``; a ``--config``
     recipe replaces them), ``model_choices`` the names ``--model`` accepts (None: any), ``model_options``
-    the models' own keywords (:func:`model_keyword_options`). Plain
+    the models' own keywords (:func:`model_keyword_options`), ``base_defaults`` the script's defaults that
+    hold under a ``--config`` recipe too (the model and method it trains when a recipe names none). Plain
     ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
@@ -477,17 +476,14 @@ def get_args_parser(
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
     p.options, groups = {}, {}
     p.model_option_names = tuple(o.name for o in model_options)
-    keyword_choices = _keyword_choices()
     for o in (*OPTIONS, *method_keyword_options(), *model_options):
         if o.snn and not snn:
             continue
-        if o.choices is None and o.keyword in keyword_choices:  # a renamed method keyword
-            o = replace(o, choices=keyword_choices[o.keyword])
         if o.name == "method":
             o = replace(o, choices=list_methods())
         elif o.name == "model":
             choices = None if model_choices is None else tuple(model_choices)
-            o = replace(o, default="sew_resnet18" if snn else "ann_resnet18", choices=choices)
+            o = replace(o, choices=choices)
         if o.group not in groups:
             groups[o.group] = p.add_argument_group(o.group)
         if o.type is bool:
@@ -503,8 +499,8 @@ def get_args_parser(
         groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
-    if defaults:
-        p.set_defaults(**defaults)
+    p.generic_defaults.update(base_defaults or {})
+    p.set_defaults(**{**(base_defaults or {}), **(defaults or {})})
     return p
 
 
@@ -678,7 +674,7 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
         "start_step": args.prune_start_epoch * steps_per_epoch,
     }
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
-    in_epochs = {o.name for o in OPTIONS if o.in_epochs}
+    in_epochs = {o.name for o in (*OPTIONS, *method_keyword_options()) if o.in_epochs}
     for dest, keyword in pruning_options().items():
         value = getattr(args, dest, None)
         if value is not None and keyword in accepted:

@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     options = LoopOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LoopOptions)})
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
-    model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options")
+    model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options", flags=True)
     if ckpt is None:
         pruner = _sparsify(model, args, steps_per_epoch)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, args)
     lr_scheduler = build_scheduler(optimizer, args, steps_per_epoch)
-    try:  # LATS sums the learning rates of the plan here
+    try:  # a method may plan on the optimizer and lr schedule here (e.g. sum the learning rates)
         pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
     except ValueError as exc:
         raise ConfigError(f"--method {args.method}: {exc}") from None

@@ -374,7 +374,7 @@ def prepare(
     # Pruning options the method does not take were only defaults: record them as unset.
     taken = method_kwargs(args.method)
     for dest, keyword in pruning_options().items():
-        if keyword not in taken and hasattr(args, dest) and dest != "prune_end_epoch":
+        if keyword not in taken and hasattr(args, dest):
             setattr(args, dest, None)
     lock = None
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
