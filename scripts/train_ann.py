@@ -33,7 +33,7 @@ task = Task(kind="ann", model_builder=model_record, model_kwargs=models.model_kw
 def get_parser() -> argparse.ArgumentParser:
     """The ANN training parser with this script's defaults."""
     return get_args_parser(
-        snn=False, defaults=DEFAULTS, model_choices=MODELS,
+        snn=False, defaults=DEFAULTS, base_defaults={"model": DEFAULTS["model"], "method": "lats"}, model_choices=MODELS,
         model_options=model_keyword_options(models.model_kwargs, MODELS),
     )  # fmt: skip
 

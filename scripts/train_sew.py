@@ -35,7 +35,7 @@ task = Task(kind="snn", model_builder=model_record, model_kwargs=models.model_kw
 def get_parser() -> argparse.ArgumentParser:
     """The SNN training parser with this script's defaults."""
     return get_args_parser(
-        snn=True, defaults=DEFAULTS, model_choices=MODELS,
+        snn=True, defaults=DEFAULTS, model_choices=MODELS, base_defaults={"model": DEFAULTS["model"], "method": "lats"},
         model_options=model_keyword_options(models.model_kwargs, MODELS),
     )  # fmt: skip
 

@@ -6,7 +6,7 @@ and each name is imported from its home module on first use:
 * thresholding core (:mod:`snnprune.threshold`): :func:`soft_threshold`, :class:`SoftThreshold`,
   :func:`register_soft_threshold`, :func:`remove_soft_threshold`, :func:`sparsity`, :func:`finalize`;
 * pruning methods (:mod:`snnprune.methods`): :func:`sparsify`, :class:`Pruner`,
-  :class:`ScheduledThresholdPruner`, :func:`register_method`, :func:`list_methods` (the registered names),
+  :class:`ScheduledThresholdPruner`, :func:`register_method`, :class:`KeywordError`, :func:`list_methods` (the registered names),
   :func:`get_method`, :func:`lr_total`;
 * analytics (:mod:`snnprune.analysis`): :func:`analyze`, :func:`compare`, :class:`EnergyModel`;
 * trained runs (:mod:`snnprune.training`): :func:`load_run`, :class:`Run`, :func:`upgrade_checkpoint`,
@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "Pruner": "snnprune.methods",
     "ScheduledThresholdPruner": "snnprune.methods",
     "register_method": "snnprune.methods",
+    "KeywordError": "snnprune.methods",  # a method's refusal of one keyword's value
     "list_methods": "snnprune.methods",
     "get_method": "snnprune.methods",
     "lr_total": "snnprune.methods",

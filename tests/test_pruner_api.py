@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from typing import Literal
 
 import pytest
 import torch
@@ -139,6 +140,78 @@ def test_method_keywords_give_type_default_and_docstring_line():
     assert set(kws) == method_kwargs(Curved)
     beta = method_keywords("pgh")["beta"]
     assert (beta.type, beta.default) == (float, None) and "decay" in beta.help
+
+
+def test_literal_annotation_gives_the_choices_and_check_choice_refuses_others():
+    from snnprune.methods import KeywordError, check_choice, method_keywords
+
+    class Bent(ScheduledThresholdPruner):
+        def __init__(self, *, side: Literal["up", "down"] = "up", tilt: Literal[1, 2] | None = None, **base):
+            super().__init__(**base)
+            self.side = check_choice(Bent, "side", side)
+            self.tilt = check_choice(Bent, "tilt", tilt)
+
+        def fraction(self, x: float) -> float:
+            return x
+
+    kws = method_keywords(Bent)
+    assert (kws["side"].choices, kws["side"].type) == (("up", "down"), str)
+    assert (kws["tilt"].choices, kws["tilt"].type) == ((1, 2), int)  # Optional[Literal]: the literal's
+    assert kws["filter_scale"].choices == ("size", "layer")  # the parent's, through **base
+    assert kws["final_threshold"].choices is None
+    assert Bent(final_threshold=0.1, total_steps=4, tilt=None).tilt is None  # None: the default
+    with pytest.raises(KeywordError, match=r"side must be one of 'up', 'down', got 'left'") as err:
+        Bent(final_threshold=0.1, total_steps=4, side="left")
+    assert err.value.keyword == "side"
+
+
+# Each refusal of a built-in constructor names the keyword it concerns (the training scripts blame its flag).
+KEYWORD_ERRORS = [
+    ("slats", {"total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": -1.0, "total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": 0.2, "granularity": "2:4", "total_steps": 4}, "final_threshold"),
+    ("slats", {"final_threshold": 0.1, "granularity": "block", "total_steps": 4}, "granularity"),
+    ("slats", {"final_threshold": 0.1, "granularity": "4:4", "total_steps": 4}, "granularity"),
+    ("slats", {"final_threshold": 0.1, "grad": "odd", "total_steps": 4}, "grad"),
+    ("slats", {"final_threshold": 0.1, "filter_scale": "layer", "total_steps": 4}, "filter_scale"),
+    ("slats", {"final_threshold": 0.1, "filter_scale": "x", "granularity": "filter", "total_steps": 4}, "filter_scale"),
+    ("lats", {"total_steps": 4}, "final_threshold"),
+    ("lats", {"final_threshold": 0.1, "l1_coeff": 0.1, "total_steps": 4}, "final_threshold"),
+    ("lats", {"l1_coeff": 0.1, "granularity": "2:4", "total_steps": 4}, "l1_coeff"),
+    ("lats", {"l1_coeff": -1.0, "total_steps": 4}, "l1_coeff"),
+    ("lats", {"final_threshold": 0.1, "schedule": "cosine", "total_steps": 4}, "schedule"),
+    ("lats", {"final_threshold": 0.1, "schedule": "closed_form", "epoch_length": 3, "total_steps": 4}, "schedule"),
+    ("pgh", {"final_threshold": 0.1, "total_steps": 4}, "beta"),
+    ("pgh", {"final_threshold": 0.1, "beta": 0.0, "total_steps": 4}, "beta"),
+    ("stds", {"final_threshold": 0.1, "shape": "cosine", "total_steps": 4}, "shape"),
+    ("str", {"s_init": float("inf")}, "s_init"),
+    ("str", {"grad": "odd"}, "grad"),
+    ("ltp", {"l0_coeff": -1.0}, "l0_coeff"),
+    ("ltp", {"temperature": 0.0}, "temperature"),
+    ("ltp", {"tau_init": -1.0}, "tau_init"),
+    ("ltp", {"gradient": "odd"}, "gradient"),
+    ("gmp", {"total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 1.0, "total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 0.9, "granularity": "2:4", "total_steps": 4}, "target_sparsity"),
+    ("gmp", {"target_sparsity": 0.5, "granularity": "filter", "total_steps": 4}, "granularity"),
+    ("gmp", {"target_sparsity": 0.5, "initial_sparsity": 0.6, "total_steps": 4}, "initial_sparsity"),
+    ("gmp", {"target_sparsity": 0.5, "frequency": 0, "total_steps": 4}, "frequency"),
+    ("gmp", {"target_sparsity": 0.5, "end_step": 5, "total_steps": 4}, "end_step"),
+    ("st3", {"total_steps": 4}, "target_sparsity"),
+    ("st3", {"target_sparsity": 0.5, "finetune_steps": 4, "total_steps": 4}, "finetune_steps"),
+    ("st3", {"target_sparsity": 0.5, "finetune_steps": 2, "end_step": 3, "total_steps": 4}, "end_step"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "keyword"), KEYWORD_ERRORS, ids=[f"{m}-{k}" for m, _, k in KEYWORD_ERRORS]
+)
+def test_constructor_refusals_carry_their_keyword(method, kwargs, keyword):
+    from snnprune.methods import KeywordError
+
+    with pytest.raises(KeywordError) as err:
+        snnprune.get_method(method)(**kwargs)
+    assert err.value.keyword == keyword and keyword in str(err.value)
 
 
 def test_options_of_a_subclass_follow_its_own_signature():
@@ -700,3 +773,53 @@ def test_lats_warns_when_the_lr_plan_is_missed(bound_per_epoch, stepped_per_epoc
                     warnings.simplefilter("ignore")  # torch's own warning when the scheduler runs past T_max
                     sched.step()
     assert abs(pruner.threshold - 0.1) > 1e-3
+
+
+# What a run's default folder name shows of a configuration (Pruner.run_name_part), by hand.
+RUN_NAME_PARTS = [
+    ("lats", {"final_threshold": 0.1}, "_D0.1"),
+    ("lats", {"l1_coeff": 1e-4}, ""),
+    ("pgh", {"final_threshold": 0.2, "beta": 0.5}, "_D0.2_b0.5"),
+    ("slats", {"final_threshold": 0.2, "granularity": "filter"}, "_D0.2_filter"),
+    ("slats", {"final_threshold": 0.2, "granularity": "filter", "filter_scale": "layer"}, "_D0.2_filter_rel"),
+    ("stds", {"granularity": "2:4"}, "_2of4"),
+    ("stds", {"granularity": "block"}, ""),  # refused by the constructor, never part of a name
+    ("gmp", {"target_sparsity": 0.9, "granularity": "1:4"}, "_P0.9_1of4"),
+    ("st3", {"target_sparsity": 0.75}, "_P0.75"),
+    ("str", {"s_init": -5.0}, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "config", "part"), RUN_NAME_PARTS)
+def test_run_name_part(method, config, part):
+    assert snnprune.get_method(method).run_name_part(config) == part
+
+
+def test_plan_hooks_of_the_builtin_methods():
+    from snnprune.methods import KeywordError
+    from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
+
+    lats, gmp = snnprune.get_method("lats"), snnprune.get_method("gmp")
+    # defaults a configuration does without: D beside lambda or under N:M, P under N:M
+    assert lats.unset_defaults({"final_threshold": 0.1, "l1_coeff": 1e-4}, {"l1_coeff"}) == {
+        "final_threshold"
+    }
+    assert lats.unset_defaults({"final_threshold": 0.1}, {"final_threshold"}) == set()
+    assert snnprune.get_method("slats").unset_defaults({"granularity": "2:4"}, set()) == {"final_threshold"}
+    assert gmp.unset_defaults({"granularity": "2:4"}, set()) == {"target_sparsity"}
+    assert gmp.unset_defaults({"granularity": "weight"}, set()) == set()
+    # the plan: LATS's dry run of the lr sum is bounded, its closed form needs a cosine lr
+    lats.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS, "lr_scheduler": "step"})
+    with pytest.raises(KeywordError) as err:
+        lats.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS + 1, "lr_scheduler": "cosine"})
+    assert err.value.keyword == "epochs"
+    lats.check_plan({"schedule": "closed_form"}, {"epochs": 8, "lr_scheduler": "cosine"})
+    with pytest.raises(KeywordError, match="not for the lr scheduler step") as err:
+        lats.check_plan({"schedule": "closed_form"}, {"epochs": 8, "lr_scheduler": "step"})
+    assert err.value.keyword == "schedule"
+    gmp.check_plan({}, {"epochs": MAX_DRY_RUN_STEPS + 1, "lr_scheduler": "step"})  # nothing by default
+    # whole channels removed only by a filter granularity
+    slats = snnprune.get_method("slats")
+    assert slats(final_threshold=0.1, granularity="filter", total_steps=4).removes_channels
+    assert not slats(final_threshold=0.1, total_steps=4).removes_channels
+    assert not gmp(target_sparsity=0.5, total_steps=4).removes_channels

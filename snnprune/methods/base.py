@@ -17,25 +17,32 @@ import numbers
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from snnprune.threshold.functional import check_grad
+from snnprune.threshold.nm import parse_nm
 from snnprune.threshold.parametrization import is_prunable, register_parametrization, remove_soft_threshold
 
 __all__ = [
+    "KeywordError",
     "MethodKeyword",
     "Pruner",
+    "check_choice",
     "check_finite_nonnegative",
+    "check_grad_keyword",
     "check_steps",
+    "check_target_sparsity",
     "closest",
     "get_method",
     "list_methods",
     "method_keywords",
     "method_kwargs",
+    "parse_granularity",
     "register_method",
     "select_layers",
     "sparsify",
@@ -43,6 +50,16 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Pruner]] = {}
+
+
+class KeywordError(ValueError):
+    """A method's refusal of the value of one constructor keyword, named by ``keyword`` (data, not text:
+    the training scripts blame that keyword's flag). The message reads ``<keyword> <problem>; <fix>`` or
+    names the keyword elsewhere."""
+
+    def __init__(self, keyword: str, message: str) -> None:
+        super().__init__(message)
+        self.keyword = keyword
 
 
 def list_methods() -> tuple[str, ...]:
@@ -253,6 +270,60 @@ class Pruner:
         self._opt_stepped = False
         self._sched_epoch: Any = None
         self._order_warned = False
+
+    # ----------------------------------------------------------------- plan hooks
+    # What a training engine asks a method before and while it trains; ``config`` is the keyword arguments
+    # the method would be constructed with (None and unset keywords left out), not yet checked.
+
+    #: keyword -> the name of its training option where the two differ (``{"schedule": "lats_schedule"}``
+    #: makes the flag ``--lats-schedule``)
+    option_names: ClassVar[dict[str, str]] = {}
+    #: keywords counted in optimizer steps whose training options count epochs (the engine converts them)
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset()
+
+    #: keyword -> the letter its value follows in a run's default folder name (``{"final_threshold": "D"}``
+    #: names a run ``..._D0.1``); see :meth:`run_name_part`
+    name_keywords: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def run_name_part(cls, config: Mapping[str, Any]) -> str:
+        """What a run's default folder name shows of ``config``: ``_<letter><value>`` for each set keyword of
+        :attr:`name_keywords`, then ``_filter`` (``_filter_rel`` with ``filter_scale="layer"``) or
+        ``_<N>of<M>`` for those granularities."""
+        part = "".join(
+            f"_{c}{config[k]:g}" for k, c in cls.name_keywords.items() if config.get(k) is not None
+        )
+        granularity = config.get("granularity")
+        if granularity == "filter":
+            return part + "_filter" + ("_rel" if config.get("filter_scale") == "layer" else "")
+        try:
+            nm = parse_nm(granularity)
+        except ValueError:
+            nm = None
+        return part + (f"_{nm[0]}of{nm[1]}" if nm else "")
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """Keywords of ``config`` whose value a caller's defaults supplied but that this configuration does
+        without (``given``: the keywords the user set); the caller drops them before constructing. None
+        by default."""
+        return set()
+
+    @classmethod
+    def check_plan(cls, config: Mapping[str, Any], plan: Mapping[str, Any]) -> None:
+        """Check ``config`` against the training ``plan`` before anything is built: the engine's plan options
+        by name (``epochs``, ``lr_scheduler`` (``"cosine"``, ``"step"``, ``"constant"``), ``lr``, ...).
+        Nothing by default.
+
+        Raises:
+            KeywordError: naming a keyword of ``config`` or a key of ``plan``.
+        """
+
+    @property
+    def removes_channels(self) -> bool:
+        """True when the method zeroes whole output channels (a training engine then re-estimates the
+        BatchNorm statistics before each evaluation and exports the compacted model). False by default."""
+        return False
 
     # ----------------------------------------------------------------- to override
     def make_parametrization(self, name: str, module: nn.Module) -> nn.Module | None:
@@ -734,12 +805,14 @@ def method_kwargs(method: str | type[Pruner]) -> frozenset[str]:
 
 class MethodKeyword(NamedTuple):
     """One constructor keyword of a method: its ``type`` (``bool``, ``int``, ``float`` or ``str``: the
-    annotation's, else the default's; ``str`` when neither says), ``default`` (None when it has none) and
-    ``help`` (its ``Args:`` docstring entry, "" when it has none)."""
+    annotation's, else the default's; ``str`` when neither says), ``default`` (None when it has none),
+    ``help`` (its ``Args:`` docstring entry, "" when it has none) and ``choices`` (the values of a
+    ``typing.Literal`` annotation, None without one)."""
 
     type: type
     default: Any
     help: str
+    choices: tuple[Any, ...] | None = None
 
 
 def method_keywords(method: str | type[Pruner]) -> dict[str, MethodKeyword]:
@@ -768,8 +841,25 @@ def method_keywords(method: str | type[Pruner]) -> dict[str, MethodKeyword]:
                 t for t in (*typing.get_args(hint), hint, type(p.default)) if t in (bool, int, float, str)
             ]
             default = None if p.default is inspect.Parameter.empty else p.default
-            out[p.name] = MethodKeyword(kinds[0] if kinds else str, default, docs.get(p.name, ""))
+            literal = [h for h in (hint, *typing.get_args(hint)) if typing.get_origin(h) is typing.Literal]
+            choices = typing.get_args(literal[0]) if literal else None
+            kind = type(choices[0]) if choices else kinds[0] if kinds else str
+            out[p.name] = MethodKeyword(kind, default, docs.get(p.name, ""), choices)
     return out
+
+
+def check_choice(method: type[Pruner], keyword: str, value: Any) -> Any:
+    """``value`` of ``keyword``, checked against the ``typing.Literal`` choices of ``method``'s signature
+    (None passes where the default is None); the choices are written once, in the signature.
+
+    Raises:
+        KeywordError: ``value`` is not one of the choices.
+    """
+    k = method_keywords(method)[keyword]
+    if k.choices is None or value in k.choices or (value is None and k.default is None):
+        return value
+    listed = ", ".join(map(repr, k.choices))
+    raise KeywordError(keyword, f"{keyword} must be one of {listed}, got {value!r}; pass one of them")
 
 
 def _docstring_args(doc: str) -> dict[str, str]:
@@ -818,7 +908,7 @@ def check_finite_nonnegative(value: Any, what: str) -> float:
 
     Raises:
         TypeError: ``value`` is not a real number (a bool, a list, a string...).
-        ValueError: ``value`` is negative, NaN or infinite.
+        KeywordError: ``value`` is negative, NaN or infinite.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -826,7 +916,59 @@ def check_finite_nonnegative(value: Any, what: str) -> float:
         )
     value = float(value)
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(
-            f"{what} must be a finite number >= 0, got {value}; pass a non-negative finite value"
+        raise KeywordError(
+            what,
+            f"{what} must be a finite number >= 0, got {value}; pass a non-negative finite value",
         )
     return value
+
+
+def parse_granularity(granularity: Any, plain: Sequence[str]) -> tuple[int, int] | None:
+    """``(N, M)`` of an ``"N:M"`` granularity (:func:`~snnprune.threshold.nm.parse_nm`), None for one of
+    the ``plain`` names (``"weight"``, ``"filter"``).
+
+    Raises:
+        KeywordError: (keyword ``granularity``) neither one of ``plain`` nor ``N:M`` with 0 < N < M.
+    """
+    try:
+        nm = None if granularity in plain else parse_nm(granularity)
+    except ValueError as exc:
+        raise KeywordError("granularity", str(exc)) from None
+    if granularity not in plain and nm is None:
+        raise KeywordError(
+            "granularity",
+            f"granularity must be {', '.join(plain)} or N:M such as 2:4, got {granularity!r}; pass one of them",
+        )
+    return nm
+
+
+def check_target_sparsity(target_sparsity: float | None, method: str) -> float:
+    """``target_sparsity`` (the fraction of zeros a method reaches) as a float in [0, 1).
+
+    Raises:
+        KeywordError: (keyword ``target_sparsity``) missing or outside [0, 1).
+    """
+    if target_sparsity is None:
+        raise KeywordError(
+            "target_sparsity", f"{method} needs target_sparsity (the fraction of zeros, in [0, 1))"
+        )
+    if not 0.0 <= target_sparsity < 1.0:
+        raise KeywordError(
+            "target_sparsity",
+            f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9",
+        )
+    return float(target_sparsity)
+
+
+def check_grad_keyword(grad: str) -> str:
+    """``grad``, a backward variant of :func:`snnprune.soft_threshold`
+    (:func:`~snnprune.threshold.functional.check_grad`).
+
+    Raises:
+        KeywordError: (keyword ``grad``) not one of the variants.
+    """
+    try:
+        check_grad(grad)
+    except ValueError as exc:
+        raise KeywordError("grad", str(exc)) from None
+    return grad

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, check_steps, register_method
+from snnprune.methods.base import (
+    KeywordError,
+    Pruner,
+    check_steps,
+    check_target_sparsity,
+    parse_granularity,
+    register_method,
+)
 from snnprune.methods.schedules import cubic_sparsity
-from snnprune.threshold.nm import check_nm_layer, from_groups, parse_nm, to_groups
+from snnprune.threshold.nm import check_nm_layer, from_groups, to_groups
 from snnprune.threshold.parametrization import MagnitudeMask
 
 __all__ = ["GMPPruner"]
@@ -51,6 +59,15 @@ class GMPPruner(Pruner):
             an N:M granularity with another ``target_sparsity``.
     """
 
+    name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
+    option_names: ClassVar[dict[str, str]] = {"end_step": "prune_end_epoch"}
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset({"end_step"})
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """``target_sparsity`` with an N:M granularity (it is 1 - N/M there)."""
+        return {"target_sparsity"} if config.get("granularity") not in (None, "weight") else set()
+
     def __init__(
         self,
         *,
@@ -63,36 +80,31 @@ class GMPPruner(Pruner):
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
-        self.nm = None if granularity == "weight" else parse_nm(granularity)
-        if granularity != "weight" and self.nm is None:
-            raise ValueError(
-                f"granularity must be 'weight' or N:M such as '2:4' for gmp, got {granularity!r}; pass one of them"
-            )
+        self.nm = parse_granularity(granularity, ("weight",))
         if self.nm is not None:
             implied = 1.0 - self.nm[0] / self.nm[1]
             if target_sparsity is not None and abs(target_sparsity - implied) > 1e-9:
-                raise ValueError(
+                raise KeywordError(
+                    "target_sparsity",
                     f"target_sparsity does not apply to granularity {granularity!r} (it prunes {implied:g} of "
-                    f"the weights), got {target_sparsity}; drop target_sparsity"
+                    f"the weights), got {target_sparsity}; drop target_sparsity",
                 )
             target_sparsity = implied
-        if target_sparsity is None:
-            raise ValueError("gmp needs target_sparsity (the fraction of zeros, in [0, 1))")
-        if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(
-                f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
-            )
+        target_sparsity = check_target_sparsity(target_sparsity, "gmp")
         if not 0.0 <= initial_sparsity <= target_sparsity:
-            raise ValueError(
+            raise KeywordError(
+                "initial_sparsity",
                 f"initial_sparsity must be in [0, target_sparsity={target_sparsity}], got {initial_sparsity}; "
-                "pass a smaller one"
+                "pass a smaller one",
             )
         if frequency is not None and check_steps(frequency, "frequency", "gmp") < 1:
-            raise ValueError(f"frequency must be >= 1 step, got {frequency}; pass e.g. 100")
+            raise KeywordError("frequency", f"frequency must be >= 1 step, got {frequency}; pass e.g. 100")
         end = self.total_steps if end_step is None else check_steps(end_step, "end_step", "gmp")
         if not self.start_step < end <= self.total_steps:
-            raise ValueError(
-                f"end_step must be in (start_step, total_steps], got {end}; end the ramp inside the run"
+            raise KeywordError(
+                "end_step",
+                f"end_step must be in (start_step={self.start_step}, total_steps={self.total_steps}], got {end}; end the "
+                "ramp inside the run",
             )
         self.granularity = granularity
         self.target_sparsity = float(target_sparsity)

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from snnprune.methods.base import Pruner, check_finite_nonnegative, check_steps, register_method
+from snnprune.methods.base import (
+    KeywordError,
+    Pruner,
+    check_choice,
+    check_finite_nonnegative,
+    check_grad_keyword,
+    check_steps,
+    parse_granularity,
+    register_method,
+)
+from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
 from snnprune.methods.lr_total import lr_total as compute_lr_total
 from snnprune.methods.schedules import (
     lats_low_freq,
@@ -24,8 +35,7 @@ from snnprune.methods.schedules import (
     stds_linear_fraction,
     stds_sine_fraction,
 )
-from snnprune.threshold.functional import check_grad
-from snnprune.threshold.nm import NMSoftThreshold, check_nm_layer, parse_nm
+from snnprune.threshold.nm import NMSoftThreshold, check_nm_layer
 from snnprune.threshold.parametrization import SoftThreshold
 
 __all__ = ["LATSPruner", "PGHPruner", "SLATSPruner", "STDSPruner", "ScheduledThresholdPruner"]
@@ -59,6 +69,17 @@ class ScheduledThresholdPruner(Pruner):
 
     #: subclasses whose schedule can do without D (LATS with ``l1_coeff``) set this to False
     requires_final_threshold: ClassVar[bool] = True
+    name_keywords: ClassVar[dict[str, str]] = {"final_threshold": "D"}
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """``final_threshold`` with an N:M granularity (each group's cut ends the schedule)."""
+        nm = config.get("granularity") not in (None, "weight", "filter")
+        return {"final_threshold"} if nm else set()
+
+    @property
+    def removes_channels(self) -> bool:
+        return self.granularity == "filter"
 
     def __init__(
         self,
@@ -66,40 +87,35 @@ class ScheduledThresholdPruner(Pruner):
         final_threshold: float | None = None,
         grad: str = "ste",
         granularity: str = "weight",
-        filter_scale: str | None = None,
+        filter_scale: Literal["size", "layer"] | None = None,
         total_steps: int | None = None,
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
-        self.nm = None if granularity in ("weight", "filter") else parse_nm(granularity)
+        self.nm = parse_granularity(granularity, ("weight", "filter"))
         if self.nm is not None:
             if final_threshold not in (None, 1, 1.0):
-                raise ValueError(
+                raise KeywordError(
+                    "final_threshold",
                     f"final_threshold does not apply to granularity {granularity!r} (the threshold is a fraction "
-                    f"of each group's N:M cut, ending at 1), got {final_threshold}; drop final_threshold"
+                    f"of each group's N:M cut, ending at 1), got {final_threshold}; drop final_threshold",
                 )
             final_threshold = 1.0
         if final_threshold is None:
             if self.requires_final_threshold:
-                raise ValueError(
-                    f"method {self.method!r} needs final_threshold (D >= 0); pass e.g. final_threshold=0.1"
+                raise KeywordError(
+                    "final_threshold",
+                    f"method {self.method!r} needs final_threshold (D >= 0); pass e.g. final_threshold=0.1",
                 )
         else:
             final_threshold = check_finite_nonnegative(final_threshold, "final_threshold")
-        check_grad(grad)
-        if granularity not in ("weight", "filter") and self.nm is None:
-            raise ValueError(
-                f"granularity must be 'weight' or 'filter' or N:M such as '2:4', got {granularity!r}; filter "
-                "prunes whole channels, N:M keeps N of every M input weights"
-            )
-        if filter_scale not in (None, "size", "layer"):
-            raise ValueError(
-                f"filter_scale must be 'size' or 'layer', got {filter_scale!r}; pass one of them"
-            )
+        check_grad_keyword(grad)
+        check_choice(ScheduledThresholdPruner, "filter_scale", filter_scale)
         if filter_scale is not None and granularity != "filter":
-            raise ValueError(
+            raise KeywordError(
+                "filter_scale",
                 f"filter_scale={filter_scale!r} applies to granularity='filter' only (this pruner prunes "
-                "single weights); pass granularity='filter' or drop filter_scale"
+                "single weights); pass granularity='filter' or drop filter_scale",
             )
         self.granularity = granularity
         self.filter_scale = (filter_scale or "size") if granularity == "filter" else None
@@ -203,8 +219,8 @@ class LATSPruner(ScheduledThresholdPruner):
         epoch_length: optimizer steps per epoch, :math:`B` of the closed form (required by
             ``schedule="closed_form"``; independent of how the lr scheduler is stepped).
         grad: backward variant (default ``"ste"``).
-        granularity: ``"weight"`` or ``"filter"`` (whole output channels; see
-            :class:`ScheduledThresholdPruner`).
+        granularity: ``"weight"``, ``"filter"`` (whole output channels) or ``"N:M"`` such as ``"2:4"`` (N of
+            every M input weights; see :class:`ScheduledThresholdPruner`).
         filter_scale: ``"size"`` or ``"layer"`` (filter granularity only).
         total_steps: optimizer steps of the whole run (required).
         start_step: first step of the pruning window.
@@ -216,6 +232,30 @@ class LATSPruner(ScheduledThresholdPruner):
 
     requires_final_threshold = False
     state_kwargs = frozenset({"lr_total"})
+    option_names: ClassVar[dict[str, str]] = {"schedule": "lats_schedule"}
+
+    @classmethod
+    def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:
+        """Also ``final_threshold`` when ``l1_coeff`` is given (then D is an outcome)."""
+        return super().unset_defaults(config, given) | ({"final_threshold"} if "l1_coeff" in given else set())
+
+    @classmethod
+    def check_plan(cls, config: Mapping[str, Any], plan: Mapping[str, Any]) -> None:
+        """The lr schedule sums the learning rates of at most :data:`MAX_DRY_RUN_STEPS` epochs before
+        training; the closed form needs a cosine ``lr_scheduler``."""
+        schedule = config.get("schedule", "lr")
+        if schedule == "lr" and plan["epochs"] > MAX_DRY_RUN_STEPS:
+            raise KeywordError(
+                "epochs",
+                f"LATS sums the learning rates of all {plan['epochs']:,} epochs before training, more than the "
+                f"{MAX_DRY_RUN_STEPS:,} it plans in seconds; plan fewer epochs",
+            )
+        if schedule == "closed_form" and plan["lr_scheduler"] != "cosine":
+            raise KeywordError(
+                "schedule",
+                f"schedule closed_form is the authors' threshold for a cosine lr, not for the lr scheduler "
+                f"{plan['lr_scheduler']}; use schedule lr (the threshold follows the actual lr)",
+            )
 
     def __init__(
         self,
@@ -223,29 +263,29 @@ class LATSPruner(ScheduledThresholdPruner):
         final_threshold: float | None = None,
         lr_total: float | None = None,
         l1_coeff: float | None = None,
-        schedule: str = "lr",
+        schedule: Literal["lr", "closed_form"] = "lr",
         epoch_length: int | None = None,
         **base: Any,
     ) -> None:
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
         if self.nm is not None and l1_coeff is not None:
-            raise ValueError(
+            raise KeywordError(
+                "l1_coeff",
                 f"l1_coeff does not apply to an N:M granularity (the schedule must end at each group's N:M "
-                f"cut), got {l1_coeff}; drop l1_coeff"
+                f"cut), got {l1_coeff}; drop l1_coeff",
             )
         final_threshold = self.final_threshold
-        if schedule not in ("lr", "closed_form"):
-            raise ValueError(
-                f"lats schedule must be 'lr' or 'closed_form', got {schedule!r}; pass one of them"
-            )
+        check_choice(LATSPruner, "schedule", schedule)
         if final_threshold is None and l1_coeff is None:
-            raise ValueError(
-                "lats needs final_threshold (D) or l1_coeff (lambda); pass e.g. final_threshold=0.1"
+            raise KeywordError(
+                "final_threshold",
+                "lats needs final_threshold (D) or l1_coeff (lambda); pass e.g. final_threshold=0.1",
             )
         if final_threshold is not None and l1_coeff is not None:
-            raise ValueError(
-                "lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both; drop one"
+            raise KeywordError(
+                "final_threshold",
+                "lats takes final_threshold (D) or l1_coeff (lambda, then D is an outcome), not both; drop one",
             )
         if lr_total is not None and not (math.isfinite(lr_total) and lr_total > 0):
             raise ValueError(
@@ -256,21 +296,23 @@ class LATSPruner(ScheduledThresholdPruner):
             if epoch_length <= 0:
                 raise ValueError(f"epoch_length must be > 0, got {epoch_length}; pass len(train_loader)")
         self.schedule = schedule
-        self.epoch_length = epoch_length
+        self.epoch_length = epoch_length if schedule == "closed_form" else None  # the closed form's B only
         self.lr_total = None if lr_total is None else float(lr_total)
         self.l1_coeff = None if l1_coeff is None else check_finite_nonnegative(l1_coeff, "l1_coeff")
         self.lr_sum = 0.0
         self._window_epochs = 0
         if schedule == "closed_form":
             if final_threshold is None:
-                raise ValueError(
-                    "lats schedule='closed_form' needs final_threshold (D); pass e.g. final_threshold=0.1"
+                raise KeywordError(
+                    "schedule",
+                    "lats schedule='closed_form' needs final_threshold (D); pass e.g. final_threshold=0.1",
                 )
             window = self.total_steps - self.start_step
             if epoch_length is None or window % epoch_length:
-                raise ValueError(
+                raise KeywordError(
+                    "schedule",
                     "lats schedule='closed_form' needs epoch_length (optimizer steps per epoch) and a pruning "
-                    f"window (total_steps - start_step = {window}) of whole epochs; got epoch_length={epoch_length}"
+                    f"window (total_steps - start_step = {window}) of whole epochs; got epoch_length={epoch_length}",
                 )
             self._window_epochs = window // epoch_length
 
@@ -409,6 +451,8 @@ class PGHPruner(ScheduledThresholdPruner):
         ValueError: ``beta`` missing or not > 0.
     """
 
+    name_keywords: ClassVar[dict[str, str]] = {"final_threshold": "D", "beta": "b"}
+
     def __init__(
         self,
         *,
@@ -419,10 +463,10 @@ class PGHPruner(ScheduledThresholdPruner):
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
         if beta is None:
-            raise ValueError("pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS)")
+            raise KeywordError("beta", "pgh needs beta > 0 (e.g. beta=0.1; beta=1 is S-LATS)")
         if not (math.isfinite(beta) and beta > 0):
-            raise ValueError(
-                f"beta must be a finite number > 0, got {float(beta)}; pass e.g. 0.1 (1 is S-LATS)"
+            raise KeywordError(
+                "beta", f"beta must be a finite number > 0, got {float(beta)}; pass e.g. 0.1 (1 is S-LATS)"
             )
         self.beta = float(beta)
 
@@ -450,18 +494,18 @@ class STDSPruner(ScheduledThresholdPruner):
         ValueError: unknown ``shape``.
     """
 
+    option_names: ClassVar[dict[str, str]] = {"shape": "stds_shape"}
+
     def __init__(
         self,
         *,
         final_threshold: float | None = None,
-        shape: str = "sine",
+        shape: Literal["sine", "linear"] = "sine",
         **base: Any,
     ) -> None:
         # grad, granularity, filter_scale, total_steps, start_step: ScheduledThresholdPruner's options
         super().__init__(final_threshold=final_threshold, **base)
-        if shape not in ("sine", "linear"):
-            raise ValueError(f"stds shape must be 'sine' or 'linear', got {shape!r}; pass one of them")
-        self.shape = shape
+        self.shape = check_choice(STDSPruner, "shape", shape)
 
     def fraction(self, x: float) -> float:
         return stds_sine_fraction(x) if self.shape == "sine" else stds_linear_fraction(x)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, register_method
-from snnprune.threshold.functional import check_grad
+from snnprune.methods.base import KeywordError, Pruner, check_grad_keyword, register_method
 from snnprune.threshold.parametrization import LTP_GRADIENTS, LearnedThresholdMask, SoftThreshold
 
 __all__ = ["LTPPruner", "STRPruner"]
@@ -54,8 +53,8 @@ class STRPruner(Pruner):
         super().__init__(total_steps=total_steps, start_step=start_step)
         s_init = float(s_init)
         if s_init != s_init or s_init in (float("inf"), float("-inf")):
-            raise ValueError(f"s_init must be a finite number, got {s_init}; pass e.g. -5")
-        check_grad(grad)
+            raise KeywordError("s_init", f"s_init must be a finite number, got {s_init}; pass e.g. -5")
+        check_grad_keyword(grad)
         self.s_init = s_init
         self.grad = grad
 
@@ -109,6 +108,8 @@ class LTPPruner(Pruner):
 
     requires_total_steps = False
 
+    option_names: ClassVar[dict[str, str]] = {"temperature": "ltp_temperature"}
+
     def __init__(
         self,
         *,
@@ -121,16 +122,21 @@ class LTPPruner(Pruner):
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
         if not l0_coeff >= 0:
-            raise ValueError(f"l0_coeff must be >= 0, got {l0_coeff}; pass a non-negative weight")
+            raise KeywordError(
+                "l0_coeff", f"l0_coeff must be >= 0, got {l0_coeff}; pass a non-negative weight"
+            )
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; pass a positive value")
+            raise KeywordError(
+                "temperature", f"temperature must be > 0, got {temperature}; pass a positive value"
+            )
         if not tau_init >= 0:
-            raise ValueError(
-                f"tau_init must be >= 0 (a threshold on theta^2), got {tau_init}; pass a non-negative value"
+            raise KeywordError(
+                "tau_init",
+                f"tau_init must be >= 0 (a threshold on theta^2), got {tau_init}; pass a non-negative value",
             )
         if gradient not in LTP_GRADIENTS:
-            raise ValueError(
-                f"ltp gradient must be one of {LTP_GRADIENTS}, got {gradient!r}; pass one of them"
+            raise KeywordError(
+                "gradient", f"ltp gradient must be one of {LTP_GRADIENTS}, got {gradient!r}; pass one of them"
             )
         self.l0_coeff = float(l0_coeff)
         self.temperature = float(temperature)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from snnprune.methods.base import Pruner, check_steps, register_method
+from snnprune.methods.base import KeywordError, Pruner, check_steps, check_target_sparsity, register_method
 from snnprune.methods.schedules import cubic_sparsity
 from snnprune.threshold.parametrization import SoftThreshold
 
@@ -120,16 +120,6 @@ def _order_stats_bracketed(
     return _bracket_stats(parts, lo, hi, a, b)
 
 
-def _check_target(target_sparsity: float | None, method: str) -> float:
-    if target_sparsity is None:
-        raise ValueError(f"{method} needs target_sparsity (the fraction of zeros, in [0, 1))")
-    if not 0.0 <= target_sparsity < 1.0:
-        raise ValueError(
-            f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
-        )
-    return float(target_sparsity)
-
-
 class ST3Threshold(SoftThreshold):
     """ST-3's parametrization: :class:`~snnprune.threshold.SoftThreshold` (``grad="dense"``) that can be
     switched to a fixed mask for the fine-tuning phase.
@@ -199,6 +189,12 @@ class ST3Pruner(Pruner):
             ``total_steps - finetune_steps``].
     """
 
+    name_keywords: ClassVar[dict[str, str]] = {"target_sparsity": "P"}
+    option_names: ClassVar[dict[str, str]] = {
+        "end_step": "prune_end_epoch",
+        "finetune_steps": "st3_finetune_epochs",
+    }
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset({"end_step", "finetune_steps"})
     normalize: bool = False
 
     def __init__(
@@ -212,18 +208,20 @@ class ST3Pruner(Pruner):
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
-        self.target_sparsity = _check_target(target_sparsity, type(self).method)
+        self.target_sparsity = check_target_sparsity(target_sparsity, type(self).method)
         finetune_steps = check_steps(finetune_steps, "finetune_steps", type(self).method)
         if not 0 <= finetune_steps < self.total_steps - self.start_step:
-            raise ValueError(
+            raise KeywordError(
+                "finetune_steps",
                 f"finetune_steps must be in [0, total_steps - start_step = {self.total_steps - self.start_step}), "
-                f"got {finetune_steps}"
+                f"got {finetune_steps}",
             )
         fix_step = self.total_steps - finetune_steps
         end = fix_step if end_step is None else check_steps(end_step, "end_step", type(self).method)
         if not self.start_step < end <= fix_step:
-            raise ValueError(
-                f"end_step must be in (start_step, total_steps - finetune_steps = {fix_step}], got {end}"
+            raise KeywordError(
+                "end_step",
+                f"end_step must be in (start_step, total_steps - finetune_steps = {fix_step}], got {end}",
             )
         self.end_step = end
         self.rescale = bool(rescale)

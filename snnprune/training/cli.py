@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
-from snnprune.threshold.nm import parse_nm
 from snnprune.training.data import DATASETS
 
 __all__ = [
@@ -84,18 +83,6 @@ _plain_name = _text(lambda t: t.strip() not in ("", ".", "..") and "/" not in t 
                     "a plain folder name", "pass a name without '/'")  # fmt: skip
 _nonempty = _text(bool, "a checkpoint file or auto", "pass --resume PATH|auto")
 _folder = _text(bool, "a folder", "pass --output-dir DIR")
-
-
-def _granularity(text: str) -> str:
-    """``weight``, ``filter`` or an N:M text with 0 < N < M (``2:4``)."""
-    try:
-        if text in ("weight", "filter") or parse_nm(text) is not None:
-            return text.replace(" ", "")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    raise argparse.ArgumentTypeError(
-        f"must be weight, filter or N:M such as 2:4, got {text!r}; pass one of them"
-    )
 
 
 @dataclass(frozen=True)
@@ -149,31 +136,9 @@ OPTIONS: tuple[Option, ...] = (
     *_group(
         "pruning",
         "model",
-        _O("method", str, "lats", "pruning method, any registered name", metavar="NAME"),
-        _O("final_threshold", float, None, "final threshold D (>= 0, finite)", metavar="D",
-           keyword="final_threshold"),
-        _O("target_sparsity", float, None, "st3/st3sigma/gmp, in [0, 1)", metavar="P",
-           keyword="target_sparsity"),
-        _O("beta", float, None, "PGH decay beta (>0; 1 = S-LATS)", keyword="beta"),
-        _O("stds_shape", str, "sine", "STDS schedule shape", choices=("sine", "linear"), keyword="shape"),
-        _O("lats_schedule", str, "lr", "LATS schedule", choices=("lr", "closed_form"), keyword="schedule"),
+        _O("method", str, None, "pruning method, any registered name", metavar="NAME"),  # default: the script's
         _O("prune_start_epoch", int, 0, "start of the pruning window", metavar="E", range=">= 0"),
-        _O("prune_end_epoch", int, None, "st3/st3sigma/gmp: epoch at which the sparsity ramp ends (default: "
-           "the end of training); the remaining epochs fine-tune with the final sparsity", metavar="E",
-           range=">= 1", keyword="end_step", in_epochs=True),
         _O("prune_exclude", list, None, "layers kept dense", metavar="GLOB"),
-        _O("st3_finetune_epochs", int, None, "st3/st3sigma: the last E epochs fine-tune with the mask fixed "
-           "(the authors' n_ft_epochs, 10)", metavar="E", range=">= 1", keyword="finetune_steps",
-           in_epochs=True),
-        _O("s_init", float, None, "str: initial threshold logit s (e.g. -5)", keyword="s_init"),
-        _O("l0_coeff", float, None, "ltp: weight of the normalized soft-L0 term", keyword="l0_coeff"),
-        _O("ltp_temperature", float, None, "ltp: temperature relative to each layer's Var(theta)",
-           keyword="temperature"),
-        _O("tau_init", float, None, "ltp: initial threshold tau on theta^2", keyword="tau_init"),
-        _O("granularity", _granularity, None, "lats/slats/pgh/stds/gmp: filter = channels (not gmp), N:M = N "
-           "of every M input weights (2:4)", metavar="weight|filter|N:M", keyword="granularity"),
-        _O("filter_scale", str, None, "filter granularity: a channel goes when its RMS <= D (size) or <= D x "
-           "its layer's RMS (layer)", choices=("size", "layer"), keyword="filter_scale"),
     ),
     *_group(
         "model",
@@ -184,7 +149,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("T", int, 4, "time steps (also frames_number of DVS datasets)", range=">= 1", snn=True),
         _O("neuron", str, "if", "spiking neuron", choices=("if", "lif", "plif"), snn=True),
         _O("surrogate", str, "atan", "surrogate gradient", choices=("atan", "sigmoid"), snn=True),
-        _O("cnf", str, "ADD", "SEW connect function", choices=("ADD", "AND", "IAND"), snn=True),
+        _O("cnf", str, "ADD", "connect function of the spiking residual blocks", choices=("ADD", "AND", "IAND"), snn=True),
         _O("neuron_backend", str, "spikingjelly", "neuron kernels", choices=("spikingjelly", "cupy", "auto"),
            snn=True, role="run"),
     ),
@@ -218,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("lr_warmup_decay", float, 0.01, "warm-up start factor", range="(0, 1]"),
         _O("lr_warmup_shape", str, "linear", "linear: from --lr-warmup-decay to 1, full lr in the first step "
            "after the warm-up (torchvision); str: lr*(i+1)/W for warm-up step i of W, full lr in the last "
-           "warm-up step (the STR and LATS code; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores "
+           "warm-up step (the code of two methods' authors; 0.2, 0.4, ..., 1.0 for 5 epochs; ignores "
            "--lr-warmup-decay)", choices=("linear", "str")),
         _O("lr_step_per_iter", bool, False, "step the lr scheduler every iteration"),
         _O("label_smoothing", float, 0.0, "in [0, 1)", range="[0, 1)"),
@@ -235,7 +200,7 @@ OPTIONS: tuple[Option, ...] = (
         _O("sync_bn", bool, False, "SyncBatchNorm under DDP"),
         _O("analyze_batches", int, 4, "test batches for the final snnprune.analyze", range=">= 0"),
         _O("bn_recalibrate", int, None, "re-estimate BN statistics on N training batches before every "
-           "evaluation (default: 20 with --granularity filter, else 0 = off)", metavar="N", range=">= 0"),
+           "evaluation (default: 20 when the method removes whole channels, else 0 = off)", metavar="N", range=">= 0"),
     ),
     *_group(
         "output",
@@ -255,9 +220,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )  # fmt: skip
 
-#: The default run of both training scripts on the embedded MNIST subset: a width-16 small-stem ResNet-18
-#: (SEW for train_sew.py with T = 2, the ReLU twin for train_ann.py), 8 epochs of SGD 0.1 with a cosine
-#: schedule, LATS to D = 0.1 (>= 80 % sparsity in about 3 minutes on 2 CPU cores; see README).
+#: The default run of both training scripts on the embedded MNIST subset (their model and method: the
+#: scripts' ``base_defaults``): width 16, small stem, 8 epochs of SGD 0.1 with a cosine schedule, D = 0.1
+#: (>= 80 % sparsity in about 3 minutes on 2 CPU cores; see README).
 EMBEDDED_DEFAULTS: dict[str, Any] = {
     "stem": "small",
     "width": 16,
@@ -312,23 +277,41 @@ def plain_text(doc: str) -> str:
 
 def method_keyword_options() -> tuple[Option, ...]:
     """The keywords of the registered methods that no declared option feeds, as options of role ``model``:
-    type and default from the signature (None on the command line: the method's default applies), help from
-    the ``Args:`` docstring (a keyword of several methods names them all); the constructor checks the value.
-    Declared names, state keywords and :data:`ENGINE_KEYWORDS` are left out."""
+    name from :attr:`~snnprune.Pruner.option_names` (else the keyword), type, choices (a ``typing.Literal``)
+    and default from the signature (None on the command line: the method's default applies), help from
+    the ``Args:`` docstring (a keyword of several methods names them all), counted in epochs for
+    :attr:`~snnprune.Pruner.epoch_keywords`; the constructor checks the value. Declared names, state keywords and :data:`ENGINE_KEYWORDS` are
+    left out."""
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
-    found: dict[str, tuple[list[str], str, set[str], Any]] = {}  # keyword -> methods, doc, defaults, type
+    found: dict[
+        str, tuple[list[str], str, set[str], Any, type]
+    ] = {}  # keyword -> methods, doc, defaults, first
     for method in list_methods():
-        state = getattr(get_method(method), "state_kwargs", ())
+        cls = get_method(method)
         for kw, k in method_keywords(method).items():
-            if kw not in taken and kw not in state:
-                methods, doc, defaults, kind = found.get(kw, ([], "", set(), k.type))
+            if kw not in taken and kw not in cls.state_kwargs:
+                methods, doc, defaults, first, owner = found.get(kw, ([], "", set(), k, cls))
                 defaults.add("" if k.default is None else f" (default: {k.default})")
-                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, kind)
-    return tuple(
-        Option(kw, kind, None, f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}",
-               "pruning", "model", keyword=kw)
-        for kw, (methods, doc, defaults, kind) in found.items()
-    )  # fmt: skip
+                found[kw] = ([*methods, method], doc or plain_text(k.help), defaults, first, owner)
+    options = []
+    for kw, (methods, doc, defaults, k, owner) in found.items():
+        epochs = kw in owner.epoch_keywords
+        text = f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}"
+        options.append(
+            Option(
+                owner.option_names.get(kw, kw),
+                int if epochs else k.type,
+                None,
+                text + (" Given in epochs." if epochs else ""),
+                "pruning",
+                "model",
+                choices=k.choices,
+                keyword=kw,
+                in_epochs=epochs,
+                metavar="E" if epochs else None,
+            )
+        )
+    return tuple(options)  # fmt: skip
 
 
 def model_keyword_options(
@@ -476,11 +459,13 @@ def get_args_parser(
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
     model_options: Sequence[Option] = (),
+    base_defaults: dict[str, Any] | None = None,
 ) -> TrainingParser:
     """The training parser, one flag per :class:`Option` (returned, not parsed, so scripts can extend it):
     ``snn`` adds the SNN-only options, ``defaults`` are the script's own (shown by ``--help``; a ``--config``
     recipe replaces them), ``model_choices`` the names ``--model`` accepts (None: any), ``model_options``
-    the models' own keywords (:func:`model_keyword_options`). Plain
+    the models' own keywords (:func:`model_keyword_options`), ``base_defaults`` the script's defaults that
+    hold under a ``--config`` recipe too (the model and method it trains when a recipe names none). Plain
     ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
@@ -498,7 +483,7 @@ def get_args_parser(
             o = replace(o, choices=list_methods())
         elif o.name == "model":
             choices = None if model_choices is None else tuple(model_choices)
-            o = replace(o, default="sew_resnet18" if snn else "ann_resnet18", choices=choices)
+            o = replace(o, choices=choices)
         if o.group not in groups:
             groups[o.group] = p.add_argument_group(o.group)
         if o.type is bool:
@@ -514,8 +499,8 @@ def get_args_parser(
         groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
-    if defaults:
-        p.set_defaults(**defaults)
+    p.generic_defaults.update(base_defaults or {})
+    p.set_defaults(**{**(base_defaults or {}), **(defaults or {})})
     return p
 
 
@@ -681,19 +666,20 @@ def option_name(dest: str) -> str:
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
     """The :func:`snnprune.sparsify` keyword arguments of the options for ``args.method``: ``total_steps =
     epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
-    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps). A plain
+    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps), and
+    ``epoch_length = steps_per_epoch`` for a method that takes it. A plain
     mapping: the method's constructor checks the values (``ValueError`` for an unknown method)."""
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,
         "start_step": args.prune_start_epoch * steps_per_epoch,
     }
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
-    in_epochs = {o.name for o in OPTIONS if o.in_epochs}
+    in_epochs = {o.name for o in (*OPTIONS, *method_keyword_options()) if o.in_epochs}
     for dest, keyword in pruning_options().items():
         value = getattr(args, dest, None)
         if value is not None and keyword in accepted:
             kw[keyword] = value * steps_per_epoch if dest in in_epochs else value
-    if args.lats_schedule == "closed_form" and "epoch_length" in accepted:  # the closed form's epoch B
+    if "epoch_length" in accepted:
         kw["epoch_length"] = steps_per_epoch
     if args.prune_exclude:
         kw["exclude"] = list(args.prune_exclude)
@@ -701,18 +687,9 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """Default run folder name: ``<model>_<method>`` plus ``_D<d>`` / ``_P<p>`` / ``_b<beta>`` when set, and
-    ``_filter`` or ``_<N>of<M>`` for those granularities."""
+    """Default run folder name: ``<model>_<method>`` and what the method shows of its options
+    (:meth:`~snnprune.Pruner.run_name_part`, e.g. ``_D0.1``)."""
     name = f"{args.model}_{args.method}"
-    keys = method_kwargs(args.method) if args.method in list_methods() else frozenset()
-    if "final_threshold" in keys and args.final_threshold is not None:
-        name += f"_D{args.final_threshold:g}"
-    if "target_sparsity" in keys and args.target_sparsity is not None:
-        name += f"_P{args.target_sparsity:g}"
-    if "beta" in keys and args.beta is not None:
-        name += f"_b{args.beta:g}"
-    if getattr(args, "granularity", None) == "filter":
-        name += f"_{args.granularity}" + ("_rel" if getattr(args, "filter_scale", "size") == "layer" else "")
-    elif getattr(args, "granularity", None) not in (None, "weight"):  # N:M
-        name += "_{}of{}".format(*args.granularity.split(":"))
-    return name
+    if args.method not in list_methods():
+        return name
+    return name + get_method(args.method).run_name_part(pruner_kwargs(args, 1))

@@ -52,12 +52,12 @@ from snnprune.training.run_folder import RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
 from snnprune.training.validation import prepare
 
-__all__ = ["FILTER_BN_RECALIBRATE", "count_params", "main", "run"]
+__all__ = ["CHANNEL_BN_RECALIBRATE", "count_params", "main", "run"]
 
-#: training batches the BN statistics are re-estimated on before each evaluation of a filter-pruned run
-#: (removed channels make the running statistics of training lag, see
-#: :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
-FILTER_BN_RECALIBRATE = 20
+#: training batches the BN statistics are re-estimated on before each evaluation of a run whose method
+#: removes whole channels (:attr:`~snnprune.Pruner.removes_channels`: the running statistics of training
+#: lag, see :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
+CHANNEL_BN_RECALIBRATE = 20
 
 #: Options that describe one invocation, not the run: left out of ``config.json`` (so that file can be
 #: given back as ``--config`` without resuming, overwriting or stopping early again).
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     options = LoopOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LoopOptions)})
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
-    model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options")
+    model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options", flags=True)
     if ckpt is None:
         pruner = _sparsify(model, args, steps_per_epoch)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     optimizer = build_optimizer(model, args)
     plan = argparse.Namespace(**{**vars(args), "epochs": pruner.schedule_epochs(args.epochs)})
     lr_scheduler = build_scheduler(optimizer, plan, steps_per_epoch)
-    try:  # LATS sums the learning rates of the plan here
+    try:  # a method may plan on the optimizer and lr schedule here (e.g. sum the learning rates)
         pruner.bind(optimizer, lr_scheduler, None if args.lr_step_per_iter else steps_per_epoch)
     except ValueError as exc:
         raise ConfigError(f"--method {args.method}: {exc}") from None
@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     )
     n_recalibrate = args.bn_recalibrate
     if n_recalibrate is None:
-        n_recalibrate = FILTER_BN_RECALIBRATE if getattr(args, "granularity", None) == "filter" else 0
+        n_recalibrate = CHANNEL_BN_RECALIBRATE if pruner.removes_channels else 0
     last_epoch = args.epochs - 1 if args.stop_after_epoch is None else args.stop_after_epoch
     m: dict[str, float] = {}
     try:
@@ -359,8 +359,8 @@ def _finish(
         sparse = snnprune.finalize(copy.deepcopy(model))
         folder.save_model("model_sparse.pth", sparse.state_dict())
         x = next(iter(test_loader))[0].to(next(model.parameters()).device)
-        filt = getattr(args, "granularity", None) == "filter"  # + values/bitmask (and compact) files
-        summary["export"] = export_files(model, sparse, x, folder.path, compacted=filt)
+        # + values/bitmask (and compact) files
+        summary["export"] = export_files(model, sparse, x, folder.path, compacted=pruner.removes_channels)
     if D.get_world_size() > 1:  # one line per rank (checks that the ranks agree)
         print(f"[rank {D.get_rank()}] sparsity {sp['overall']:.8f} threshold {summary['threshold']:.8g} "
               f"test_top1 {m['test_top1']:.4f}", flush=True)  # fmt: skip

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from snnprune.model_builders import check_kwargs, declared_builder
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
-from snnprune.training.cli import ConfigError
+from snnprune.training.cli import ConfigError, option_name
 from snnprune.training.data import build_datasets
 
 __all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
@@ -35,14 +35,15 @@ BUILDER_KEY = "model_builder"
 
 
 def instantiate(
-    record: Mapping[str, Any], where: str = BUILDER_KEY, fix: str = "fix the record"
+    record: Mapping[str, Any], where: str = BUILDER_KEY, fix: str = "fix the record", flags: bool = False
 ) -> nn.Module:
     """Build a model from a builder record: the declared builder ``record["_target_"]``
     (:func:`snnprune.model_builder`) called with the record's other keys as keyword arguments, checked
     first against its signature (:func:`snnprune.model_builders.check_kwargs`). A record that is not a
     dict with a ``_target_``, a target that is not declared, a keyword the builder does not take or of the
     wrong type, and a builder that refuses its arguments are one :class:`ConfigError` line naming ``where``
-    (a refusal ends with ``fix``); nothing undeclared is imported or called."""
+    (a refusal ends with ``fix``; with ``flags``, a :class:`snnprune.KeywordError` names the command-line flag
+    of its keyword instead); nothing undeclared is imported or called."""
     if not isinstance(record, Mapping) or "_target_" not in record:
         raise ConfigError(
             f"{where}: {_short(record)} has no '_target_' dotted path; record "
@@ -58,6 +59,10 @@ def instantiate(
         return fn(**kwargs)
     except (TypeError, ValueError) as exc:  # the builder's own check of its arguments (e.g. a model name)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        keyword = getattr(exc, "keyword", None)  # a snnprune.KeywordError: the flag of that keyword
+        if flags and keyword in kwargs:
+            problem = first.removeprefix(f"{keyword} ")
+            raise ConfigError(f"{option_name(keyword)}: {problem}; pass another value") from None
         raise ConfigError(f"{where}: {first}; {fix}") from None
 
 

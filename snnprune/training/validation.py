@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 import torch
 
 from snnprune.methods import get_method, list_methods, method_kwargs
-from snnprune.methods.lr_total import MAX_DRY_RUN_STEPS
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
 from snnprune.training.cli import (
     ConfigError,
@@ -160,20 +158,6 @@ def _check_combination(
             f"--prune-start-epoch: must be < --epochs ({e}), got {args.prune_start_epoch}; "
             "start pruning in an epoch of the run"
         )
-    if args.prune_end_epoch is not None and not args.prune_start_epoch < args.prune_end_epoch <= e:
-        raise ConfigError(
-            f"--prune-end-epoch: must be in (--prune-start-epoch={args.prune_start_epoch}, --epochs={e}], "
-            f"got {args.prune_end_epoch}; end the ramp inside the run"
-        )
-    ft = getattr(args, "st3_finetune_epochs", None)
-    if ft is not None:
-        last = e if args.prune_end_epoch is None else args.prune_end_epoch
-        if not (ft < e - args.prune_start_epoch and last <= e - ft):
-            raise ConfigError(
-                f"--st3-finetune-epochs: {ft} fixed-mask epochs leave no room for the sparsity ramp "
-                f"(--prune-start-epoch={args.prune_start_epoch} to --prune-end-epoch={last}) in --epochs={e}; "
-                "use fewer fine-tuning epochs or end the ramp earlier (--prune-end-epoch)"
-            )
     if args.lr_warmup_epochs >= e:
         raise ConfigError(
             f"--lr-warmup-epochs: must be < --epochs ({e}), got {args.lr_warmup_epochs}; shorten the warm-up"
@@ -204,16 +188,6 @@ def _check_combination(
                 )
     if args.opt == "sgd" and args.nesterov and args.momentum <= 0:
         raise ConfigError("--nesterov: needs --momentum > 0; pass --momentum 0.9 or drop --nesterov")
-    if "schedule" in taken and args.lats_schedule == "lr" and args.epochs > MAX_DRY_RUN_STEPS:
-        raise ConfigError(
-            f"--epochs: LATS sums the learning rates of all {args.epochs:,} epochs before training, more than "
-            f"the {MAX_DRY_RUN_STEPS:,} it plans in seconds; plan fewer epochs"
-        )
-    if "schedule" in taken and args.lats_schedule == "closed_form" and args.lr_scheduler != "cosine":
-        raise ConfigError(
-            f"--lats-schedule: closed_form is the authors' threshold for a cosine lr, not for --lr-scheduler "
-            f"{args.lr_scheduler}; use --lats-schedule lr (the threshold follows the actual lr)"
-        )
     if args.lr_scheduler != "step":
         for dest in ("lr_step_size", "lr_gamma"):
             if dest in explicit:
@@ -243,21 +217,24 @@ def _check_combination(
 
 
 def _check_method(args: argparse.Namespace) -> None:
-    """The method's own check of its options: its :class:`~snnprune.Pruner` is constructed (no model, an
-    epoch counted as one step). A constructor's ``ValueError``/``TypeError`` names the option of the first
-    keyword it mentions: one not set is needed by the method, a set one has a value the method refuses."""
+    """The method's own check of its options: its :meth:`~snnprune.Pruner.check_plan` of the training plan,
+    then its :class:`~snnprune.Pruner` is constructed (no model, an epoch counted as one step). A :class:`~snnprune.KeywordError` names the option of its keyword: one not
+    set is needed by the method, a set one has a value the method refuses."""
     kwargs = pruner_kwargs(args, 1)
     kwargs.pop("exclude", None)
+    plan = {dest: getattr(args, dest) for dest in options_with_role("plan") if hasattr(args, dest)}
     try:
+        get_method(args.method).check_plan(kwargs, plan)
         get_method(args.method)(**kwargs)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         taken = method_kwargs(args.method)
         options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
-        hits = sorted((m.start(), kw) for kw in options if (m := re.search(rf"\b{kw}\b", msg)))
-        if not hits:
+        keyword = getattr(exc, "keyword", None)
+        if keyword in plan and keyword not in options:  # a plan option the method cannot work with
+            raise ConfigError(f"{option_name(keyword)}: {msg}") from None
+        if keyword not in options:
             raise ConfigError(f"--method {args.method}: {msg}; fix the pruning options") from None
-        keyword = hits[0][1]
         dest = options[keyword]
         opt = option_name(dest)
         if getattr(args, dest, None) is None:
@@ -359,13 +336,12 @@ def prepare(
     not checked). The first invalid input is a :class:`ConfigError`/:class:`CheckpointError` line."""
     explicit = explicit_options(args)
     check_values(args)
-    if "l1_coeff" in explicit and "final_threshold" not in explicit:  # LATS's lambda: D is an outcome
-        args.final_threshold = None
-    if getattr(args, "granularity", None) not in (None, "weight", "filter"):
-        # N:M: each group's cut ends the schedule, so the script's defaults of D and P do not apply
-        for dest in ("final_threshold", "target_sparsity"):
-            if dest not in explicit:
-                setattr(args, dest, None)
+    if args.method in list_methods():  # the script's defaults that the method's configuration does without
+        dest_of = {kw: dest for dest, kw in pruning_options().items()}
+        given = {kw for kw, dest in dest_of.items() if dest in explicit}
+        for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
+            if kw in dest_of and dest_of[kw] not in explicit:
+                setattr(args, dest_of[kw], None)
     resume_path: Path | None = None
     state = None
     if args.resume and args.resume != "auto":
@@ -398,7 +374,7 @@ def prepare(
     # Pruning options the method does not take were only defaults: record them as unset.
     taken = method_kwargs(args.method)
     for dest, keyword in pruning_options().items():
-        if keyword not in taken and hasattr(args, dest) and dest != "prune_end_epoch":
+        if keyword not in taken and hasattr(args, dest):
             setattr(args, dest, None)
     lock = None
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
