@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,22 +61,45 @@ METHOD_COLORS: dict[str, str] = {
     "st3": "#e377c2",
     "st3sigma": "#bcbd22",
     "gmp": "#7f7f7f",
+    "imp": "#aec7e8",
+    "oneshot-magnitude": "#98df8a",
+    "oneshot-osbc": "#ff9896",
 }
 SCHEDULE_METHODS = ("lats", "slats", "pgh", "stds-sine", "stds-linear")
 REF_MARKERS = ("s", "D", "^", "v", "P", "X", "*", "h")
 
 
 def method_label(config: dict, summary: dict) -> str:
-    """Method label of a run: method name, with the STDS shape appended (``stds-sine``/``stds-linear``)."""
-    method = summary.get("method") or config.get("method") or "dense"
-    if method == "stds":
-        shape = config.get("stds_shape") or "sine"
-        return f"stds-{shape}"
-    return method
+    """Method label of a run: method name, with the STDS shape appended (``stds-sine``/``stds-linear``);
+    a one-shot pruned dense run (``config.json`` key ``oneshot`` of ``scripts/oneshot.py``) is
+    ``oneshot-<its method>``; an N:M granularity appends ``-<N>of<M>`` (``lats-2of4``), as the sweep's run
+    names do."""
+    oneshot = config.get("oneshot")
+    if isinstance(oneshot, dict):
+        label = f"oneshot-{oneshot.get('method') or 'magnitude'}"
+        granularity = str(oneshot.get("granularity") or "")
+    else:
+        label = summary.get("method") or config.get("method") or "dense"
+        if label == "stds":
+            label = f"stds-{config.get('stds_shape') or 'sine'}"
+        granularity = str(config.get("granularity") or "")
+    if ":" in granularity:
+        label += "-{}of{}".format(*granularity.split(":", 1))
+    return label
+
+
+def _is_nm(label: str) -> bool:
+    return re.fullmatch(r"\d+of\d+", label.rsplit("-", 1)[-1]) is not None
 
 
 def _color(label: str) -> str:
-    return METHOD_COLORS.get(label, "#444444")
+    """The method's colour; an N:M variant takes its method's (and a square marker, :func:`_marker`)."""
+    base = label.rsplit("-", 1)[0] if _is_nm(label) else label
+    return METHOD_COLORS.get(label, METHOD_COLORS.get(base, "#444444"))
+
+
+def _marker(label: str) -> str:
+    return "s" if _is_nm(label) else "o"
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -121,6 +145,8 @@ class Run:
         self.sparsity = _float(self.summary.get("sparsity"))
         self.top1 = _float(self.summary.get("test_top1"))
         self.level = _run_level(self.config.get("method") or self.summary.get("method"), self.config)
+        if isinstance(self.config.get("oneshot"), dict):  # the one-shot target, not the dense run's options
+            self.level = _float(self.config["oneshot"].get("target_sparsity"))
 
     def layer_rows(self, kinds: Sequence[str]) -> list[dict]:
         """analyze.json layer rows whose ``kind`` is in ``kinds``."""
@@ -226,7 +252,7 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
             if label == "dense":
                 ax.plot(xs, ys, ls="none", marker="*", ms=12, color=_color(label), label=label)
             else:
-                ax.plot(xs, ys, marker="o", ms=5, color=_color(label), label=label)
+                ax.plot(xs, ys, marker=_marker(label), ms=5, color=_color(label), label=label)
         ds = sorted({r.summary.get("dataset", "?") for r in sub}) or ["no runs"]
         net = ", ".join(sorted({str(r.config.get("model") or r.summary.get("model", "?")) for r in sub}))
         ax.set_title(f"ours: {kind.upper()}, {net}, {', '.join(ds)}")

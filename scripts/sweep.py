@@ -7,7 +7,7 @@ A failed run is reported and the sweep continues; the exit code is 1 if any run 
 
 Examples::
 
-    python scripts/sweep.py --quick --output-dir runs/sweep_quick          # ~27 min on 2 CPU cores
+    python scripts/sweep.py --quick --output-dir runs/sweep_quick
     python scripts/sweep.py --quick --dry-run                              # print the commands only
     python scripts/sweep.py --quick --model spikformer_small --ann-model ann_spikformer_small \\
         --output-dir runs/sweep_spikformer                                 # the small transformer pair
@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS_DIR.parent))  # run from anywhere: the snnprune package
+
+from snnprune.methods import method_kwargs  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
 # Grid constants. Quick-grid thresholds D were tuned by running: on the width-8 SEW ResNet-18 with 3 epochs on
@@ -58,6 +61,9 @@ RAMP_FRACTION: float = 2 / 3
 QUICK_WIDTH: int = 8
 QUICK_T: int = 2
 QUICK_LIMIT_TRAIN_BATCHES: int | None = None  # set e.g. 40 if runs exceed ~1.5 min
+QUICK_IMP_ROUNDS: int = 3  # imp rounds (of equal length: must divide the epochs)
+FULL_IMP_ROUNDS: int = 4
+NM_EXCLUDE: tuple[str, ...] = ("--prune-exclude", "conv1")  # N:M entries keep the stem conv dense
 
 FULL_LATS_D: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.5)
 FULL_STDS_D: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.5)  # STDS ImageNet logs use D in 0.1..5
@@ -77,6 +83,9 @@ class GridEntry:
         level_flag: training CLI flag that receives the level (``None`` for dense).
         extra: additional fixed CLI flags, e.g. ``("--stds-shape", "sine")``.
         tag: suffix distinguishing variants of the same method in run names (e.g. ``"sine"``).
+        script: the script of the run, ``""`` for the kind's training script; ``"oneshot.py"`` prunes the
+            sweep's dense run of the same kind (``<kind>_dense``) with no training, so it takes ``level``,
+            ``extra`` and none of the training flags.
     """
 
     method: str
@@ -84,6 +93,7 @@ class GridEntry:
     level_flag: str | None = None
     extra: tuple[str, ...] = ()
     tag: str = ""
+    script: str = ""
 
 
 @dataclass
@@ -96,6 +106,7 @@ class RunSpec:
         command: full subprocess argv.
         run_dir: the run folder the training script will write.
         done: True when ``run_dir/summary.json`` already exists.
+        after_dense: the run prunes the sweep's dense run of its kind (``GridEntry.script``).
     """
 
     kind: str
@@ -103,9 +114,10 @@ class RunSpec:
     command: list[str] = field(default_factory=list)
     run_dir: Path = Path()
     done: bool = False
+    after_dense: bool = False
 
 
-def _grid(lats_d, pgh_d, stds_d, targets, beta) -> tuple[GridEntry, ...]:
+def _grid(lats_d, pgh_d, stds_d, targets, beta, rounds) -> tuple[GridEntry, ...]:
     return (
         GridEntry("dense"),
         GridEntry("lats", tuple(lats_d), "--final-threshold", ("--lats-schedule", "lr")),
@@ -114,12 +126,29 @@ def _grid(lats_d, pgh_d, stds_d, targets, beta) -> tuple[GridEntry, ...]:
         GridEntry("stds", tuple(stds_d), "--final-threshold", ("--stds-shape", "sine"), "sine"),
         GridEntry("stds", tuple(stds_d), "--final-threshold", ("--stds-shape", "linear"), "linear"),
         GridEntry("gmp", tuple(targets), "--target-sparsity"),
+        # the families SNN compression papers compare against (snnprune/docs/methods.md): N:M (sparsity
+        # 1 - N/M by construction), lottery tickets, one-shot post-training pruning of the dense run
+        # (the stem conv of the grey-image models has 1 input channel, no group of M: kept dense)
+        GridEntry(
+            "lats", (None,), None, ("--lats-schedule", "lr", "--granularity", "2:4", *NM_EXCLUDE), "2of4"
+        ),
+        GridEntry("gmp", (None,), None, ("--granularity", "2:8", *NM_EXCLUDE), "2of8"),
+        GridEntry("imp", tuple(targets), "--target-sparsity", ("--rounds", str(rounds))),
+        GridEntry(
+            "oneshot",
+            tuple(targets),
+            "--target-sparsity",
+            ("--method", "magnitude"),
+            "magnitude",
+            "oneshot.py",
+        ),
+        GridEntry("oneshot", tuple(targets), "--target-sparsity", ("--method", "osbc"), "osbc", "oneshot.py"),
     )
 
 
-QUICK_GRID = _grid(QUICK_LATS_D, QUICK_PGH_D, QUICK_STDS_D, QUICK_TARGETS, QUICK_PGH_BETA)
+QUICK_GRID = _grid(QUICK_LATS_D, QUICK_PGH_D, QUICK_STDS_D, QUICK_TARGETS, QUICK_PGH_BETA, QUICK_IMP_ROUNDS)
 FULL_GRID = (
-    *_grid(FULL_LATS_D, FULL_LATS_D, FULL_STDS_D, FULL_TARGETS, FULL_PGH_BETA),
+    *_grid(FULL_LATS_D, FULL_LATS_D, FULL_STDS_D, FULL_TARGETS, FULL_PGH_BETA, FULL_IMP_ROUNDS),
     GridEntry("st3", FULL_TARGETS, "--target-sparsity"),
 )
 
@@ -145,9 +174,17 @@ def build_command(
     model: str | None = None,
 ) -> list[str]:
     """Subprocess argv for one run of ``scripts/train_sew.py`` (snn) or ``scripts/train_ann.py`` (ann) of
-    ``model`` (default ``sew_resnet18`` / ``ann_resnet18``)."""
+    ``model`` (default ``sew_resnet18`` / ``ann_resnet18``), or of ``entry.script`` on the sweep's dense
+    run of ``kind`` (``common`` and ``model`` unused)."""
     if kind not in ("snn", "ann"):
         raise ValueError(f"kind must be 'snn' or 'ann', got {kind!r}")
+    if entry.script:
+        dense = output_dir / run_name(kind, "dense", None)
+        cmd = [python, str(SCRIPTS_DIR / entry.script), "--run", str(dense)]
+        if level is not None:
+            cmd += [entry.level_flag or "", f"{level:g}"]
+        # a folder without summary.json is a run that died before its end: replace it
+        return [*cmd, *entry.extra, "--output-dir", str(output_dir), "--run-name", name, "--overwrite"]
     script = SCRIPTS_DIR / ("train_sew.py" if kind == "snn" else "train_ann.py")
     model = model or DEFAULT_MODELS[kind]
     cmd = [python, str(script), "--model", model, "--method", entry.method]
@@ -185,7 +222,8 @@ def plan(
         snn_only: flags passed to SNN runs only (``--T``).
         methods: optional filter on method names (``"stds-sine"`` style labels also accepted).
         python: interpreter for the subprocesses.
-        ramp_flags: flags passed to target-sparsity entries only (``--prune-end-epoch E``).
+        ramp_flags: flags passed to the training runs of methods with a sparsity ramp (an ``end_step``
+            keyword: ``--prune-end-epoch E``).
         models: kind -> model name (default :data:`DEFAULT_MODELS`).
     """
     specs = []
@@ -197,16 +235,24 @@ def plan(
             for level in entry.levels:
                 name = run_name(kind, entry.method, level, entry.tag)
                 flags = list(common) + (list(snn_only) if kind == "snn" else [])
-                if entry.level_flag == "--target-sparsity":
+                if not entry.script and "end_step" in method_kwargs(entry.method):
                     flags += list(ramp_flags)
                 cmd = build_command(
                     kind, entry, level, name, output_dir, flags, python, (models or {}).get(kind)
                 )
                 run_dir = output_dir / name
-                specs.append(RunSpec(kind, name, cmd, run_dir, (run_dir / "summary.json").exists()))
+                done = (run_dir / "summary.json").exists()
+                specs.append(RunSpec(kind, name, cmd, run_dir, done, bool(entry.script)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("grid produces duplicate run names; give variants of one method distinct tags")
+    for s in specs:
+        dense = output_dir / run_name(s.kind, "dense", None)
+        if s.after_dense and not (dense / "summary.json").exists() and dense.name not in names:
+            raise ValueError(
+                f"{s.name} prunes the dense run {dense}, which is neither finished nor planned; add dense to "
+                "--methods"
+            )
     return specs
 
 
@@ -274,7 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0]
         + " Grid: dense, LATS, S-LATS, PGH (beta), STDS sine and linear over final thresholds D, and GMP "
-        "(full grid also ST-3) over target sparsities; the threshold/target constants are at the top of "
+        "(full grid also ST-3) over target sparsities; beside them the families SNN papers compare against: "
+        "LATS 2:4 and GMP 2:8 (N:M), IMP (lottery tickets) over the targets, and one-shot magnitude and OSBC "
+        "pruning of the sweep's dense run (scripts/oneshot.py). The threshold/target constants are at the top of "
         "scripts/sweep.py. Runs named <kind>_<method>[-<variant>]_<level> (e.g. snn_stds-sine_0.2) in "
         "--output-dir; subprocess logs in --output-dir/logs/. Resumable: runs with summary.json are "
         "skipped. Exit code 1 if any run failed.",
@@ -286,7 +334,8 @@ def _parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="small CPU grid on embedded_mnist (default): "
-        f"width {QUICK_WIDTH}, T={QUICK_T}, {QUICK_EPOCHS} epochs, 50 runs (SNN ~40 s, ANN ~17 s each), ~27 min on 2 cores",
+        f"width {QUICK_WIDTH}, T={QUICK_T}, {QUICK_EPOCHS} epochs, {2 * sum(map(len, (e.levels for e in QUICK_GRID)))} "
+        "runs (a training run SNN ~40 s, ANN ~17 s on 2 cores)",
     )
     g.add_argument(
         "--full",
@@ -368,13 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     common += shlex.split(args.extra)
     ramp_end = max(1, round(epochs * RAMP_FRACTION))
     ramp = ["--prune-end-epoch", str(ramp_end)] if ramp_end < epochs else []
-    specs = plan(
-        args.output_dir, grid, args.kinds, common, ["--T", str(T)], args.methods, ramp_flags=ramp, models=pair
-    )
+    try:
+        specs = plan(
+            args.output_dir,
+            grid,
+            args.kinds,
+            common,
+            ["--T", str(T)],
+            args.methods,
+            ramp_flags=ramp,
+            models=pair,
+        )
+    except ValueError as exc:
+        parser.error(f"--methods: {exc}")
     if not specs:
         raise ValueError(
             f"no runs selected: --methods {args.methods} matches nothing in the grid; use names "
-            "like dense lats slats pgh stds-sine stds-linear gmp st3"
+            "like dense lats slats pgh stds-sine stds-linear gmp st3 lats-2of4 gmp-2of8 imp oneshot oneshot-osbc"
         )
     todo = sum(not s.done for s in specs)
     print(f"sweep: {len(specs)} runs ({todo} to do) -> {args.output_dir}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
@@ -274,8 +275,9 @@ def test_sweep_quick_plan_and_names(tmp_path):
         tmp_path, sweep.QUICK_GRID, ["snn", "ann"], ["--epochs", "3"], ["--T", "2"], ramp_flags=ramp
     )
     names = [s.name for s in specs]
-    # dense + 5 threshold methods x 4 D + gmp x 4 targets, for each of snn and ann
-    assert len(names) == len(set(names)) == 2 * (1 + 5 * 4 + 4)
+    # dense + 5 threshold methods x 4 D + gmp x 4 targets + lats 2:4 + gmp 2:8 + imp x 4 targets + one-shot
+    # magnitude and osbc x 4 targets, for each of snn and ann
+    assert len(names) == len(set(names)) == 2 * (1 + 5 * 4 + 4 + 2 + 4 + 2 * 4)
     assert {"snn_dense", "ann_dense", "snn_stds-sine_0.15", "snn_stds-linear_0.15", "ann_gmp_0.9"} <= set(
         names
     )
@@ -290,6 +292,54 @@ def test_sweep_quick_plan_and_names(tmp_path):
     assert ann.command[1].endswith("train_ann.py") and "--T" not in ann.command
     assert ann.command[ann.command.index("--target-sparsity") + 1] == "0.5"
     assert ann.command[ann.command.index("--prune-end-epoch") + 1] == "2"  # ramp, then fine-tune
+
+
+def test_sweep_quick_plan_has_every_comparison_family(tmp_path):
+    ramp = ["--prune-end-epoch", "2"]
+    specs = sweep.plan(
+        tmp_path, sweep.QUICK_GRID, ["snn", "ann"], ["--epochs", "3"], ["--T", "2"], ramp_flags=ramp
+    )
+    by = {s.name: s for s in specs}
+    for kind in ("snn", "ann"):
+        nm = by[f"{kind}_lats-2of4"].command
+        assert nm[nm.index("--granularity") + 1] == "2:4" and "--final-threshold" not in nm
+        assert nm[nm.index("--prune-exclude") + 1] == "conv1"  # the 1-channel stem has no group of 4
+        gmp = by[f"{kind}_gmp-2of8"].command
+        assert gmp[gmp.index("--granularity") + 1] == "2:8" and "--target-sparsity" not in gmp
+        assert gmp[gmp.index("--prune-end-epoch") + 1] == "2"  # gmp ramps, whatever its level flag
+        imp = by[f"{kind}_imp_0.9"].command
+        assert imp[1].endswith("train_sew.py" if kind == "snn" else "train_ann.py")
+        assert imp[imp.index("--target-sparsity") + 1] == "0.9"
+        assert imp[imp.index("--rounds") + 1] == str(sweep.QUICK_IMP_ROUNDS)
+        assert "--prune-end-epoch" not in imp  # imp takes no end_step: its rounds span the run
+        assert 3 % sweep.QUICK_IMP_ROUNDS == 0  # rounds divide the quick epochs
+        for method in ("magnitude", "osbc"):
+            spec = by[f"{kind}_oneshot-{method}_0.9"]
+            cmd = spec.command
+            assert cmd[1].endswith("oneshot.py") and spec.after_dense
+            assert cmd[cmd.index("--run") + 1] == str(tmp_path / f"{kind}_dense")
+            assert cmd[cmd.index("--method") + 1] == method
+            assert cmd[cmd.index("--target-sparsity") + 1] == "0.9"
+            assert cmd[cmd.index("--run-name") + 1] == spec.name
+            assert "--epochs" not in cmd and "--T" not in cmd  # training flags are not oneshot.py's
+            assert specs.index(by[f"{kind}_dense"]) < specs.index(spec)  # the dense run is trained first
+
+
+def test_sweep_oneshot_needs_the_dense_run(tmp_path, capsys):
+    grid = (sweep.GridEntry("dense"), *(e for e in sweep.QUICK_GRID if e.script))
+    with pytest.raises(ValueError, match="add dense to --methods"):
+        sweep.plan(tmp_path, grid, ["snn"], [], methods=["oneshot"])
+    assert len(sweep.plan(tmp_path, grid, ["snn"], [], methods=["oneshot", "dense"])) == 1 + 2 * 4
+    (tmp_path / "snn_dense").mkdir()
+    (tmp_path / "snn_dense" / "summary.json").write_text("{}")  # finished: the one-shot runs alone
+    assert len(sweep.plan(tmp_path, grid, ["snn"], [], methods=["oneshot-osbc"])) == 4
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(
+            ["--dry-run", "--output-dir", str(tmp_path / "x"), "--kinds", "ann", "--methods", "oneshot"]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--methods: ann_oneshot-magnitude_0.5 prunes the dense run" in err and "Traceback" not in err
 
 
 def test_sweep_resume_skips_finished_and_reports_failures(tmp_path):
@@ -362,7 +412,7 @@ def test_sweep_runs_the_pair_it_is_given(tmp_path, capsys):
     pair = ["--model", "spikformer_small", "--ann-model", "ann_spikformer_small"]
     assert sweep.main([*argv, *pair]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "train_" in ln]
-    assert len(lines) == 2 * (1 + len(sweep.QUICK_LATS_D))
+    assert len(lines) == 2 * (1 + len(sweep.QUICK_LATS_D) + 1)  # --methods lats: every lats entry (2:4 too)
     assert all(
         ("train_sew.py --model spikformer_small " in ln)
         != ("train_ann.py --model ann_spikformer_small " in ln)
@@ -417,3 +467,68 @@ def test_fig1_panels_name_the_models_of_their_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(mf, "_save", keep_titles)
     mf.fig_top1(mf.discover_runs([tmp_path]), mf.load_reference_points(), tmp_path)
     assert titles == ["ours: SNN, sew_resnet18, embedded_mnist", "ours: ANN, ann_resnet18, embedded_mnist"]
+
+
+def _config_of(cmd: list[str]) -> dict:
+    """The config.json fields method_label reads, as the training scripts / scripts/oneshot.py write them."""
+    opt = {k: v for k, v in itertools.pairwise(cmd) if k.startswith("--")}
+    if cmd[1].endswith("oneshot.py"):
+        record = {"method": opt["--method"], "granularity": opt.get("--granularity", "weight")}
+        return {"method": "dense", "oneshot": record}
+    return {
+        "method": opt["--method"],
+        "stds_shape": opt.get("--stds-shape"),
+        "granularity": opt.get("--granularity"),
+    }
+
+
+@pytest.mark.parametrize("grid", [sweep.QUICK_GRID, sweep.FULL_GRID], ids=["quick", "full"])
+def test_figure_labels_match_the_sweep_run_names(tmp_path, grid):
+    for spec in sweep.plan(tmp_path, grid, ["snn", "ann"], []):
+        cfg = _config_of(spec.command)
+        label = mf.method_label(cfg, {} if "oneshot" in cfg else {"method": cfg["method"]})
+        assert spec.name.removeprefix(f"{spec.kind}_").split("_")[0] == label, spec.command
+
+
+@pytest.mark.parametrize(
+    ("config", "summary", "label"),
+    [
+        ({"method": "dense", "oneshot": {"method": "osbc", "granularity": "weight"}}, {}, "oneshot-osbc"),
+        ({"method": "dense", "oneshot": {"method": "magnitude", "granularity": "2:4"}}, {}, "oneshot-magnitude-2of4"),
+        ({"method": "lats", "granularity": "2:4"}, {"method": "lats"}, "lats-2of4"),
+        ({"method": "gmp", "granularity": "2:8"}, {"method": "gmp"}, "gmp-2of8"),
+        ({"method": "stds", "stds_shape": "linear", "granularity": "weight"}, {"method": "stds"}, "stds-linear"),
+        ({"method": "imp", "granularity": "weight"}, {"method": "imp"}, "imp"),
+        ({"method": "dense"}, {"method": "dense"}, "dense"),
+    ],
+)  # fmt: skip
+def test_method_label_names_each_family(config, summary, label):
+    assert mf.method_label(config, summary) == label
+
+
+def test_figures_include_every_comparison_family(tmp_path):
+    for r in RUNS:
+        _write_run(tmp_path / "sweep", *r)
+    families = {  # folder: method, sparsity, top1, config fields
+        "imp": ("imp", 0.9, 92.0, {"target_sparsity": 0.9}),
+        "nm": ("lats", 0.5, 94.5, {"granularity": "2:4"}),
+        "mag": ("dense", 0.9, 60.0, {"oneshot": {"method": "magnitude", "target_sparsity": 0.9}}),
+        "osbc": ("dense", 0.9, 85.0, {"oneshot": {"method": "osbc", "target_sparsity": 0.9}}),
+    }
+    for folder, (method, sp, top1, extra) in families.items():
+        d = _write_run(tmp_path / folder, "snn", method, None, 0.1, sp, top1)
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, **extra}))
+        if "oneshot" in extra:  # scripts/oneshot.py writes no method into summary.json
+            summary = json.loads((d / "summary.json").read_text())
+            del summary["method"]
+            (d / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "figs"
+    mf.main([str(tmp_path), "--out", str(out)])
+    fig1 = {r["method"]: r for r in _rows(out / "fig1_top1_vs_sparsity.csv") if r["kind"] == "snn"}
+    fig2 = {r["method"]: r for r in _rows(out / "fig2_energy_vs_top1.csv") if r["kind"] == "snn"}
+    for label, top1, level in (("imp", 92.0, 0.9), ("lats-2of4", 94.5, 0.1), ("oneshot-magnitude", 60.0, 0.9),
+                               ("oneshot-osbc", 85.0, 0.9)):  # fmt: skip
+        assert float(fig1[label]["test_top1"]) == top1 and float(fig1[label]["level"]) == level
+        assert float(fig2[label]["test_top1"]) == top1
+    assert fig1["dense"]["run"] == "snn_dense"  # the one-shot folders are not dense runs

@@ -149,7 +149,8 @@ OPTIONS: tuple[Option, ...] = (
         _O("T", int, 4, "time steps (also frames_number of DVS datasets)", range=">= 1", snn=True),
         _O("neuron", str, "if", "spiking neuron", choices=("if", "lif", "plif"), snn=True),
         _O("surrogate", str, "atan", "surrogate gradient", choices=("atan", "sigmoid"), snn=True),
-        _O("cnf", str, "ADD", "connect function of the spiking residual blocks", choices=("ADD", "AND", "IAND"), snn=True),
+        _O("cnf", str, "ADD", "connect function of the spiking residual blocks", choices=("ADD", "AND", "IAND"),
+           snn=True),
         _O("neuron_backend", str, "spikingjelly", "neuron kernels", choices=("spikingjelly", "cupy", "auto"),
            snn=True, role="run"),
     ),
@@ -280,12 +281,10 @@ def method_keyword_options() -> tuple[Option, ...]:
     name from :attr:`~snnprune.Pruner.option_names` (else the keyword), type, choices (a ``typing.Literal``)
     and default from the signature (None on the command line: the method's default applies), help from
     the ``Args:`` docstring (a keyword of several methods names them all), counted in epochs for
-    :attr:`~snnprune.Pruner.epoch_keywords`; the constructor checks the value. Declared names, state keywords and :data:`ENGINE_KEYWORDS` are
-    left out."""
+    :attr:`~snnprune.Pruner.epoch_keywords`; the constructor checks the value. Declared names, state
+    keywords and :data:`ENGINE_KEYWORDS` are left out."""
     taken = {o.keyword for o in OPTIONS} | {o.name for o in OPTIONS} | set(ENGINE_KEYWORDS)
-    found: dict[
-        str, tuple[list[str], str, set[str], Any, type]
-    ] = {}  # keyword -> methods, doc, defaults, first
+    found: dict[str, tuple[list[str], str, set[str], Any, Any]] = {}  # methods, doc, defaults, first, owner
     for method in list_methods():
         cls = get_method(method)
         for kw, k in method_keywords(method).items():
@@ -297,21 +296,10 @@ def method_keyword_options() -> tuple[Option, ...]:
     for kw, (methods, doc, defaults, k, owner) in found.items():
         epochs = kw in owner.epoch_keywords
         text = f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}"
-        options.append(
-            Option(
-                owner.option_names.get(kw, kw),
-                int if epochs else k.type,
-                None,
-                text + (" Given in epochs." if epochs else ""),
-                "pruning",
-                "model",
-                choices=k.choices,
-                keyword=kw,
-                in_epochs=epochs,
-                metavar="E" if epochs else None,
-            )
-        )
-    return tuple(options)  # fmt: skip
+        options.append(Option(owner.option_names.get(kw, kw), int if epochs else k.type, None,
+                              text + (" Given in epochs." if epochs else ""), "pruning", "model",
+                              choices=k.choices, keyword=kw, in_epochs=epochs, metavar="E" if epochs else None))  # fmt: skip
+    return tuple(options)
 
 
 def model_keyword_options(
