@@ -21,6 +21,7 @@ import torch
 from helpers import expect_exit
 
 from snnprune.files import atomic_write
+from snnprune.methods import list_methods
 from snnprune.training import engine as engine_mod
 from snnprune.training import parse_args, pruner_kwargs
 from snnprune.training.checkpoint import load_checkpoint
@@ -59,7 +60,7 @@ VALIDATION_CASES = [
     (["--method", "nope"], "--method: invalid choice: 'nope'"),
     (["--method", "LATS"], "; did you mean 'lats'?"),
     (["--method", "lts"], "; did you mean 'lats'?"),
-    (["--method", "xyzzy"], "(choose from 'dense', 'lats', 'slats', 'pgh', 'stds', 'str', 'ltp', 'st3', 'st3sigma', 'gmp'); pick one of the listed values"),
+    (["--method", "xyzzy"], f"(choose from {', '.join(map(repr, list_methods()))}); pick one of the listed values"),
     (["--model", "SEW_ResNet81"], "; did you mean 'sew_resnet18'?"),
     (["--final-threshold", "-0.1"], "--final-threshold: must be a finite number >= 0, got -0.1"),
     (["--final-threshold", "nan"], "--final-threshold: must be a finite number >= 0, got nan"),
