@@ -119,7 +119,7 @@ def test_the_generic_training_layer_names_no_method_and_no_model():
     for name in ("validation.py", "cli.py", "engine.py"):
         text = (ROOT / "snnprune" / "training" / name).read_text().lower()
         text = text.replace("train_sew.py", "")  # the SNN entry script's file name, in its error messages
-        found = sorted(n for n in names if re.search(re.escape(n.lower()), text))
+        found = sorted(n for n in names if re.search(rf"(?<![a-z]){re.escape(n.lower())}(?![a-z])", text))
         assert not found, f"snnprune/training/{name} names {found}"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnprune.methods.base import Pruner, check_steps, register_method
+from snnprune.methods.base import KeywordError, Pruner, check_steps, check_target_sparsity, register_method
 from snnprune.threshold.parametrization import MagnitudeMask
 
 __all__ = ["IMPPruner"]
@@ -62,26 +62,23 @@ class IMPPruner(Pruner):
         start_step: int = 0,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
-        if target_sparsity is None:
-            raise ValueError("imp needs target_sparsity (the fraction of zeros of the last round, in [0, 1))")
-        if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(
-                f"target_sparsity must be in [0, 1), got {target_sparsity} (the fraction of zeros); pass e.g. 0.9"
-            )
+        target_sparsity = check_target_sparsity(target_sparsity, "imp")
         if check_steps(rounds, "rounds", "imp") < 2 or self.total_steps % rounds:
-            raise ValueError(
+            raise KeywordError(
+                "rounds",
                 f"rounds must be >= 2 and divide total_steps={self.total_steps} (rounds of whole epochs), got "
-                f"{rounds}; pass a number of rounds that divides the epochs"
+                f"{rounds}; pass a number of rounds that divides the epochs",
             )
         if self.start_step:
             raise ValueError(f"imp rounds span the whole run: start_step must be 0, got {self.start_step}")
-        self.target_sparsity = float(target_sparsity)
+        self.target_sparsity = target_sparsity
         self.rounds = int(rounds)
         self.cycle_steps = self.total_steps // self.rounds
         if not 0.0 <= rewind_fraction < 1.0:
-            raise ValueError(
+            raise KeywordError(
+                "rewind_fraction",
                 f"rewind_fraction must be in [0, 1) (a point of the first round), got {rewind_fraction}; pass "
-                "e.g. 0.0667"
+                "e.g. 0.0667",
             )
         self.rewind_fraction = float(rewind_fraction)
         self.rewind_step = math.floor(self.rewind_fraction * self.cycle_steps)
