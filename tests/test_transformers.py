@@ -169,6 +169,7 @@ METHOD_KWARGS = {
     "st3sigma": {"target_sparsity": 0.6},
     "gmp": {"target_sparsity": 0.6, "frequency": 1},
     "dense": {},
+    "shi2024": {"penalty": 1e-3},
 }
 
 
