@@ -141,7 +141,7 @@ class Shi2024Pruner(Pruner):
     def __init__(
         self,
         *,
-        penalty: float = 1e-6,
+        penalty: float = 1e-7,
         init_temp: float = 5.0,
         final_temp: float = 1000.0,
         mask_init: float = 0.0,
