@@ -111,7 +111,7 @@ class Shi2024Pruner(Pruner):
     :math:`k`-th optimizer step.
 
     Where this differs from the authors' code (``xyshi2000/Unstructured-Pruning``; ``snnprune/docs/methods.md``
-    section 15):
+    section 16):
 
     * no neuron masks: the authors' ``neuron_mask`` (a logit per neuron, the spikes multiplied by
       :math:`\\sigma(\\beta m_n)`, penalised with the neuron's fan-out :math:`\\lambda_n^l = \\sum
