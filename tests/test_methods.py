@@ -219,6 +219,7 @@ METHOD_KWARGS = {
     "st3sigma": {"target_sparsity": 0.6},
     "gmp": {"target_sparsity": 0.6, "frequency": 2},
     "dense": {},
+    "shi2024": {"penalty": 1e-3},
 }
 
 

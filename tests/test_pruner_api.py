@@ -28,6 +28,7 @@ THRESHOLD_KWARGS = {
     "st3sigma": {"target_sparsity": 0.5},
     "gmp": {"target_sparsity": 0.5, "frequency": 1},
     "imp": {"target_sparsity": 0.5, "rounds": 2},
+    "shi2024": {"penalty": 1e-3},
 }
 
 
@@ -79,7 +80,7 @@ def _train_steps(model, pruner, opt, sched, n, seed=0):
 
 # ----------------------------------------------------------------------------------------------- registry
 def test_list_methods_is_live_and_get_method_finds_each():
-    builtin = ("dense", "lats", "slats", "pgh", "stds", "str", "ltp", "st3", "st3sigma", "gmp", "imp")
+    builtin = ("dense", "lats", "slats", "pgh", "stds", "str", "ltp", "st3", "st3sigma", "gmp", "imp", "shi2024")
     assert list_methods() == builtin and isinstance(list_methods(), tuple)
     assert not hasattr(snnprune, "METHODS") and not hasattr(snnprune.methods, "METHODS")
     assert [snnprune.get_method(m).method for m in builtin] == list(builtin)

@@ -184,6 +184,7 @@ METHOD_KWARGS = {
     "gmp": {"target_sparsity": 0.6, "frequency": 1},
     "imp": {"target_sparsity": 0.6, "rounds": 3},
     "dense": {},
+    "shi2024": {"penalty": 1e-3},
 }
 
 

@@ -9,7 +9,7 @@ of ``snnprune/docs/methods.md``.
 """
 
 # registration order = the order of list_methods()
-from snnprune.methods import dense, lats, learned, st3, gmp, imp  # noqa: F401, I001  (register the methods)
+from snnprune.methods import dense, lats, learned, st3, gmp, imp, shi2024  # noqa: F401, I001  (register the methods)
 from snnprune.methods.base import (
     KeywordError,
     Pruner,
@@ -36,6 +36,7 @@ from snnprune.methods.imp import IMPPruner
 from snnprune.methods.lats import LATSPruner, PGHPruner, ScheduledThresholdPruner, SLATSPruner, STDSPruner
 from snnprune.methods.learned import LTPPruner, STRPruner
 from snnprune.methods.lr_total import lr_total
+from snnprune.methods.shi2024 import Shi2024Pruner
 from snnprune.methods.st3 import ST3Pruner, ST3SigmaPruner
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "STDSPruner",
     "STRPruner",
     "ScheduledThresholdPruner",
+    "Shi2024Pruner",
     "check_choice",
     "check_finite_nonnegative",
     "check_grad_keyword",
