@@ -93,7 +93,7 @@ def _is_nm(label: str) -> bool:
 
 
 def _color(label: str) -> str:
-    """The method's colour; an N:M variant takes its method's (and a square marker, :func:`_marker`)."""
+    """The method's colour; an N:M variant takes its method's (and another marker: square, diamond)."""
     base = label.rsplit("-", 1)[0] if _is_nm(label) else label
     return METHOD_COLORS.get(label, METHOD_COLORS.get(base, "#444444"))
 
@@ -322,7 +322,7 @@ def fig_energy(runs: list[Run], out: Path) -> None:
             ax.plot(
                 e,
                 [r.top1 for r in pts],
-                marker=mk,
+                marker="D" if _is_nm(label) else mk,  # N:M: its method's colour, a diamond
                 mfc=fill,
                 ls="-" if kind == "snn" else "--",
                 color=_color(label),
