@@ -51,7 +51,12 @@ PRESETS = ("fp32", "lemaire", "yan-neuromorphic", "yan-accelerator")
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pruned", required=True, metavar="RUN_DIR", help="run folder of the pruned SNN")
+    p.add_argument(
+        "--pruned",
+        required=True,
+        metavar="RUN_DIR",
+        help="run folder of the pruned SNN (any method, or a one-shot pruned dense run of scripts/oneshot.py)",
+    )
     p.add_argument("--dense", required=True, metavar="RUN_DIR", help="run folder of the dense SNN")
     p.add_argument("--ann", required=True, metavar="RUN_DIR", help="run folder of the dense ANN twin")
     p.add_argument("--presets", nargs="+", default=list(PRESETS), help="energy presets, one panel each")
@@ -65,17 +70,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 def load_run(
     run_dir: str, option: str = "--run"
 ) -> tuple[torch.nn.Module, argparse.Namespace, dict[str, Any]]:
-    """The model of a run folder's ``best.pth`` with its sparse weights baked in (:func:`snnprune.load_run`).
+    """The model of a run folder's ``best.pth`` with its sparse weights baked in (:func:`snnprune.load_run`);
+    a folder without one (``scripts/oneshot.py`` writes only the final ``checkpoint.pth``) gives its final
+    state.
 
     Args:
-        run_dir: a folder written by ``train_sew.py`` or ``train_ann.py``.
+        run_dir: a folder written by ``train_sew.py``, ``train_ann.py`` or ``oneshot.py``.
         option: the option that named it (for the error message).
 
     Returns:
         ``(model in eval mode, the run's configuration, its summary.json or {} with "test_set")``.
     """
     try:
-        run = snnprune.load_run(Path(run_dir) / "best.pth", finalize=True)
+        best = Path(run_dir) / "best.pth"
+        run = snnprune.load_run(best if best.is_file() else Path(run_dir), finalize=True)
         test_set = run.test_data().dataset
     except (
         ConfigError,

@@ -93,7 +93,7 @@ def _is_nm(label: str) -> bool:
 
 
 def _color(label: str) -> str:
-    """The method's colour; an N:M variant takes its method's (and a square marker, :func:`_marker`)."""
+    """The method's colour; an N:M variant takes its method's (and another marker: square, diamond)."""
     base = label.rsplit("-", 1)[0] if _is_nm(label) else label
     return METHOD_COLORS.get(label, METHOD_COLORS.get(base, "#444444"))
 
@@ -141,6 +141,8 @@ class Run:
         self.analyze = json.loads(an.read_text()) if an.exists() else {"layers": [], "totals": {}}
         self.kind = self.summary.get("kind") or self.config.get("kind") or "snn"
         self.label = method_label(self.config, self.summary)
+        # summary.json of scripts/oneshot.py holds the numbers only; config.json the dense run's options
+        self.dataset = self.summary.get("dataset") or self.config.get("dataset") or ""
         self.name = self.path.name
         self.sparsity = _float(self.summary.get("sparsity"))
         self.top1 = _float(self.summary.get("test_top1"))
@@ -243,7 +245,7 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
                         r.sparsity,
                         _connectivity(r.sparsity),
                         r.top1,
-                        r.summary.get("dataset", ""),
+                        r.dataset,
                     ]
                 )
             line = pts if label == "dense" else dense[:1] + pts
@@ -253,7 +255,7 @@ def fig_top1(runs: list[Run], refs: list[dict], out: Path) -> None:
                 ax.plot(xs, ys, ls="none", marker="*", ms=12, color=_color(label), label=label)
             else:
                 ax.plot(xs, ys, marker=_marker(label), ms=5, color=_color(label), label=label)
-        ds = sorted({r.summary.get("dataset", "?") for r in sub}) or ["no runs"]
+        ds = sorted({r.dataset or "?" for r in sub}) or ["no runs"]
         net = ", ".join(sorted({str(r.config.get("model") or r.summary.get("model", "?")) for r in sub}))
         ax.set_title(f"ours: {kind.upper()}, {net}, {', '.join(ds)}")
         _connectivity_axis(ax)
@@ -320,7 +322,7 @@ def fig_energy(runs: list[Run], out: Path) -> None:
             ax.plot(
                 e,
                 [r.top1 for r in pts],
-                marker=mk,
+                marker="D" if _is_nm(label) else mk,  # N:M: its method's colour, a diamond
                 mfc=fill,
                 ls="-" if kind == "snn" else "--",
                 color=_color(label),

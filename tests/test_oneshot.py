@@ -230,3 +230,11 @@ def test_script_exits_2_with_one_line(dense_run, tmp_path, capsys):
         script.main(["--run", str(dense_run), "--target-sparsity", "2", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: --target-sparsity: must be in")
+
+
+def test_energy_figure_reads_a_oneshot_run_folder(dense_run, tmp_path):
+    # scripts/oneshot.py writes no best.pth: the energy figure's --pruned takes its final checkpoint.pth
+    summary = oneshot_prune(dense_run, tmp_path, target_sparsity=0.9, **KW)
+    model, args, info = load_script("make_energy_figure").load_run(summary["run_dir"], "--pruned")
+    assert args.oneshot["method"] == "magnitude" and info["test_top1"] == summary["test_top1"]
+    assert snnprune.sparsity(model)["overall"] == pytest.approx(summary["sparsity"])
