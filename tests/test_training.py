@@ -328,6 +328,16 @@ def test_count_params_counts_the_effective_weight():
     assert count_params(layer) == (8, 3 + 1)  # θ itself has five non-zeros: a θ count gives 6
 
 
+def test_count_params_leaves_out_mask_logits():
+    """shi2024 gives every weight a mask logit: the count is the layer's 8 effective parameters, not 14."""
+    from snnprune.training.engine import count_params
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    snnprune.sparsify(model, "shi2024", total_steps=4)
+    assert sum(p.numel() for p in model.parameters()) == 8 + 6  # θ, bias and one logit per weight
+    assert count_params(model)[0] == 8
+
+
 def test_recalibrate_bn_leaves_the_random_state_as_it_was():
     from snnprune.structured import recalibrate_bn
 

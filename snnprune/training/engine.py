@@ -66,12 +66,14 @@ _INVOCATION_KEYS = ("config", "resume", "test_only", "overwrite", "stop_after_ep
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """``(params, nonzero_params)`` of the effective model: a parametrized layer counts its (sparse) weight,
-    not θ."""
+    not θ nor the parametrization's own parameters (a learned threshold or mask logits)."""
     total = nonzero = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
             path, found, rest = f".{name}".partition(".parametrizations.")  # "." also finds a top-level one
-            if found and name.endswith(".original"):
+            if found and not name.endswith(".original"):
+                continue
+            if found:
                 p = getattr(model.get_submodule(path[1:]), rest.split(".")[0])
             total += p.numel()
             nonzero += int(torch.count_nonzero(p))
