@@ -135,11 +135,11 @@ def test_resume_mid_window_is_bit_identical(method, kwargs):
 REFUSALS = [
     ("lats", {"granularity": "4:4"}, "granularity '4:4' must have 0 < N < M"),
     ("lats", {"granularity": "0:4"}, "granularity '0:4' must have 0 < N < M"),
-    ("lats", {"granularity": "block"}, "granularity must be 'weight' or 'filter' or N:M such as '2:4', got 'block'"),
+    ("lats", {"granularity": "block"}, "granularity must be weight, filter or N:M such as 2:4, got 'block'"),
     ("stds", {"granularity": "2:4", "final_threshold": 0.1}, "final_threshold does not apply to granularity '2:4'"),
     ("lats", {"granularity": "2:4", "l1_coeff": 0.1}, "l1_coeff does not apply to an N:M granularity"),
     ("lats", {"granularity": "2:4", "filter_scale": "size"}, "filter_scale='size' applies to granularity='filter' only"),
-    ("gmp", {"granularity": "filter"}, "granularity must be 'weight' or N:M such as '2:4' for gmp, got 'filter'"),
+    ("gmp", {"granularity": "filter"}, "granularity must be weight or N:M such as 2:4, got 'filter'"),
     ("gmp", {"granularity": "2:4", "target_sparsity": 0.9}, "target_sparsity does not apply to granularity '2:4'"),
     ("gmp", {"granularity": "4:4"}, "granularity '4:4' must have 0 < N < M"),
 ]  # fmt: skip
