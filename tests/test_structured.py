@@ -118,7 +118,7 @@ def test_filter_granularity_couples_stream_and_bn_follows():
     assert peers == {id(model.conv1), id(model.layer1[0].conv2)}  # the stage-1 stream (stem + both blocks)
     assert model.layer1[0].conv1.parametrizations.weight[0].peers == []  # internal channels stand alone
     assert any(isinstance(h, FollowConv) for h in model.layer2[0].downsample[1]._forward_hooks.values())
-    with pytest.raises(ValueError, match="granularity must be 'weight' or 'filter'"):
+    with pytest.raises(ValueError, match="granularity must be weight, filter or N:M"):
         snnprune.sparsify(_sew("ADD"), "slats", granularity="block", final_threshold=0.1, total_steps=2)
 
 
