@@ -414,7 +414,7 @@ def _is_pickle_refusal(exc: BaseException) -> bool:
     return isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
 
 
-def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
+def load(path: str | os.PathLike | BinaryIO, *, map_location: Any = "cpu") -> Any:
     """``torch.load(..., weights_only=True)`` a file after checking its bytes: its digest, or else its zip
     archive and CRC-32s.
 
@@ -428,8 +428,8 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
     Args:
         path: a file written by :func:`save` or ``torch.save``, or an open binary file object (read from
             its position; no digest, the zip checks only).
-        **torch_load_kwargs: passed to ``torch.load`` (e.g. ``map_location="cpu"``); ``weights_only=False``
-            is refused.
+        map_location: ``torch.load``'s (default: the CPU). No other ``torch.load`` argument is taken: the
+            load is always ``weights_only=True``, with no way to ask for pickle.
 
     Returns:
         What ``torch.load`` returns.
@@ -438,11 +438,7 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
         FileNotFoundError: no such file.
         UnsafeFileError: the file needs pickle to load (nothing in it was run).
         CorruptFileError: the checks fail, or ``torch.load`` cannot read the checked bytes.
-        ValueError: ``weights_only=False`` was passed.
     """
-    if torch_load_kwargs.pop("weights_only", True) is not True:
-        raise ValueError("files.load: weights_only=False is not supported (loading runs no code); drop it")
-    torch_load_kwargs.setdefault("map_location", "cpu")
     digested = False
     if hasattr(path, "read"):
         data, path = path.read(), Path(str(getattr(path, "name", "<file object>")))
@@ -455,7 +451,7 @@ def load(path: str | os.PathLike | BinaryIO, **torch_load_kwargs: Any) -> Any:
     if not digested:  # a matching digest says the bytes are those written: no zip check needed
         _check_zip(data, path)
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, **torch_load_kwargs)
+        return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
     except Exception as exc:
         if _is_pickle_refusal(exc):
             raise UnsafeFileError(

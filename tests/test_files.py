@@ -61,7 +61,7 @@ def _no_digest(path: Path) -> None:
 
 def test_save_load_round_trip_and_the_digest_file(tmp_path):
     path = files.save(STATE, tmp_path / "a.pth")
-    back = files.load(path, weights_only=True)
+    back = files.load(path)
     assert set(back) == set(STATE)
     assert all(back[k].dtype == STATE[k].dtype and torch.equal(back[k], STATE[k]) for k in STATE)
     digest = (tmp_path / "a.pth.sha256").read_text()
@@ -72,12 +72,12 @@ def test_save_load_round_trip_and_the_digest_file(tmp_path):
         assert check.returncode == 0, check.stdout
     files.save({"w": torch.zeros(3)}, path)  # a new save replaces both
     assert (tmp_path / "a.pth.sha256").read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert torch.equal(files.load(path, weights_only=True)["w"], torch.zeros(3))
+    assert torch.equal(files.load(path)["w"], torch.zeros(3))
 
 
 def test_a_plain_torch_save_file_without_digest_loads(tmp_path):
     torch.save(STATE, tmp_path / "b.pth")
-    assert torch.equal(files.load(tmp_path / "b.pth", weights_only=True)["w"], STATE["w"])
+    assert torch.equal(files.load(tmp_path / "b.pth")["w"], STATE["w"])
 
 
 # (case, damage done to a file saved by files.save, error type, message part)
@@ -98,7 +98,7 @@ def test_a_damaged_file_is_one_line_naming_it(tmp_path, case, damage, exc, messa
     path = files.save(STATE, tmp_path / "a.pth")
     damage(path)
     with pytest.raises(exc) as info:
-        files.load(path, weights_only=True)
+        files.load(path)
     text = str(info.value)
     assert message in text and str(path) in text and "\n" not in text
 
@@ -233,7 +233,7 @@ def test_a_failed_digest_write_leaves_a_loadable_file_without_digest(tmp_path, m
     with pytest.raises(OSError, match="I/O error"):
         files.save({"w": torch.zeros(3)}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth"]  # the old digest went first
-    assert torch.equal(files.load(path, weights_only=True)["w"], torch.zeros(3))
+    assert torch.equal(files.load(path)["w"], torch.zeros(3))
 
 
 def test_remove_stale_temp_files_removes_only_temp_files(tmp_path):
@@ -253,7 +253,7 @@ def test_file_objects_are_saved_and_loaded_without_digest(tmp_path):
     buf = io.BytesIO()
     files.save(STATE, buf)
     buf.seek(0)
-    assert torch.equal(files.load(buf, weights_only=True)["w"], STATE["w"])
+    assert torch.equal(files.load(buf)["w"], STATE["w"])
     with pytest.raises(CorruptFileError, match="not a complete zip archive"):
         files.load(io.BytesIO(b"junk"))
     assert not any(tmp_path.iterdir())

@@ -310,12 +310,13 @@ def test_files_load_runs_no_code(tmp_path, case, write, error, fragment):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_files_load_refuses_weights_only_false_and_loads_plain_state(tmp_path):
+def test_files_load_takes_no_pickle_option_and_loads_plain_state(tmp_path):
     files.save({"w": torch.arange(3), "n": [1, "a", None, 2.5]}, tmp_path / "ok.pth")
     back = files.load(tmp_path / "ok.pth")
     assert torch.equal(back["w"], torch.arange(3)) and back["n"] == [1, "a", None, 2.5]
-    with pytest.raises(ValueError, match="weights_only=False is not supported"):
-        files.load(tmp_path / "ok.pth", weights_only=False)
+    for option in ({"weights_only": False}, {"pickle_module": __import__("pickle")}):  # not even a keyword
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            files.load(tmp_path / "ok.pth", **option)
 
 
 def test_a_digest_with_the_binary_marker_naming_its_file_is_accepted(tmp_path):

@@ -94,7 +94,7 @@ def test_new_keyword_flag_help_error_and_config_json(train, tmp_path):
     code = (
         f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]; import exp_method, models, torch, snnprune; "
         f"run = snnprune.load_run({str(runs / 'k2')!r}); "
-        f"ckpt = torch.load({ckpt!r}, weights_only=False)['model']; "
+        f"ckpt = torch.load({ckpt!r}, weights_only=True)['model']; "
         "same = all(torch.equal(v, ckpt[k]) for k, v in run.model.state_dict().items()); "
         "print(run.pruner.method, run.pruner.k, same)"
     )

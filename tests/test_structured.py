@@ -15,6 +15,7 @@ from torch import nn
 import snnprune
 from models.ann_resnet import ANNResNet
 from models.sew_resnet import BasicBlock, Bottleneck, SEWResNet
+from snnprune import files
 from snnprune.files import CorruptFileError, digest_path
 from snnprune.structured import (
     FollowConv,
@@ -375,7 +376,7 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     for n in (None, "2", "0"):
         name = f"recal_{n}"
         ann.main([*tiny, "--run-name", name] + ([] if n is None else ["--bn-recalibrate", n]))
-        states[n] = torch.load(tmp_path / name / "checkpoint.pth", weights_only=False)
+        states[n] = files.load(tmp_path / name / "checkpoint.pth")
     weights = {k: v for k, v in states["0"]["model"].items() if "running" not in k and "num_batches" not in k}
     for n in (None, "2"):  # training itself is untouched
         assert all(torch.equal(states[n]["model"][k], v) for k, v in weights.items())

@@ -296,7 +296,7 @@ def load_compact(model: nn.Module, path: str | Path | dict[str, Any]) -> nn.Modu
         snnprune.files.CorruptFileError: changed bytes (digest, zip CRC), or widths or weights of the
             wrong types.
     """
-    data = path if isinstance(path, dict) else files.load(path, map_location="cpu", weights_only=True)
+    data = path if isinstance(path, dict) else files.load(path)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError(
             f"{path!s}: not a compacted model (no format tag {_FORMAT!r}); pass a file written by "

@@ -132,7 +132,7 @@ def load_sparse(path: str | Path) -> dict[str, Tensor]:
             and values do not fit together.
     """
     path = Path(path)
-    data = files.load(path, map_location="cpu", weights_only=True)
+    data = files.load(path)
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise ValueError(
             f"{path}: not a sparse weight file (no format tag {_FORMAT!r}); pass a file written by "
