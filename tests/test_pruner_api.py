@@ -385,6 +385,14 @@ def test_get_last_threshold_is_a_threshold_per_layer(method):
 
 
 # ------------------------------------------------------------------------ model is the source of truth
+def _bound(model, method, **kwargs):
+    """``method`` attached to ``model`` and bound to a plain SGD optimizer: ``(pruner, optimizer)``."""
+    pruner = sparsify(model, method, **kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner.bind(opt)
+    return pruner, opt
+
+
 def _trained_lats():
     model = _net()
     pruner = sparsify(model, "lats", final_threshold=0.1, total_steps=8)
@@ -399,14 +407,10 @@ def _trained_lats():
 def test_model_checkpoint_without_pruner_state_raises_instead_of_restarting(method):
     kwargs = {"total_steps": 8, **THRESHOLD_KWARGS[method]}
     model = _net()
-    pruner = sparsify(model, method, **kwargs)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    pruner.bind(opt)
+    pruner, opt = _bound(model, method, **kwargs)
     _train_steps(model, pruner, opt, None, 5)
     fresh = _net(seed=1)
-    fresh_pruner = sparsify(fresh, method, **kwargs)
-    fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
-    fresh_pruner.bind(fresh_opt)
+    fresh_pruner, _ = _bound(fresh, method, **kwargs)
     fresh.load_state_dict(model.state_dict())
     before = fresh.state_dict()
     with pytest.raises(RuntimeError, match=r"pruner.load_state_dict\(checkpoint\['pruner'\]\)"):
@@ -425,9 +429,7 @@ def test_resume_where_the_default_device_is_not_the_models(method):
     on the weights' device, so thresholds read back equal and the next steps run."""
     kwargs = {"total_steps": 8, **THRESHOLD_KWARGS[method]}
     model = _net()
-    pruner = sparsify(model, method, **kwargs)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    pruner.bind(opt)
+    pruner, opt = _bound(model, method, **kwargs)
     _train_steps(model, pruner, opt, None, 4)
     fresh = _net(seed=1)
     g = torch.Generator().manual_seed(5)
@@ -435,9 +437,7 @@ def test_resume_where_the_default_device_is_not_the_models(method):
         (torch.randn(8, 2, 6, 6, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(2)
     ]
     with torch.device("meta"):
-        fresh_pruner = sparsify(fresh, method, **kwargs)
-        fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
-        fresh_pruner.bind(fresh_opt)
+        fresh_pruner, fresh_opt = _bound(fresh, method, **kwargs)
         fresh.load_state_dict(model.state_dict())
         fresh_pruner.load_state_dict(pruner.state_dict())
         assert fresh_pruner.get_last_threshold() == pruner.get_last_threshold()
