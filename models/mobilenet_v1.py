@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from snnprune.methods import KeywordError
+
 from .init import init_conv_bn_
 from .registry import register_model
 
@@ -70,9 +72,9 @@ class MobileNetV1(nn.Module):
     ) -> None:
         super().__init__()
         if stem not in ("imagenet", "small"):
-            raise ValueError(f"unknown stem {stem!r}; choose one of 'imagenet', 'small'")
+            raise KeywordError("stem", f"unknown stem {stem!r}; choose one of 'imagenet', 'small'")
         if width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+            raise KeywordError("width_mult", f"width_mult must be > 0, got {width_mult!r}")
         self.width_mult, self.stem = width_mult, stem
 
         def ch(c: int) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from snnprune.methods import KeywordError
+
 from .init import init_conv_bn_
 from .registry import register_model
 
@@ -38,7 +40,7 @@ def resnet50(
         A ``torchvision.models.ResNet`` with ``is_spiking = False``.
     """
     if stem not in ("imagenet", "small"):
-        raise ValueError(f"unknown stem {stem!r}; choose one of 'imagenet', 'small'")
+        raise KeywordError("stem", f"unknown stem {stem!r}; choose one of 'imagenet', 'small'")
     net = tv_resnet.resnet50(weights=None, num_classes=num_classes, zero_init_residual=zero_init_residual)
     if stem == "small" or in_channels != 3:
         k, s, p = (7, 2, 3) if stem == "imagenet" else (3, 1, 1)

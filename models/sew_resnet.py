@@ -37,6 +37,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor, nn
 
 import snnprune.neuron as snnprune_neuron
+from snnprune.methods import KeywordError
 
 from .init import init_conv_bn_
 from .registry import register_variant
@@ -72,7 +73,7 @@ _SNNPRUNE_NEURONS = {
 
 def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
+        raise KeywordError(what, f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")
 
 
 def make_spiking_neuron(
@@ -285,7 +286,7 @@ class ResNetBackbone(nn.Module):
         _check_choice("cnf", cnf, CONNECT_FUNCTIONS)
         for what, v in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
             if int(v) != v or v < 1:
-                raise ValueError(f"{what} must be a positive integer, got {v!r}")
+                raise KeywordError(what, f"{what} must be a positive integer, got {v!r}")
         self.stem, self.width, self.in_channels, self.num_classes = stem, width, in_channels, num_classes
         kit = _LayerKit(spiking, act, cnf)
         # encoding conv: plain single-step layers in both cases (see module docstring)
@@ -363,7 +364,7 @@ class SEWResNet(ResNetBackbone):
         neuron_backend: str = "spikingjelly",
     ) -> None:
         if int(T) != T or T < 1:
-            raise ValueError(f"T (time steps) must be a positive integer, got {T!r}")
+            raise KeywordError("T", f"T (time steps) must be a positive integer, got {T!r}")
         act = make_spiking_neuron(
             neuron,
             surrogate_function=surrogate,

@@ -56,6 +56,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
+from snnprune.methods import KeywordError
 from snnprune.products import SpikeMatmul, SpikeMul, TokenSum
 
 from .registry import register_variant
@@ -231,7 +232,7 @@ class Block(nn.Module):
 
 def _positive_int(what: str, v: Any) -> None:
     if isinstance(v, bool) or int(v) != v or v < 1:
-        raise ValueError(f"{what} must be a positive integer, got {v!r}")
+        raise KeywordError(what, f"{what} must be a positive integer, got {v!r}")
 
 
 class SpikingTransformer(nn.Module):
@@ -294,21 +295,25 @@ class SpikingTransformer(nn.Module):
         neuron_backend: str,
     ) -> None:  # fmt: skip
         if attention not in ATTENTIONS:
-            raise ValueError(
-                f"unknown attention {attention!r}; choose one of {', '.join(map(repr, ATTENTIONS))}"
+            raise KeywordError(
+                "attention",
+                f"unknown attention {attention!r}; choose one of {', '.join(map(repr, ATTENTIONS))}",
             )
         for what, v in (("depth", depth), ("embed_dim", embed_dim), ("num_heads", num_heads), ("T", T),
                         ("num_classes", num_classes), ("in_channels", in_channels)):  # fmt: skip
             _positive_int(what, v)
         if embed_dim % 8 or embed_dim % num_heads:
-            raise ValueError(
+            raise KeywordError(
+                "embed_dim",
                 f"embed_dim must be divisible by 8 and by num_heads ({num_heads}), got {embed_dim}; "
-                "pass a multiple of both"
+                "pass a multiple of both",
             )
         if not (isinstance(pooling, str) and len(pooling) == 4 and set(pooling) <= {"0", "1"}):
-            raise ValueError(f"pooling must be four 0/1 flags such as '1111' or '0011', got {pooling!r}")
+            raise KeywordError(
+                "pooling", f"pooling must be four 0/1 flags such as '1111' or '0011', got {pooling!r}"
+            )
         if not mlp_ratio > 0 or int(embed_dim * mlp_ratio) < 1:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
+            raise KeywordError("mlp_ratio", f"mlp_ratio must be > 0, got {mlp_ratio!r}")
         build = make_spiking_neuron(
             "lif", surrogate_function=surrogate, tau=tau, neuron_backend=neuron_backend
         )

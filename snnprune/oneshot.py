@@ -29,8 +29,8 @@ from snnprune.training.checkpoint import load_checkpoint, save_checkpoint
 from snnprune.training.cli import ConfigError
 from snnprune.training.data import build_datasets
 from snnprune.training.loop import LoopOptions, evaluate
+from snnprune.training.run_folder import holds_run
 from snnprune.training.runs import load_run
-from snnprune.training.validation import holds_run
 
 __all__ = [
     "METHODS",

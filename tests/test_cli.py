@@ -77,6 +77,7 @@ VALIDATION_CASES = [
     (["--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
     (["--workers", "-1"], "--workers: must be >= 0, got -1"),
     (["--prune-start-epoch", "8"], "--prune-start-epoch: must be < --epochs (8), got 8"),
+    (["--prune-exclude", "fc", "nope*"], "--prune-exclude: pattern 'nope*' matches no prunable layer; prunable layers are: ['conv1',"),
     (["--epochs", "3", "--prune-start-epoch", "5"], "--prune-start-epoch: must be < --epochs (3), got 5"),
     (["--device", "tpu"], "--device: unknown device 'tpu'"),
     (["--model", "resnet9000"], "--model: invalid choice: 'resnet9000'"),
@@ -453,7 +454,7 @@ def test_new_run_into_existing_folder_refused_files_identical(sew, trained, caps
 
 def test_l1_coeff_alone_replaces_the_default_final_threshold(sew, tmp_path):
     args = parse_args(sew.get_parser(), ["--l1-coeff", "1e-4", "--output-dir", str(tmp_path)])
-    prepare(args, "snn", sew.task.model_kwargs).lock.release()
+    prepare(args, sew.task).lock.release()
     kwargs = pruner_kwargs(args, 10)
     assert (
         kwargs["l1_coeff"] == 1e-4
@@ -465,7 +466,7 @@ def test_l1_coeff_alone_replaces_the_default_final_threshold(sew, tmp_path):
 def test_run_config_json_accepted_as_config(sew, trained):
     cfg = trained["snn"] / "config.json"
     args = parse_args(sew.get_parser(), ["--config", str(cfg), "--run-name", "again"], kind="snn")
-    prep = prepare(args, "snn", sew.task.model_kwargs)
+    prep = prepare(args, sew.task)
     assert (prep.run_dir / ".lock").is_file()  # prepare locks the folder; the run releases it
     prep.lock.release()
     assert not prep.run_dir.exists()

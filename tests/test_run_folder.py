@@ -17,8 +17,7 @@ from helpers import expect_exit
 
 from snnprune.structured import EXPORT_FILES
 from snnprune.training import ConfigError
-from snnprune.training.run_folder import LOCK_FILE, RunLock, new_run_note, run_files
-from snnprune.training.validation import RUN_FILES
+from snnprune.training.run_folder import LOCK_FILE, RUN_FILES, RunLock, new_run_note, run_files
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--width", "4", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "2",

@@ -679,8 +679,8 @@ def _check_patterns(patterns: Iterable[str] | None, names: list[str], kind: str)
     patterns = list(patterns)
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise ValueError(
-                f"{kind} pattern {pattern!r} matches no prunable layer; prunable layers are: {names}"
+            raise KeywordError(
+                kind, f"{kind} pattern {pattern!r} matches no prunable layer; prunable layers are: {names}"
             )
     return patterns
 

@@ -4,8 +4,8 @@ Order of operations (snnprune/docs/methods.md §3.2, §12.6):
 
 0. :func:`snnprune.training.validation.prepare`: the whole configuration is checked before any data or
    model is built (device, run folder and its lock, the checkpoint's settings for ``--resume``/``--test-only``);
-1. the model from ``task.model_builder``'s record -> ``pruner = snnprune.sparsify(model, method,
-   **pruner_kwargs(...))``, or on resume :func:`~snnprune.training.runs.restore` (as ``load_run``);
+1. the model from ``task.model_builder``'s record -> ``pruner = build_pruner(args, steps_per_epoch, model)``
+   (:func:`~snnprune.training.validation.build_pruner`), or on resume :func:`~snnprune.training.runs.restore` (as ``load_run``);
 2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ);
 3. lr scheduler (cosine/step/constant, optional warm-up via ``SequentialLR``);
 4. ``pruner.bind(optimizer, lr_scheduler, steps_per_epoch)``;
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
-from snnprune.training.cli import ConfigError, parse_args, plain_args, pruner_kwargs, pruning_options
+from snnprune.training.cli import ConfigError, parse_args, plain_args, pruning_options
 from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
@@ -50,7 +50,7 @@ from snnprune.training.loop import (
 )
 from snnprune.training.run_folder import RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
-from snnprune.training.validation import prepare
+from snnprune.training.validation import build_pruner, prepare
 
 __all__ = ["CHANNEL_BN_RECALIBRATE", "count_params", "main", "run"]
 
@@ -80,20 +80,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def _sparsify(model: nn.Module, args: argparse.Namespace, steps_per_epoch: int) -> Any:
-    """Attach ``args.method`` to ``model`` (configured by the options, see :func:`pruner_kwargs`)."""
-    import snnprune
-
-    kwargs = pruner_kwargs(args, steps_per_epoch)
-    try:
-        return snnprune.sparsify(model, args.method, **kwargs)
-    except ValueError as exc:
-        msg = str(exc)
-        if "exclude pattern" in msg:
-            raise ConfigError(f"--prune-exclude: {msg}; pass globs of those names") from None
-        raise ConfigError(f"--method {args.method}: {msg}; fix the pruning options") from None
-
-
 # ----------------------------------------------------------------------------------------------- run
 def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     """Train (or ``--test-only`` evaluate) as configured by ``args`` (:func:`parse_args`) with the ``task``'s
@@ -102,7 +88,7 @@ def run(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     :class:`NonFiniteLossError` (the last finite checkpoint is kept) and :class:`Interrupted` (SIGINT/SIGTERM
     stopped training after a step; the last checkpoint is kept)."""
     t_start = time.perf_counter()
-    prep = prepare(args, task.kind, task.model_kwargs)  # every input checked before any work
+    prep = prepare(args, task)  # every input checked before any work
     # the run folder is this process's until the run ends; SIGINT/SIGTERM stop training after a step
     with prep.lock or nullcontext(), stop_on_signals(enabled=not args.test_only):
         try:
@@ -143,7 +129,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     builder = task.model_builder(args, num_classes, in_channels)
     model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options", flags=True)
     if ckpt is None:
-        pruner = _sparsify(model, args, steps_per_epoch)
+        pruner = build_pruner(args, steps_per_epoch, model)
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
         source = f"--resume: checkpoint {str(resume_path)!r}"
         pruner = restore(model, args.method, ckpt, exclude=args.prune_exclude, source=source)

@@ -11,7 +11,7 @@ Rules that live here and nowhere else:
 * starting: stale temp files of a killed write (of the run's own file names) are removed; a new run
   (``--overwrite``) removes exactly the files of the previous run's manifest (files the user put there
   stay); a resumed run truncates its CSVs (atomically) to the checkpoint's epoch/step;
-  whether a new run may start into the folder at all is decided before (``validation.check_run_folder``);
+  whether a new run may start into the folder at all is decided before (:func:`check_run_folder`);
 * every file is written atomically (temp file + rename) with the permissions of any new file;
 * a checkpoint with a non-finite weight is never written, and a non-finite model is never ``best.pth``
   (the engine checks :func:`all_finite` on every rank before it calls :meth:`RunFolder.save_checkpoint`).
@@ -19,6 +19,7 @@ Rules that live here and nowhere else:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import errno
@@ -41,16 +42,19 @@ from snnprune.files import atomic_write, remove_stale_temp_files
 from snnprune.structured import EXPORT_FILES
 from snnprune.training.checkpoint import save_checkpoint
 from snnprune.training.cli import ConfigError
-from snnprune.training.validation import RUN_FILES
 
 __all__ = [
     "LOCK_FILE",
     "MANIFEST_FILE",
     "METRICS_COLUMNS",
+    "RUN_FILES",
     "STEPS_COLUMNS",
     "RunFolder",
     "RunLock",
     "all_finite",
+    "check_output",
+    "check_run_folder",
+    "holds_run",
     "new_run_note",
     "read_manifest",
     "run_files",
@@ -67,6 +71,18 @@ METRICS_COLUMNS = (
     "epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5,sparsity,threshold,firing_rate,epoch_time_s"
 ).split(",")
 STEPS_COLUMNS = ["step", "epoch", "lr", "threshold", "loss"]
+
+#: Files that make a folder a run folder (a new run into it needs --resume or --overwrite).
+RUN_FILES = (
+    "checkpoint.pth",
+    "best.pth",
+    "metrics.csv",
+    "steps.csv",
+    "summary.json",
+    "analyze.json",
+    "config.json",
+    "model_sparse.pth",
+)
 
 
 def _fmt(v: Any) -> Any:
@@ -246,6 +262,67 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def holds_run(folder: Path) -> list[str]:
+    """The run files (:data:`RUN_FILES`, ``tb/``) present in ``folder``; empty when it holds no run."""
+    return [f for f in RUN_FILES if (folder / f).exists()] + (["tb/"] if (folder / "tb").is_dir() else [])
+
+
+def check_output(run_dir: Path) -> None:
+    """The run folder ``run_dir`` can be created and written (else a :class:`ConfigError`: a file in the way,
+    no write permission)."""
+    out = run_dir.parent
+    for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
+        if p.is_symlink() and not p.exists():
+            raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{opt}: {str(p)!r} is a file, not a folder; pass another {opt}")
+    probe = run_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"--output-dir: {str(probe)!r} is a file, so {str(run_dir)!r} cannot be created; pass another --output-dir"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output-dir: {str(probe)!r} is not writable (permission denied); pass a folder you can write to"
+        )
+
+
+def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path | None) -> None:
+    """A new run never starts into a folder that holds one, unless ``--overwrite`` (or it is the folder of the
+    checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`. ``--overwrite`` removes only
+    the files of the previous run's manifest, so it refuses a folder with run files but no manifest."""
+    if args.test_only:
+        return
+    if args.overwrite:
+        present = holds_run(run_dir)
+        if present and read_manifest(run_dir) is None:
+            raise ConfigError(
+                f"--overwrite: {str(run_dir)!r} has files with a run's names ({', '.join(present)}) but no "
+                f"{MANIFEST_FILE}, so nothing shows that a run wrote them; remove them yourself or pick "
+                "another --run-name"
+            )
+        return
+    present = holds_run(run_dir)
+    if not present:
+        return
+    if resume_path is not None and resume_path.resolve().parent == run_dir.resolve():
+        return
+    if (
+        args.resume == "auto"
+        and resume_path is None
+        and not set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
+    ):
+        return  # killed before its first checkpoint: nothing finished to lose
+    raise ConfigError(
+        f"--run-name: {str(run_dir)!r} already holds a run ({', '.join(present)}); continue it with "
+        "--resume auto, pick a new --run-name, or pass --overwrite to replace it"
+    )
 
 
 def _write_text(path: Path, text: str) -> None:

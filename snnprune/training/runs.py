@@ -62,7 +62,8 @@ def instantiate(
         keyword = getattr(exc, "keyword", None)  # a snnprune.KeywordError: the flag of that keyword
         if flags and keyword in kwargs:
             problem = first.removeprefix(f"{keyword} ")
-            raise ConfigError(f"{option_name(keyword)}: {problem}; pass another value") from None
+            fix = "" if "; " in problem else "; pass another value"
+            raise ConfigError(f"{option_name(keyword)}: {problem}{fix}") from None
         raise ConfigError(f"{where}: {first}; {fix}") from None
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from snnprune.methods import get_method, list_methods, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, load_checkpoint
@@ -36,20 +37,11 @@ from snnprune.training.cli import (
     run_name,
 )
 from snnprune.training.data import DataError, check_data_path
+from snnprune.training.loop import Task
+from snnprune.training.run_folder import RunLock, check_output, check_run_folder
+from snnprune.training.runs import instantiate
 
-__all__ = ["RUN_FILES", "Prepared", "prepare", "resolve_device"]
-
-#: Files that make a folder a run folder (a new run into it needs --resume or --overwrite).
-RUN_FILES = (
-    "checkpoint.pth",
-    "best.pth",
-    "metrics.csv",
-    "steps.csv",
-    "summary.json",
-    "analyze.json",
-    "config.json",
-    "model_sparse.pth",
-)
+__all__ = ["Prepared", "build_pruner", "prepare", "resolve_device"]
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -216,100 +208,64 @@ def _check_combination(
                 )
 
 
-def _check_method(args: argparse.Namespace) -> None:
-    """The method's own check of its options: its :meth:`~snnprune.Pruner.check_plan` of the training plan,
-    then its :class:`~snnprune.Pruner` is constructed (no model, an epoch counted as one step). A :class:`~snnprune.KeywordError` names the option of its keyword: one not
-    set is needed by the method, a set one has a value the method refuses."""
-    kwargs = pruner_kwargs(args, 1)
-    kwargs.pop("exclude", None)
+def build_pruner(args: argparse.Namespace, steps_per_epoch: int, model: nn.Module | None = None) -> Any:
+    """``args.method`` configured by the options (:func:`pruner_kwargs`) and attached to ``model`` by
+    :func:`snnprune.sparsify` (``--prune-exclude`` as its ``exclude``). With ``model`` None (validation,
+    before the data gives an epoch's length: an epoch counts as one step) only the method's checks run:
+    its :meth:`~snnprune.Pruner.check_plan` of the training plan and its constructor. Either refusal is one
+    :class:`ConfigError`: a :class:`~snnprune.KeywordError` names the option of its keyword (one not set is
+    needed by the method, a set one has a value the method refuses), anything else names ``--method``."""
+    import snnprune
+
+    kwargs = pruner_kwargs(args, steps_per_epoch)
+    exclude = kwargs.pop("exclude", None)
     plan = {dest: getattr(args, dest) for dest in options_with_role("plan") if hasattr(args, dest)}
     try:
+        if model is not None:
+            return snnprune.sparsify(model, args.method, exclude=exclude, **kwargs)
         get_method(args.method).check_plan(kwargs, plan)
-        get_method(args.method)(**kwargs)
+        return get_method(args.method)(**kwargs)
     except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        taken = method_kwargs(args.method)
-        options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
-        keyword = getattr(exc, "keyword", None)
-        if keyword in plan and keyword not in options:  # a plan option the method cannot work with
-            raise ConfigError(f"{option_name(keyword)}: {msg}") from None
-        if keyword not in options:
-            raise ConfigError(f"--method {args.method}: {msg}; fix the pruning options") from None
-        dest = options[keyword]
-        opt = option_name(dest)
-        if getattr(args, dest, None) is None:
-            raise ConfigError(
-                f"{opt}: --method {args.method} needs it ({msg}); pass {opt} or add '{dest}: <value>' to "
-                "the config file"
-            ) from None
-        problem = msg.removeprefix(f"{keyword} ")
-        raise ConfigError(
-            f"{opt}: {problem}" + ("" if "; " in problem else f"; pass another {opt}")
-        ) from None
+        raise _flag_error(args, exc, plan) from None
 
 
-# ----------------------------------------------------------------------------------------------- run folder
-def holds_run(folder: Path) -> list[str]:
-    """The run files (:data:`RUN_FILES`, ``tb/``) present in ``folder``; empty when it holds no run."""
-    return [f for f in RUN_FILES if (folder / f).exists()] + (["tb/"] if (folder / "tb").is_dir() else [])
-
-
-def check_output(run_dir: Path) -> None:
-    """The run folder ``run_dir`` can be created and written (else a :class:`ConfigError`: a file in the way,
-    no write permission)."""
-    out = run_dir.parent
-    for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
-        if p.is_symlink() and not p.exists():
-            raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"{opt}: {str(p)!r} is a file, not a folder; pass another {opt}")
-    probe = run_dir
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(
-            f"--output-dir: {str(probe)!r} is a file, so {str(run_dir)!r} cannot be created; pass another --output-dir"
+def _flag_error(args: argparse.Namespace, exc: Exception, plan: dict[str, Any]) -> ConfigError:
+    """The method's refusal ``exc`` as the one line of the option it concerns (see :func:`build_pruner`)."""
+    msg = str(exc)
+    taken = method_kwargs(args.method)
+    options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
+    options["exclude"] = "prune_exclude"  # build_pruner passes it as sparsify's exclude
+    keyword = getattr(exc, "keyword", None)
+    if keyword in plan and keyword not in options:  # a plan option the method cannot work with
+        return ConfigError(f"{option_name(keyword)}: {msg}")
+    if keyword not in options:
+        return ConfigError(f"--method {args.method}: {msg}; fix the pruning options")
+    dest = options[keyword]
+    opt = option_name(dest)
+    if getattr(args, dest, None) is None:
+        return ConfigError(
+            f"{opt}: --method {args.method} needs it ({msg}); pass {opt} or add '{dest}: <value>' to "
+            "the config file"
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"--output-dir: {str(probe)!r} is not writable (permission denied); pass a folder you can write to"
-        )
+    problem = msg.removeprefix(f"{keyword} ")
+    return ConfigError(f"{opt}: {problem}" + ("" if "; " in problem else f"; pass another {opt}"))
 
 
-def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path | None) -> None:
-    """A new run never starts into a folder that holds one, unless ``--overwrite`` (or it is the folder of the
-    checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`. ``--overwrite`` removes only
-    the files of the previous run's manifest, so it refuses a folder with run files but no manifest."""
-    if args.test_only:
-        return
-    if args.overwrite:
-        from snnprune.training.run_folder import MANIFEST_FILE, read_manifest
+def _check_model(args: argparse.Namespace, task: Task) -> None:
+    """The model's own checks of its options before any data: the engine's build of ``task``'s model record,
+    on the meta device (no memory, no initialisation) with stand-ins for the dataset's classes and input
+    channels (2 and 1); a :class:`~snnprune.KeywordError` of a model option names its flag (see
+    :func:`~snnprune.training.runs.instantiate`). Then the ``--prune-exclude`` globs against the model's
+    prunable layers."""
+    from snnprune.methods import select_layers
 
-        present = holds_run(run_dir)
-        if present and read_manifest(run_dir) is None:
-            raise ConfigError(
-                f"--overwrite: {str(run_dir)!r} has files with a run's names ({', '.join(present)}) but no "
-                f"{MANIFEST_FILE}, so nothing shows that a run wrote them; remove them yourself or pick "
-                "another --run-name"
-            )
-        return
-    present = holds_run(run_dir)
-    if not present:
-        return
-    if resume_path is not None and resume_path.resolve().parent == run_dir.resolve():
-        return
-    if (
-        args.resume == "auto"
-        and resume_path is None
-        and not set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
-    ):
-        return  # killed before its first checkpoint: nothing finished to lose
-    raise ConfigError(
-        f"--run-name: {str(run_dir)!r} already holds a run ({', '.join(present)}); continue it with "
-        "--resume auto, pick a new --run-name, or pass --overwrite to replace it"
-    )
+    with torch.device("meta"):
+        record = task.model_builder(args, 2, 1)
+        model = instantiate(record, where=f"--model {args.model}", fix="fix the model options", flags=True)
+    try:
+        select_layers(model, None, args.prune_exclude)
+    except ValueError as exc:
+        raise _flag_error(args, exc, {}) from None
 
 
 # ----------------------------------------------------------------------------------------------- all
@@ -327,13 +283,12 @@ class Prepared:
     lock: Any = None
 
 
-def prepare(
-    args: argparse.Namespace, kind: str, model_kwargs: Callable[[str], Any] | None = None
-) -> Prepared:
-    """Validate the whole configuration of a ``kind`` (``"snn"``/``"ann"``) run and resolve device, run
-    folder, checkpoint and lock, before any data or model exists; ``args`` is updated in place (``run_name``,
-    the checkpoint's settings), ``model_kwargs`` is the ``models`` registry's name -> accepted keywords (None:
-    not checked). The first invalid input is a :class:`ConfigError`/:class:`CheckpointError` line."""
+def prepare(args: argparse.Namespace, task: Task) -> Prepared:
+    """Validate the whole configuration of a run of ``task`` (its ``kind``, model builder and models'
+    keywords) and resolve device, run folder, checkpoint and lock, before any data or model exists;
+    ``args`` is updated in place (``run_name``, the checkpoint's settings). The first invalid input is a
+    :class:`ConfigError`/:class:`CheckpointError` line."""
+    kind = task.kind
     explicit = explicit_options(args)
     check_values(args)
     if args.method in list_methods():  # the script's defaults that the method's configuration does without
@@ -361,9 +316,10 @@ def prepare(
                 f"--resume: no checkpoint.pth in {str(run_dir)!r} to evaluate; pass --resume PATH"
             )
     check_values(args)  # the checkpoint's values too
-    _check_combination(args, explicit, model_kwargs)
-    _check_method(args)
+    _check_combination(args, explicit, task.model_kwargs)
+    build_pruner(args, 1)
     device = _check_machine(args)
+    _check_model(args, task)
     if state is not None and not args.test_only:
         done = int(state["epoch"])
         if args.stop_after_epoch is not None and args.stop_after_epoch < done + 1 and done + 1 < args.epochs:
@@ -379,8 +335,6 @@ def prepare(
     lock = None
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
         check_output(run_dir)
-        from snnprune.training.run_folder import RunLock  # (run_folder imports this module)
-
         lock = RunLock(run_dir).acquire()  # before the check, so two runs cannot both find the folder free
         try:
             check_run_folder(run_dir, args, resume_path)
