@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from snnprune import files
 
 __all__ = [
     "CheckpointError",
+    "TrainState",
     "get_rng_state",
     "load_checkpoint",
     "save_checkpoint",
@@ -63,40 +64,64 @@ def _is_rng(v: Any) -> bool:
     )
 
 
-#: what the training engine reads from a checkpoint: key -> (what it holds, the check of its value)
-_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "model": ("the model's state_dict", _is_dict),
-    "optimizer": ("the optimizer's state_dict", _is_dict),
-    "lr_scheduler": ("the lr scheduler's state_dict", _is_dict),
-    "scaler": ("the grad scaler's state_dict", _is_dict),
-    "pruner": ("the pruner's state_dict", _is_dict),
-    "rng": ("the random number generator states of get_rng_state", _is_rng),
-    "epoch": ("the last finished epoch, an integer >= 0", _is_count),
-    "global_step": ("the optimizer steps so far, an integer >= 0", _is_count),
-}
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """The state of a training run after an epoch: the one schema of a checkpoint, which the engine writes
+    (:meth:`as_dict`, a plain dict of state_dicts) and reads back to resume (:meth:`of`), and whose fields
+    :func:`load_checkpoint` checks (each field's ``what`` and check; ``best_top1``, ``args`` and ``kind``
+    may be absent from an older checkpoint)."""
+
+    model: dict[str, Any] = field(metadata={"what": "the model's state_dict", "ok": _is_dict})
+    optimizer: dict[str, Any] = field(metadata={"what": "the optimizer's state_dict", "ok": _is_dict})
+    lr_scheduler: dict[str, Any] = field(metadata={"what": "the lr scheduler's state_dict", "ok": _is_dict})
+    scaler: dict[str, Any] = field(metadata={"what": "the grad scaler's state_dict", "ok": _is_dict})
+    pruner: dict[str, Any] = field(metadata={"what": "the pruner's state_dict", "ok": _is_dict})
+    rng: dict[str, Any] = field(
+        metadata={"what": "the random number generator states of get_rng_state", "ok": _is_rng}
+    )
+    epoch: int = field(metadata={"what": "the last finished epoch, an integer >= 0", "ok": _is_count})
+    global_step: int = field(
+        metadata={"what": "the optimizer steps so far, an integer >= 0", "ok": _is_count}
+    )
+    best_top1: float = field(default=-1.0, metadata={"what": "a number", "ok": _is_number})
+    args: dict[str, Any] | None = None  #: the run's options (none in the oldest checkpoints)
+    kind: str | None = None  #: ``"snn"`` or ``"ann"``
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint's dict (the fields as they are: no copy of the state_dicts)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> TrainState:
+        """The state of a checkpoint checked by :func:`load_checkpoint` (absent optional fields: defaults)."""
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
 
 def _check_keys(state: Any, path: Path, name: str) -> None:
-    """One :class:`CheckpointError` line for the first missing or bad key the engine reads."""
+    """One :class:`CheckpointError` line for the first missing or bad field of :class:`TrainState`."""
     fix = "pass a checkpoint.pth/best.pth written by the training scripts"
     where = f"{name}: checkpoint {str(path)!r}"
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{where} is not a snnprune training checkpoint (a {type(state).__name__}, not a dict); {fix}"
         )
-    for key, (what, ok) in _KEYS.items():
-        if key not in state:
+    for f in fields(TrainState):
+        if "ok" not in f.metadata or (f.name not in state and f.default is not MISSING):
+            continue
+        what = f.metadata["what"]
+        if f.name not in state:
             raise CheckpointError(
-                f"{where} is not a snnprune training checkpoint: it has no {key!r} ({what}); {fix}"
+                f"{where} is not a snnprune training checkpoint: it has no {f.name!r} ({what}); {fix}"
             )
-        if not ok(state[key]):
-            value = state[key]
+        if not f.metadata["ok"](state[f.name]):
+            value = state[f.name]
             shown = f"a dict of {sorted(map(str, value))}" if isinstance(value, dict) else repr(value)
             shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            raise CheckpointError(f"{where} has a bad {key!r}: {shown}, not {what}; {fix}")
-    best = state.get("best_top1", -1.0)
-    if isinstance(best, bool) or not isinstance(best, (int, float)):
-        raise CheckpointError(f"{where} has a bad 'best_top1': {repr(best)[:80]}, not a number; {fix}")
+            raise CheckpointError(f"{where} has a bad {f.name!r}: {shown}, not {what}; {fix}")
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -156,9 +181,8 @@ def load_checkpoint(
     """Read a checkpoint written by :func:`save_checkpoint` and check what the training engine reads of it.
 
     The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
-    archive and its CRCs when there is none); the dict must hold ``model``, ``optimizer``, ``lr_scheduler``, ``scaler``
-    and ``pruner`` (dicts), ``rng`` (the states of :func:`get_rng_state`), ``epoch`` and ``global_step``
-    (integers >= 0) and, if present, a numeric ``best_top1``. Any problem is one :class:`CheckpointError` line
+    archive and its CRCs when there is none); the dict must hold the fields of :class:`TrainState`, each
+    passing its check. Any problem is one :class:`CheckpointError` line
     naming the file (as given to ``name``, the option or function) and the key; tensors go to
     ``map_location``."""
     path = Path(path)

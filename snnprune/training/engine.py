@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
-from snnprune.training.checkpoint import CheckpointError, get_rng_state, set_rng_state
+from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
 from snnprune.training.cli import ConfigError, parse_args, plain_args, pruning_options
 from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
@@ -159,12 +159,12 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
 
     start_epoch, global_step, best_top1 = 0, 0, -1.0
     if ckpt is not None:
+        saved = TrainState.of(ckpt)
         try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            start_epoch, global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
-            best_top1 = float(ckpt.get("best_top1", -1.0))
+            optimizer.load_state_dict(saved.optimizer)
+            lr_scheduler.load_state_dict(saved.lr_scheduler)
+            scaler.load_state_dict(saved.scaler)
+            start_epoch, global_step, best_top1 = saved.epoch + 1, saved.global_step, float(saved.best_top1)
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     }
     folder.start(config, resumed=(start_epoch - 1, global_step) if ckpt is not None else None, log=log)
     if ckpt is not None:
-        set_rng_state(ckpt["rng"])
+        set_rng_state(saved.rng)
         log(f"resumed from {resume_path} at epoch {start_epoch} (step {global_step})")
 
     log(
@@ -236,24 +236,16 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
             sp = snnprune.sparsity(model)["overall"]
             row = {"epoch": epoch, "lr": lr, **tm, **m, "sparsity": sp, "threshold": mean_threshold(pruner),
                    "epoch_time_s": time.perf_counter() - t0}  # fmt: skip
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "pruner": pruner.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "global_step": global_step,
-                "best_top1": max(best_top1, m["test_top1"]),
-                "rng": get_rng_state(),
-                "args": plain_args(args),
-                "kind": task.kind,
-            }
-            if not all_finite(state["model"]):  # never written, never best.pth
+            state = TrainState(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                               lr_scheduler=lr_scheduler.state_dict(), scaler=scaler.state_dict(),
+                               pruner=pruner.state_dict(), rng=get_rng_state(), epoch=epoch,
+                               global_step=global_step, best_top1=max(best_top1, m["test_top1"]),
+                               args=plain_args(args), kind=task.kind)  # fmt: skip
+            if not all_finite(state.model):  # never written, never best.pth
                 raise NonFiniteLossError(epoch, global_step, float("nan"), what="model weights")
-            is_best, best_top1 = m["test_top1"] > best_top1, state["best_top1"]
+            is_best, best_top1 = m["test_top1"] > best_top1, state.best_top1
             folder.write_epoch(row, step_rows)
-            folder.save_checkpoint(state, is_best=is_best)
+            folder.save_checkpoint(state.as_dict(), is_best=is_best)
             fr = "" if math.isnan(m["firing_rate"]) else f" fr {m['firing_rate']:.3f}"
             log(
                 f"epoch {epoch}: loss {tm['train_loss']:.4f} train {tm['train_top1']:.2f}% | test "
