@@ -17,12 +17,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the top-level `models` package
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from entry import exit_on_error, model_record
+from entry import EMBEDDED_DEFAULTS, exit_on_error, model_record
 
 import models
 from snnprune.training import Task, get_args_parser
 from snnprune.training import main as engine_main
-from snnprune.training.cli import EMBEDDED_DEFAULTS, model_keyword_options
+from snnprune.training.cli import model_keyword_options
 
 __all__ = ["DEFAULTS", "MODELS", "get_parser", "main", "task"]
 

@@ -23,7 +23,6 @@ from snnprune.training import (
     pruner_kwargs,
     save_checkpoint,
 )
-from snnprune.training.cli import EMBEDDED_DEFAULTS
 from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS
 from snnprune.training.validation import resolve_device
 
@@ -204,7 +203,7 @@ def test_save_checkpoint_is_atomic(tmp_path):
         load_checkpoint(tmp_path / "missing.pth")
 
 
-def test_config_yaml_and_cli_override(tmp_path):
+def test_config_yaml_and_cli_override(tmp_path, ann):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lr: 0.05\nepochs: 3\nfinal-threshold: 0.2\nopt: adam\n")
     parser = get_args_parser(snn=True, defaults={"lr": 0.1, "epochs": 9})
@@ -214,7 +213,7 @@ def test_config_yaml_and_cli_override(tmp_path):
         a = parse_args(get_args_parser(snn=True), ["--config", str(SCRIPTS / "configs" / f"{name}.yaml")])
         assert a.method in snnprune.list_methods()
     # a recipe does not inherit the embedded default run's small stem / width 16 / 8 epochs
-    parser = get_args_parser(snn=False, defaults=EMBEDDED_DEFAULTS)
+    parser = ann.get_parser()
     assert (parser.parse_args([]).stem, parser.parse_args([]).width) == ("small", 16)
     a = parse_args(parser, ["--config", str(SCRIPTS / "configs" / "resnet50_lats.yaml")])
     assert (a.model, a.stem, a.width, a.epochs) == ("resnet50", None, None, 100)

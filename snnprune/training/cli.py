@@ -36,7 +36,6 @@ from snnprune.methods import closest, get_method, list_methods, method_keywords,
 from snnprune.training.data import DATASETS
 
 __all__ = [
-    "EMBEDDED_DEFAULTS",
     "ENGINE_KEYWORDS",
     "OPTIONS",
     "RUN_METADATA_KEYS",
@@ -220,24 +219,6 @@ OPTIONS: tuple[Option, ...] = (
            "N steps (0: off)", metavar="N", range=">= 0"),
     ),
 )  # fmt: skip
-
-#: The default run of both training scripts on the embedded MNIST subset (their model and method: the
-#: scripts' ``base_defaults``): width 16, small stem, 8 epochs of SGD 0.1 with a cosine schedule, D = 0.1
-#: (>= 80 % sparsity in about 3 minutes on 2 CPU cores; see README).
-EMBEDDED_DEFAULTS: dict[str, Any] = {
-    "stem": "small",
-    "width": 16,
-    "epochs": 8,
-    "batch_size": 64,
-    "opt": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "lr_scheduler": "cosine",
-    "final_threshold": 0.1,
-    "target_sparsity": 0.9,
-    "beta": 0.1,
-}
 
 #: The method keywords that :func:`pruner_kwargs` computes from the epochs (no option of their own).
 ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length")
