@@ -17,7 +17,7 @@ import torch
 from snnprune import files
 from snnprune.files import CorruptFileError, DiskFullError, atomic_write, digest_path
 from snnprune.training import CheckpointError, load_checkpoint, save_checkpoint
-from snnprune.training.checkpoint import get_rng_state
+from snnprune.training.checkpoint import TrainState, get_rng_state
 
 STATE = {"w": torch.randn(2000), "h": torch.arange(6).half().view(2, 3), "n": torch.tensor(3)}
 
@@ -135,6 +135,13 @@ def test_a_bad_checkpoint_is_one_line_naming_the_file_and_the_key(tmp_path, case
         load_checkpoint(path)
     text = str(info.value)
     assert text.startswith(f"--resume: checkpoint {str(path)!r}") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(("missing", "default"), [("best_top1", -1.0), ("args", None), ("kind", None)])
+def test_a_checkpoint_without_a_key_older_runs_lack_loads_with_its_default(tmp_path, missing, default):
+    save_checkpoint(_checkpoint(**{missing: None}), tmp_path / "checkpoint.pth")
+    state = TrainState.of(load_checkpoint(tmp_path / "checkpoint.pth"))
+    assert getattr(state, missing) == default and (state.epoch, state.global_step) == (0, 2)
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from snnprune.training import (
     pruner_kwargs,
     save_checkpoint,
 )
+from snnprune.training.checkpoint import TrainState
 from snnprune.training.run_folder import METRICS_COLUMNS, STEPS_COLUMNS
 from snnprune.training.validation import resolve_device
 
@@ -88,6 +90,9 @@ def test_lats_reaches_final_threshold_and_export(sew, tmp_path):
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros / sum(w.numel() for w in weights) == pytest.approx(summary["sparsity"], abs=1e-6)
     assert ckpt["pruner"]["method"] == "lats" and ckpt["epoch"] == 0 and ckpt["global_step"] == 2
+    written = {"model", "optimizer", "lr_scheduler", "scaler", "pruner", "rng", "epoch", "global_step",
+               "best_top1", "args", "kind"}  # fmt: skip
+    assert set(ckpt) == written == {f.name for f in dataclasses.fields(TrainState)}  # the one schema
 
 
 def test_resume_equals_uninterrupted(sew, tmp_path):
