@@ -96,8 +96,9 @@ class Option:
         help: the ``--help`` line.
         group: the ``--help`` section.
         role: ``"model"`` (defines the model or its pruning: ``--resume`` and ``--test-only`` take it from
-            the checkpoint), ``"plan"`` (the training plan: ``--resume`` takes it) or ``"run"`` (this
-            invocation's; ``""``: the group's).
+            the checkpoint), ``"plan"`` (the training plan: ``--resume`` takes it), ``"run"`` (this
+            invocation's) or ``"once"`` (this invocation's only: left out of ``config.json``, so that file
+            given back as ``--config`` does not resume, overwrite or stop early again; ``""``: the group's).
         choices: the accepted values.
         range: numbers (always finite): ``">= 0"``, ``"> 0"`` or an interval ``"[0, 1)"``.
         keyword: the :func:`snnprune.sparsify` keyword it feeds (for the methods whose signature takes it).
@@ -208,11 +209,11 @@ OPTIONS: tuple[Option, ...] = (
         _O("output_dir", _folder, "./runs", "parent folder of the run folders", metavar="DIR"),
         _O("run_name", _plain_name, None, "default: <model>_<method>[_D<d>|_P<p>]"),
         _O("resume", _nonempty, None, "checkpoint to continue from (auto: the run folder's checkpoint.pth, if any); "
-           "the model, pruning and training plan come from the checkpoint", metavar="PATH|auto"),
-        _O("overwrite", bool, False, "replace a run folder that already holds a run"),
+           "the model, pruning and training plan come from the checkpoint", metavar="PATH|auto", role="once"),
+        _O("overwrite", bool, False, "replace a run folder that already holds a run", role="once"),
         _O("stop_after_epoch", int, None, "stop after epoch K (checkpoint written; continue with --resume "
-           "auto)", metavar="K", range=">= 0"),
-        _O("test_only", bool, False, "evaluate the --resume checkpoint and exit"),
+           "auto)", metavar="K", range=">= 0", role="once"),
+        _O("test_only", bool, False, "evaluate the --resume checkpoint and exit", role="once"),
         _O("export", bool, False, "write the finalized sparse model_sparse.pth"),
         _O("quiet", bool, False, "no progress bar and no per-epoch lines"),
         _O("log_every", int, 50, "when stdout is not a terminal (SLURM, nohup): a plain progress line every "

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
-from snnprune.training.cli import ConfigError, parse_args, plain_args, pruning_options
+from snnprune.training.cli import ConfigError, options_with_role, parse_args, plain_args, pruning_options
 from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
@@ -58,10 +58,6 @@ __all__ = ["CHANNEL_BN_RECALIBRATE", "count_params", "main", "run"]
 #: removes whole channels (:attr:`~snnprune.Pruner.removes_channels`: the running statistics of training
 #: lag, see :func:`snnprune.structured.recalibrate_bn`), unless ``--bn-recalibrate`` says otherwise
 CHANNEL_BN_RECALIBRATE = 20
-
-#: Options that describe one invocation, not the run: left out of ``config.json`` (so that file can be
-#: given back as ``--config`` without resuming, overwriting or stopping early again).
-_INVOCATION_KEYS = ("config", "resume", "test_only", "overwrite", "stop_after_epoch")
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -159,12 +155,11 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
 
     start_epoch, global_step, best_top1 = 0, 0, -1.0
     if ckpt is not None:
-        saved = TrainState.of(ckpt)
         try:
-            optimizer.load_state_dict(saved.optimizer)
-            lr_scheduler.load_state_dict(saved.lr_scheduler)
-            scaler.load_state_dict(saved.scaler)
-            start_epoch, global_step, best_top1 = saved.epoch + 1, saved.global_step, float(saved.best_top1)
+            optimizer.load_state_dict(ckpt.optimizer)
+            lr_scheduler.load_state_dict(ckpt.lr_scheduler)
+            scaler.load_state_dict(ckpt.scaler)
+            start_epoch, global_step, best_top1 = ckpt.epoch + 1, ckpt.global_step, float(ckpt.best_top1)
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
@@ -182,12 +177,9 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
 
     folder = RunFolder(run_dir, main_proc)
     unset = pruning_options()  # the options of other methods are left out of config.json
+    once = {"config", *options_with_role("once")}  # as is --config
     config = {
-        **{
-            k: v
-            for k, v in plain_args(args).items()
-            if k not in _INVOCATION_KEYS and not (k in unset and v is None)
-        },
+        **{k: v for k, v in plain_args(args).items() if k not in once and not (k in unset and v is None)},
         "kind": task.kind,
         "steps_per_epoch": steps_per_epoch,
         "world_size": D.get_world_size(),
@@ -195,7 +187,7 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     }
     folder.start(config, resumed=(start_epoch - 1, global_step) if ckpt is not None else None, log=log)
     if ckpt is not None:
-        set_rng_state(saved.rng)
+        set_rng_state(ckpt.rng)
         log(f"resumed from {resume_path} at epoch {start_epoch} (step {global_step})")
 
     log(

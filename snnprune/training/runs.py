@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from snnprune.model_builders import check_kwargs, declared_builder
-from snnprune.training.checkpoint import CheckpointError, load_checkpoint
+from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import ConfigError, option_name
 from snnprune.training.data import build_datasets
 
@@ -73,22 +73,20 @@ def _short(value: Any) -> str:
 
 
 def restore(
-    model: nn.Module, method: str, checkpoint: Mapping[str, Any], *, exclude: Any = None, source: str
+    model: nn.Module, method: str, checkpoint: TrainState, *, exclude: Any = None, source: str
 ) -> Any:
-    """Attach ``method`` to ``model`` with the configuration saved in ``checkpoint["pruner"]`` (plus the run's
+    """Attach ``method`` to ``model`` with the configuration saved in ``checkpoint.pruner`` (plus the run's
     ``exclude`` globs) and load the checkpoint's model and pruner states; returns the pruner. A checkpoint
     that does not fit is a :class:`CheckpointError` naming ``source`` (e.g. ``"--resume: checkpoint 'x'"``)."""
     import snnprune
 
-    saved = checkpoint.get("pruner")
-    kwargs = (
-        dict(saved["config"]) if isinstance(saved, dict) and isinstance(saved.get("config"), dict) else {}
-    )
+    saved = checkpoint.pruner
+    kwargs = dict(saved["config"]) if isinstance(saved.get("config"), dict) else {}
     if exclude:
         kwargs["exclude"] = list(exclude)
     try:
         pruner = snnprune.sparsify(model, method, **kwargs)
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.model)
         pruner.load_state_dict(saved)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -221,7 +219,7 @@ def load_run(
             )
         model, pruner = load_compact(build(), folder / "model_compact.pth"), None
     else:
-        ckpt = load_checkpoint(ckpt_path, name="load_run", map_location="cpu")
+        ckpt = TrainState.of(load_checkpoint(ckpt_path, name="load_run", map_location="cpu"))
         model = build()
         pruner = restore(
             model,

@@ -1,11 +1,12 @@
-"""One validation of the whole training configuration, before any data or model is built.
+"""One validation of the whole training configuration, before any data is read or weight allocated.
 
 :func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
 the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
 role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
-does not take, optimizer/scheduler options), the method's own check of its options (the
-:class:`~snnprune.Pruner` is constructed, which builds no model), device and AMP, and the run folder
-(writable, locked, not already holding a run unless resumed or ``--overwrite``). Every failure is a
+does not take, optimizer/scheduler options), the method's own check of its options (:func:`build_pruner`
+without a model), device and AMP, the model's own check of its options (its record built on the meta
+device) and the run folder (writable, locked, not already holding a run unless resumed or
+``--overwrite``). Every failure is a
 :class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
 whose message reads ``<option>: <what is wrong>; <what to do>``.
 """
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from snnprune.methods import get_method, list_methods, method_kwargs
-from snnprune.training.checkpoint import CheckpointError, load_checkpoint
+from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
     ConfigError,
     check_values,
@@ -102,20 +103,19 @@ def _check_machine(args: argparse.Namespace) -> torch.device:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
-def _apply_checkpoint(
-    args: argparse.Namespace, state: dict[str, Any], path: Path, *, kind: str, explicit: frozenset[str]
-) -> None:
-    """Take the model, pruning and (unless ``--test-only``) the training plan from the checkpoint ``state``
-    into ``args``; an explicit option that contradicts it is a :class:`ConfigError` naming both values."""
-    ck_kind = state.get("kind")
+def _take_checkpoint(args: argparse.Namespace, path: Path, kind: str, explicit: frozenset[str]) -> TrainState:
+    """The checkpoint at ``path``, its model, pruning and (unless ``--test-only``) training plan taken into
+    ``args``; an explicit option that contradicts it is a :class:`ConfigError` naming both values."""
+    state = TrainState.of(load_checkpoint(path))
+    ck_kind = state.kind
     if ck_kind in ("snn", "ann") and ck_kind != kind:
         script = "train_sew.py" if ck_kind == "snn" else "train_ann.py"
         raise CheckpointError(
             f"--resume: {str(path)!r} is a checkpoint of an {ck_kind.upper()} run; use scripts/{script} for it"
         )
-    saved = state.get("args")
+    saved = state.args
     if not isinstance(saved, dict):
-        return  # an old checkpoint without its arguments: the model load checks the shapes
+        return state  # an old checkpoint without its arguments: the model load checks the shapes
     roles = ("model",) if args.test_only else ("model", "plan")
     for key in [*options_with_role(*roles), *model_option_names(args)]:
         if key not in saved or not hasattr(args, key):
@@ -136,6 +136,7 @@ def _apply_checkpoint(
         setattr(args, key, stored)
     if not args.data_path and saved.get("data_path") and "data_path" not in explicit:
         args.data_path = saved["data_path"]
+    return state
 
 
 # ----------------------------------------------------------------------------------------------- combinations
@@ -272,14 +273,14 @@ def _check_model(args: argparse.Namespace, task: Task) -> None:
 @dataclass
 class Prepared:
     """What :func:`prepare` resolved: the training ``device``, ``run_dir`` (``output_dir / run_name``), the
-    checkpoint to resume or evaluate (``resume_path`` and its contents ``checkpoint``; None for a new run) and
+    checkpoint to resume or evaluate (``resume_path`` and its :class:`TrainState` ``checkpoint``; None for a new run) and
     the held :class:`~snnprune.training.run_folder.RunLock` of ``run_dir`` (``lock``; None for
     ``--test-only`` and ranks other than 0), which the caller releases at the end of the run."""
 
     device: torch.device
     run_dir: Path
     resume_path: Path | None
-    checkpoint: dict[str, Any] | None
+    checkpoint: TrainState | None
     lock: Any = None
 
 
@@ -288,7 +289,6 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     keywords) and resolve device, run folder, checkpoint and lock, before any data or model exists;
     ``args`` is updated in place (``run_name``, the checkpoint's settings). The first invalid input is a
     :class:`ConfigError`/:class:`CheckpointError` line."""
-    kind = task.kind
     explicit = explicit_options(args)
     check_values(args)
     if args.method in list_methods():  # the script's defaults that the method's configuration does without
@@ -297,20 +297,14 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
             if kw in dest_of and dest_of[kw] not in explicit:
                 setattr(args, dest_of[kw], None)
-    resume_path: Path | None = None
-    state = None
-    if args.resume and args.resume != "auto":
-        resume_path = Path(args.resume)
-        state = load_checkpoint(resume_path)
-        _apply_checkpoint(args, state, resume_path, kind=kind, explicit=explicit)
+    resume_path = Path(args.resume) if args.resume and args.resume != "auto" else None
+    state = None if resume_path is None else _take_checkpoint(args, resume_path, task.kind, explicit)
     args.run_name = args.run_name or run_name(args)
     run_dir = Path(args.output_dir).expanduser() / args.run_name
     if args.resume == "auto":
-        candidate = run_dir / "checkpoint.pth"
-        if candidate.is_file():
-            resume_path = candidate
-            state = load_checkpoint(candidate)
-            _apply_checkpoint(args, state, candidate, kind=kind, explicit=explicit)
+        if (run_dir / "checkpoint.pth").is_file():
+            resume_path = run_dir / "checkpoint.pth"
+            state = _take_checkpoint(args, resume_path, task.kind, explicit)
         elif args.test_only:
             raise ConfigError(
                 f"--resume: no checkpoint.pth in {str(run_dir)!r} to evaluate; pass --resume PATH"
@@ -321,7 +315,7 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     device = _check_machine(args)
     _check_model(args, task)
     if state is not None and not args.test_only:
-        done = int(state["epoch"])
+        done = state.epoch
         if args.stop_after_epoch is not None and args.stop_after_epoch < done + 1 and done + 1 < args.epochs:
             raise ConfigError(
                 f"--stop-after-epoch: the checkpoint has already finished epoch {done}; pass a later epoch "
