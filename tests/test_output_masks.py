@@ -94,6 +94,7 @@ def _trained_shi(steps: int = 4) -> tuple[nn.Sequential, torch.Tensor]:
     sign = torch.randint(0, 2, (4, 10), generator=g).float() * 2 - 1
     for _ in range(steps):
         ((net(x) * sign).sum() + pruner.regularization()).backward()
+        assert pruner.neuron_fanout() == {"2": 16.0, "5": 10.0}  # out_features of the Linear each one feeds
         opt.step()
         opt.zero_grad()
         pruner.step()

@@ -128,6 +128,34 @@ def test_schedule_and_penalty_equal_the_authors_formulas_in_float64():
         assert torch.equal(net(x), masked_out)  # the finalized model is the masked model
 
 
+class _Residual(nn.Module):
+    """a = IF(conv0(x)); b = IF(conv1(a)); conv2(maxpool(a + b)), then a linear head on IF(conv2): a feeds
+    conv1 and, through the addition and the pool, conv2 (the authors' prev_layers of a SEW block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.sn0 = nn.Conv2d(1, 2, 3, padding=1), neuron.IFNode()
+        self.conv1, self.sn1 = nn.Conv2d(2, 2, 3, padding=1), neuron.IFNode()
+        self.conv2, self.sn2 = nn.Conv2d(2, 5, 3, stride=2, padding=1), neuron.IFNode()
+        self.fc = nn.Linear(5 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.sn0(self.conv0(x))
+        b = self.sn1(self.conv1(a))
+        c = self.sn2(self.conv2(nn.functional.max_pool2d(a + b, 2)))
+        return self.fc(c.flatten(1))
+
+
+def test_neuron_fanout_follows_additions_and_stops_at_synaptic_layers():
+    net = _Residual()
+    pruner = snnprune.sparsify(net, "shi2024", total_steps=2)
+    net(torch.rand(2, 1, 8, 8))
+    # hand count of C_out * k * k / stride^2 over the layers each neuron feeds (Linear: out_features)
+    conv1, conv2, fc = 2 * 3 * 3 / 1, 5 * 3 * 3 / 2**2, 3.0
+    assert pruner.neuron_fanout() == {"sn0": conv1 + conv2, "sn1": conv2, "sn2": fc}
+    assert [n.output_mask.logit.shape for n in pruner.neurons.values()] == [(2, 8, 8), (2, 8, 8), (5, 2, 2)]
+
+
 def test_remove_restores_the_model():
     net = _snn()
     before = {k: v.clone() for k, v in net.state_dict().items()}
