@@ -156,6 +156,41 @@ def test_neuron_fanout_follows_additions_and_stops_at_synaptic_layers():
     assert [n.output_mask.logit.shape for n in pruner.neurons.values()] == [(2, 8, 8), (2, 8, 8), (5, 2, 2)]
 
 
+def test_a_restored_run_continues_bit_identically():
+    """Model, pruner and optimizer states saved after 2 steps and loaded into a fresh model (whose neuron
+    logits are not created yet): the third step gives the same parameters as the uninterrupted run."""
+
+    def build():
+        net = _snn()
+        pruner = snnprune.sparsify(net, "shi2024", penalty=1e-3, total_steps=4)
+        net.double()
+        return net, pruner, torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+
+    def step(net, pruner, opt, i):
+        x = torch.rand(2, 3, 2, 8, 8, generator=torch.Generator().manual_seed(i), dtype=torch.float64) * 4
+        (net(x).square().mean() + pruner.regularization()).backward()
+        opt.step()
+        opt.zero_grad()
+        pruner.step()
+        functional.reset_net(net)
+
+    net, pruner, opt = build()
+    pruner.bind(opt)
+    for i in range(2):
+        step(net, pruner, opt, i)
+    saved = copy.deepcopy((net.state_dict(), pruner.state_dict(), opt.state_dict()))
+    step(net, pruner, opt, 2)
+    fresh, fresh_pruner, fresh_opt = build()
+    assert all(n.output_mask.logit.numel() == 0 for n in fresh_pruner.neurons.values())
+    fresh.load_state_dict(saved[0])
+    fresh_pruner.load_state_dict(saved[1])
+    fresh_opt.load_state_dict(saved[2])
+    fresh_pruner.bind(fresh_opt)
+    step(fresh, fresh_pruner, fresh_opt, 2)
+    after, want = fresh.state_dict(), net.state_dict()
+    assert after.keys() == want.keys() and all(torch.equal(after[k], v) for k, v in want.items())
+
+
 def test_remove_restores_the_model():
     net = _snn()
     before = {k: v.clone() for k, v in net.state_dict().items()}
