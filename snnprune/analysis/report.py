@@ -518,7 +518,8 @@ class Report:
             f"energy {format_energy(t['energy_pj_per_step'])}"
         )
         out.append(
-            f"model sparsity {_pct(t['model_sparsity'])}; neuron sparsity {_pct(t.get('neuron_sparsity'))}; dense MACs {format_count(t['dense_macs'])} "
+            f"model sparsity {_pct(t['model_sparsity'])}; neuron sparsity {_pct(t.get('neuron_sparsity'))}; "
+            f"dense MACs {format_count(t['dense_macs'])} "
             f"({format_energy(t['dense_energy_pj'])} if dense); {t['samples']} samples in "
             f"{m.get('batches', '?')} batches; energy model {self.energy_model}"
         )
