@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from snnprune.analysis.spikes import is_neuron
+from snnprune.output_masks import has_output_mask, output_keep
 from snnprune.products import PRODUCT_TYPES, SpikeMatmul, SpikeMul
 from snnprune.threshold.parametrization import PRUNABLE_TYPES
 
@@ -217,6 +218,8 @@ class Collector:
         for m in self.model.modules():
             if isinstance(m, parametrize.ParametrizationList):
                 skip.update(id(s) for s in m.modules())
+            if has_output_mask(m):  # a neuron's output mask: not a layer (its logits are not deployed)
+                skip.update(id(s) for s in m.output_mask.modules())
         for name, m in self.model.named_modules():
             if id(m) in skip:
                 continue
@@ -565,6 +568,9 @@ class Collector:
                 tensors.append(row.weight_nonzero.reshape(1).to(self.device))
             if row.spikes is not None:
                 tensors.append(row.spikes.reshape(1).to(self.device))
+                keep = output_keep(row.module)
+                masked = torch.zeros(1) if keep is None else (keep == 0).sum(dtype=torch.float64).reshape(1)
+                tensors.append(masked.to(self.device, torch.float64))
             if row.mem_updates is not None:
                 tensors.append(row.mem_updates.reshape(1).to(self.device))
             if row.nonzero_out is not None:
@@ -618,8 +624,8 @@ class Collector:
             if row.kind == "norm" and row.calls:
                 raw.update(norm_macs=row.norm_macs, calls=row.calls)
             if row.spikes is not None:
-                raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons)
-                i += 1
+                raw.update(spikes=flat[i], elems=row.elems, neurons=row.neurons, masked=round(flat[i + 1]))
+                i += 2
             if row.mem_updates is not None:
                 raw.update(mem_updates=flat[i])
                 i += 1

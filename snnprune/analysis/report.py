@@ -29,6 +29,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "params",
     "nonzero_params",
     "sparsity",
+    "neuron_sparsity",
     "firing_rate",
     "sops",
     "macs",
@@ -231,6 +232,7 @@ def build_report(
             row.update(
                 firing_rate=raw["spikes"] / raw["elems"] if raw["elems"] else None,
                 neurons=raw["neurons"],
+                neuron_sparsity=raw["masked"] / raw["neurons"] if raw["neurons"] else None,
                 spikes=raw["spikes"] / samples,
                 access={
                     "neuron_steps": raw["elems"] / samples,
@@ -288,6 +290,11 @@ def _totals(layers: list[dict[str, Any]], energy: EnergyModel, meta: dict[str, A
             sum(r["firing_rate"] * r["neurons"] for r in neuron_rows) / n_neurons if n_neurons else None
         ),
         neurons=n_neurons,
+        neuron_sparsity=(
+            sum((r["neuron_sparsity"] or 0.0) * r["neurons"] for r in neuron_rows) / n_neurons
+            if n_neurons
+            else None
+        ),
         spikes=sum(r["spikes"] for r in neuron_rows),
         activation_sparsity=(1.0 - sum(r["nonzero_out"] for r in active) / outputs if outputs else None),
         footprint_bytes=meta.get("footprint_bytes"),
@@ -311,11 +318,14 @@ class Report:
     Rows (``report.layers``, dicts) have ``name``, ``kind`` (``conv``, ``linear``, ``neuron``, ``norm``,
     ``product``, ``other``), ``params``, ``nonzero_params`` and, where they apply (else ``None``): ``sparsity`` (zeros
     of the weight), ``firing_rate``, ``sops``, ``macs`` (effective), ``dense_macs``, ``energy_pj``,
-    ``*_per_step``, ``input`` (``spikes``/``counts``/``real``/``mixed``/``ann``), ``neurons``, ``spikes``;
+    ``*_per_step``, ``input`` (``spikes``/``counts``/``real``/``mixed``/``ann``), ``neurons``, ``spikes``,
+    ``neuron_sparsity`` (neuron rows: the fraction of the neurons whose output mask is 0, see
+    :mod:`snnprune.output_masks`; 0 without a mask);
     ``product`` rows (a product of two activations, docs/analyze.md) also ``ands``.
     ``sops``/``macs``/``energy_pj`` are per sample, summed over time steps. ``report.totals`` sums the
     additive columns over the rows and adds ``sparsity`` (zeros among all synaptic weights),
-    ``model_sparsity`` (zeros among all parameters), ``firing_rate`` (neuron-weighted mean),
+    ``model_sparsity`` (zeros among all parameters), ``neuron_sparsity`` (masked neurons among all spiking
+    neurons; None without them), ``firing_rate`` (neuron-weighted mean),
     ``dense_energy_pj`` (all dense MACs at E_MAC), ``*_per_step``, ``samples``, ``time_steps``,
     ``activation_sparsity`` (zero outputs / outputs over all spiking neurons and ``nn.ReLU``/``nn.Sigmoid``
     modules, NeuroBench's ActivationSparsity; None without them) and ``footprint_bytes`` (parameters and
@@ -508,7 +518,8 @@ class Report:
             f"energy {format_energy(t['energy_pj_per_step'])}"
         )
         out.append(
-            f"model sparsity {_pct(t['model_sparsity'])}; dense MACs {format_count(t['dense_macs'])} "
+            f"model sparsity {_pct(t['model_sparsity'])}; neuron sparsity {_pct(t.get('neuron_sparsity'))}; "
+            f"dense MACs {format_count(t['dense_macs'])} "
             f"({format_energy(t['dense_energy_pj'])} if dense); {t['samples']} samples in "
             f"{m.get('batches', '?')} batches; energy model {self.energy_model}"
         )
@@ -538,6 +549,7 @@ class Report:
             f"SOPs {format_count(t['sops'])}, MACs {format_count(t['macs'])} "
             f"(dense {format_count(t['dense_macs'])}), energy {format_energy(t['energy_pj'])} per sample "
             f"({self.energy_model.name}), sparsity {_pct(t['sparsity'])}, "
+            f"neuron sparsity {_pct(t.get('neuron_sparsity'))}, "
             f"nonzero params {format_count(t['nonzero_params'])}/{format_count(t['params'])}{rate}"
         )
 

@@ -13,6 +13,8 @@ or neuron population, with the edges between them:
   ``nir.Threshold`` at 1.5 fed by both (H(a + b − 1.5)); IAND ``b·(1 − a)`` becomes ``nir.Scale(−1)`` on
   ``a`` and a ``nir.Threshold`` at 0.5 fed by ``b`` and ``−a`` (H(b − a − 0.5)); on binary spikes both are
   exact.
+* A neuron's output mask (:mod:`snnprune.output_masks`) becomes a ``nir.Scale`` node of its 0/1 mask after
+  the neuron's node.
 * A max-pool over spikes becomes a ``nir.SumPool2d`` and a ``nir.Threshold`` at 0.5 (the OR of binary
   spikes; zero padding equals max-pool's −∞ padding on non-negative inputs).
 * An adaptive average pool to ``h × w`` becomes ``nir.AvgPool2d``; a flatten of ``[C, H, W]`` followed by
@@ -47,6 +49,8 @@ import torch
 from spikingjelly.activation_based import base, functional
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import Tensor, fx, nn
+
+from snnprune.output_masks import output_keep
 
 __all__ = ["MAX_T", "NIRExportError", "check_dt_T", "export_nir", "model_nonzeros", "nir_nonzeros"]
 
@@ -261,7 +265,16 @@ class _Lowering:
             node = _neuron_node(n.target, m, self.shape(n, src), self.dt)
             if self.portable and isinstance(node, nir.LIF) and np.any(node.r != 1.0):
                 self.fold_gain(node, src, arg, where)
-            return self.add(n.target, node, src, spikes=True, mapped=all(x in self.mapped for x in src))
+            mapped = all(x in self.mapped for x in src)
+            out = self.add(n.target, node, src, spikes=True, mapped=mapped)
+            keep = output_keep(m)
+            if keep is None:
+                return out
+            # an output mask (snnprune.output_masks): a Scale node of 0/1 after the neuron, still spikes
+            scale = _np(keep).reshape(self.shape(n, src))
+            return self.add(
+                f"{n.target}.output_mask", nir.Scale(scale=scale), out, spikes=True, mapped=mapped
+            )
         if isinstance(m, nn.BatchNorm2d):
             conv = self.src.get(arg)
             if not (isinstance(conv, tuple) and conv[0] == "conv" and len(arg.users) == 1):

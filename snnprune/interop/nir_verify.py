@@ -386,7 +386,9 @@ def _reference(model: nn.Module, x: Tensor, names: list[str], T: int) -> tuple[T
     spikes: dict[str, list[Tensor]] = {n: [] for n in names}
     modules = dict(model.named_modules())
     hooks = [
-        modules[n].register_forward_hook(lambda m, i, o, n=n: spikes[n].append(o.detach().clone()))
+        modules[n].register_forward_hook(
+            lambda m, i, o, n=n: spikes[n].append(o.detach().clone()), prepend=True
+        )  # the neuron's own spikes, before an output mask (the graph's Scale node after it)
         for n in names
     ]
     try:

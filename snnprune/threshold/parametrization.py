@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from snnprune.output_masks import fix_output_masks
 from snnprune.threshold.functional import check_grad, soft_threshold
 
 __all__ = [
@@ -492,7 +493,8 @@ def finalize(model: nn.Module) -> nn.Module:
     """Remove every parametrization, leaving plain layers whose weights are exactly sparse.
 
     Learned masks (LTP) are evaluated in their hard (eval) form. :func:`sparsity` is unchanged, the
-    model still runs, and its ``state_dict`` has plain ``<layer>.weight`` keys.
+    model still runs, and its ``state_dict`` has plain ``<layer>.weight`` keys. A neuron's output mask
+    (:mod:`snnprune.output_masks`) becomes a fixed 0/1 mask of its hard form (``<neuron>.output_mask.keep_mask``).
 
     Args:
         model: a model prepared with :func:`snnprune.sparsify` / :func:`register_soft_threshold`.
@@ -504,4 +506,5 @@ def finalize(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 remove_soft_threshold(module, name, leave_parametrized=True)
+    fix_output_masks(model)
     return model

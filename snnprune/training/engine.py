@@ -62,10 +62,13 @@ CHANNEL_BN_RECALIBRATE = 20
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """``(params, nonzero_params)`` of the effective model: a parametrized layer counts its (sparse) weight,
-    not θ nor the parametrization's own parameters (a learned threshold or mask logits)."""
+    not θ nor the parametrization's own parameters (a learned threshold or mask logits), nor the parameters
+    of a neuron's output mask (:mod:`snnprune.output_masks`)."""
     total = nonzero = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if ".output_mask." in f".{name}":
+                continue
             path, found, rest = f".{name}".partition(".parametrizations.")  # "." also finds a top-level one
             if found and not name.endswith(".original"):
                 continue
@@ -309,7 +312,8 @@ def _finish(
         )
     params, nonzero = count_params(model)
     summary = {**_summary(args, task, pruner, m, sp["overall"]), "nonzero_params": nonzero, "params": params,
-               "energy_pj": None, "sops": None, "macs": None, "epochs": epochs_done}  # fmt: skip
+               "energy_pj": None, "sops": None, "macs": None, "neuron_sparsity": None,
+               "epochs": epochs_done}  # fmt: skip
     if folder.main and args.analyze_batches > 0:
         report = snnprune.analyze(
             model,
@@ -320,7 +324,7 @@ def _finish(
         )
         folder.write_report(report)
         totals = report.to_dict()["totals"]
-        summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs")})
+        summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs", "neuron_sparsity")})
         log(
             "analyze totals: "
             + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in totals.items())
