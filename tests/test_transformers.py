@@ -361,6 +361,22 @@ def test_every_method_prunes_through_the_training_scripts(request, tmp_path, met
     assert (summary["sparsity"] > 0) == (method != "dense"), summary["sparsity"]
 
 
+@pytest.mark.parametrize("model", ["spikformer_small", "ann_sdt_small"])
+def test_a_transformer_runs_config_json_runs_it_again(request, tmp_path, model):
+    """A run's config.json given back as --config: the scripts' SEW defaults (width, stem), which the
+    transformer does not take, are not recorded as its options (they would be refused), and the run repeats."""
+    script = request.getfixturevalue("sew" if "T" in models.model_kwargs(model) else "ann")
+    argv = ["--model", model, "--method", "gmp", *CLI_TINY[:6], "--epochs", "1", "--limit-train-batches", "1",
+            "--limit-test-batches", "1", "--analyze-batches", "0", "--quiet", "--output-dir", str(tmp_path)]  # fmt: skip
+    first = script.main(argv)
+    config = Path(first["run_dir"]) / "config.json"
+    again = script.main(["--config", str(config), "--run-name", "again", "--output-dir", str(tmp_path)])
+    a, b = (json.loads((Path(s["run_dir"]) / "config.json").read_text()) for s in (first, again))
+    assert (a["width"], a["stem"], a["depth"]) == (None, None, 1)
+    assert {**a, "run_name": "again"} == b
+    assert (again["sparsity"], again["test_top1"]) == (first["sparsity"], first["test_top1"])
+
+
 @pytest.mark.parametrize(
     "recipe",
     [

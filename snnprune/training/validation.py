@@ -342,6 +342,14 @@ def prepare(
         for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
             if kw in dest_of and dest_of[kw] not in explicit:
                 setattr(args, dest_of[kw], None)
+    if model_kwargs is not None and args.model is not None:  # the script's model defaults this model lacks
+        try:
+            taken = set(model_kwargs(args.model))
+        except (KeyError, ValueError):
+            taken = None  # refused below, by _check_combination
+        for dest in ("width", "stem", *model_option_names(args)) if taken is not None else ():
+            if dest not in taken and dest not in explicit:
+                setattr(args, dest, None)
     resume_path: Path | None = None
     state = None
     if args.resume and args.resume != "auto":
