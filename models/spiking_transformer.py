@@ -41,10 +41,12 @@ Parameter counts (exact integers from the modules above; ``tests/test_transforme
 the count of the authors' code, written there with its commit, and against a hand formula). ImageNet, 1000
 classes, MLP ratio 4, 8 heads, equal for both papers: 8-384: 16,816,024; 8-512: 29,689,384; 8-768:
 66,338,632 (both papers' Table 2 print 16.81 M, 29.68 M, 66.34 M: the first two truncated, the third
-rounded). CIFAR-10: Spikformer 4-384 (12 heads, Q/K/V with biases as in the authors' CIFAR code) 9,324,730
-(paper 9.32 M); Spike-driven Transformer 2-512 (8 heads) 10,233,418 (paper 10.28 M, which neither this count
-nor the authors' code with its unused ``talking_heads``, 10,233,546, gives). The authors' own
-``model.parameters()`` is larger by the modules built and never called (Spikformer: two LayerNorms per
+rounded; no one rule gives all three, from these counts or from the authors' ``model.parameters()``, with
+or without the biases, BN, the relative-position conv or the LayerNorms, in 10^6 or 2^20). CIFAR-10:
+Spikformer 4-384 (12 heads, Q/K/V with biases as in the authors' CIFAR code) 9,324,730 (paper 9.32 M);
+Spike-driven Transformer 2-512 (8 heads) 10,233,418; the paper's 10.28 M is the rounded count with a
+100-class head (its CIFAR-100 model: 10,279,588). The authors' own ``model.parameters()`` (which their
+``train.py`` prints) is larger by the modules built and never called (Spikformer: two LayerNorms per
 block, 8-384: 16,828,312; the Spike-driven Transformer: ``talking_heads``, 8-384: 16,816,536).
 """
 
@@ -409,7 +411,7 @@ _VARIANTS = (
     ("sdt_8_512", "sdsa", 8, 512, _IMAGENET, "Spike-driven Transformer-8-512 (ImageNet; 29.68 M in the paper)"),
     ("sdt_8_768", "sdsa", 8, 768, _IMAGENET, "Spike-driven Transformer-8-768 (ImageNet; 66.34 M in the paper)"),
     ("sdt_2_512", "sdsa", 2, 512, {"num_heads": 8, "pooling": "0011", "num_classes": 10},
-     "Spike-driven Transformer-2-512 (CIFAR-10; 10.28 M in the paper)"),
+     "Spike-driven Transformer-2-512 (CIFAR-10; 10.28 M in the paper, the 100-class count)"),
     ("sdt_small", "sdsa", 2, 64, {"num_heads": 4, "pooling": "1100", "num_classes": 10, "in_channels": 1, "T": 2},
      "a small Spike-driven Transformer for 28 px MNIST on CPU (2-64)"),
 )  # fmt: skip

@@ -274,6 +274,11 @@ def test_help_shows_script_defaults_and_choices(sew, ann):
     text = " ".join(sew.get_parser().format_help().split())
     assert "--epochs EPOCHS epochs of the run (every schedule is planned on it) (default: 8)" in text
     assert "--T T time steps (also frames_number of DVS datasets) (default: 2)" in text
+    # the script's short-run default of a method keyword replaces the signature's (1.0)
+    assert (
+        "--l0-coeff L0_COEFF ltp: λ_L0 ≥ 0, the weight of the normalized soft-L0 term. (default: 0.001) "
+        in text
+    )
     assert "any registered name: " + ", ".join(list_methods()) in text
     assert "sew_resnet18,sew_resnet34,sew_resnet50" in text
     assert "{embedded_mnist,mnist,fashion_mnist,cifar10,cifar100,imagenet,dvs128_gesture,cifar10_dvs}" in text

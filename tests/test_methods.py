@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -404,6 +405,21 @@ def test_ltp_regularization_hand_values(after_forward):
     model.eval()  # hard mask theta^2 > tau: (0, 1, 2) keeps 2, (-1, 1) keeps nothing
     assert sparsity(model)["overall"] == pytest.approx(4 / 5)
     assert pruner.threshold == pytest.approx({"0": 1.0, "1": 1.0})
+
+
+def test_ltp_model_deep_copies_after_a_training_forward():
+    """The training forward caches its L0 node for ``regularization()``; ``copy.deepcopy`` (the training
+    scripts' ``--export``) cannot copy a graph node, so the copy leaves the cache out."""
+    model = _mlp()
+    sparsify(model, "ltp", tau_init=0.01)
+    x = _batches(1)[0][0]
+    model(x)
+    twin = copy.deepcopy(model)
+    assert twin[0].parametrizations.weight[0]._last is None
+    model.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.equal(twin(x), model(x))
+        assert torch.equal(twin[0].weight, model[0].weight) and bool(model[0].weight.eq(0).any())
 
 
 def _sj_net():

@@ -453,8 +453,17 @@ class Collector:
                 return
             row.calls += 1
             f64 = torch.float64
-            binary = [((t == 0) | (t == 1)).all() for t in ins]
-            integer = torch.stack([((t >= 0) & (t == torch.round(t))).all() for t in ins]).all() & spiking
+            counts, binary = [], []  # per input: all values non-negative integers; all in {0, 1}
+            for t in ins:
+                if t.numel() == 0:
+                    counts.append(torch.ones((), dtype=torch.bool, device=t.device))
+                    binary.append(counts[-1])
+                    continue
+                t = t if t.is_floating_point() else t.float()
+                lo, hi = torch.aminmax(t)  # one pass each for the range and the fractions, no host sync
+                counts.append((lo >= 0) & ~torch.frac(t).any())
+                binary.append(counts[-1] & (hi <= 1))
+            integer = torch.stack(counts).all() & spiking
             both_binary = torch.stack(binary).all() & spiking
             zero = torch.zeros((), dtype=f64, device=output.device)
             scale_macs = output.numel() if getattr(mod, "scale", None) is not None else 0

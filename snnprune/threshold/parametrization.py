@@ -259,6 +259,11 @@ class LearnedThresholdMask(nn.Module):
         self._last = (theta, theta._version, l0)
         return out
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state without the cache of the last training forward: its L0 output is a graph
+        node, which ``copy.deepcopy`` cannot copy (the next forward makes a new one)."""
+        return {**super().__getstate__(), "_last": None}
+
     def extra_repr(self) -> str:
         return f"tau={self.tau.item():.6g}, temperature={self.temperature} (x Var(theta)), gradient={self.gradient!r}"
 

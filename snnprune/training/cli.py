@@ -397,7 +397,8 @@ def _value(o: Option, v: Any, key: str | None = None) -> Any:
 
 # ----------------------------------------------------------------------------------------------- parser
 class _HelpFormatter(argparse.HelpFormatter):
-    """Shows each option's effective default (the script's own, e.g. ``epochs 8`` for the default run)."""
+    """Shows each option's effective default (the script's own, e.g. ``epochs 8`` for the default run, in
+    place of the default a method's signature gives)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -407,6 +408,7 @@ class _HelpFormatter(argparse.HelpFormatter):
             or not action.option_strings
         ):
             return text
+        text = re.sub(r" ?\(default: [^()]*\)$", "", text)
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
 

@@ -34,7 +34,14 @@ from torch.utils.data import DataLoader
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
-from snnprune.training.cli import ConfigError, options_with_role, parse_args, plain_args, pruning_options
+from snnprune.training.cli import (
+    ConfigError,
+    method_options,
+    options_with_role,
+    parse_args,
+    plain_args,
+    pruning_options,
+)
 from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
@@ -308,7 +315,7 @@ def _finish(
         raise ConfigError(
             f"--method {args.method}: every prunable weight is zero at the end of the run (threshold "
             f"{mean_threshold(pruner):.4g}), so the network's output does not depend on its input; the "
-            "checkpoints are kept: train again with a smaller --final-threshold/--target-sparsity"
+            f"checkpoints are kept: train again with options that prune less ({', '.join(method_options(args.method))})"
         )
     params, nonzero = count_params(model)
     summary = {**_summary(args, task, pruner, m, sp["overall"]), "nonzero_params": nonzero, "params": params,

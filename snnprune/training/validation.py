@@ -297,6 +297,14 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
             if kw in dest_of and dest_of[kw] not in explicit:
                 setattr(args, dest_of[kw], None)
+    if task.model_kwargs is not None and args.model is not None:  # the script's model defaults it lacks
+        try:
+            taken = set(task.model_kwargs(args.model))
+        except (KeyError, ValueError):
+            taken = None  # refused below, by _check_combination
+        for dest in ("width", "stem", *model_option_names(args)) if taken is not None else ():
+            if dest not in taken and dest not in explicit:
+                setattr(args, dest, None)
     resume_path = Path(args.resume) if args.resume and args.resume != "auto" else None
     state = None if resume_path is None else _take_checkpoint(args, resume_path, task.kind, explicit)
     args.run_name = args.run_name or run_name(args)
