@@ -269,9 +269,10 @@ def test_fp16_on_cpu_is_a_clear_error():
         resolve_device("cpu", "fp16")
 
 
-def test_ddp_two_processes_gloo_same_sparsity(tmp_path):
+@pytest.mark.parametrize("method", ["lats", "shi2024"])  # shi2024: neuron-mask logits shaped by a forward
+def test_ddp_two_processes_gloo_same_sparsity(tmp_path, method):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(SCRIPTS / "train_sew.py"), "--method", "lats", *SNN_TINY, "--device", "cpu",
+           str(SCRIPTS / "train_sew.py"), "--method", method, *SNN_TINY, "--device", "cpu",
            "--output-dir", str(tmp_path)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)

@@ -178,6 +178,8 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
             ) from None
 
     dmodel: nn.Module = model
+    if distributed and any(p.numel() == 0 for p in model.parameters()):
+        _materialize(model, test_loader, device, options)  # DDP fixes its buckets' shapes when it wraps
     if distributed:
         if args.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -275,6 +277,19 @@ def _summary(
     return {"kind": task.kind, "model": args.model, "method": args.method, "dataset": args.dataset,
             "test_top1": m["test_top1"], "test_top5": m["test_top5"],
             "sparsity": sp, "firing_rate": fr, "threshold": mean_threshold(pruner)}  # fmt: skip
+
+
+def _materialize(model: nn.Module, loader: DataLoader, device: torch.device, options: LoopOptions) -> None:
+    """One evaluation forward of a test batch, so that parameters shaped by their first forward (e.g. a
+    neuron's output-mask logits) have their shapes; the RNG streams and the model's state are unchanged."""
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        x, _ = to_device(*next(iter(loader))[:2], device, options)
+        model.eval()
+        with autocast(device, options.amp):
+            model(x)
+        reset(model)
+    model.train(was_training)
 
 
 def _recalibrate(
