@@ -10,7 +10,9 @@ no method is named here):
 * ``n.output_mask.keep()`` is the hard 0/1 mask over one sample's neurons at one step (the shape of
   ``s`` without its ``lead`` dimensions; None before the shape is known), the mask in force in eval mode;
 * :func:`fix_output_masks` replaces every mask by a :class:`FixedOutputMask` of its ``keep()`` (what
-  :func:`snnprune.finalize` does), :func:`remove_output_mask` takes it off.
+  :func:`snnprune.finalize` does), :func:`remove_output_mask` takes it off;
+* a finalized model's ``state_dict`` holds each fixed mask as ``<neuron>.output_mask.keep_mask``:
+  :func:`attach_fixed_masks` gives a fresh model those masks, so that the state dict loads strictly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "FixedOutputMask",
+    "attach_fixed_masks",
     "attach_output_mask",
     "fix_output_masks",
     "has_output_mask",
@@ -123,4 +126,28 @@ def fix_output_masks(model: nn.Module) -> nn.Module:
             remove_output_mask(module)
         else:
             module._modules[_ATTR] = FixedOutputMask(keep > 0)
+    return model
+
+
+def attach_fixed_masks(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
+    """Attach a :class:`FixedOutputMask` to each neuron of ``model`` that ``state_dict`` (of a finalized
+    model, e.g. a run's ``model_sparse.pth``) masks, so that ``model.load_state_dict(state_dict)`` then
+    loads the masks with the weights.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        KeyError: a ``<neuron>.output_mask.keep_mask`` key names no module of ``model``.
+        ValueError: that module has an output mask already.
+    """
+    suffix = f".{_ATTR}.keep_mask"
+    modules = dict(model.named_modules())
+    for key, keep in state_dict.items():
+        if not key.endswith(suffix):
+            continue
+        name = key[: -len(suffix)]
+        if name not in modules:
+            raise KeyError(f"{key!r}: the model has no module {name!r}; use the model the state dict is of")
+        attach_output_mask(modules[name], FixedOutputMask(keep))
     return model

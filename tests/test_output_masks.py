@@ -9,7 +9,13 @@ from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 import snnprune
-from snnprune.output_masks import FixedOutputMask, attach_output_mask, output_keep, remove_output_mask
+from snnprune.output_masks import (
+    FixedOutputMask,
+    attach_fixed_masks,
+    attach_output_mask,
+    output_keep,
+    remove_output_mask,
+)
 
 
 def _chain() -> nn.Sequential:
@@ -118,6 +124,26 @@ def test_finalize_outputs_equal_the_masked_model():
         functional.reset_net(net)
         net[2].output_mask.keep_mask.fill_(True)  # the mask is what makes the difference
         assert not torch.equal(net(x), masked)
+
+
+def test_a_finalized_state_dict_loads_strictly_into_a_fresh_model_with_its_masks():
+    net, x = _trained_shi()
+    snnprune.finalize(net)
+    with torch.no_grad():
+        masked = net(x)
+        functional.reset_net(net)
+    state = net.state_dict()
+    fresh = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), neuron.IFNode(), nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 16), neuron.IFNode(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"output_mask\.keep_mask"):
+        fresh.load_state_dict(state)  # a plain load would drop the masks
+    attach_fixed_masks(fresh, state).load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), masked)
+    with pytest.raises(KeyError, match="no module 'nope'"):
+        attach_fixed_masks(nn.Sequential(), {"nope.output_mask.keep_mask": torch.ones(2, dtype=torch.bool)})
 
 
 def test_nir_export_keeps_the_mask_as_a_scale_node():

@@ -17,6 +17,7 @@ import models
 import snnprune
 from snnprune import list_methods, sparsify
 from snnprune.interop.nir_export import NIRExportError
+from snnprune.output_masks import attach_fixed_masks
 
 TINY = dict(depth=1, embed_dim=16, num_heads=2, pooling="0011", num_classes=3, in_channels=1)
 
@@ -355,7 +356,8 @@ def test_every_method_prunes_through_the_training_scripts(request, tmp_path, met
     config = json.loads((run / "config.json").read_text())
     assert (config["model"], config["method"], config["depth"], config["embed_dim"]) == (model, method, 1, 16)
     net = models.create_model(model, depth=1, embed_dim=16, num_heads=2, num_classes=10, in_channels=1)
-    net.load_state_dict(snnprune.files.load(run / "model_sparse.pth"))  # strict: no parametrization left
+    state = snnprune.files.load(run / "model_sparse.pth")
+    attach_fixed_masks(net, state).load_state_dict(state)  # strict: no parametrization left
     weights = [m.weight for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     zeros = sum(int(w.eq(0).sum()) for w in weights)
     assert summary["sparsity"] == pytest.approx(zeros / sum(w.numel() for w in weights), abs=1e-12)
