@@ -2,7 +2,7 @@
 
 :func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
 the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
-role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
+role ``model``, and ``plan`` for ``--resume``), the cross-option rules (options the method
 does not take, optimizer/scheduler options), the method's own check of its options (:func:`build_pruner`
 without a model), device and AMP, the model's own check of its options (its record built on the meta
 device) and the run folder (writable, locked, not already holding a run unless resumed or
@@ -143,14 +143,9 @@ def _take_checkpoint(args: argparse.Namespace, path: Path, kind: str, explicit: 
 def _check_combination(
     args: argparse.Namespace, explicit: frozenset[str], model_kwargs: Callable[[str], Any] | None = None
 ) -> None:
-    """The cross-option rules (pruning window, method options, optimizer/scheduler options, model options
+    """The cross-option rules (method options, optimizer/scheduler options, model options
     through ``model_kwargs``: model name -> accepted keywords); the first violated one is a :class:`ConfigError`."""
     e = args.epochs
-    if args.prune_start_epoch >= e:
-        raise ConfigError(
-            f"--prune-start-epoch: must be < --epochs ({e}), got {args.prune_start_epoch}; "
-            "start pruning in an epoch of the run"
-        )
     if args.lr_warmup_epochs >= e:
         raise ConfigError(
             f"--lr-warmup-epochs: must be < --epochs ({e}), got {args.lr_warmup_epochs}; shorten the warm-up"
@@ -235,7 +230,7 @@ def _flag_error(args: argparse.Namespace, exc: Exception, plan: dict[str, Any]) 
     msg = str(exc)
     taken = method_kwargs(args.method)
     options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
-    options["exclude"] = "prune_exclude"  # build_pruner passes it as sparsify's exclude
+    options.update(exclude="prune_exclude", start_step="prune_start_epoch")  # see pruner_kwargs
     keyword = getattr(exc, "keyword", None)
     if keyword in plan and keyword not in options:  # a plan option the method cannot work with
         return ConfigError(f"{option_name(keyword)}: {msg}")
