@@ -39,6 +39,7 @@ __all__ = [
     "ENGINE_KEYWORDS",
     "OPTIONS",
     "RUN_METADATA_KEYS",
+    "SCRIPTS",
     "ConfigError",
     "Option",
     "check_values",
@@ -227,6 +228,8 @@ ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length")
 #: Keys of a run's ``config.json`` that describe the run rather than set an option: accepted (and ignored)
 #: when that file is given back as ``--config``; ``kind`` must match the script.
 RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config", "model_builder")
+#: The script that trains each ``kind`` of run (named by the errors of a checkpoint or config of the other).
+SCRIPTS = {"snn": "train_sew.py", "ann": "train_ann.py"}
 
 _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never written to config.json)
 _MODEL_OPTIONS = "_model_options"  # the same: the dests of model_keyword_options
@@ -533,9 +536,9 @@ def load_config(
             f"--config: {str(path)!r} sets one option under two spellings {twice}; keep one of them"
         )
     if kind is not None and raw.get("kind") not in (None, kind):
-        script = "train_sew.py" if raw["kind"] == "snn" else "train_ann.py"
         raise ConfigError(
-            f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; use scripts/{script} for it"
+            f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; "
+            f"use scripts/{SCRIPTS.get(str(raw['kind']), SCRIPTS['ann'])} for it"
         )
     is_run_config = "kind" in raw
     for key in RUN_METADATA_KEYS if is_run_config else ():

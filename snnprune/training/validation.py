@@ -26,6 +26,7 @@ from torch import nn
 from snnprune.methods import get_method, list_methods, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
+    SCRIPTS,
     ConfigError,
     check_values,
     explicit_options,
@@ -107,11 +108,10 @@ def _take_checkpoint(args: argparse.Namespace, path: Path, kind: str, explicit: 
     """The checkpoint at ``path``, its model, pruning and (unless ``--test-only``) training plan taken into
     ``args``; an explicit option that contradicts it is a :class:`ConfigError` naming both values."""
     state = TrainState.of(load_checkpoint(path))
-    ck_kind = state.kind
-    if ck_kind in ("snn", "ann") and ck_kind != kind:
-        script = "train_sew.py" if ck_kind == "snn" else "train_ann.py"
+    if state.kind in SCRIPTS and state.kind != kind:
         raise CheckpointError(
-            f"--resume: {str(path)!r} is a checkpoint of an {ck_kind.upper()} run; use scripts/{script} for it"
+            f"--resume: {str(path)!r} is a checkpoint of an {state.kind.upper()} run; "
+            f"use scripts/{SCRIPTS[state.kind]} for it"
         )
     saved = state.args
     if not isinstance(saved, dict):
