@@ -662,7 +662,4 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 def run_name(args: argparse.Namespace) -> str:
     """Default run folder name: ``<model>_<method>`` and what the method shows of its options
     (:meth:`~snnprune.Pruner.run_name_part`, e.g. ``_D0.1``)."""
-    name = f"{args.model}_{args.method}"
-    if args.method not in list_methods():
-        return name
-    return name + get_method(args.method).run_name_part(pruner_kwargs(args, 1))
+    return f"{args.model}_{args.method}" + get_method(args.method).run_name_part(pruner_kwargs(args, 1))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnprune.methods import get_method, list_methods, method_kwargs
+from snnprune.methods import get_method, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
     SCRIPTS,
@@ -155,10 +155,6 @@ def _check_combination(
             f"--stop-after-epoch: must be < --epochs ({e}) (epochs are numbered 0 to {e - 1}), got "
             f"{args.stop_after_epoch}; drop it to run to the end"
         )
-    if args.method not in list_methods():  # only reachable through a namespace built without the parser
-        raise ConfigError(
-            f"--method: unknown method {args.method!r}; choose one of {', '.join(list_methods())}"
-        )
     taken = method_kwargs(args.method)
     for dest, keyword in pruning_options().items():
         if dest in explicit and getattr(args, dest, None) is not None and keyword not in taken:
@@ -286,12 +282,12 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     :class:`ConfigError`/:class:`CheckpointError` line."""
     explicit = explicit_options(args)
     check_values(args)
-    if args.method in list_methods():  # the script's defaults that the method's configuration does without
-        dest_of = {kw: dest for dest, kw in pruning_options().items()}
-        given = {kw for kw, dest in dest_of.items() if dest in explicit}
-        for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
-            if kw in dest_of and dest_of[kw] not in explicit:
-                setattr(args, dest_of[kw], None)
+    # the script's defaults that the method's configuration does without are unset
+    dest_of = {kw: dest for dest, kw in pruning_options().items()}
+    given = {kw for kw, dest in dest_of.items() if dest in explicit}
+    for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
+        if kw in dest_of and dest_of[kw] not in explicit:
+            setattr(args, dest_of[kw], None)
     resume_path = Path(args.resume) if args.resume and args.resume != "auto" else None
     state = None if resume_path is None else _take_checkpoint(args, resume_path, task.kind, explicit)
     args.run_name = args.run_name or run_name(args)
