@@ -47,7 +47,6 @@ __all__ = [
     "get_args_parser",
     "load_config",
     "method_keyword_options",
-    "method_options",
     "model_keyword_options",
     "model_option_names",
     "option_name",
@@ -321,12 +320,6 @@ def pruning_options() -> dict[str, str]:
 def options_with_role(*roles: str) -> list[str]:
     """Dests of the options of these roles (``"model"``, ``"plan"``), method keywords included."""
     return [o.name for o in (*OPTIONS, *method_keyword_options()) if o.role in roles]
-
-
-def method_options(method: str) -> list[str]:
-    """The pruning options (:func:`pruning_options`) that ``method`` takes, as sorted ``--flags``."""
-    taken = method_kwargs(method)
-    return sorted(option_name(d) for d, kw in pruning_options().items() if kw in taken)
 
 
 # ----------------------------------------------------------------------------------------------- values

@@ -1,16 +1,12 @@
 """The training run: :func:`run` (validate -> build -> train/evaluate -> finish) and :func:`main`.
 
-Order of operations (snnprune/docs/methods.md §3.2, §12.6):
-
-0. :func:`snnprune.training.validation.prepare`: the whole configuration is checked before any data or
-   model is built (device, run folder and its lock, the checkpoint's settings for ``--resume``/``--test-only``);
-1. the model from ``task.model_builder``'s record -> ``pruner = build_pruner(args, steps_per_epoch, model)``
-   (:func:`~snnprune.training.validation.build_pruner`), or on resume :func:`~snnprune.training.runs.restore` (as ``load_run``);
-2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ);
-3. lr scheduler (cosine/step/constant, optional warm-up via ``SequentialLR``);
-4. ``pruner.bind(optimizer, lr_scheduler, steps_per_epoch)``;
-5. epochs of :func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`;
-   every file goes through one :class:`~snnprune.training.run_folder.RunFolder`.
+:func:`~snnprune.training.validation.prepare` checks the whole configuration before any data or model is
+built; the model comes from ``task.model_builder``'s record and its pruner from
+:func:`~snnprune.training.validation.build_pruner` (on resume from the checkpoint, by
+:func:`~snnprune.training.runs.restore` as ``load_run`` does); the optimizer, lr scheduler and
+``pruner.bind`` follow (snnprune/docs/methods.md §3.2, §12.6), then the epochs of
+:func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`, every file
+written through one :class:`~snnprune.training.run_folder.RunFolder`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""One validation of the whole training configuration, before any data is read or weight allocated.
-
-:func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
-the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
-role ``model``, and ``plan`` for ``--resume``), the cross-option rules (options the method
-does not take, optimizer/scheduler options), the method's own check of its options (:func:`build_pruner`
-without a model), device and AMP, the model's own check of its options (its record built on the meta
-device) and the run folder (writable, locked, not already holding a run unless resumed or
-``--overwrite``). Every failure is a
-:class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
-whose message reads ``<option>: <what is wrong>; <what to do>``.
+"""One validation of the whole training configuration, before any data is read or weight allocated
+(:func:`prepare`); every failure is a :class:`~snnprune.training.cli.ConfigError` (or
+:class:`~snnprune.training.checkpoint.CheckpointError`) whose message reads
+``<option>: <what is wrong>; <what to do>``.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ from snnprune.training.cli import (
     ConfigError,
     check_values,
     explicit_options,
-    method_options,
     model_option_names,
     option_name,
     options_with_role,
@@ -158,7 +150,7 @@ def _check_combination(
     taken = method_kwargs(args.method)
     for dest, keyword in pruning_options().items():
         if dest in explicit and getattr(args, dest, None) is not None and keyword not in taken:
-            opts = method_options(args.method)
+            opts = sorted(option_name(d) for d, kw in pruning_options().items() if kw in taken)
             takes = f"it takes {', '.join(opts)}" if opts else "it takes no pruning option"
             raise ConfigError(
                 f"{option_name(dest)}: not an option of --method {args.method} ({takes}); "
@@ -278,7 +270,11 @@ class Prepared:
 def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     """Validate the whole configuration of a run of ``task`` (its ``kind``, model builder and models'
     keywords) and resolve device, run folder, checkpoint and lock, before any data or model exists;
-    ``args`` is updated in place (``run_name``, the checkpoint's settings). The first invalid input is a
+    ``args`` is updated in place (``run_name``, the checkpoint's settings). In order: each option's range
+    (:func:`~snnprune.training.cli.check_values`), the checkpoint's settings for ``--resume``/``--test-only``,
+    the cross-option rules, the method's own checks (:func:`build_pruner` without a model), device, AMP and
+    dataset path, the model's own checks (its record built on the meta device) and the run folder
+    (writable, locked, not holding a run unless resumed or ``--overwrite``). The first invalid input is a
     :class:`ConfigError`/:class:`CheckpointError` line."""
     explicit = explicit_options(args)
     check_values(args)
