@@ -314,7 +314,7 @@ def _finish(
             time_steps=getattr(args, "T", None),
             progress=not args.quiet and sys.stderr.isatty(),
         )
-        folder.write_report(report)
+        folder.write_json("analyze.json", report.to_dict())
         totals = report.to_dict()["totals"]
         summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs")})
         log(
