@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from snnprune.data import DATASETS
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
-from snnprune.training.data import DATASETS
 
 __all__ = [
     "ENGINE_KEYWORDS",

@@ -27,11 +27,11 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
+from snnprune.data import build_datasets
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
 from snnprune.training.cli import ConfigError, options_with_role, parse_args, plain_args, pruning_options
-from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
     LoopOptions,

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnprune.data import build_datasets
 from snnprune.model_builders import check_kwargs, declared_builder
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import ConfigError, option_name
-from snnprune.training.data import build_datasets
 
 __all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from snnprune.data import DataError, check_data_path
 from snnprune.methods import get_method, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
@@ -30,7 +31,6 @@ from snnprune.training.cli import (
     pruning_options,
     run_name,
 )
-from snnprune.training.data import DataError, check_data_path
 from snnprune.training.loop import Task
 from snnprune.training.run_folder import RunLock, check_output, check_run_folder
 from snnprune.training.runs import instantiate
