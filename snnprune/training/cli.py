@@ -518,13 +518,10 @@ def load_config(
         raise ConfigError(
             f"--config: {str(path)!r} must be a mapping of option: value; write one 'key: value' a line"
         )
-    raw = {str(k).replace("-", "_"): v for k, v in data.items()}
+    spelled = [str(k).replace("-", "_") for k in data]
+    raw = dict(zip(spelled, data.values(), strict=True))
     if len(raw) < len(data):
-        twice = sorted(
-            k
-            for k in map(str, data)
-            if [str(j).replace("-", "_") for j in data].count(k.replace("-", "_")) > 1
-        )
+        twice = sorted(str(k) for k, s in zip(data, spelled, strict=True) if spelled.count(s) > 1)
         raise ConfigError(
             f"--config: {str(path)!r} sets one option under two spellings {twice}; keep one of them"
         )

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from snnprune.data import build_datasets
+from snnprune.structured import recalibrate_bn
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
@@ -193,6 +194,9 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     n_recalibrate = args.bn_recalibrate
     if n_recalibrate is None:
         n_recalibrate = CHANNEL_BN_RECALIBRATE if pruner.removes_channels else 0
+    # BN statistics are re-estimated on the first training batches, in order and without workers, so that
+    # every DDP process gets the same
+    recalibration = DataLoader(train_set, batch_size=args.batch_size, shuffle=False, num_workers=0)
     last_epoch = args.epochs - 1 if args.stop_after_epoch is None else args.stop_after_epoch
     m: dict[str, float] = {}
     try:
@@ -219,7 +223,11 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
             if not args.lr_step_per_iter:
                 lr_scheduler.step()
             if n_recalibrate > 0:
-                _recalibrate(model, train_set, n_recalibrate, args.batch_size, device, options)
+                batches = itertools.islice(recalibration, n_recalibrate)
+                with autocast(device, options.amp), parametrize.cached():
+                    recalibrate_bn(
+                        model, (to_device(x, y, device, options)[0] for x, y in batches), reset=reset
+                    )
             m = evaluate(dmodel, criterion, test_loader, device, options, progress)
             sp = snnprune.sparsity(model)["overall"]
             row = {"epoch": epoch, "lr": lr, **tm, **m, "sparsity": sp, "threshold": mean_threshold(pruner),
@@ -261,24 +269,6 @@ def _summary(
     return {"kind": task.kind, "model": args.model, "method": args.method, "dataset": args.dataset,
             "test_top1": m["test_top1"], "test_top5": m["test_top5"],
             "sparsity": sp, "firing_rate": fr, "threshold": mean_threshold(pruner)}  # fmt: skip
-
-
-def _recalibrate(
-    model: nn.Module,
-    train_set: Any,
-    n_batches: int,
-    batch_size: int,
-    device: torch.device,
-    options: LoopOptions,
-) -> None:
-    """BN statistics of ``model`` re-estimated (:func:`snnprune.structured.recalibrate_bn`) on the first
-    ``n_batches`` training batches, in order and without workers, so every DDP process gets the same."""
-    from snnprune.structured import recalibrate_bn
-
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, num_workers=0)
-    batches = (to_device(x, y, device, options)[0] for x, y in itertools.islice(loader, n_batches))
-    with autocast(device, options.amp), parametrize.cached():
-        recalibrate_bn(model, batches, reset=reset)
 
 
 def _finish(
