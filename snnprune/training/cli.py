@@ -553,12 +553,7 @@ def load_config(
     return out, is_run_config
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET = _Unset()
+_UNSET = object()  # an option the command line did not set
 _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORECASE)
 
 
