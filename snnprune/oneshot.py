@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from snnprune.data import build_datasets
 from snnprune.training.checkpoint import load_checkpoint, save_checkpoint
 from snnprune.training.cli import ConfigError
-from snnprune.training.data import build_datasets
 from snnprune.training.loop import LoopOptions, evaluate
 from snnprune.training.run_folder import holds_run
 from snnprune.training.runs import load_run

@@ -364,9 +364,9 @@ def test_cli_filter_runs_recalibrate_bn_before_each_evaluation(tmp_path):
     """Filter runs re-estimate the BN statistics on the first N training batches (in order) before every
     evaluation, by default 20; weights, the data order and everything else of training stay as without."""
     import snnprune
+    from snnprune.data import build_datasets
     from snnprune.structured import recalibrate_bn
     from snnprune.training.cli import parse_args
-    from snnprune.training.data import build_datasets
 
     ann = load_script("train_ann")
     tiny = ["--width", "8", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "3",

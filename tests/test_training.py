@@ -136,7 +136,7 @@ def test_datasets_stay_on_the_cpu_whatever_the_default_device():
     is still host memory, as DataLoader workers and pinned memory need."""
     import numpy as np
 
-    from snnprune.training import data
+    from snnprune import data
 
     data._embedded_mnist.cache_clear()
     try:

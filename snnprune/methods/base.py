@@ -252,8 +252,9 @@ class Pruner:
                 )
         start_step = check_steps(start_step, "start_step", name)
         if start_step < 0 or (total_steps is not None and start_step >= total_steps):
-            raise ValueError(
-                f"start_step must be in [0, total_steps={total_steps}), got {start_step}; start inside the run"
+            raise KeywordError(
+                "start_step",
+                f"start_step must be in [0, total_steps={total_steps}), got {start_step}; start inside the run",
             )
         self.total_steps: int | None = total_steps
         self.start_step = start_step

@@ -5,7 +5,7 @@
   keyword arguments);
 * :mod:`~snnprune.training.validation`: :func:`prepare`, the one check of the whole configuration before
   any data or model is built (``error: <option>: <what is wrong>; <what to do>``, exit code 2);
-* :mod:`~snnprune.training.data`: :func:`build_datasets` (embedded MNIST, torchvision, ImageFolder, DVS);
+* :func:`build_datasets` (from :mod:`snnprune.data`: embedded MNIST, torchvision, ImageFolder, DVS);
 * :mod:`~snnprune.training.builders`: optimizer, lr scheduler, samplers and loaders;
 * :mod:`~snnprune.training.loop`: :class:`Task` hooks, :func:`train_one_epoch`, :func:`evaluate`;
 * :mod:`~snnprune.training.run_folder`: :class:`RunFolder`, the one writer of a run's files, and
@@ -21,6 +21,7 @@
 This package never imports ``models`` or ``scripts``: the scripts pass a model builder in :class:`Task`.
 """
 
+from snnprune.data import DataError, build_datasets
 from snnprune.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -28,7 +29,6 @@ from snnprune.training.checkpoint import (
     upgrade_checkpoint,
 )
 from snnprune.training.cli import ConfigError, get_args_parser, parse_args, pruner_kwargs
-from snnprune.training.data import DataError, build_datasets
 from snnprune.training.engine import main, run
 from snnprune.training.interrupts import Interrupted
 from snnprune.training.loop import LoopOptions, NonFiniteLossError, Task, evaluate, train_one_epoch

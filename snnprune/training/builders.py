@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from snnprune.training.data import DataError
+from snnprune.data import DataError
 from snnprune.training.interrupts import ignore_in_worker
 
 __all__ = ["build_loaders", "build_optimizer", "build_scheduler", "seed_everything"]

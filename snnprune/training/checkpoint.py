@@ -47,13 +47,12 @@ def _is_rng(v: Any) -> bool:
     if not (isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)):
         return False
     py, npy, th = v["python"], v["numpy"], v["torch"]
-    ints = (int,)
     return (
         isinstance(py, (list, tuple))
         and len(py) == 3
         and isinstance(py[1], (list, tuple))
         and len(py[1]) == 625
-        and all(isinstance(i, ints) and 0 <= i < 2**32 for i in py[1][:-1])
+        and all(isinstance(i, int) and 0 <= i < 2**32 for i in py[1][:-1])
         and isinstance(npy, (list, tuple))
         and len(npy) == 5
         and npy[0] == "MT19937"

@@ -32,13 +32,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from snnprune.data import DATASETS
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
-from snnprune.training.data import DATASETS
 
 __all__ = [
     "ENGINE_KEYWORDS",
     "OPTIONS",
     "RUN_METADATA_KEYS",
+    "SCRIPTS",
     "ConfigError",
     "Option",
     "check_values",
@@ -227,6 +228,8 @@ ENGINE_KEYWORDS = ("total_steps", "start_step", "epoch_length")
 #: Keys of a run's ``config.json`` that describe the run rather than set an option: accepted (and ignored)
 #: when that file is given back as ``--config``; ``kind`` must match the script.
 RUN_METADATA_KEYS = ("kind", "steps_per_epoch", "world_size", "config", "model_builder")
+#: The script that trains each ``kind`` of run (named by the errors of a checkpoint or config of the other).
+SCRIPTS = {"snn": "train_sew.py", "ann": "train_ann.py"}
 
 _EXPLICIT = "_explicit_options"  # attribute of the parsed namespace (never written to config.json)
 _MODEL_OPTIONS = "_model_options"  # the same: the dests of model_keyword_options
@@ -309,6 +312,12 @@ def model_keyword_options(
     )  # fmt: skip
 
 
+def method_options(method: str) -> list[str]:
+    """The pruning options (:func:`pruning_options`) that ``method`` takes, as sorted ``--flags``."""
+    taken = method_kwargs(method)
+    return sorted(option_name(d) for d, kw in pruning_options().items() if kw in taken)
+
+
 def pruning_options() -> dict[str, str]:
     """Options that feed a method keyword: dest -> :func:`snnprune.sparsify` keyword (declared and from
     the registry). An option is valid for the methods whose signature takes its keyword."""
@@ -318,12 +327,6 @@ def pruning_options() -> dict[str, str]:
 def options_with_role(*roles: str) -> list[str]:
     """Dests of the options of these roles (``"model"``, ``"plan"``), method keywords included."""
     return [o.name for o in (*OPTIONS, *method_keyword_options()) if o.role in roles]
-
-
-def method_options(method: str) -> list[str]:
-    """The pruning options (:func:`pruning_options`) that ``method`` takes, as sorted ``--flags``."""
-    taken = method_kwargs(method)
-    return sorted(option_name(d) for d, kw in pruning_options().items() if kw in taken)
 
 
 # ----------------------------------------------------------------------------------------------- values
@@ -524,20 +527,17 @@ def load_config(
         raise ConfigError(
             f"--config: {str(path)!r} must be a mapping of option: value; write one 'key: value' a line"
         )
-    raw = {str(k).replace("-", "_"): v for k, v in data.items()}
+    spelled = [str(k).replace("-", "_") for k in data]
+    raw = dict(zip(spelled, data.values(), strict=True))
     if len(raw) < len(data):
-        twice = sorted(
-            k
-            for k in map(str, data)
-            if [str(j).replace("-", "_") for j in data].count(k.replace("-", "_")) > 1
-        )
+        twice = sorted(str(k) for k, s in zip(data, spelled, strict=True) if spelled.count(s) > 1)
         raise ConfigError(
             f"--config: {str(path)!r} sets one option under two spellings {twice}; keep one of them"
         )
     if kind is not None and raw.get("kind") not in (None, kind):
-        script = "train_sew.py" if raw["kind"] == "snn" else "train_ann.py"
         raise ConfigError(
-            f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; use scripts/{script} for it"
+            f"--config: {str(path)!r} is the config of an {str(raw['kind']).upper()} run; "
+            f"use scripts/{SCRIPTS.get(str(raw['kind']), SCRIPTS['ann'])} for it"
         )
     is_run_config = "kind" in raw
     for key in RUN_METADATA_KEYS if is_run_config else ():
@@ -562,12 +562,7 @@ def load_config(
     return out, is_run_config
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET = _Unset()
+_UNSET = object()  # an option the command line did not set
 _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORECASE)
 
 
@@ -661,7 +656,4 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
 def run_name(args: argparse.Namespace) -> str:
     """Default run folder name: ``<model>_<method>`` and what the method shows of its options
     (:meth:`~snnprune.Pruner.run_name_part`, e.g. ``_D0.1``)."""
-    name = f"{args.model}_{args.method}"
-    if args.method not in list_methods():
-        return name
-    return name + get_method(args.method).run_name_part(pruner_kwargs(args, 1))
+    return f"{args.model}_{args.method}" + get_method(args.method).run_name_part(pruner_kwargs(args, 1))

@@ -1,16 +1,12 @@
 """The training run: :func:`run` (validate -> build -> train/evaluate -> finish) and :func:`main`.
 
-Order of operations (snnprune/docs/methods.md §3.2, §12.6):
-
-0. :func:`snnprune.training.validation.prepare`: the whole configuration is checked before any data or
-   model is built (device, run folder and its lock, the checkpoint's settings for ``--resume``/``--test-only``);
-1. the model from ``task.model_builder``'s record -> ``pruner = build_pruner(args, steps_per_epoch, model)``
-   (:func:`~snnprune.training.validation.build_pruner`), or on resume :func:`~snnprune.training.runs.restore` (as ``load_run``);
-2. optimizer over ``model.parameters()`` (θ and learned thresholds; weight decay acts on θ);
-3. lr scheduler (cosine/step/constant, optional warm-up via ``SequentialLR``);
-4. ``pruner.bind(optimizer, lr_scheduler, steps_per_epoch)``;
-5. epochs of :func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`;
-   every file goes through one :class:`~snnprune.training.run_folder.RunFolder`.
+:func:`~snnprune.training.validation.prepare` checks the whole configuration before any data or model is
+built; the model comes from ``task.model_builder``'s record and its pruner from
+:func:`~snnprune.training.validation.build_pruner` (on resume from the checkpoint, by
+:func:`~snnprune.training.runs.restore` as ``load_run`` does); the optimizer, lr scheduler and
+``pruner.bind`` follow (snnprune/docs/methods.md §3.2, §12.6), then the epochs of
+:func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`, every file
+written through one :class:`~snnprune.training.run_folder.RunFolder`.
 """
 
 from __future__ import annotations
@@ -31,6 +27,8 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
+from snnprune.data import build_datasets
+from snnprune.structured import recalibrate_bn
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
 from snnprune.training.checkpoint import CheckpointError, TrainState, get_rng_state, set_rng_state
@@ -42,7 +40,6 @@ from snnprune.training.cli import (
     plain_args,
     pruning_options,
 )
-from snnprune.training.data import build_datasets
 from snnprune.training.interrupts import stop_on_signals
 from snnprune.training.loop import (
     LoopOptions,
@@ -209,6 +206,9 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     n_recalibrate = args.bn_recalibrate
     if n_recalibrate is None:
         n_recalibrate = CHANNEL_BN_RECALIBRATE if pruner.removes_channels else 0
+    # BN statistics are re-estimated on the first training batches, in order and without workers, so that
+    # every DDP process gets the same
+    recalibration = DataLoader(train_set, batch_size=args.batch_size, shuffle=False, num_workers=0)
     last_epoch = args.epochs - 1 if args.stop_after_epoch is None else args.stop_after_epoch
     m: dict[str, float] = {}
     try:
@@ -235,7 +235,11 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
             if not args.lr_step_per_iter:
                 lr_scheduler.step()
             if n_recalibrate > 0:
-                _recalibrate(model, train_set, n_recalibrate, args.batch_size, device, options)
+                batches = itertools.islice(recalibration, n_recalibrate)
+                with autocast(device, options.amp), parametrize.cached():
+                    recalibrate_bn(
+                        model, (to_device(x, y, device, options)[0] for x, y in batches), reset=reset
+                    )
             m = evaluate(dmodel, criterion, test_loader, device, options, progress)
             sp = snnprune.sparsity(model)["overall"]
             row = {"epoch": epoch, "lr": lr, **tm, **m, "sparsity": sp, "threshold": mean_threshold(pruner),
@@ -292,24 +296,6 @@ def _materialize(model: nn.Module, loader: DataLoader, device: torch.device, opt
     model.train(was_training)
 
 
-def _recalibrate(
-    model: nn.Module,
-    train_set: Any,
-    n_batches: int,
-    batch_size: int,
-    device: torch.device,
-    options: LoopOptions,
-) -> None:
-    """BN statistics of ``model`` re-estimated (:func:`snnprune.structured.recalibrate_bn`) on the first
-    ``n_batches`` training batches, in order and without workers, so every DDP process gets the same."""
-    from snnprune.structured import recalibrate_bn
-
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=False, num_workers=0)
-    batches = (to_device(x, y, device, options)[0] for x, y in itertools.islice(loader, n_batches))
-    with autocast(device, options.amp), parametrize.cached():
-        recalibrate_bn(model, batches, reset=reset)
-
-
 def _finish(
     args: argparse.Namespace,
     task: Task,
@@ -344,7 +330,7 @@ def _finish(
             time_steps=getattr(args, "T", None),
             progress=not args.quiet and sys.stderr.isatty(),
         )
-        folder.write_report(report)
+        folder.write_json("analyze.json", report.to_dict())
         totals = report.to_dict()["totals"]
         summary.update({k: totals.get(k) for k in ("energy_pj", "sops", "macs", "neuron_sparsity")})
         log(

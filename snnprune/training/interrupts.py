@@ -54,8 +54,7 @@ class Interrupted(BaseException):
         else:
             where, saved = f" at epoch {epoch}", f"checkpoint.pth holds epoch {epoch - 1}; {resume}"
         step_text = "" if step is None else f", step {step}"
-        text = f"interrupted ({name}){where}{step_text}: {saved}"
-        super().__init__(text)
+        super().__init__(f"interrupted ({name}){where}{step_text}: {saved}")
 
 
 def _handle(signum: int, frame: Any) -> None:

@@ -297,10 +297,8 @@ def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path 
     """A new run never starts into a folder that holds one, unless ``--overwrite`` (or it is the folder of the
     checkpoint being resumed, ``resume_path``); else a :class:`ConfigError`. ``--overwrite`` removes only
     the files of the previous run's manifest, so it refuses a folder with run files but no manifest."""
-    if args.test_only:
-        return
+    present = holds_run(run_dir)
     if args.overwrite:
-        present = holds_run(run_dir)
         if present and read_manifest(run_dir) is None:
             raise ConfigError(
                 f"--overwrite: {str(run_dir)!r} has files with a run's names ({', '.join(present)}) but no "
@@ -308,10 +306,7 @@ def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path 
                 "another --run-name"
             )
         return
-    present = holds_run(run_dir)
-    if not present:
-        return
-    if resume_path is not None and resume_path.resolve().parent == run_dir.resolve():
+    if not present or (resume_path is not None and resume_path.resolve().parent == run_dir.resolve()):
         return
     if (
         args.resume == "auto"
@@ -449,7 +444,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ end
     def write_json(self, name: str, data: Any) -> None:
-        """Write ``name`` (e.g. ``summary.json``) atomically."""
+        """Write ``name`` (e.g. ``summary.json``, ``analyze.json``) atomically."""
         if self.main:
             _write_text(self.path / name, json.dumps(data, indent=2, default=str))
             self.record()
@@ -458,12 +453,6 @@ class RunFolder:
         """Write a model state dict (e.g. ``model_sparse.pth``) atomically, with its ``.sha256`` digest."""
         if self.main:
             files.save(state_dict, self.path / name)
-            self.record()
-
-    def write_report(self, report: Any) -> None:
-        """Write an :func:`snnprune.analyze` report as ``analyze.json``."""
-        if self.main:
-            _write_text(self.path / "analyze.json", json.dumps(report.to_dict(), indent=2, default=str))
             self.record()
 
     def close(self) -> None:

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from snnprune.data import build_datasets
 from snnprune.model_builders import check_kwargs, declared_builder
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import ConfigError, option_name
-from snnprune.training.data import build_datasets
 
 __all__ = ["BUILDER_KEY", "Run", "instantiate", "load_run", "restore"]
 
@@ -45,8 +45,9 @@ def instantiate(
     (a refusal ends with ``fix``; with ``flags``, a :class:`snnprune.KeywordError` names the command-line flag
     of its keyword instead); nothing undeclared is imported or called."""
     if not isinstance(record, Mapping) or "_target_" not in record:
+        shown = repr(record) if len(repr(record)) <= 80 else repr(record)[:77] + "..."
         raise ConfigError(
-            f"{where}: {_short(record)} has no '_target_' dotted path; record "
+            f"{where}: {shown} has no '_target_' dotted path; record "
             "{'_target_': 'package.module.function', **kwargs}"
         )
     kwargs = {k: v for k, v in record.items() if k != "_target_"}
@@ -65,11 +66,6 @@ def instantiate(
             fix = "" if "; " in problem else "; pass another value"
             raise ConfigError(f"{option_name(keyword)}: {problem}{fix}") from None
         raise ConfigError(f"{where}: {first}; {fix}") from None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def restore(

