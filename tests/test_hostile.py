@@ -339,6 +339,8 @@ TEMP_CASES = [
     ("upper-case hex", f".checkpoint.pth.{DEAD}.0BADC0DE.tmp", "file", False),
     ("no leading dot", f"checkpoint.pth.{DEAD}.0badc0de.tmp", "file", False),
     ("seven hex digits", f".checkpoint.pth.{DEAD}.0badc0d.tmp", "file", False),
+    ("a suffix after .tmp", f".checkpoint.pth.{DEAD}.0badc0de.tmp.bak", "file", False),
+    ("a prefix before the dot", f"old.checkpoint.pth.{DEAD}.0badc0de.tmp", "file", False),
     ("a symlink with the name", f".checkpoint.pth.{DEAD}.0badc0de.tmp", "symlink", False),
     ("a folder with the name", f".checkpoint.pth.{DEAD}.0badc0de.tmp", "folder", False),
 ]  # fmt: skip
