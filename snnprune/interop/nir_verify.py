@@ -374,8 +374,9 @@ def _check_wired(graph: nir.NIRGraph) -> None:
     """Every edge joins two nodes of the graph, every node but the input has an input edge, every node but
     the output feeds another, and no edges form a cycle (export_nir writes a feed-forward graph: recurrence
     stays inside the neurons); else one :class:`ValueError` line naming the edge or node. nirtorch's
-    executor looped forever on graphs with one edge dropped or two swapped, so such a graph is refused
-    before the importers."""
+    executor looped forever on such graphs (made by dropping or swapping edges), so they are refused before
+    the importers; an edge dropped where the graph stays wired (one of three inputs of a sum) is not caught
+    here."""
     nodes, fix = graph.nodes, "pass the graph export_nir wrote for this model"
     waiting = dict.fromkeys(nodes, 0)  # input edges not yet walked
     out: dict[str, list[str]] = {}
