@@ -1,9 +1,10 @@
-"""Fixtures shared by the test modules: a hermetic working directory, and the two training scripts, loaded
-as modules."""
+"""Fixtures shared by the test modules: a hermetic working directory, the two training scripts, loaded
+as modules, and a time limit for the tests that re-import NIR graphs."""
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -46,3 +47,26 @@ def sew() -> ModuleType:
 def ann() -> ModuleType:
     """``scripts/train_ann.py``."""
     return load_script("train_ann")
+
+
+#: Seconds a test that uses :func:`nir_time_limit` may run (the slowest test of ``tests/test_nir.py`` without
+#: the slow mark took 16 s alone on a loaded 2-core machine).
+NIR_TEST_SECONDS = 120
+
+
+@pytest.fixture
+def nir_time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test after :data:`NIR_TEST_SECONDS`: a wiring bug can make an importer's graph walk
+    (nirtorch's queue loops) spin forever. The failure is pytest's, a ``BaseException``, so the
+    ``except Exception`` that turns a framework's error into a row of ``verify_nir`` cannot swallow it."""
+
+    def expire(signum: int, frame: object) -> None:
+        pytest.fail(f"{request.node.name} ran over {NIR_TEST_SECONDS} s: a NIR graph that never finishes")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, NIR_TEST_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -196,9 +196,9 @@ def test_a_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch, case
 
 
 def test_a_full_disk_counts_each_shared_storage_once_in_the_bytes_needed(tmp_path, monkeypatch):
-    w = torch.zeros(1000)  # 4,000 bytes, seen four times: itself, tied, a slice and a reshaped view
+    w = torch.zeros(1000)  # 4,000 bytes, seen five times: itself, tied, two slices and a reshaped view
     state = {
-        "model": {"w": w, "tied": w, "half": w[:500]},
+        "model": {"w": w, "tied": w, "half": w[:500], "tail": w[500:]},  # the tail starts 2,000 bytes in
         "opt": [w.view(10, 100)],
         "h": torch.zeros(3).half(),
     }

@@ -339,6 +339,8 @@ TEMP_CASES = [
     ("upper-case hex", f".checkpoint.pth.{DEAD}.0BADC0DE.tmp", "file", False),
     ("no leading dot", f"checkpoint.pth.{DEAD}.0badc0de.tmp", "file", False),
     ("seven hex digits", f".checkpoint.pth.{DEAD}.0badc0d.tmp", "file", False),
+    ("a suffix after .tmp", f".checkpoint.pth.{DEAD}.0badc0de.tmp.bak", "file", False),
+    ("a prefix before the dot", f"old.checkpoint.pth.{DEAD}.0badc0de.tmp", "file", False),
     ("a symlink with the name", f".checkpoint.pth.{DEAD}.0badc0de.tmp", "symlink", False),
     ("a folder with the name", f".checkpoint.pth.{DEAD}.0badc0de.tmp", "folder", False),
 ]  # fmt: skip
@@ -576,6 +578,12 @@ def _meta(graph_file: Path, **metadata):
     return graph
 
 
+def _rewired(graph_file: Path, change):
+    graph = nir.read(str(graph_file))
+    graph.edges = change(list(graph.edges))
+    return graph
+
+
 # (id, graph(graph_file, tmp_path), model, message fragment)
 VERIFY_CASES = [
     ("missing file", lambda g, t: t / "missing.nir", _net, "is not a file"),
@@ -587,6 +595,10 @@ VERIFY_CASES = [
     ("dt negative", lambda g, t: _meta(g, dt=-1.0), _net, "dt must be a finite positive"),
     ("the graph of a wider model", lambda g, t: g, lambda: _net(width=8), "does not hold its"),
     ("an empty graph", lambda g, t: nir.NIRGraph(nodes={}, edges=[]), _net, "has no node for the model's neuron 'sn1'"),
+    ("an edge dropped", lambda g, t: _rewired(g, lambda e: [x for x in e if x != ("conv1", "sn1")]), _net, "node 'sn1' has no input edge"),
+    ("an edge into a sum dropped", lambda g, t: _rewired(g, lambda e: [x for x in e if x != ("layer4_1_sn2", "avgpool")]), _net, "node 'layer4_1_sn2' feeds no other node"),
+    ("an edge back to a layer", lambda g, t: _rewired(g, lambda e: [*e, ("layer1_0_sn1", "layer1_0_conv1")]), _net, "node 'layer1_0_conv1' is on a cycle of edges"),
+    ("an edge to no node", lambda g, t: _rewired(g, lambda e: [*e, ("sn1", "nowhere")]), _net, "the edge ('sn1', 'nowhere') names a node the graph lacks"),
 ]  # fmt: skip
 
 

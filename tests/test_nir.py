@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import warnings
@@ -24,25 +23,7 @@ import snnprune
 from snnprune.interop import NIRExportError, model_nonzeros, nir_nonzeros
 from tests.helpers import expect_exit, load_script, prune_half, tiny_lats_run
 
-#: Seconds any test of this module may run (the slowest takes about 80 s on a loaded 2-core machine): a
-#: wiring bug can make an importer's graph walk (nirtorch's queue loops) spin forever; it fails instead.
-NIR_TEST_SECONDS = 120
-
-
-@pytest.fixture(autouse=True)
-def _fail_instead_of_hanging(request):
-    def expire(signum, frame):
-        raise TimeoutError(
-            f"{request.node.name} ran over {NIR_TEST_SECONDS} s: a NIR graph that never finishes"
-        )
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, NIR_TEST_SECONDS)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("nir_time_limit")  # a graph that never finishes fails instead
 
 
 def _sew(T: int = 2, seed: int = 0, bias: tuple[float, float] = (0.0, 0.5), **kw) -> nn.Module:

@@ -12,6 +12,8 @@ from spikingjelly.activation_based import neuron
 
 from snnprune.interop import check_target
 
+pytestmark = pytest.mark.usefixtures("nir_time_limit")  # a graph that never finishes fails instead
+
 
 def _grid(m: nn.Module) -> nn.Module:
     """Weights on the 8-bit grid of their layer (largest |w| -> 127), so no non-zero rounds to 0."""

@@ -370,6 +370,38 @@ def _check_describes(graph: nir.NIRGraph, model: nn.Module, names: list[str]) ->
                 )
 
 
+def _check_wired(graph: nir.NIRGraph) -> None:
+    """Every edge joins two nodes of the graph, every node but the input has an input edge, every node but
+    the output feeds another, and no edges form a cycle (export_nir writes a feed-forward graph: recurrence
+    stays inside the neurons); else one :class:`ValueError` line naming the edge or node. nirtorch's
+    executor looped forever on such graphs (made by dropping or swapping edges), so they are refused before
+    the importers; an edge dropped where the graph stays wired (one of three inputs of a sum) is not caught
+    here."""
+    nodes, fix = graph.nodes, "pass the graph export_nir wrote for this model"
+    waiting = dict.fromkeys(nodes, 0)  # input edges not yet walked
+    out: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        if a not in nodes or b not in nodes:
+            raise ValueError(f"graph_or_path: the edge {(a, b)} names a node the graph lacks; {fix}")
+        waiting[b] += 1
+        out.setdefault(a, []).append(b)
+    ready = [n for n, k in waiting.items() if k == 0]
+    for n in ready:
+        if not isinstance(nodes[n], nir.Input):
+            raise ValueError(f"graph_or_path: node {n!r} has no input edge; {fix}")
+    for n, node in nodes.items():
+        if n not in out and not isinstance(node, nir.Output):
+            raise ValueError(f"graph_or_path: node {n!r} feeds no other node; {fix}")
+    while ready:
+        for b in out.get(ready.pop(), []):
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                ready.append(b)
+    stuck = [b for _, b in graph.edges if waiting[b] > 0]
+    if stuck:
+        raise ValueError(f"graph_or_path: node {stuck[0]!r} is on a cycle of edges or after one; {fix}")
+
+
 def _neuron_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, MemoryModule) and n]
 
@@ -476,7 +508,8 @@ def verify_nir(
 
     Raises:
         ValueError: an unknown framework name; a missing, damaged or unreadable file; ``T``/``dt`` out of
-            range; a graph that does not describe ``model`` (one line each, before any work).
+            range; a graph that does not describe ``model``, or a miswired one (an edge to no node, a node
+            without an input edge or that feeds nothing, a cycle); one line each, before any work.
     """
     unknown = [f for f in frameworks if f not in _LOADERS]
     if unknown:
@@ -492,6 +525,7 @@ def verify_nir(
     model = model.eval()
     names = _neuron_names(model)
     _check_describes(graph, model, names)
+    _check_wired(graph)
     reference = fold_batchnorm(model, batches[0][0][:1])
 
     def compare(run, name: str) -> dict[str, Any]:
