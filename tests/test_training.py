@@ -58,7 +58,7 @@ def test_smoke_sew_every_method(sew, tmp_path, method):
     assert header == STEPS_COLUMNS and [int(r["step"]) for r in rows] == [1, 2]
     written = json.loads((run / "summary.json").read_text())
     assert set(written) == {"kind", "model", "method", "dataset", "test_top1", "test_top5", "sparsity",
-                            "nonzero_params", "params", "firing_rate", "energy_pj", "sops", "macs",
+                            "nonzero_params", "params", "firing_rate", "energy_pj", "sops", "macs", "neuron_sparsity",
                             "threshold", "wall_time_s", "epochs"}  # fmt: skip
     assert 0 < written["nonzero_params"] <= written["params"]
     config = json.loads((run / "config.json").read_text())
