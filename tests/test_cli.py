@@ -127,6 +127,7 @@ VALIDATION_CASES = [
     (["--epochs", "1000000000", "--stop-after-epoch", "0"], "--epochs: LATS sums the learning rates of all 1,000,000,000 epochs before training"),
     (["--method", "imp", "--rounds", "3"], "--rounds: must be >= 2 and divide total_steps=8 (rounds of whole epochs), got 3"),
     (["--method", "imp", "--rewind-fraction", "1.5"], "--rewind-fraction: must be in [0, 1) (a point of the first round), got 1.5"),
+    (["--method", "imp", "--search-T", "0"], "--search-T: must be >= 1 (time steps of the search rounds), got 0; pass e.g. 1"),
 ]  # fmt: skip
 if not torch.cuda.is_available():
     VALIDATION_CASES += [
@@ -356,6 +357,7 @@ RUN_CASES = [
     (["--width", "100000"], None, "--width: the run does not fit in memory with --width 100000 --T 2 --batch-size 16"),
     (["--dataset", "mnist"], _corrupt_mnist, "--data-path: dataset 'mnist' not found or malformed under"),
     (["--granularity", "2:4"], None, "--method lats: layer 'conv1' has weight shape (4, 1, 3, 3): N:M groups of 4"),
+    (["--method", "imp", "--rounds", "2", "--search-T", "2"], None, "--method imp: search_T must be below the model's T=2"),
 ]  # fmt: skip
 
 

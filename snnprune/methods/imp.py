@@ -38,6 +38,12 @@ class IMPPruner(Pruner):
     see :meth:`schedule_epochs`). The rounds done are in :meth:`state_dict`, the mask and the saved
     weights in the model's: a run resumed at any epoch continues bit for bit.
 
+    With ``search_T`` the run is an early-time ticket (Kim et al.): the search rounds (all but the last)
+    run the model at ``model.T = search_T`` time steps, the cuts are made on weights trained at that T, and
+    the last cut, which leaves the ticket, sets ``model.T`` back to the model's own T, at which the last round
+    trains it. ``model.T`` follows :attr:`rounds_done` (restored with the state), so a resumed or reloaded
+    run runs at the T of its round.
+
     Args:
         target_sparsity: final sparsity :math:`s_f` in [0, 1) (required), reached in the last round.
         rounds: rounds of training, R >= 2 (R - 1 cuts); ``total_steps`` (the epochs) must be a multiple.
@@ -46,10 +52,14 @@ class IMPPruner(Pruner):
             initialization).
         total_steps: optimizer steps of the whole run (required).
         start_step: must be 0 (the rounds span the whole run).
+        search_T: time steps of the search rounds (the early-time ticket), 1 <= search_T < the model's
+            ``T`` (an int attribute, as the SEW ResNets and spiking transformers have); None: every round
+            at the model's T.
 
     Raises:
         ValueError: ``target_sparsity`` outside [0, 1), ``rounds < 2`` or not dividing ``total_steps``,
-            ``rewind_fraction`` outside [0, 1), ``start_step != 0``.
+            ``rewind_fraction`` outside [0, 1), ``start_step != 0``, ``search_T`` below 1 or not below the
+            model's ``T``, or a model without an int ``T``.
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class IMPPruner(Pruner):
         rewind_fraction: float = 1 / 15,
         total_steps: int | None = None,
         start_step: int = 0,
+        search_T: int | None = None,
     ) -> None:
         super().__init__(total_steps=total_steps, start_step=start_step)
         target_sparsity = check_target_sparsity(target_sparsity, "imp")
@@ -82,6 +93,13 @@ class IMPPruner(Pruner):
             )
         self.rewind_fraction = float(rewind_fraction)
         self.rewind_step = math.floor(self.rewind_fraction * self.cycle_steps)
+        if search_T is not None and check_steps(search_T, "search_T", "imp") < 1:
+            raise KeywordError(
+                "search_T",
+                f"search_T must be >= 1 (time steps of the search rounds), got {search_T}; pass e.g. 1",
+            )
+        self.search_T = search_T
+        self._full_T: int | None = None  # the model's own T, read by prepare
         self.rounds_done = 0  # cuts made so far
         self._scheduler_start: Any = None
         self._lr_start: list[float] = []
@@ -94,8 +112,28 @@ class IMPPruner(Pruner):
         return mask
 
     def _on_prepare(self) -> None:
+        if self.search_T is not None:
+            full = getattr(self.model, "T", None)
+            if isinstance(full, bool) or not isinstance(full, int):
+                raise ValueError(
+                    f"imp: search_T needs a model whose time steps are an int attribute T, but "
+                    f"{type(self.model).__name__}.T is {full!r}; leave search_T out for this model"
+                )
+            if self.search_T >= full:
+                raise KeywordError(
+                    "search_T",
+                    f"search_T must be below the model's T={full} (fewer time steps for the search), got "
+                    f"{self.search_T}; pass a smaller search_T or leave it out",
+                )
+            self._full_T = full
+            self._set_T()
         if self.rewind_step == 0:
             self._save_rewind()
+
+    def _set_T(self) -> None:
+        """``model.T``: ``search_T`` until the last cut, the model's own T after it."""
+        if self.search_T is not None:
+            self.model.T = self._full_T if self.rounds_done >= self.rounds - 1 else self.search_T
 
     def bind(
         self, optimizer: torch.optim.Optimizer, lr_scheduler: Any = None, steps_per_epoch: int | None = None
@@ -155,6 +193,7 @@ class IMPPruner(Pruner):
         if self.lr_scheduler is not None and self._scheduler_start is not None:
             self.lr_scheduler.load_state_dict(copy.deepcopy(self._scheduler_start))
         self.rounds_done = r
+        self._set_T()
 
     @torch.no_grad()
     def _cut(self, s: float) -> None:
@@ -175,3 +214,4 @@ class IMPPruner(Pruner):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.rounds_done = int(state["rounds_done"])
+        self._set_T()
