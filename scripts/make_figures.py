@@ -64,6 +64,7 @@ METHOD_COLORS: dict[str, str] = {
     "imp": "#aec7e8",
     "oneshot-magnitude": "#98df8a",
     "oneshot-osbc": "#ff9896",
+    "shi2024": "#c5b0d5",
 }
 SCHEDULE_METHODS = ("lats", "slats", "pgh", "stds-sine", "stds-linear")
 REF_MARKERS = ("s", "D", "^", "v", "P", "X", "*", "h")

@@ -276,8 +276,8 @@ def test_sweep_quick_plan_and_names(tmp_path):
     )
     names = [s.name for s in specs]
     # dense + 5 threshold methods x 4 D + gmp x 4 targets + lats 2:4 + gmp 2:8 + imp x 4 targets + one-shot
-    # magnitude and osbc x 4 targets, for each of snn and ann
-    assert len(names) == len(set(names)) == 2 * (1 + 5 * 4 + 4 + 2 + 4 + 2 * 4)
+    # magnitude and osbc x 4 targets + shi2024 x 3 penalties, for each of snn and ann
+    assert len(names) == len(set(names)) == 2 * (1 + 5 * 4 + 4 + 2 + 4 + 2 * 4 + 3)
     assert {"snn_dense", "ann_dense", "snn_stds-sine_0.15", "snn_stds-linear_0.15", "ann_gmp_0.9"} <= set(
         names
     )
@@ -307,6 +307,8 @@ def test_sweep_quick_plan_has_every_comparison_family(tmp_path):
         gmp = by[f"{kind}_gmp-2of8"].command
         assert gmp[gmp.index("--granularity") + 1] == "2:8" and "--target-sparsity" not in gmp
         assert gmp[gmp.index("--prune-end-epoch") + 1] == "2"  # gmp ramps, whatever its level flag
+        shi = by[f"{kind}_shi2024_1e-07"].command
+        assert shi[shi.index("--penalty") + 1] == "1e-07" and "--prune-end-epoch" not in shi
         imp = by[f"{kind}_imp_0.9"].command
         assert imp[1].endswith("train_sew.py" if kind == "snn" else "train_ann.py")
         assert imp[imp.index("--target-sparsity") + 1] == "0.9"
