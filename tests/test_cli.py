@@ -357,7 +357,7 @@ RUN_CASES = [
     (["--width", "100000"], None, "--width: the run does not fit in memory with --width 100000 --T 2 --batch-size 16"),
     (["--dataset", "mnist"], _corrupt_mnist, "--data-path: dataset 'mnist' not found or malformed under"),
     (["--granularity", "2:4"], None, "--method lats: layer 'conv1' has weight shape (4, 1, 3, 3): N:M groups of 4"),
-    (["--method", "imp", "--rounds", "2", "--search-T", "2"], None, "--method imp: search_T must be below the model's T=2"),
+    (["--method", "imp", "--rounds", "2", "--search-T", "2"], None, "--search-T: must be below the model's T=2"),
 ]  # fmt: skip
 
 
