@@ -285,14 +285,6 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
         if kw in dest_of and dest_of[kw] not in explicit:
             setattr(args, dest_of[kw], None)
-    if task.model_kwargs is not None and args.model is not None:  # the script's model defaults it lacks
-        try:
-            taken = set(task.model_kwargs(args.model))
-        except (KeyError, ValueError):
-            taken = None  # refused below, by _check_combination
-        for dest in ("width", "stem", *model_option_names(args)) if taken is not None else ():
-            if dest not in taken and dest not in explicit:
-                setattr(args, dest, None)
     resume_path = Path(args.resume) if args.resume and args.resume != "auto" else None
     state = None if resume_path is None else _take_checkpoint(args, resume_path, task.kind, explicit)
     args.run_name = args.run_name or run_name(args)
@@ -307,6 +299,11 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
             )
     check_values(args)  # the checkpoint's values too
     _check_combination(args, explicit, task.model_kwargs)
+    if task.model_kwargs is not None:  # the script's model defaults this model does not take are unset
+        accepted = set(task.model_kwargs(args.model))
+        for dest in ("width", "stem", *model_option_names(args)):
+            if dest not in accepted:
+                setattr(args, dest, None)
     build_pruner(args, 1)
     device = _check_machine(args)
     _check_model(args, task)
