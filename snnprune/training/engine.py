@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
 from snnprune.data import build_datasets
+from snnprune.output_masks import has_output_mask
 from snnprune.structured import recalibrate_bn
 from snnprune.training import distributed as D
 from snnprune.training.builders import build_loaders, build_optimizer, build_scheduler, seed_everything
@@ -69,9 +70,10 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     not θ nor the parametrization's own parameters (a learned threshold or mask logits), nor the parameters
     of a neuron's output mask (:mod:`snnprune.output_masks`)."""
     total = nonzero = 0
+    masks = {id(p) for m in model.modules() if has_output_mask(m) for p in m.output_mask.parameters()}
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".output_mask." in f".{name}":
+            if id(p) in masks:
                 continue
             path, found, rest = f".{name}".partition(".parametrizations.")  # "." also finds a top-level one
             if found and not name.endswith(".original"):
