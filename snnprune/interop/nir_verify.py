@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import graphlib
 import importlib
 import io
 import logging
@@ -373,33 +374,28 @@ def _check_describes(graph: nir.NIRGraph, model: nn.Module, names: list[str]) ->
 def _check_wired(graph: nir.NIRGraph) -> None:
     """Every edge joins two nodes of the graph, every node but the input has an input edge, every node but
     the output feeds another, and no edges form a cycle (export_nir writes a feed-forward graph: recurrence
-    stays inside the neurons); else one :class:`ValueError` line naming the edge or node. nirtorch's
-    executor looped forever on such graphs (made by dropping or swapping edges), so they are refused before
-    the importers; an edge dropped where the graph stays wired (one of three inputs of a sum) is not caught
-    here."""
+    stays inside the neurons; the order from :mod:`graphlib`); else one :class:`ValueError` line naming the
+    edge or node. nirtorch's executor looped forever on such graphs (made by dropping or swapping edges), so
+    they are refused before the importers; an edge dropped where the graph stays wired (one of three inputs
+    of a sum) is not caught here."""
     nodes, fix = graph.nodes, "pass the graph export_nir wrote for this model"
-    waiting = dict.fromkeys(nodes, 0)  # input edges not yet walked
-    out: dict[str, list[str]] = {}
+    inputs: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in graph.edges:
         if a not in nodes or b not in nodes:
             raise ValueError(f"graph_or_path: the edge {(a, b)} names a node the graph lacks; {fix}")
-        waiting[b] += 1
-        out.setdefault(a, []).append(b)
-    ready = [n for n, k in waiting.items() if k == 0]
-    for n in ready:
-        if not isinstance(nodes[n], nir.Input):
+        inputs[b].append(a)
+    fed = {a for a, _ in graph.edges}
+    for n, node in nodes.items():
+        if not inputs[n] and not isinstance(node, nir.Input):
             raise ValueError(f"graph_or_path: node {n!r} has no input edge; {fix}")
     for n, node in nodes.items():
-        if n not in out and not isinstance(node, nir.Output):
+        if n not in fed and not isinstance(node, nir.Output):
             raise ValueError(f"graph_or_path: node {n!r} feeds no other node; {fix}")
-    while ready:
-        for b in out.get(ready.pop(), []):
-            waiting[b] -= 1
-            if waiting[b] == 0:
-                ready.append(b)
-    stuck = [b for _, b in graph.edges if waiting[b] > 0]
-    if stuck:
-        raise ValueError(f"graph_or_path: node {stuck[0]!r} is on a cycle of edges or after one; {fix}")
+    try:
+        tuple(graphlib.TopologicalSorter(inputs).static_order())
+    except graphlib.CycleError as exc:
+        first = next(b for _, b in graph.edges if b in exc.args[1])  # the cycle's first node in edge order
+        raise ValueError(f"graph_or_path: node {first!r} is on a cycle of edges; {fix}") from None
 
 
 def _neuron_names(model: nn.Module) -> list[str]:
