@@ -329,7 +329,6 @@ def _finish(
             model,
             test_loader,
             max_batches=args.analyze_batches,
-            time_steps=getattr(model, "T", getattr(args, "T", None)),  # a method may set another T
             progress=not args.quiet and sys.stderr.isatty(),
         )
         folder.write_json("analyze.json", report.to_dict())
