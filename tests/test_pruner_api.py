@@ -824,3 +824,43 @@ def test_plan_hooks_of_the_builtin_methods():
     assert slats(final_threshold=0.1, granularity="filter", total_steps=4).removes_channels
     assert not slats(final_threshold=0.1, total_steps=4).removes_channels
     assert not gmp(target_sparsity=0.5, total_steps=4).removes_channels
+
+
+@pytest.mark.parametrize(
+    ("method", "in_epochs", "in_steps"),
+    [
+        # the default frequency follows the ramp in steps: max(1, min(100, 30 // 10)) = 3, not 3 // 10 -> 1
+        ("gmp", {"target_sparsity": 0.5, "end_step": 3, "start_step": 0}, {"end_step": 30, "start_step": 0}),
+        (
+            "st3",
+            {"target_sparsity": 0.5, "finetune_steps": 1, "start_step": 1},
+            {"finetune_steps": 10, "start_step": 10},
+        ),
+        (
+            "lats",
+            {"final_threshold": 0.1, "schedule": "closed_form", "epoch_length": 1},
+            {"epoch_length": 10},
+        ),
+    ],
+)
+def test_scale_steps_gives_the_pruner_built_in_optimizer_steps(method, in_epochs, in_steps):
+    """A pruner configured in epochs (4 of them) and scaled to 10 steps per epoch is the one built with
+    those step counts: same configuration, same thresholds along the run."""
+    scaled = snnprune.get_method(method)(**in_epochs, total_steps=4).scale_steps(10).prepare(_net())
+    direct = sparsify(_net(), method, **{**in_epochs, **in_steps, "total_steps": 40})
+    assert scaled.total_steps == 40 and scaled.state_dict() == direct.state_dict()
+    if method == "gmp":
+        assert scaled.frequency == 3
+    for _ in range(40):
+        scaled.step(), direct.step()
+        assert scaled.get_last_threshold() == direct.get_last_threshold()
+
+
+def test_scale_steps_refusals():
+    lats = snnprune.get_method("lats")
+    with pytest.raises(ValueError, match="steps_per_epoch must be > 0"):
+        lats(final_threshold=0.1, total_steps=4).scale_steps(0)
+    with pytest.raises(TypeError, match="steps_per_epoch must be an integer"):
+        lats(final_threshold=0.1, total_steps=4).scale_steps(2.5)
+    with pytest.raises(RuntimeError, match="before prepare"):
+        sparsify(_net(), "lats", final_threshold=0.1, total_steps=4).scale_steps(2)

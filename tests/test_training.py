@@ -117,6 +117,30 @@ def test_resume_equals_uninterrupted(sew, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
 
 
+def test_a_run_builds_one_pruner_configured_before_the_data(sew, tmp_path, monkeypatch):
+    """Validation configures the run's pruner before any data is read; the engine attaches that same one,
+    its steps counted by the data (1 epoch of 2 batches, so total_steps 2)."""
+    import snnprune.training.engine as engine
+    from snnprune.methods import Pruner
+
+    built, pruners_at_data = [], []  # the distinct pruners constructed, and how many before the data
+    init, build_datasets = Pruner.__init__, engine.build_datasets
+
+    def spy(self, **kwargs):
+        built.extend([] if any(p is self for p in built) else [self])
+        init(self, **kwargs)
+
+    monkeypatch.setattr(Pruner, "__init__", spy)
+    monkeypatch.setattr(
+        engine, "build_datasets", lambda args: pruners_at_data.append(len(built)) or build_datasets(args)
+    )
+    argv = ["--method", "gmp", "--prune-end-epoch", "1", *SNN_TINY, "--output-dir", str(tmp_path)]
+    run = Path(sew.main(argv)["run_dir"])
+    assert pruners_at_data == [1] and len(built) == 1
+    assert built[0].total_steps == built[0].end_step == 2 and built[0].layers
+    assert load_checkpoint(run / "checkpoint.pth")["pruner"] == built[0].state_dict()
+
+
 def test_resume_keeps_the_best_top1_of_the_epochs_before_it(sew, tmp_path):
     """The best accuracy so far travels in the checkpoint: set to 100 % before the resume, no later epoch
     beats it, so best.pth stays the file of epoch 0 and the last checkpoint still says 100."""

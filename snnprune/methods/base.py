@@ -236,6 +236,11 @@ class Pruner:
     #: keyword arguments that are state rather than configuration (not compared by load_state_dict)
     state_kwargs: ClassVar[frozenset[str]] = frozenset()
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Pruner:
+        pruner = super().__new__(cls)
+        pruner._given = dict(kwargs)  # the configuration as given, which scale_steps rescales
+        return pruner
+
     def __init__(self, *, total_steps: int | None = None, start_step: int = 0) -> None:
         name = self.method or type(self).__name__
         if total_steps is None:
@@ -279,7 +284,8 @@ class Pruner:
     #: keyword -> the name of its training option where the two differ (``{"schedule": "lats_schedule"}``
     #: makes the flag ``--lats-schedule``)
     option_names: ClassVar[dict[str, str]] = {}
-    #: keywords counted in optimizer steps whose training options count epochs (the engine converts them)
+    #: keywords counted in optimizer steps besides ``total_steps`` and ``start_step``, which the training
+    #: options count in epochs (:meth:`scale_steps` converts them)
     epoch_keywords: ClassVar[frozenset[str]] = frozenset()
 
     #: keyword -> the letter its value follows in a run's default folder name (``{"final_threshold": "D"}``
@@ -365,6 +371,38 @@ class Pruner:
         pass
 
     # ----------------------------------------------------------------- construction
+    def scale_steps(self, steps_per_epoch: int) -> Pruner:
+        """Count the steps of a pruner configured in epochs (``total_steps`` the run's epochs, one step per
+        epoch) in optimizer steps, once the epoch length is known: configure first, attach later.
+
+        ``total_steps``, ``start_step`` and the method's :attr:`epoch_keywords` as given to the constructor
+        are multiplied by ``steps_per_epoch`` and the constructor checks the configuration again; the other
+        keywords stay as given. Call it before :meth:`prepare`.
+
+        Args:
+            steps_per_epoch: optimizer steps per epoch (e.g. ``len(train_loader)``).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            RuntimeError: this pruner was already prepared.
+            TypeError: a non-integer ``steps_per_epoch``.
+            ValueError: ``steps_per_epoch <= 0``, or the constructor refuses the scaled configuration.
+        """
+        if self._prepared:
+            raise RuntimeError(f"{self.method}: scale_steps() comes before prepare(); create a new pruner")
+        steps_per_epoch = check_steps(steps_per_epoch, "steps_per_epoch", self.method)
+        if steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}; pass len(train_loader)")
+        scaled = {"total_steps", "start_step", *self.epoch_keywords}
+        config = {
+            k: v * steps_per_epoch if k in scaled and v is not None else v for k, v in self._given.items()
+        }
+        self.__init__(**config)  # type: ignore[misc]
+        self._given = config
+        return self
+
     def prepare(
         self, model: nn.Module, *, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
     ) -> Pruner:

@@ -233,6 +233,7 @@ class LATSPruner(ScheduledThresholdPruner):
     requires_final_threshold = False
     state_kwargs = frozenset({"lr_total"})
     option_names: ClassVar[dict[str, str]] = {"schedule": "lats_schedule"}
+    epoch_keywords: ClassVar[frozenset[str]] = frozenset({"epoch_length"})
 
     @classmethod
     def unset_defaults(cls, config: Mapping[str, Any], given: Collection[str]) -> set[str]:

@@ -631,11 +631,11 @@ def option_name(dest: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- method
 def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
-    """The :func:`snnprune.sparsify` keyword arguments of the options for ``args.method``: ``total_steps =
-    epochs * steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
+    """The constructor keyword arguments of ``args.method`` from the options: ``total_steps = epochs *
+    steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
     :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps), and
-    ``epoch_length = steps_per_epoch`` for a method that takes it. A plain
-    mapping: the method's constructor checks the values (``ValueError`` for an unknown method)."""
+    ``epoch_length = steps_per_epoch`` for a method that takes it. A plain mapping: the method's
+    constructor checks the values (``ValueError`` for an unknown method)."""
     kw: dict[str, Any] = {
         "total_steps": args.epochs * steps_per_epoch,
         "start_step": args.prune_start_epoch * steps_per_epoch,
@@ -648,8 +648,6 @@ def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, A
             kw[keyword] = value * steps_per_epoch if dest in in_epochs else value
     if "epoch_length" in accepted:
         kw["epoch_length"] = steps_per_epoch
-    if args.prune_exclude:
-        kw["exclude"] = list(args.prune_exclude)
     return kw
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from snnprune.data import DataError, check_data_path
-from snnprune.methods import get_method, method_kwargs
+from snnprune.methods import Pruner, get_method, method_kwargs, select_layers
 from snnprune.training.checkpoint import CheckpointError, TrainState, load_checkpoint
 from snnprune.training.cli import (
     SCRIPTS,
@@ -36,7 +36,7 @@ from snnprune.training.loop import Task
 from snnprune.training.run_folder import RunLock, check_output, check_run_folder
 from snnprune.training.runs import instantiate
 
-__all__ = ["Prepared", "build_pruner", "prepare", "resolve_device"]
+__all__ = ["Prepared", "attach_pruner", "prepare", "resolve_device"]
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -193,35 +193,38 @@ def _check_combination(
                 )
 
 
-def build_pruner(args: argparse.Namespace, steps_per_epoch: int, model: nn.Module | None = None) -> Any:
-    """``args.method`` configured by the options (:func:`pruner_kwargs`) and attached to ``model`` by
-    :func:`snnprune.sparsify` (``--prune-exclude`` as its ``exclude``). With ``model`` None (validation,
-    before the data gives an epoch's length: an epoch counts as one step) only the method's checks run:
-    its :meth:`~snnprune.Pruner.check_plan` of the training plan and its constructor. Either refusal is one
-    :class:`ConfigError`: a :class:`~snnprune.KeywordError` names the option of its keyword (one not set is
-    needed by the method, a set one has a value the method refuses), anything else names ``--method``."""
-    import snnprune
-
-    kwargs = pruner_kwargs(args, steps_per_epoch)
-    exclude = kwargs.pop("exclude", None)
-    plan = {dest: getattr(args, dest) for dest in options_with_role("plan") if hasattr(args, dest)}
+def _configure_pruner(args: argparse.Namespace) -> Pruner:
+    """The pruner of ``args.method`` configured in epochs (:func:`pruner_kwargs` with one step per epoch):
+    the method's :meth:`~snnprune.Pruner.check_plan` of the training plan, then its constructor. Either
+    refusal is one :class:`ConfigError`: a :class:`~snnprune.KeywordError` names the option of its keyword
+    (one not set is needed by the method, a set one has a value the method refuses), else ``--method``."""
+    kwargs = pruner_kwargs(args, 1)
+    plan = {dest: getattr(args, dest) for dest in options_with_role("plan")}
     try:
-        if model is not None:
-            return snnprune.sparsify(model, args.method, exclude=exclude, **kwargs)
         get_method(args.method).check_plan(kwargs, plan)
         return get_method(args.method)(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise _flag_error(args, exc, plan) from None
+        raise _flag_error(args, exc) from None
 
 
-def _flag_error(args: argparse.Namespace, exc: Exception, plan: dict[str, Any]) -> ConfigError:
-    """The method's refusal ``exc`` as the one line of the option it concerns (see :func:`build_pruner`)."""
+def attach_pruner(args: argparse.Namespace, pruner: Pruner, model: nn.Module, steps_per_epoch: int) -> Pruner:
+    """The pruner that :func:`prepare` configured in epochs, counted in optimizer steps
+    (:meth:`~snnprune.Pruner.scale_steps`) and attached to ``model`` (``--prune-exclude`` as its ``exclude``);
+    a refusal is one :class:`ConfigError`, as in :func:`prepare`."""
+    try:
+        return pruner.scale_steps(steps_per_epoch).prepare(model, exclude=args.prune_exclude)
+    except (ValueError, TypeError) as exc:
+        raise _flag_error(args, exc) from None
+
+
+def _flag_error(args: argparse.Namespace, exc: Exception) -> ConfigError:
+    """The method's refusal ``exc`` as the one line of the option it concerns (see :func:`_configure_pruner`)."""
     msg = str(exc)
     taken = method_kwargs(args.method)
     options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
     options.update(exclude="prune_exclude", start_step="prune_start_epoch")  # see pruner_kwargs
     keyword = getattr(exc, "keyword", None)
-    if keyword in plan and keyword not in options:  # a plan option the method cannot work with
+    if keyword not in options and keyword in options_with_role("plan"):  # a plan the method cannot work with
         return ConfigError(f"{option_name(keyword)}: {msg}")
     if keyword not in options:
         return ConfigError(f"--method {args.method}: {msg}; fix the pruning options")
@@ -242,29 +245,29 @@ def _check_model(args: argparse.Namespace, task: Task) -> None:
     channels (2 and 1); a :class:`~snnprune.KeywordError` of a model option names its flag (see
     :func:`~snnprune.training.runs.instantiate`). Then the ``--prune-exclude`` globs against the model's
     prunable layers."""
-    from snnprune.methods import select_layers
-
     with torch.device("meta"):
         record = task.model_builder(args, 2, 1)
         model = instantiate(record, where=f"--model {args.model}", fix="fix the model options", flags=True)
     try:
         select_layers(model, None, args.prune_exclude)
     except ValueError as exc:
-        raise _flag_error(args, exc, {}) from None
+        raise _flag_error(args, exc) from None
 
 
 # ----------------------------------------------------------------------------------------------- all
 @dataclass
 class Prepared:
     """What :func:`prepare` resolved: the training ``device``, ``run_dir`` (``output_dir / run_name``), the
-    checkpoint to resume or evaluate (``resume_path`` and its :class:`TrainState` ``checkpoint``; None for a new run) and
-    the held :class:`~snnprune.training.run_folder.RunLock` of ``run_dir`` (``lock``; None for
-    ``--test-only`` and ranks other than 0), which the caller releases at the end of the run."""
+    checkpoint to resume or evaluate (``resume_path`` and its :class:`TrainState` ``checkpoint``; None for a new
+    run), the ``pruner`` configured in epochs (see :func:`attach_pruner`) and the held
+    :class:`~snnprune.training.run_folder.RunLock` of ``run_dir`` (``lock``; None for ``--test-only`` and ranks
+    other than 0), which the caller releases at the end of the run."""
 
     device: torch.device
     run_dir: Path
     resume_path: Path | None
     checkpoint: TrainState | None
+    pruner: Pruner
     lock: Any = None
 
 
@@ -273,7 +276,7 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     keywords) and resolve device, run folder, checkpoint and lock, before any data or model exists;
     ``args`` is updated in place (``run_name``, the checkpoint's settings). In order: each option's range
     (:func:`~snnprune.training.cli.check_values`), the checkpoint's settings for ``--resume``/``--test-only``,
-    the cross-option rules, the method's own checks (:func:`build_pruner` without a model), device, AMP and
+    the cross-option rules, the pruner's configuration (the method's own checks), device, AMP and
     dataset path, the model's own checks (its record built on the meta device) and the run folder
     (writable, locked, not holding a run unless resumed or ``--overwrite``). The first invalid input is a
     :class:`ConfigError`/:class:`CheckpointError` line."""
@@ -304,7 +307,7 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         for dest in ("width", "stem", *model_option_names(args)):
             if dest not in accepted:
                 setattr(args, dest, None)
-    build_pruner(args, 1)
+    pruner = _configure_pruner(args)
     device = _check_machine(args)
     _check_model(args, task)
     if state is not None and not args.test_only:
@@ -328,4 +331,4 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         except BaseException:
             lock.release()
             raise
-    return Prepared(device=device, run_dir=run_dir, resume_path=resume_path, checkpoint=state, lock=lock)
+    return Prepared(device, run_dir, resume_path, state, pruner, lock)
