@@ -193,20 +193,6 @@ def _check_combination(
                 )
 
 
-def _configure_pruner(args: argparse.Namespace) -> Pruner:
-    """The pruner of ``args.method`` configured in epochs (:func:`pruner_kwargs` with one step per epoch):
-    the method's :meth:`~snnprune.Pruner.check_plan` of the training plan, then its constructor. Either
-    refusal is one :class:`ConfigError`: a :class:`~snnprune.KeywordError` names the option of its keyword
-    (one not set is needed by the method, a set one has a value the method refuses), else ``--method``."""
-    kwargs = pruner_kwargs(args, 1)
-    plan = {dest: getattr(args, dest) for dest in options_with_role("plan")}
-    try:
-        get_method(args.method).check_plan(kwargs, plan)
-        return get_method(args.method)(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise _flag_error(args, exc) from None
-
-
 def attach_pruner(args: argparse.Namespace, pruner: Pruner, model: nn.Module, steps_per_epoch: int) -> Pruner:
     """The pruner that :func:`prepare` configured in epochs, counted in optimizer steps
     (:meth:`~snnprune.Pruner.scale_steps`) and attached to ``model`` (``--prune-exclude`` as its ``exclude``);
@@ -218,7 +204,9 @@ def attach_pruner(args: argparse.Namespace, pruner: Pruner, model: nn.Module, st
 
 
 def _flag_error(args: argparse.Namespace, exc: Exception) -> ConfigError:
-    """The method's refusal ``exc`` as the one line of the option it concerns (see :func:`_configure_pruner`)."""
+    """The method's refusal ``exc`` as the one line of the option it concerns: a
+    :class:`~snnprune.KeywordError` names the option of its keyword (one not set is needed by the method, a
+    set one has a value the method refuses), anything else names ``--method``."""
     msg = str(exc)
     taken = method_kwargs(args.method)
     options = {kw: dest for dest, kw in pruning_options().items() if kw in taken}
@@ -307,7 +295,13 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         for dest in ("width", "stem", *model_option_names(args)):
             if dest not in accepted:
                 setattr(args, dest, None)
-    pruner = _configure_pruner(args)
+    # the pruner in epochs (one step per epoch): the method's checks of the plan and of its configuration
+    config, plan = pruner_kwargs(args, 1), {dest: getattr(args, dest) for dest in options_with_role("plan")}
+    try:
+        get_method(args.method).check_plan(config, plan)
+        pruner = get_method(args.method)(**config)
+    except (ValueError, TypeError) as exc:
+        raise _flag_error(args, exc) from None
     device = _check_machine(args)
     _check_model(args, task)
     if state is not None and not args.test_only:
