@@ -462,7 +462,7 @@ def test_new_run_into_existing_folder_refused_files_identical(sew, trained, caps
 def test_l1_coeff_alone_replaces_the_default_final_threshold(sew, tmp_path):
     args = parse_args(sew.get_parser(), ["--l1-coeff", "1e-4", "--output-dir", str(tmp_path)])
     prepare(args, sew.task).lock.release()
-    kwargs = pruner_kwargs(args, 10)
+    kwargs = pruner_kwargs(args)
     assert (
         kwargs["l1_coeff"] == 1e-4
         and "final_threshold" not in kwargs

@@ -47,7 +47,8 @@ def _run_schedules(args) -> tuple[list[float], list[float]]:
     """Step the engine's optimizer, lr scheduler and pruner of a recipe through every epoch (no data): the
     lr used in each epoch and the threshold fraction d / D after it."""
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, bias=False), fc=nn.Linear(4, 2)))
-    pruner = snnprune.sparsify(model, args.method, **pruner_kwargs(args, STEPS_PER_EPOCH))
+    pruner = snnprune.get_method(args.method)(**pruner_kwargs(args)).scale_steps(STEPS_PER_EPOCH)
+    pruner.prepare(model, exclude=args.prune_exclude)
     optimizer = builders.build_optimizer(model, args)
     scheduler = builders.build_scheduler(optimizer, args, STEPS_PER_EPOCH)
     pruner.bind(optimizer, scheduler, STEPS_PER_EPOCH)

@@ -272,20 +272,18 @@ def test_config_yaml_and_cli_override(tmp_path, ann):
 def test_pruner_kwargs_mapping():
     args = get_args_parser().parse_args(["--method", "pgh", "--final-threshold", "0.3", "--beta", "0.5",
                                          "--epochs", "4", "--prune-start-epoch", "1"])  # fmt: skip
-    assert pruner_kwargs(args, 10) == {
-        "total_steps": 40,
-        "start_step": 10,
-        "final_threshold": 0.3,
-        "beta": 0.5,
-    }
+    assert pruner_kwargs(args) == {"total_steps": 4, "start_step": 1, "final_threshold": 0.3, "beta": 0.5}
     args.method = "gmp"
     args.target_sparsity = 0.7
-    assert pruner_kwargs(args, 10) == {"total_steps": 40, "start_step": 10, "target_sparsity": 0.7}
+    assert pruner_kwargs(args) == {"total_steps": 4, "start_step": 1, "target_sparsity": 0.7}
     args.prune_end_epoch = 3  # ramp ends after epoch 3, one epoch of fine-tuning with the final mask
-    assert pruner_kwargs(args, 10)["end_step"] == 30
+    assert pruner_kwargs(args)["end_step"] == 3
+    # counted in optimizer steps once an epoch's length is known
+    pruner = snnprune.get_method("gmp")(**pruner_kwargs(args)).scale_steps(10)
+    assert (pruner.total_steps, pruner.start_step, pruner.end_step) == (40, 10, 30)
     args.method = "nope"
     with pytest.raises(ValueError, match="unknown pruning method 'nope'"):
-        pruner_kwargs(args, 10)
+        pruner_kwargs(args)
 
 
 def test_fp16_on_cpu_is_a_clear_error():

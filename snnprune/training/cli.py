@@ -5,7 +5,7 @@ defines the model or its pruning, or the training plan). From it come the flag a
 (:func:`get_args_parser`), the ``--config`` loading (:func:`load_config`: the YAML/JSON file is read into a
 dict and each key converted and checked against its declaration), the range checks
 (:func:`check_values`), what ``--resume``/``--test-only`` take from a checkpoint
-(:func:`options_with_role`) and the keyword arguments of :func:`snnprune.sparsify`
+(:func:`options_with_role`) and the keyword arguments of the method's constructor
 (:func:`pruner_kwargs`). A keyword of a registered method that no declaration feeds is an option too
 (:func:`method_keyword_options`): its type and default come from the method's signature, its help line
 from the method's ``Args:`` docstring, and its value is checked by the method's constructor.
@@ -630,28 +630,24 @@ def option_name(dest: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- method
-def pruner_kwargs(args: argparse.Namespace, steps_per_epoch: int) -> dict[str, Any]:
-    """The constructor keyword arguments of ``args.method`` from the options: ``total_steps = epochs *
-    steps_per_epoch``, ``start_step = prune_start_epoch * steps_per_epoch``, and every set option of
-    :func:`pruning_options` whose keyword the method takes (options in epochs converted to steps), and
-    ``epoch_length = steps_per_epoch`` for a method that takes it. A plain mapping: the method's
-    constructor checks the values (``ValueError`` for an unknown method)."""
-    kw: dict[str, Any] = {
-        "total_steps": args.epochs * steps_per_epoch,
-        "start_step": args.prune_start_epoch * steps_per_epoch,
-    }
+def pruner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The constructor keyword arguments of ``args.method`` from the options, its steps counted in epochs
+    (one step per epoch: ``total_steps = epochs``, ``start_step = prune_start_epoch``, ``epoch_length = 1``
+    for a method that takes it; :meth:`~snnprune.Pruner.scale_steps` counts them in optimizer steps), and
+    every set option of :func:`pruning_options` whose keyword the method takes. A plain mapping: the
+    method's constructor checks the values (``ValueError`` for an unknown method)."""
+    kw: dict[str, Any] = {"total_steps": args.epochs, "start_step": args.prune_start_epoch}
     accepted = method_kwargs(args.method)  # each option goes to the methods whose signature takes it
-    in_epochs = {o.name for o in (*OPTIONS, *method_keyword_options()) if o.in_epochs}
     for dest, keyword in pruning_options().items():
         value = getattr(args, dest, None)
         if value is not None and keyword in accepted:
-            kw[keyword] = value * steps_per_epoch if dest in in_epochs else value
+            kw[keyword] = value
     if "epoch_length" in accepted:
-        kw["epoch_length"] = steps_per_epoch
+        kw["epoch_length"] = 1
     return kw
 
 
 def run_name(args: argparse.Namespace) -> str:
     """Default run folder name: ``<model>_<method>`` and what the method shows of its options
     (:meth:`~snnprune.Pruner.run_name_part`, e.g. ``_D0.1``)."""
-    return f"{args.model}_{args.method}" + get_method(args.method).run_name_part(pruner_kwargs(args, 1))
+    return f"{args.model}_{args.method}" + get_method(args.method).run_name_part(pruner_kwargs(args))

@@ -273,7 +273,7 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
     # the script's defaults that the method's configuration does without are unset
     dest_of = {kw: dest for dest, kw in pruning_options().items()}
     given = {kw for kw, dest in dest_of.items() if dest in explicit}
-    for kw in get_method(args.method).unset_defaults(pruner_kwargs(args, 1), given):
+    for kw in get_method(args.method).unset_defaults(pruner_kwargs(args), given):
         if kw in dest_of and dest_of[kw] not in explicit:
             setattr(args, dest_of[kw], None)
     resume_path = Path(args.resume) if args.resume and args.resume != "auto" else None
@@ -295,8 +295,8 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         for dest in ("width", "stem", *model_option_names(args)):
             if dest not in accepted:
                 setattr(args, dest, None)
-    # the pruner in epochs (one step per epoch): the method's checks of the plan and of its configuration
-    config, plan = pruner_kwargs(args, 1), {dest: getattr(args, dest) for dest in options_with_role("plan")}
+    # the pruner in epochs (see pruner_kwargs): the method's checks of the plan and of its configuration
+    config, plan = pruner_kwargs(args), {dest: getattr(args, dest) for dest in options_with_role("plan")}
     try:
         get_method(args.method).check_plan(config, plan)
         pruner = get_method(args.method)(**config)
