@@ -2,7 +2,7 @@
 
 :func:`~snnprune.training.validation.prepare` checks the whole configuration before any data or model is
 built; the model comes from ``task.model_builder``'s record and its pruner is the one ``prepare`` configured,
-attached by :func:`~snnprune.training.validation.attach_pruner` (on resume the checkpoint's, by
+counted in steps by the data and attached (on resume the checkpoint's, by
 :func:`~snnprune.training.runs.restore` as ``load_run`` does); the optimizer, lr scheduler and
 ``pruner.bind`` follow (snnprune/docs/methods.md §3.2, §12.6), then the epochs of
 :func:`~snnprune.training.loop.train_one_epoch` and :func:`~snnprune.training.loop.evaluate`, every file
@@ -55,7 +55,7 @@ from snnprune.training.loop import (
 )
 from snnprune.training.run_folder import RunFolder, all_finite, new_run_note
 from snnprune.training.runs import BUILDER_KEY, instantiate, restore
-from snnprune.training.validation import attach_pruner, prepare
+from snnprune.training.validation import flag_error, prepare
 
 __all__ = ["CHANNEL_BN_RECALIBRATE", "count_params", "main", "run"]
 
@@ -133,8 +133,11 @@ def _run(args: argparse.Namespace, task: Task, prep: Any, t_start: float) -> dic
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     builder = task.model_builder(args, num_classes, in_channels)
     model = instantiate(builder, where=f"--model {args.model}", fix="fix the model options", flags=True)
-    if ckpt is None:
-        pruner = attach_pruner(args, prep.pruner, model, steps_per_epoch)
+    if ckpt is None:  # the pruner that prepare configured in epochs, counted in optimizer steps
+        try:
+            pruner = prep.pruner.scale_steps(steps_per_epoch).prepare(model, exclude=args.prune_exclude)
+        except (ValueError, TypeError) as exc:
+            raise flag_error(args, exc) from None
     else:  # as load_run rebuilds a run: the pruner configured by the checkpoint, its states loaded
         source = f"--resume: checkpoint {str(resume_path)!r}"
         pruner = restore(model, args.method, ckpt, exclude=args.prune_exclude, source=source)

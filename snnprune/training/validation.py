@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from snnprune.data import DataError, check_data_path
 from snnprune.methods import Pruner, get_method, method_kwargs, select_layers
@@ -36,7 +35,7 @@ from snnprune.training.loop import Task
 from snnprune.training.run_folder import RunLock, check_output, check_run_folder
 from snnprune.training.runs import instantiate
 
-__all__ = ["Prepared", "attach_pruner", "prepare", "resolve_device"]
+__all__ = ["Prepared", "flag_error", "prepare", "resolve_device"]
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -193,18 +192,9 @@ def _check_combination(
                 )
 
 
-def attach_pruner(args: argparse.Namespace, pruner: Pruner, model: nn.Module, steps_per_epoch: int) -> Pruner:
-    """The pruner that :func:`prepare` configured in epochs, counted in optimizer steps
-    (:meth:`~snnprune.Pruner.scale_steps`) and attached to ``model`` (``--prune-exclude`` as its ``exclude``);
-    a refusal is one :class:`ConfigError`, as in :func:`prepare`."""
-    try:
-        return pruner.scale_steps(steps_per_epoch).prepare(model, exclude=args.prune_exclude)
-    except (ValueError, TypeError) as exc:
-        raise _flag_error(args, exc) from None
-
-
-def _flag_error(args: argparse.Namespace, exc: Exception) -> ConfigError:
-    """The method's refusal ``exc`` as the one line of the option it concerns: a
+def flag_error(args: argparse.Namespace, exc: Exception) -> ConfigError:
+    """The method's refusal ``exc`` (of its configuration, or of the model it is attached to) as the one
+    line of the option it concerns: a
     :class:`~snnprune.KeywordError` names the option of its keyword (one not set is needed by the method, a
     set one has a value the method refuses), anything else names ``--method``."""
     msg = str(exc)
@@ -239,7 +229,7 @@ def _check_model(args: argparse.Namespace, task: Task) -> None:
     try:
         select_layers(model, None, args.prune_exclude)
     except ValueError as exc:
-        raise _flag_error(args, exc) from None
+        raise flag_error(args, exc) from None
 
 
 # ----------------------------------------------------------------------------------------------- all
@@ -247,7 +237,7 @@ def _check_model(args: argparse.Namespace, task: Task) -> None:
 class Prepared:
     """What :func:`prepare` resolved: the training ``device``, ``run_dir`` (``output_dir / run_name``), the
     checkpoint to resume or evaluate (``resume_path`` and its :class:`TrainState` ``checkpoint``; None for a new
-    run), the ``pruner`` configured in epochs (see :func:`attach_pruner`) and the held
+    run), the ``pruner`` configured in epochs (:meth:`~snnprune.Pruner.scale_steps` counts it in steps) and the held
     :class:`~snnprune.training.run_folder.RunLock` of ``run_dir`` (``lock``; None for ``--test-only`` and ranks
     other than 0), which the caller releases at the end of the run."""
 
@@ -301,7 +291,7 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
         get_method(args.method).check_plan(config, plan)
         pruner = get_method(args.method)(**config)
     except (ValueError, TypeError) as exc:
-        raise _flag_error(args, exc) from None
+        raise flag_error(args, exc) from None
     device = _check_machine(args)
     _check_model(args, task)
     if state is not None and not args.test_only:
