@@ -389,6 +389,11 @@ class Pruner:
             RuntimeError: this pruner was already prepared.
             TypeError: a non-integer ``steps_per_epoch``.
             ValueError: ``steps_per_epoch <= 0``, or the constructor refuses the scaled configuration.
+
+        Example::
+
+            >>> pruner = snnprune.get_method("gmp")(target_sparsity=0.9, end_step=8, total_steps=10)  # epochs
+            >>> pruner.scale_steps(len(train_loader)).prepare(model)  # end_step = 8 epochs of steps
         """
         if self._prepared:
             raise RuntimeError(f"{self.method}: scale_steps() comes before prepare(); create a new pruner")
