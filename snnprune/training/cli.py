@@ -399,22 +399,6 @@ def _value(o: Option, v: Any, key: str | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- parser
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows each option's effective default (the script's own, e.g. ``epochs 8`` for the default run, in
-    place of the default a method's signature gives)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (
-            "%(default)" in text
-            or action.default in (None, False, argparse.SUPPRESS)
-            or not action.option_strings
-        ):
-            return text
-        text = re.sub(r" ?\(default: [^()]*\)$", "", text)
-        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
-
-
 class TrainingParser(argparse.ArgumentParser):
     """``ArgumentParser`` over :class:`Option` declarations whose errors raise :class:`ConfigError`;
     ``options``: dest -> :class:`Option` (choices resolved), ``generic_defaults``: dest -> declared default."""
@@ -445,12 +429,12 @@ def get_args_parser(
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
         add_help=add_help,
-        formatter_class=_HelpFormatter,
         exit_on_error=False,
     )
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
     p.options, groups = {}, {}
     p.model_option_names = tuple(o.name for o in model_options)
+    chosen = {**(base_defaults or {}), **(defaults or {})}
     for o in (*OPTIONS, *method_keyword_options(), *model_options):
         if o.snn and not snn:
             continue
@@ -470,8 +454,10 @@ def get_args_parser(
                 "metavar": metavar,
                 "nargs": "*" if o.type is list else None,
             }
-        listed = f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else ""
-        groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
+        text = o.help + (f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else "")
+        if chosen.get(o.name, o.default) not in (None, False):  # the default in force, not a signature's
+            text = re.sub(r" ?\(default: [^()]*\)$", "", text) + " (default: %(default)s)"
+        groups[o.group].add_argument(o.flag, default=o.default, help=text, **kw)
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
     p.generic_defaults.update(base_defaults or {})
