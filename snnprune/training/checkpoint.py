@@ -123,24 +123,22 @@ def _check_keys(state: Any, path: Path, name: str) -> None:
             raise CheckpointError(f"{where} has a bad {f.name!r}: {shown}, not {what}; {fix}")
 
 
+def _plain_rng(python: Any, numpy: Any) -> tuple[list[Any], list[Any]]:
+    """Python's and NumPy's RNG states (also those of an older checkpoint: tuples and a NumPy array) as
+    tensors and plain values only, so that a checkpoint loads with ``weights_only=True``: ``[version, [ints],
+    gauss]`` and ``[name, int64 tensor, pos, has_gauss, cached_gaussian]``."""
+    version, internal, gauss = python
+    name, keys, pos, has_gauss, cached = numpy
+    keys = keys if torch.is_tensor(keys) else torch.from_numpy(np.asarray(keys).astype(np.int64))
+    plain = [int(version), [int(v) for v in internal], gauss]
+    return plain, [str(name), keys, int(pos), int(has_gauss), float(cached)]
+
+
 def get_rng_state() -> dict[str, Any]:
     """The RNG states of Python, NumPy, torch CPU and (if available) every CUDA device, for
-    :func:`set_rng_state`, as tensors and plain values only (so a checkpoint loads with
-    ``weights_only=True``): Python's as ``[version, [ints], gauss]``, NumPy's as ``[name, int64 tensor, pos,
-    has_gauss, cached_gaussian]``."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global RNG is restored)
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [
-            str(name),
-            torch.from_numpy(keys.astype(np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "torch": torch.get_rng_state(),
-    }
+    :func:`set_rng_state`."""
+    python, numpy = _plain_rng(random.getstate(), np.random.get_state())  # noqa: NPY002 (the global RNG)
+    state: dict[str, Any] = {"python": python, "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -157,21 +155,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """An RNG state of an older checkpoint (tuples and a NumPy array) in the form of :func:`get_rng_state`."""
-    out = dict(state)
-    version, internal, gauss = state["python"]
-    out["python"] = [int(version), [int(v) for v in internal], gauss]
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    keys = torch.from_numpy(np.asarray(keys).astype(np.int64)) if not torch.is_tensor(keys) else keys
-    out["numpy"] = [str(name), keys, int(pos), int(has_gauss), float(cached)]
-    return out
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it (a full
-    disk or a read-only folder raises and leaves the previous checkpoint unchanged)."""
-    return files.save(state, path)
+#: Write a checkpoint with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it (a full
+#: disk or a read-only folder raises and leaves the previous checkpoint unchanged).
+save_checkpoint = files.save
 
 
 def load_checkpoint(
@@ -236,7 +222,8 @@ def upgrade_checkpoint(path: str | os.PathLike) -> Path:
     except files.CorruptFileError as exc:
         raise CheckpointError(f"upgrade_checkpoint: {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("rng"), dict):
+        rng = state["rng"]
         with contextlib.suppress(TypeError, ValueError, KeyError):  # a bad one is named by _check_keys
-            state["rng"] = _plain_rng(state["rng"])
+            rng["python"], rng["numpy"] = _plain_rng(rng["python"], rng["numpy"])
     _check_keys(state, path, "upgrade_checkpoint")
     return save_checkpoint(state, path)
