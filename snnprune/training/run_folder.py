@@ -113,12 +113,8 @@ def new_run_note(run_dir: Path, shown: int = 4) -> str:
     is seen at once."""
     run_dir = Path(run_dir)
     out = run_dir.parent
-    found = (
-        [p for p in out.iterdir() if p != run_dir and (p / "checkpoint.pth").is_file()]
-        if out.is_dir()
-        else []
-    )
-    found.sort(key=lambda p: (p / "checkpoint.pth").stat().st_mtime, reverse=True)
+    checkpoints = [c for c in out.glob("*/checkpoint.pth") if c.parent != run_dir and c.is_file()]
+    found = [c.parent for c in sorted(checkpoints, key=lambda c: c.stat().st_mtime, reverse=True)]
     if found:
         more = f" and {len(found) - shown} more" if len(found) > shown else ""
         beside = (
@@ -170,11 +166,8 @@ def _digest_of(path: Path) -> str:
         line = dpath.read_text(errors="replace").split(" ")[0]
         if len(line) == 64:
             return line
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _holder(fd: int) -> str:
@@ -278,11 +271,7 @@ def check_output(run_dir: Path) -> None:
             raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
         if p.exists() and not p.is_dir():
             raise ConfigError(f"{opt}: {str(p)!r} is a file, not a folder; pass another {opt}")
-    probe = run_dir
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    probe = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path())  # the nearest existing one
     if not probe.is_dir():
         raise ConfigError(
             f"--output-dir: {str(probe)!r} is a file, so {str(run_dir)!r} cannot be created; pass another --output-dir"
