@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from snnprune.data import DATASETS
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
 
@@ -469,18 +471,15 @@ class _DuplicateKey(Exception):
     pass
 
 
-def _unique_key_loader(yaml: Any) -> type:
+class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last)."""
 
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-            for k in keys:
-                if keys.count(k) > 1:
-                    raise _DuplicateKey(k)
-            return super().construct_mapping(node, deep)
-
-    return Loader
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        for k in keys:
+            if keys.count(k) > 1:
+                raise _DuplicateKey(k)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(
@@ -491,14 +490,12 @@ def load_config(
     written ``final-threshold`` or ``final_threshold`` (one of them, once); booleans also as ``"true"``/
     ``"false"``, ``yes``/``no``, ``on``/``off``, 1/0; :data:`RUN_METADATA_KEYS` only in a run's
     ``config.json`` (``kind`` must match the script's). Every problem is a :class:`ConfigError`."""
-    import yaml
-
     path = Path(path)
     where = f"--config {path}"
     if path.is_dir() or not path.exists():
         raise ConfigError(f"--config: file {str(path)!r} does not exist; pass a YAML recipe file")
     try:
-        data = yaml.load(path.read_text(), Loader=_unique_key_loader(yaml))
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
         raise ConfigError(
             f"--config: {str(path)!r} sets {exc.args[0]!r} twice (the last one would win silently); keep one"

@@ -239,11 +239,9 @@ def train_one_epoch(
     finally:
         bar.close()
     bad = _first_nonfinite(losses)
-    if distributed:  # every rank stops together
-        bad_any = D.all_reduce_sum([0.0 if bad is None else 1.0], device)[0]
-        if bad_any > 0:
-            raise NonFiniteLossError(epoch, first_step + (bad or 0), float(losses[bad or 0]))
-    elif bad is not None:
+    if distributed and D.all_reduce_sum([float(bad is not None)], device)[0] > 0:  # every rank stops together
+        bad = bad or 0
+    if bad is not None:
         raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
     _resolve_thresholds(rows, pruner)
     step_rows = [
