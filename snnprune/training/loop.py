@@ -219,14 +219,11 @@ def train_one_epoch(
             rows.append([global_step, epoch, lr, mean_threshold(pruner) if snapshot is None else snapshot])
             logged = log_every and (i + 1) % log_every == 0
             postfix = progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1)
-            if check_each_step or ((logged or postfix) and not distributed):
-                bad = (
-                    _first_nonfinite(losses)
-                    if not check_each_step
-                    else (None if math.isfinite(float(loss_d)) else len(losses) - 1)
-                )
-                if bad is not None:
-                    raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
+            if check_each_step and not math.isfinite(float(loss_d)):
+                raise NonFiniteLossError(epoch, global_step, float(loss_d))
+            bad = _first_nonfinite(losses) if (logged or postfix) and not distributed else None
+            if bad is not None:
+                raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
             if postfix:
                 bar.set_postfix(loss=f"{float(loss_d):.3f}", lr=f"{lr:.3g}")
             if logged:
