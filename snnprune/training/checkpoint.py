@@ -163,13 +163,9 @@ save_checkpoint = files.save
 def load_checkpoint(
     path: str | os.PathLike, *, name: str = "--resume", map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` and check what the training engine reads of it.
-
-    The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
-    archive and its CRCs when there is none); the dict must hold the fields of :class:`TrainState`, each
-    passing its check. Any problem is one :class:`CheckpointError` line
-    naming the file (as given to ``name``, the option or function) and the key; tensors go to
-    ``map_location``."""
+    """Read a checkpoint with :func:`snnprune.files.load` (which checks the bytes) and check the fields of
+    :class:`TrainState`; any problem is one :class:`CheckpointError` line naming ``name`` (the option or
+    function), the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(

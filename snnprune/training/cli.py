@@ -1,14 +1,11 @@
 """The training options, each declared once (:data:`OPTIONS`), and everything made from them.
 
-One :class:`Option` per training option gives its type, default, range or choices, help and role (it
-defines the model or its pruning, or the training plan). From it come the flag and its ``--help`` line
-(:func:`get_args_parser`), the ``--config`` loading (:func:`load_config`: the YAML/JSON file is read into a
-dict and each key converted and checked against its declaration), the range checks
-(:func:`check_values`), what ``--resume``/``--test-only`` take from a checkpoint
-(:func:`options_with_role`) and the keyword arguments of :func:`snnprune.sparsify`
-(:func:`pruner_kwargs`). A keyword of a registered method that no declaration feeds is an option too
-(:func:`method_keyword_options`): its type and default come from the method's signature, its help line
-from the method's ``Args:`` docstring, and its value is checked by the method's constructor.
+One :class:`Option` per training option gives its type, default, range or choices, help and role. From it
+come the flag and its ``--help`` line (:func:`get_args_parser`), the ``--config`` keys (:func:`load_config`),
+the range checks (:func:`check_values`) and what ``--resume``/``--test-only`` take from a checkpoint
+(:func:`options_with_role`). A keyword of a registered method or model that no declaration feeds is an
+option too, made from its signature (:func:`method_keyword_options`, :func:`model_keyword_options`); the
+method or model checks its value.
 
 Plain argparse over dataclass declarations rather than jsonargparse: the values are converted and checked
 here, so every bad input has one message format (``<option>: <what is wrong>; <what to do>``) with no
@@ -340,11 +337,10 @@ def _bound(text: str) -> float:
 def _within(spec: str, v: Any) -> bool:
     if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
         return False
-    if spec[0] in "[(":
-        lo, hi = (_bound(s) for s in spec[1:-1].split(","))
-        return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
-    op, bound = spec.split()
-    return v >= _bound(bound) if op == ">=" else v > _bound(bound)
+    if spec[0] not in "[(":  # ">= a" is "[a, inf)", "> a" is "(a, inf)"
+        spec = ("[" if spec.startswith(">=") else "(") + spec.split()[1] + ", inf)"
+    lo, hi = (_bound(s) for s in spec[1:-1].split(","))
+    return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
 
 
 def check_values(args: argparse.Namespace) -> None:
@@ -552,14 +548,11 @@ _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORE
 def parse_args(
     parser: TrainingParser, argv: list[str] | None = None, *, kind: str | None = None
 ) -> argparse.Namespace:
-    """Parse ``argv`` (None: ``sys.argv[1:]``) with the ``--config`` file's values under it (the command
-    line wins); :func:`explicit_options` of the result tells which options the command line or the file set.
-
-    A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do not
-    apply under it, so keys it omits take the declared defaults (``stem``/``width`` None: the model's own).
-    Types and choices are checked here, ranges and combinations by
-    :func:`snnprune.training.validation.prepare`; ``kind`` (``"snn"``/``"ann"``) refuses a run ``config.json``
-    of the other kind. Every problem is a :class:`ConfigError`."""
+    """Parse ``argv`` (None: ``sys.argv[1:]``) over the ``--config`` file's values, a whole recipe that
+    replaces the script's defaults (the command line wins); :func:`explicit_options` of the result tells
+    which options the command line or the file set. Types and choices are checked here, ranges and
+    combinations by :func:`snnprune.training.validation.prepare`; ``kind`` refuses a run ``config.json`` of
+    the other kind. Every problem is a :class:`ConfigError`."""
     tokens: list[str] = []
     for tok in sys.argv[1:] if argv is None else argv:  # --s-init -1e3: argparse takes -1e3 for a flag
         o = parser.options.get(tokens[-1][2:].replace("-", "_")) if tokens[-1:] else None

@@ -95,9 +95,5 @@ def check(epoch: int, step: int, device: torch.device) -> None:
 
 
 def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (a terminal's Ctrl-C reaches the whole
-    process group), so the main process can finish its step; the worker ends with it.
-
-    SIGTERM keeps its default action: the main process ends its workers with SIGTERM when it exits.
-    """
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT, so the main process can finish its step."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

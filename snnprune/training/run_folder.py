@@ -181,12 +181,9 @@ def _holder(fd: int) -> str:
 
 
 class RunLock:
-    """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
-
-    :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command line
-    into it; :meth:`release` (also the context-manager exit) removes the file, the folders it created (the run
-    folder, a missing ``--output-dir``) when they are left empty, and unlocks. A killed run loses the lock with its process (the kernel drops it) and
-    leaves at most a stale ``.lock`` that the next run takes over."""
+    """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock`` (which holds the holder's
+    pid and command line), taken without waiting and released on exit. A killed run loses the lock with its
+    process (the kernel drops it) and leaves at most a stale ``.lock`` that the next run takes over."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -195,7 +192,8 @@ class RunLock:
         self.created: list[Path] = []  # the folders acquire() made: the run folder, then missing parents
 
     def acquire(self) -> RunLock:
-        """Take the lock (a :class:`ConfigError` naming the holder's pid when another process has it)."""
+        """Create the folder if needed and take the lock (a :class:`ConfigError` naming the holder's pid when
+        another process has it)."""
         while self.fd is None:
             if not self.folder.exists():
                 self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
@@ -238,7 +236,8 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Remove ``.lock`` (and the folders :meth:`acquire` created, when they are empty) and unlock."""
+        """Remove ``.lock`` and the folders :meth:`acquire` created (the run folder, a missing
+        ``--output-dir``) when they are empty, and unlock."""
         if self.fd is None:
             return
         self.path.unlink(missing_ok=True)
