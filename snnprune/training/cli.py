@@ -120,10 +120,6 @@ class Option:
     snn: bool = False
     metavar: str | None = None
 
-    @property
-    def flag(self) -> str:
-        return option_name(self.name)
-
 
 def _group(group: str, role: str, *options: Option) -> tuple[Option, ...]:
     """``options`` in ``group``; those without a role of their own get ``role``."""
@@ -355,7 +351,7 @@ def check_values(args: argparse.Namespace) -> None:
             must = f"in {o.range}" if interval else o.range if o.type is int else f"a finite number {o.range}"
             number = "a whole number" if o.type is int else "a number"
             raise ConfigError(
-                f"{o.flag}: must be {must}, got {v!r}; pass {number} {o.range if not interval else must}"
+                f"{option_name(o.name)}: must be {must}, got {v!r}; pass {number} {o.range if not interval else must}"
             )
 
 
@@ -455,7 +451,7 @@ def get_args_parser(
         text = o.help + (f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else "")
         if chosen.get(o.name, o.default) not in (None, False):  # the default in force, not a signature's
             text = re.sub(r" ?\(default: [^()]*\)$", "", text) + " (default: %(default)s)"
-        groups[o.group].add_argument(o.flag, default=o.default, help=text, **kw)
+        groups[o.group].add_argument(option_name(o.name), default=o.default, help=text, **kw)
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
     p.generic_defaults.update(base_defaults or {})
