@@ -42,25 +42,24 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _set_states(state: Any, python: Any, numpy: Any, generator: Any) -> None:
+    """Set the ``python``, ``numpy`` and torch CPU ``generator`` states of a :func:`get_rng_state` dict."""
+    version, internal, gauss = state["python"]
+    python.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    numpy.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
+    generator.set_state(state["torch"])
+
+
 def _is_rng(v: Any) -> bool:
-    """The form of :func:`get_rng_state` (a hostile value must not reach the RNG setters)."""
-    if not (isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)):
+    """The form of :func:`get_rng_state`: fresh generators take it (before it reaches the global ones)."""
+    if not isinstance(v, dict):
         return False
-    py, npy, th = v["python"], v["numpy"], v["torch"]
-    return (
-        isinstance(py, (list, tuple))
-        and len(py) == 3
-        and isinstance(py[1], (list, tuple))
-        and len(py[1]) == 625
-        and all(isinstance(i, int) and 0 <= i < 2**32 for i in py[1][:-1])
-        and isinstance(npy, (list, tuple))
-        and len(npy) == 5
-        and npy[0] == "MT19937"
-        and torch.is_tensor(npy[1])
-        and npy[1].shape == (624,)
-        and torch.is_tensor(th)
-        and th.dtype == torch.uint8
-    )
+    try:
+        _set_states(v, random.Random(), np.random.RandomState(), torch.Generator())
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError):
+        return False
+    return True
 
 
 def _is_number(v: Any) -> bool:
@@ -146,11 +145,7 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the RNG states captured by :func:`get_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
+    _set_states(state, random, np.random, torch.default_generator)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
