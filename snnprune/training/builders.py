@@ -44,11 +44,9 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
     groups = [{"params": other, "weight_decay": args.weight_decay}]
     if norm_params:
         groups.append({"params": norm_params, "weight_decay": nwd})
-    if args.opt == "adam":
-        return torch.optim.Adam(groups, lr=args.lr)
-    if args.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=args.lr)
-    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    if args.opt == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[args.opt](groups, lr=args.lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int) -> Any:

@@ -435,8 +435,7 @@ def get_args_parser(
         if o.name == "method":
             o = replace(o, choices=list_methods())
         elif o.name == "model":
-            choices = None if model_choices is None else tuple(model_choices)
-            o = replace(o, choices=choices)
+            o = replace(o, choices=None if model_choices is None else tuple(model_choices))
         if o.group not in groups:
             groups[o.group] = p.add_argument_group(o.group)
         if o.type is bool:
@@ -455,7 +454,7 @@ def get_args_parser(
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
     p.generic_defaults.update(base_defaults or {})
-    p.set_defaults(**{**(base_defaults or {}), **(defaults or {})})
+    p.set_defaults(**chosen)
     return p
 
 

@@ -123,18 +123,14 @@ class Run:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+        problem = "" if isinstance(data, dict) else "is not a JSON object"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"load_run: {str(path)!r} is damaged ({exc}); pass a run folder written by the training scripts"
-        ) from None
+        problem = f"is damaged ({exc})"
     except RecursionError:
+        problem = "is nested too deeply to be a run's JSON"
+    if problem:
         raise ConfigError(
-            f"load_run: {str(path)!r} is nested too deeply to be a run's JSON; pass a run folder written by "
-            "the training scripts"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"load_run: {str(path)!r} is not a JSON object; pass a run folder written by the training scripts"
+            f"load_run: {str(path)!r} {problem}; pass a run folder written by the training scripts"
         )
     return data
 
