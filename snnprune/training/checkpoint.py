@@ -155,12 +155,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 save_checkpoint = files.save
 
 
-def load_checkpoint(
-    path: str | os.PathLike, *, name: str = "--resume", map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Read a checkpoint with :func:`snnprune.files.load` (which checks the bytes) and check the fields of
-    :class:`TrainState`; any problem is one :class:`CheckpointError` line naming ``name`` (the option or
-    function), the file and the key."""
+def load_checkpoint(path: str | os.PathLike, *, name: str = "--resume") -> dict[str, Any]:
+    """Read a checkpoint onto the CPU with :func:`snnprune.files.load` (which checks the bytes) and check the
+    fields of :class:`TrainState`; any problem is one :class:`CheckpointError` line naming ``name`` (the
+    option or function), the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -168,7 +166,7 @@ def load_checkpoint(
             + (" or --resume auto" if name == "--resume" else "")
         )
     try:
-        state = files.load(path, map_location=map_location)
+        state = files.load(path)
     except files.UnsafeFileError as exc:
         raise CheckpointError(f"{name}: checkpoint {str(path)!r} {exc.problem}; {exc.fix}") from None
     except files.CorruptFileError as exc:

@@ -23,11 +23,10 @@ import math
 import os
 import re
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -60,11 +59,8 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """An invalid option value or combination, or a ``--config`` file that is missing or malformed.
-
-    The message has the form ``<option>: <what is wrong>; <what to do>``; the scripts print it as
-    ``error: <message>`` and exit with code 2.
-    """
+    """An invalid option value or combination, or a missing or malformed ``--config`` file: one line
+    ``<option>: <what is wrong>; <what to do>``; the scripts print ``error: <message>`` and exit with 2."""
 
 
 def _text(ok: Callable[[str], bool], must: str, fix: str) -> Callable[[str], str]:
@@ -401,13 +397,12 @@ class TrainingParser(argparse.ArgumentParser):
     generic_defaults: dict[str, Any]
     model_option_names: tuple[str, ...] = ()
 
-    def error(self, message: str) -> typing.NoReturn:  # unknown arguments
+    def error(self, message: str) -> NoReturn:  # unknown arguments
         raise ConfigError(f"{message}; see --help for the options")
 
 
 def get_args_parser(
     *,
-    add_help: bool = True,
     snn: bool = True,
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
@@ -422,7 +417,6 @@ def get_args_parser(
     ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
-        add_help=add_help,
         exit_on_error=False,
     )
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip

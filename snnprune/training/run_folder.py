@@ -421,8 +421,7 @@ class RunFolder:
             self.tb.flush()
 
     def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> None:
-        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``); the engine has checked with
-        :func:`all_finite` that every weight of ``state["model"]`` is finite (on every rank)."""
+        """Write ``checkpoint.pth`` (and ``best.pth`` if ``is_best``); its model passed :func:`all_finite`."""
         if not self.main:
             return
         save_checkpoint(state, self.path / "checkpoint.pth")
