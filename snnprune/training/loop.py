@@ -187,7 +187,7 @@ def train_one_epoch(
     rows: list[list[Any]] = []
     first_step = global_step + 1
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-    try:
+    with bar:
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
                 break
@@ -233,8 +233,6 @@ def train_one_epoch(
                 )
             bar.update()
             interrupts.check(epoch, global_step, device)  # SIGINT/SIGTERM: stop after this step
-    finally:
-        bar.close()
     bad = _first_nonfinite(losses)
     if distributed and D.all_reduce_sum([float(bad is not None)], device)[0] > 0:  # every rank stops together
         bad = bad or 0
@@ -268,24 +266,21 @@ def evaluate(
     total = len(loader) if limit is None else min(limit, len(loader))
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n (one sync at the end)
     bar = tqdm(total=total, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
-    with SpikeRateMonitor(unwrap(model)) as monitor, parametrize.cached():
-        try:
-            for i, (x, y) in enumerate(loader):
-                if limit is not None and i >= limit:
-                    break
-                x, y = to_device(x, y, device, options)
-                with autocast(device, options.amp):
-                    out = model(x)
-                    loss = criterion(out, y)
-                reset(model)
-                top1, top5 = _accuracy(out.float(), y)
-                sums[0] += loss.detach().double() * len(y)
-                sums[1] += top1
-                sums[2] += top5
-                sums[3] += len(y)
-                bar.update()
-        finally:
-            bar.close()
+    with SpikeRateMonitor(unwrap(model)) as monitor, parametrize.cached(), bar:
+        for i, (x, y) in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            x, y = to_device(x, y, device, options)
+            with autocast(device, options.amp):
+                out = model(x)
+                loss = criterion(out, y)
+            reset(model)
+            top1, top5 = _accuracy(out.float(), y)
+            sums[0] += loss.detach().double() * len(y)
+            sums[1] += top1
+            sums[2] += top5
+            sums[3] += len(y)
+            bar.update()
     loss_sum, c1, c5, n, s, cnt = D.all_reduce_sum(sums.tolist() + monitor.totals(), device)
     n = max(n, 1)
     return {

@@ -358,12 +358,9 @@ class RunFolder:
             self._truncate(self.path / "steps.csv", "step", step)
         _write_text(self.path / "config.json", json.dumps(config, indent=2, default=str))
         self.record()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
-        except ImportError:  # pragma: no cover
-            log("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
+        self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
 
     def record(self) -> None:
         """Rewrite :data:`MANIFEST_FILE`: every :func:`run_files` name in the folder and every file under
