@@ -116,10 +116,9 @@ def new_run_note(run_dir: Path, shown: int = 4) -> str:
     checkpoints = [c for c in out.glob("*/checkpoint.pth") if c.parent != run_dir and c.is_file()]
     found = [c.parent for c in sorted(checkpoints, key=lambda c: c.stat().st_mtime, reverse=True)]
     if found:
+        names = ", ".join(p.name for p in found[:shown])
         more = f" and {len(found) - shown} more" if len(found) > shown else ""
-        beside = (
-            f"run folders with a checkpoint in {str(out)!r}: {', '.join(p.name for p in found[:shown])}{more}"
-        )
+        beside = f"run folders with a checkpoint in {str(out)!r}: {names}{more}"
     else:
         beside = f"no run folder in {str(out)!r} has a checkpoint"
     return f"note: --resume auto found no checkpoint.pth in {str(run_dir)!r}, so a new run starts ({beside})"
@@ -296,11 +295,8 @@ def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path 
         return
     if not present or (resume_path is not None and resume_path.resolve().parent == run_dir.resolve()):
         return
-    if (
-        args.resume == "auto"
-        and resume_path is None
-        and not set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
-    ):
+    finished = set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
+    if args.resume == "auto" and resume_path is None and not finished:
         return  # killed before its first checkpoint: nothing finished to lose
     raise ConfigError(
         f"--run-name: {str(run_dir)!r} already holds a run ({', '.join(present)}); continue it with "
@@ -312,12 +308,9 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _csv_text(header: list[str] | None, rows: list[list[Any]]) -> str:
+def _csv_text(rows: list[list[Any]]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    if header is not None:
-        w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf).writerows(rows)
     return buf.getvalue()
 
 
@@ -386,7 +379,7 @@ class RunFolder:
             return
         k = header.index(column)
         kept = [r for r in rows if len(r) == len(header) and r[k].isdigit() and int(r[k]) <= keep_upto]
-        _write_text(path, _csv_text(header, kept))
+        _write_text(path, _csv_text([header, *kept]))
 
     # ------------------------------------------------------------------ per epoch
     def _append(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
@@ -402,7 +395,7 @@ class RunFolder:
         with open(fd, "a", newline="") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConfigError(f"{path}: not a regular file; {fix}")
-            f.write(_csv_text(header if new else None, rows))
+            f.write(_csv_text([header, *rows] if new else rows))
 
     def write_epoch(self, row: dict[str, Any], step_rows: list[list[Any]]) -> None:
         """Append the epoch's :data:`METRICS_COLUMNS` ``row`` to ``metrics.csv``, its :data:`STEPS_COLUMNS`
