@@ -104,9 +104,7 @@ def mean_threshold(pruner: Any) -> float:
 def _mean_of(values: list[float]) -> float:
     if not values:
         return 0.0
-    if all(v == values[0] for v in values):
-        return float(values[0])
-    return float(np.mean(values))
+    return float(values[0]) if all(v == values[0] for v in values) else float(np.mean(values))
 
 
 def _resolve_thresholds(rows: list[list[Any]], pruner: Any) -> None:

@@ -40,7 +40,6 @@ import torch
 from snnprune import files
 from snnprune.files import atomic_write, remove_stale_temp_files
 from snnprune.structured import EXPORT_FILES
-from snnprune.training.checkpoint import save_checkpoint
 from snnprune.training.cli import ConfigError
 
 __all__ = [
@@ -100,9 +99,8 @@ def all_finite(state_dict: dict[str, Any]) -> bool:
 
 
 def run_files() -> tuple[str, ...]:
-    """Every file a run writes into its folder (besides ``tb/``): :data:`RUN_FILES`, the
-    :data:`~snnprune.structured.EXPORT_FILES` of ``--export`` and their ``.sha256`` digests; ``--overwrite``
-    removes exactly these (and ``tb/``)."""
+    """Every file a run writes into its folder besides ``tb/``: :data:`RUN_FILES`, the
+    :data:`~snnprune.structured.EXPORT_FILES` of ``--export`` and their ``.sha256`` digests."""
     names = (*RUN_FILES, *EXPORT_FILES)
     return (*names, *(f"{n}.sha256" for n in names))
 
@@ -263,8 +261,7 @@ def holds_run(folder: Path) -> list[str]:
 def check_output(run_dir: Path) -> None:
     """The run folder ``run_dir`` can be created and written (else a :class:`ConfigError`: a file in the way,
     no write permission)."""
-    out = run_dir.parent
-    for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
+    for p, opt in ((run_dir.parent, "--output-dir"), (run_dir, "--run-name")):
         if p.is_symlink() and not p.exists():
             raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
         if p.exists() and not p.is_dir():
@@ -349,17 +346,15 @@ class RunFolder:
             epoch, step = resumed
             self._truncate(self.path / "metrics.csv", "epoch", epoch)
             self._truncate(self.path / "steps.csv", "step", step)
-        _write_text(self.path / "config.json", json.dumps(config, indent=2, default=str))
-        self.record()
+        self.write_json("config.json", config)
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
 
-    def record(self) -> None:
-        """Rewrite :data:`MANIFEST_FILE`: every :func:`run_files` name in the folder and every file under
-        ``tb/``, with its SHA-256 (all written by this run or the run it resumes)."""
-        if not self.main:
-            return
+    def _record(self) -> None:
+        """Rewrite :data:`MANIFEST_FILE` (after every write, on the main process): every :func:`run_files`
+        name in the folder and every file under ``tb/``, with its SHA-256 (all written by this run or the run
+        it resumes)."""
         names = [n for n in run_files() if (self.path / n).is_file() and not (self.path / n).is_symlink()]
         tb = self.path / "tb"
         if tb.is_dir() and not tb.is_symlink():
@@ -372,10 +367,8 @@ class RunFolder:
         if not path.is_file():
             return
         with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = list(reader)
-        if header is None or column not in header:
+            header, *rows = list(csv.reader(f)) or [[]]  # an empty file: no header
+        if column not in header:
             return
         k = header.index(column)
         kept = [r for r in rows if len(r) == len(header) and r[k].isdigit() and int(r[k]) <= keep_upto]
@@ -414,23 +407,23 @@ class RunFolder:
         """Write ``checkpoint.pth`` (and ``best.pth`` if ``is_best``); its model passed :func:`all_finite`."""
         if not self.main:
             return
-        save_checkpoint(state, self.path / "checkpoint.pth")
+        files.save(state, self.path / "checkpoint.pth")
         if is_best:
-            save_checkpoint(state, self.path / "best.pth")
-        self.record()
+            files.save(state, self.path / "best.pth")
+        self._record()
 
     # ------------------------------------------------------------------ end
     def write_json(self, name: str, data: Any) -> None:
         """Write ``name`` (e.g. ``summary.json``, ``analyze.json``) atomically."""
         if self.main:
             _write_text(self.path / name, json.dumps(data, indent=2, default=str))
-            self.record()
+            self._record()
 
     def save_model(self, name: str, state_dict: dict[str, Any]) -> None:
         """Write a model state dict (e.g. ``model_sparse.pth``) atomically, with its ``.sha256`` digest."""
         if self.main:
             files.save(state_dict, self.path / name)
-            self.record()
+            self._record()
 
     def close(self) -> None:
         """Close TensorBoard."""
