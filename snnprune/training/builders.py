@@ -44,11 +44,9 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
     groups = [{"params": other, "weight_decay": args.weight_decay}]
     if norm_params:
         groups.append({"params": norm_params, "weight_decay": nwd})
-    if args.opt == "adam":
-        return torch.optim.Adam(groups, lr=args.lr)
-    if args.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=args.lr)
-    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    if args.opt == "sgd":
+        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[args.opt](groups, lr=args.lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int) -> Any:
@@ -87,17 +85,14 @@ def build_loaders(
     train_sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True, **one)
     test_sampler = DistributedSampler(test_set, shuffle=False) if distributed else None
     common = dict(
+        batch_size=args.batch_size,
         num_workers=args.workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=args.workers > 0,
         worker_init_fn=ignore_in_worker if args.workers > 0 else None,  # Ctrl-C: the main process stops
     )
-    train_loader = DataLoader(
-        train_set, batch_size=args.batch_size, sampler=train_sampler, drop_last=True, **common
-    )
-    test_loader = DataLoader(
-        test_set, batch_size=args.batch_size, sampler=test_sampler, shuffle=False, **common
-    )
+    train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=True, **common)
+    test_loader = DataLoader(test_set, sampler=test_sampler, shuffle=False, **common)
     if len(train_loader) == 0:
         raise DataError(
             f"--batch-size: the training set of {len(train_set)} samples is smaller than --batch-size "

@@ -42,25 +42,24 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _set_states(state: Any, python: Any, numpy: Any, generator: Any) -> None:
+    """Set the ``python``, ``numpy`` and torch CPU ``generator`` states of a :func:`get_rng_state` dict."""
+    version, internal, gauss = state["python"]
+    python.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    numpy.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
+    generator.set_state(state["torch"])
+
+
 def _is_rng(v: Any) -> bool:
-    """The form of :func:`get_rng_state` (a hostile value must not reach the RNG setters)."""
-    if not (isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v)):
+    """The form of :func:`get_rng_state`: fresh generators take it (before it reaches the global ones)."""
+    if not isinstance(v, dict):
         return False
-    py, npy, th = v["python"], v["numpy"], v["torch"]
-    return (
-        isinstance(py, (list, tuple))
-        and len(py) == 3
-        and isinstance(py[1], (list, tuple))
-        and len(py[1]) == 625
-        and all(isinstance(i, int) and 0 <= i < 2**32 for i in py[1][:-1])
-        and isinstance(npy, (list, tuple))
-        and len(npy) == 5
-        and npy[0] == "MT19937"
-        and torch.is_tensor(npy[1])
-        and npy[1].shape == (624,)
-        and torch.is_tensor(th)
-        and th.dtype == torch.uint8
-    )
+    try:
+        _set_states(v, random.Random(), np.random.RandomState(), torch.Generator())
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError):
+        return False
+    return True
 
 
 def _is_number(v: Any) -> bool:
@@ -123,24 +122,22 @@ def _check_keys(state: Any, path: Path, name: str) -> None:
             raise CheckpointError(f"{where} has a bad {f.name!r}: {shown}, not {what}; {fix}")
 
 
+def _plain_rng(python: Any, numpy: Any) -> tuple[list[Any], list[Any]]:
+    """Python's and NumPy's RNG states (also those of an older checkpoint: tuples and a NumPy array) as
+    tensors and plain values only, so that a checkpoint loads with ``weights_only=True``: ``[version, [ints],
+    gauss]`` and ``[name, int64 tensor, pos, has_gauss, cached_gaussian]``."""
+    version, internal, gauss = python
+    name, keys, pos, has_gauss, cached = numpy
+    keys = keys if torch.is_tensor(keys) else torch.from_numpy(np.asarray(keys).astype(np.int64))
+    plain = [int(version), [int(v) for v in internal], gauss]
+    return plain, [str(name), keys, int(pos), int(has_gauss), float(cached)]
+
+
 def get_rng_state() -> dict[str, Any]:
     """The RNG states of Python, NumPy, torch CPU and (if available) every CUDA device, for
-    :func:`set_rng_state`, as tensors and plain values only (so a checkpoint loads with
-    ``weights_only=True``): Python's as ``[version, [ints], gauss]``, NumPy's as ``[name, int64 tensor, pos,
-    has_gauss, cached_gaussian]``."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global RNG is restored)
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [
-            str(name),
-            torch.from_numpy(keys.astype(np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "torch": torch.get_rng_state(),
-    }
+    :func:`set_rng_state`."""
+    python, numpy = _plain_rng(random.getstate(), np.random.get_state())  # noqa: NPY002 (the global RNG)
+    state: dict[str, Any] = {"python": python, "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -148,42 +145,20 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the RNG states captured by :func:`get_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
+    _set_states(state, random, np.random, torch.default_generator)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """An RNG state of an older checkpoint (tuples and a NumPy array) in the form of :func:`get_rng_state`."""
-    out = dict(state)
-    version, internal, gauss = state["python"]
-    out["python"] = [int(version), [int(v) for v in internal], gauss]
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    keys = torch.from_numpy(np.asarray(keys).astype(np.int64)) if not torch.is_tensor(keys) else keys
-    out["numpy"] = [str(name), keys, int(pos), int(has_gauss), float(cached)]
-    return out
+#: Write a checkpoint with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it (a full
+#: disk or a read-only folder raises and leaves the previous checkpoint unchanged).
+save_checkpoint = files.save
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with :func:`snnprune.files.save`: atomically, with ``<path>.sha256`` beside it (a full
-    disk or a read-only folder raises and leaves the previous checkpoint unchanged)."""
-    return files.save(state, path)
-
-
-def load_checkpoint(
-    path: str | os.PathLike, *, name: str = "--resume", map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` and check what the training engine reads of it.
-
-    The bytes are checked by :func:`snnprune.files.load` (the ``.sha256`` digest when there is one, the zip
-    archive and its CRCs when there is none); the dict must hold the fields of :class:`TrainState`, each
-    passing its check. Any problem is one :class:`CheckpointError` line
-    naming the file (as given to ``name``, the option or function) and the key; tensors go to
-    ``map_location``."""
+def load_checkpoint(path: str | os.PathLike, *, name: str = "--resume") -> dict[str, Any]:
+    """Read a checkpoint onto the CPU with :func:`snnprune.files.load` (which checks the bytes) and check the
+    fields of :class:`TrainState`; any problem is one :class:`CheckpointError` line naming ``name`` (the
+    option or function), the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -191,7 +166,7 @@ def load_checkpoint(
             + (" or --resume auto" if name == "--resume" else "")
         )
     try:
-        state = files.load(path, map_location=map_location)
+        state = files.load(path)
     except files.UnsafeFileError as exc:
         raise CheckpointError(f"{name}: checkpoint {str(path)!r} {exc.problem}; {exc.fix}") from None
     except files.CorruptFileError as exc:
@@ -236,7 +211,8 @@ def upgrade_checkpoint(path: str | os.PathLike) -> Path:
     except files.CorruptFileError as exc:
         raise CheckpointError(f"upgrade_checkpoint: {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("rng"), dict):
+        rng = state["rng"]
         with contextlib.suppress(TypeError, ValueError, KeyError):  # a bad one is named by _check_keys
-            state["rng"] = _plain_rng(state["rng"])
+            rng["python"], rng["numpy"] = _plain_rng(rng["python"], rng["numpy"])
     _check_keys(state, path, "upgrade_checkpoint")
     return save_checkpoint(state, path)

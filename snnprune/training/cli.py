@@ -1,14 +1,11 @@
 """The training options, each declared once (:data:`OPTIONS`), and everything made from them.
 
-One :class:`Option` per training option gives its type, default, range or choices, help and role (it
-defines the model or its pruning, or the training plan). From it come the flag and its ``--help`` line
-(:func:`get_args_parser`), the ``--config`` loading (:func:`load_config`: the YAML/JSON file is read into a
-dict and each key converted and checked against its declaration), the range checks
-(:func:`check_values`), what ``--resume``/``--test-only`` take from a checkpoint
-(:func:`options_with_role`) and the keyword arguments of the method's constructor
-(:func:`pruner_kwargs`). A keyword of a registered method that no declaration feeds is an option too
-(:func:`method_keyword_options`): its type and default come from the method's signature, its help line
-from the method's ``Args:`` docstring, and its value is checked by the method's constructor.
+One :class:`Option` per training option gives its type, default, range or choices, help and role. From it
+come the flag and its ``--help`` line (:func:`get_args_parser`), the ``--config`` keys (:func:`load_config`),
+the range checks (:func:`check_values`), what ``--resume``/``--test-only`` take from a checkpoint
+(:func:`options_with_role`) and the method's constructor keywords (:func:`pruner_kwargs`). A keyword of a
+registered method or model that no declaration feeds is an option too, made from its signature
+(:func:`method_keyword_options`, :func:`model_keyword_options`); the method or model checks its value.
 
 Plain argparse over dataclass declarations rather than jsonargparse: the values are converted and checked
 here, so every bad input has one message format (``<option>: <what is wrong>; <what to do>``) with no
@@ -26,11 +23,12 @@ import math
 import os
 import re
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import yaml
 
 from snnprune.data import DATASETS
 from snnprune.methods import closest, get_method, list_methods, method_keywords, method_kwargs
@@ -61,11 +59,8 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """An invalid option value or combination, or a ``--config`` file that is missing or malformed.
-
-    The message has the form ``<option>: <what is wrong>; <what to do>``; the scripts print it as
-    ``error: <message>`` and exit with code 2.
-    """
+    """An invalid option value or combination, or a missing or malformed ``--config`` file: one line
+    ``<option>: <what is wrong>; <what to do>``; the scripts print ``error: <message>`` and exit with 2."""
 
 
 def _text(ok: Callable[[str], bool], must: str, fix: str) -> Callable[[str], str]:
@@ -103,7 +98,6 @@ class Option:
         choices: the accepted values.
         range: numbers (always finite): ``">= 0"``, ``"> 0"`` or an interval ``"[0, 1)"``.
         keyword: the :func:`snnprune.sparsify` keyword it feeds (for the methods whose signature takes it).
-        in_epochs: the value counts epochs, the keyword optimizer steps.
         snn: an option of the SNN script only.
         metavar: the value's name in ``--help`` (default: the choices, or the name in capitals).
     """
@@ -117,13 +111,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     range: str = ""
     keyword: str = ""
-    in_epochs: bool = False
     snn: bool = False
     metavar: str | None = None
-
-    @property
-    def flag(self) -> str:
-        return option_name(self.name)
 
 
 def _group(group: str, role: str, *options: Option) -> tuple[Option, ...]:
@@ -283,7 +272,7 @@ def method_keyword_options() -> tuple[Option, ...]:
         text = f"{', '.join(methods)}: {doc or kw}{defaults.pop() if len(defaults) == 1 else ''}"
         options.append(Option(owner.option_names.get(kw, kw), int if epochs else k.type, None,
                               text + (" Given in epochs." if epochs else ""), "pruning", "model",
-                              choices=k.choices, keyword=kw, in_epochs=epochs, metavar="E" if epochs else None))  # fmt: skip
+                              choices=k.choices, keyword=kw, metavar="E" if epochs else None))  # fmt: skip
     return tuple(options)
 
 
@@ -338,11 +327,10 @@ def _bound(text: str) -> float:
 def _within(spec: str, v: Any) -> bool:
     if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
         return False
-    if spec[0] in "[(":
-        lo, hi = (_bound(s) for s in spec[1:-1].split(","))
-        return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
-    op, bound = spec.split()
-    return v >= _bound(bound) if op == ">=" else v > _bound(bound)
+    if spec[0] not in "[(":  # ">= a" is "[a, inf)", "> a" is "(a, inf)"
+        spec = ("[" if spec.startswith(">=") else "(") + spec.split()[1] + ", inf)"
+    lo, hi = (_bound(s) for s in spec[1:-1].split(","))
+    return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
 
 
 def check_values(args: argparse.Namespace) -> None:
@@ -357,7 +345,7 @@ def check_values(args: argparse.Namespace) -> None:
             must = f"in {o.range}" if interval else o.range if o.type is int else f"a finite number {o.range}"
             number = "a whole number" if o.type is int else "a number"
             raise ConfigError(
-                f"{o.flag}: must be {must}, got {v!r}; pass {number} {o.range if not interval else must}"
+                f"{option_name(o.name)}: must be {must}, got {v!r}; pass {number} {o.range if not interval else must}"
             )
 
 
@@ -399,22 +387,6 @@ def _value(o: Option, v: Any, key: str | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- parser
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows each option's effective default (the script's own, e.g. ``epochs 8`` for the default run, in
-    place of the default a method's signature gives)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (
-            "%(default)" in text
-            or action.default in (None, False, argparse.SUPPRESS)
-            or not action.option_strings
-        ):
-            return text
-        text = re.sub(r" ?\(default: [^()]*\)$", "", text)
-        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
-
-
 class TrainingParser(argparse.ArgumentParser):
     """``ArgumentParser`` over :class:`Option` declarations whose errors raise :class:`ConfigError`;
     ``options``: dest -> :class:`Option` (choices resolved), ``generic_defaults``: dest -> declared default."""
@@ -423,13 +395,12 @@ class TrainingParser(argparse.ArgumentParser):
     generic_defaults: dict[str, Any]
     model_option_names: tuple[str, ...] = ()
 
-    def error(self, message: str) -> typing.NoReturn:  # unknown arguments
+    def error(self, message: str) -> NoReturn:  # unknown arguments
         raise ConfigError(f"{message}; see --help for the options")
 
 
 def get_args_parser(
     *,
-    add_help: bool = True,
     snn: bool = True,
     defaults: dict[str, Any] | None = None,
     model_choices: Sequence[str] | None = None,
@@ -444,21 +415,19 @@ def get_args_parser(
     ``parser.parse_args`` gives typed values; :func:`parse_args` adds ``--config``."""
     p = TrainingParser(
         description="snnprune training (one engine for SNN and ANN)",
-        add_help=add_help,
-        formatter_class=_HelpFormatter,
         exit_on_error=False,
     )
     p.add_argument("--config", default=None, metavar="FILE", help="YAML recipe (or a run's config.json); CLI flags override it")  # fmt: skip
     p.options, groups = {}, {}
     p.model_option_names = tuple(o.name for o in model_options)
+    chosen = {**(base_defaults or {}), **(defaults or {})}
     for o in (*OPTIONS, *method_keyword_options(), *model_options):
         if o.snn and not snn:
             continue
         if o.name == "method":
             o = replace(o, choices=list_methods())
         elif o.name == "model":
-            choices = None if model_choices is None else tuple(model_choices)
-            o = replace(o, choices=choices)
+            o = replace(o, choices=None if model_choices is None else tuple(model_choices))
         if o.group not in groups:
             groups[o.group] = p.add_argument_group(o.group)
         if o.type is bool:
@@ -470,12 +439,14 @@ def get_args_parser(
                 "metavar": metavar,
                 "nargs": "*" if o.type is list else None,
             }
-        listed = f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else ""
-        groups[o.group].add_argument(o.flag, default=o.default, help=o.help + listed, **kw)
+        text = o.help + (f": {', '.join(o.choices)}" if o.choices is not None and o.metavar else "")
+        if chosen.get(o.name, o.default) not in (None, False):  # the default in force, not a signature's
+            text = re.sub(r" ?\(default: [^()]*\)$", "", text) + " (default: %(default)s)"
+        groups[o.group].add_argument(option_name(o.name), default=o.default, help=text, **kw)
         p.options[o.name] = o
     p.generic_defaults = {"config": None, **{name: o.default for name, o in p.options.items()}}
     p.generic_defaults.update(base_defaults or {})
-    p.set_defaults(**{**(base_defaults or {}), **(defaults or {})})
+    p.set_defaults(**chosen)
     return p
 
 
@@ -483,18 +454,15 @@ class _DuplicateKey(Exception):
     pass
 
 
-def _unique_key_loader(yaml: Any) -> type:
+class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader refusing a key written twice in one mapping (PyYAML keeps the last)."""
 
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-            for k in keys:
-                if keys.count(k) > 1:
-                    raise _DuplicateKey(k)
-            return super().construct_mapping(node, deep)
-
-    return Loader
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        for k in keys:
+            if keys.count(k) > 1:
+                raise _DuplicateKey(k)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(
@@ -505,14 +473,12 @@ def load_config(
     written ``final-threshold`` or ``final_threshold`` (one of them, once); booleans also as ``"true"``/
     ``"false"``, ``yes``/``no``, ``on``/``off``, 1/0; :data:`RUN_METADATA_KEYS` only in a run's
     ``config.json`` (``kind`` must match the script's). Every problem is a :class:`ConfigError`."""
-    import yaml
-
     path = Path(path)
     where = f"--config {path}"
     if path.is_dir() or not path.exists():
         raise ConfigError(f"--config: file {str(path)!r} does not exist; pass a YAML recipe file")
     try:
-        data = yaml.load(path.read_text(), Loader=_unique_key_loader(yaml))
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
         raise ConfigError(
             f"--config: {str(path)!r} sets {exc.args[0]!r} twice (the last one would win silently); keep one"
@@ -569,14 +535,11 @@ _NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|-inf(inity)?", re.IGNORE
 def parse_args(
     parser: TrainingParser, argv: list[str] | None = None, *, kind: str | None = None
 ) -> argparse.Namespace:
-    """Parse ``argv`` (None: ``sys.argv[1:]``) with the ``--config`` file's values under it (the command
-    line wins); :func:`explicit_options` of the result tells which options the command line or the file set.
-
-    A ``--config`` file is a whole recipe: the script's own defaults (the embedded-dataset default run) do not
-    apply under it, so keys it omits take the declared defaults (``stem``/``width`` None: the model's own).
-    Types and choices are checked here, ranges and combinations by
-    :func:`snnprune.training.validation.prepare`; ``kind`` (``"snn"``/``"ann"``) refuses a run ``config.json``
-    of the other kind. Every problem is a :class:`ConfigError`."""
+    """Parse ``argv`` (None: ``sys.argv[1:]``) over the ``--config`` file's values, a whole recipe that
+    replaces the script's defaults (the command line wins); :func:`explicit_options` of the result tells
+    which options the command line or the file set. Types and choices are checked here, ranges and
+    combinations by :func:`snnprune.training.validation.prepare`; ``kind`` refuses a run ``config.json`` of
+    the other kind. Every problem is a :class:`ConfigError`."""
     tokens: list[str] = []
     for tok in sys.argv[1:] if argv is None else argv:  # --s-init -1e3: argparse takes -1e3 for a flag
         o = parser.options.get(tokens[-1][2:].replace("-", "_")) if tokens[-1:] else None

@@ -18,10 +18,9 @@ def init_distributed(device: torch.device) -> bool:
         return False
     if dist.is_initialized():
         return True
-    backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return True
 
 

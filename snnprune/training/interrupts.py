@@ -39,22 +39,15 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, epoch: int | None = None, step: int | None = None) -> None:
         self.signum, self.epoch, self.step = int(signum), epoch, step
         self.exit_code = 128 + self.signum
-        name = signal.Signals(self.signum).name
+        where = ("" if epoch is None else f" at epoch {epoch}") + ("" if step is None else f", step {step}")
         resume = "continue with the same command plus --resume auto"
         if epoch is None:
-            where, saved = (
-                "",
-                f"stopped at once; checkpoint.pth holds the last complete epoch, if any; {resume}",
-            )
+            saved = f"stopped at once; checkpoint.pth holds the last complete epoch, if any; {resume}"
         elif epoch == 0:
-            where, saved = (
-                " at epoch 0",
-                "nothing was saved; the same command plus --resume auto starts the run again",
-            )
+            saved = "nothing was saved; the same command plus --resume auto starts the run again"
         else:
-            where, saved = f" at epoch {epoch}", f"checkpoint.pth holds epoch {epoch - 1}; {resume}"
-        step_text = "" if step is None else f", step {step}"
-        super().__init__(f"interrupted ({name}){where}{step_text}: {saved}")
+            saved = f"checkpoint.pth holds epoch {epoch - 1}; {resume}"
+        super().__init__(f"interrupted ({signal.Signals(self.signum).name}){where}: {saved}")
 
 
 def _handle(signum: int, frame: Any) -> None:
@@ -102,9 +95,5 @@ def check(epoch: int, step: int, device: torch.device) -> None:
 
 
 def ignore_in_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (a terminal's Ctrl-C reaches the whole
-    process group), so the main process can finish its step; the worker ends with it.
-
-    SIGTERM keeps its default action: the main process ends its workers with SIGTERM when it exits.
-    """
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT, so the main process can finish its step."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

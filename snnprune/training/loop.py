@@ -104,9 +104,7 @@ def mean_threshold(pruner: Any) -> float:
 def _mean_of(values: list[float]) -> float:
     if not values:
         return 0.0
-    if all(v == values[0] for v in values):
-        return float(values[0])
-    return float(np.mean(values))
+    return float(values[0]) if all(v == values[0] for v in values) else float(np.mean(values))
 
 
 def _resolve_thresholds(rows: list[list[Any]], pruner: Any) -> None:
@@ -187,7 +185,7 @@ def train_one_epoch(
     rows: list[list[Any]] = []
     first_step = global_step + 1
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-    try:
+    with bar:
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
                 break
@@ -219,14 +217,11 @@ def train_one_epoch(
             rows.append([global_step, epoch, lr, mean_threshold(pruner) if snapshot is None else snapshot])
             logged = log_every and (i + 1) % log_every == 0
             postfix = progress and (i % _POSTFIX_EVERY == 0 or i == n_batches - 1)
-            if check_each_step or ((logged or postfix) and not distributed):
-                bad = (
-                    _first_nonfinite(losses)
-                    if not check_each_step
-                    else (None if math.isfinite(float(loss_d)) else len(losses) - 1)
-                )
-                if bad is not None:
-                    raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
+            if check_each_step and not math.isfinite(float(loss_d)):
+                raise NonFiniteLossError(epoch, global_step, float(loss_d))
+            bad = _first_nonfinite(losses) if (logged or postfix) and not distributed else None
+            if bad is not None:
+                raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
             if postfix:
                 bar.set_postfix(loss=f"{float(loss_d):.3f}", lr=f"{lr:.3g}")
             if logged:
@@ -236,14 +231,10 @@ def train_one_epoch(
                 )
             bar.update()
             interrupts.check(epoch, global_step, device)  # SIGINT/SIGTERM: stop after this step
-    finally:
-        bar.close()
     bad = _first_nonfinite(losses)
-    if distributed:  # every rank stops together
-        bad_any = D.all_reduce_sum([0.0 if bad is None else 1.0], device)[0]
-        if bad_any > 0:
-            raise NonFiniteLossError(epoch, first_step + (bad or 0), float(losses[bad or 0]))
-    elif bad is not None:
+    if distributed and D.all_reduce_sum([float(bad is not None)], device)[0] > 0:  # every rank stops together
+        bad = bad or 0
+    if bad is not None:
         raise NonFiniteLossError(epoch, first_step + bad, float(losses[bad]))
     _resolve_thresholds(rows, pruner)
     step_rows = [
@@ -273,24 +264,21 @@ def evaluate(
     total = len(loader) if limit is None else min(limit, len(loader))
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, top1, top5, n (one sync at the end)
     bar = tqdm(total=total, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
-    with SpikeRateMonitor(unwrap(model)) as monitor, parametrize.cached():
-        try:
-            for i, (x, y) in enumerate(loader):
-                if limit is not None and i >= limit:
-                    break
-                x, y = to_device(x, y, device, options)
-                with autocast(device, options.amp):
-                    out = model(x)
-                    loss = criterion(out, y)
-                reset(model)
-                top1, top5 = _accuracy(out.float(), y)
-                sums[0] += loss.detach().double() * len(y)
-                sums[1] += top1
-                sums[2] += top5
-                sums[3] += len(y)
-                bar.update()
-        finally:
-            bar.close()
+    with SpikeRateMonitor(unwrap(model)) as monitor, parametrize.cached(), bar:
+        for i, (x, y) in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            x, y = to_device(x, y, device, options)
+            with autocast(device, options.amp):
+                out = model(x)
+                loss = criterion(out, y)
+            reset(model)
+            top1, top5 = _accuracy(out.float(), y)
+            sums[0] += loss.detach().double() * len(y)
+            sums[1] += top1
+            sums[2] += top5
+            sums[3] += len(y)
+            bar.update()
     loss_sum, c1, c5, n, s, cnt = D.all_reduce_sum(sums.tolist() + monitor.totals(), device)
     n = max(n, 1)
     return {

@@ -40,7 +40,6 @@ import torch
 from snnprune import files
 from snnprune.files import atomic_write, remove_stale_temp_files
 from snnprune.structured import EXPORT_FILES
-from snnprune.training.checkpoint import save_checkpoint
 from snnprune.training.cli import ConfigError
 
 __all__ = [
@@ -100,9 +99,8 @@ def all_finite(state_dict: dict[str, Any]) -> bool:
 
 
 def run_files() -> tuple[str, ...]:
-    """Every file a run writes into its folder (besides ``tb/``): :data:`RUN_FILES`, the
-    :data:`~snnprune.structured.EXPORT_FILES` of ``--export`` and their ``.sha256`` digests; ``--overwrite``
-    removes exactly these (and ``tb/``)."""
+    """Every file a run writes into its folder besides ``tb/``: :data:`RUN_FILES`, the
+    :data:`~snnprune.structured.EXPORT_FILES` of ``--export`` and their ``.sha256`` digests."""
     names = (*RUN_FILES, *EXPORT_FILES)
     return (*names, *(f"{n}.sha256" for n in names))
 
@@ -113,17 +111,12 @@ def new_run_note(run_dir: Path, shown: int = 4) -> str:
     is seen at once."""
     run_dir = Path(run_dir)
     out = run_dir.parent
-    found = (
-        [p for p in out.iterdir() if p != run_dir and (p / "checkpoint.pth").is_file()]
-        if out.is_dir()
-        else []
-    )
-    found.sort(key=lambda p: (p / "checkpoint.pth").stat().st_mtime, reverse=True)
+    checkpoints = [c for c in out.glob("*/checkpoint.pth") if c.parent != run_dir and c.is_file()]
+    found = [c.parent for c in sorted(checkpoints, key=lambda c: c.stat().st_mtime, reverse=True)]
     if found:
+        names = ", ".join(p.name for p in found[:shown])
         more = f" and {len(found) - shown} more" if len(found) > shown else ""
-        beside = (
-            f"run folders with a checkpoint in {str(out)!r}: {', '.join(p.name for p in found[:shown])}{more}"
-        )
+        beside = f"run folders with a checkpoint in {str(out)!r}: {names}{more}"
     else:
         beside = f"no run folder in {str(out)!r} has a checkpoint"
     return f"note: --resume auto found no checkpoint.pth in {str(run_dir)!r}, so a new run starts ({beside})"
@@ -170,11 +163,8 @@ def _digest_of(path: Path) -> str:
         line = dpath.read_text(errors="replace").split(" ")[0]
         if len(line) == 64:
             return line
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _holder(fd: int) -> str:
@@ -188,12 +178,9 @@ def _holder(fd: int) -> str:
 
 
 class RunLock:
-    """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock``, taken without waiting.
-
-    :meth:`acquire` creates the folder if needed, locks ``.lock`` and writes the holder's pid and command line
-    into it; :meth:`release` (also the context-manager exit) removes the file, the folders it created (the run
-    folder, a missing ``--output-dir``) when they are left empty, and unlocks. A killed run loses the lock with its process (the kernel drops it) and
-    leaves at most a stale ``.lock`` that the next run takes over."""
+    """The exclusive lock of run ``folder``: ``fcntl.flock`` on ``<folder>/.lock`` (which holds the holder's
+    pid and command line), taken without waiting and released on exit. A killed run loses the lock with its
+    process (the kernel drops it) and leaves at most a stale ``.lock`` that the next run takes over."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -202,7 +189,8 @@ class RunLock:
         self.created: list[Path] = []  # the folders acquire() made: the run folder, then missing parents
 
     def acquire(self) -> RunLock:
-        """Take the lock (a :class:`ConfigError` naming the holder's pid when another process has it)."""
+        """Create the folder if needed and take the lock (a :class:`ConfigError` naming the holder's pid when
+        another process has it)."""
         while self.fd is None:
             if not self.folder.exists():
                 self.created = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
@@ -245,7 +233,8 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Remove ``.lock`` (and the folders :meth:`acquire` created, when they are empty) and unlock."""
+        """Remove ``.lock`` and the folders :meth:`acquire` created (the run folder, a missing
+        ``--output-dir``) when they are empty, and unlock."""
         if self.fd is None:
             return
         self.path.unlink(missing_ok=True)
@@ -272,17 +261,12 @@ def holds_run(folder: Path) -> list[str]:
 def check_output(run_dir: Path) -> None:
     """The run folder ``run_dir`` can be created and written (else a :class:`ConfigError`: a file in the way,
     no write permission)."""
-    out = run_dir.parent
-    for p, opt in ((out, "--output-dir"), (run_dir, "--run-name")):
+    for p, opt in ((run_dir.parent, "--output-dir"), (run_dir, "--run-name")):
         if p.is_symlink() and not p.exists():
             raise ConfigError(f"{opt}: {str(p)!r} is a dangling symlink; remove it or pass another {opt}")
         if p.exists() and not p.is_dir():
             raise ConfigError(f"{opt}: {str(p)!r} is a file, not a folder; pass another {opt}")
-    probe = run_dir
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    probe = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path())  # the nearest existing one
     if not probe.is_dir():
         raise ConfigError(
             f"--output-dir: {str(probe)!r} is a file, so {str(run_dir)!r} cannot be created; pass another --output-dir"
@@ -308,11 +292,8 @@ def check_run_folder(run_dir: Path, args: argparse.Namespace, resume_path: Path 
         return
     if not present or (resume_path is not None and resume_path.resolve().parent == run_dir.resolve()):
         return
-    if (
-        args.resume == "auto"
-        and resume_path is None
-        and not set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
-    ):
+    finished = set(present) & {"checkpoint.pth", "best.pth", "metrics.csv", "summary.json"}
+    if args.resume == "auto" and resume_path is None and not finished:
         return  # killed before its first checkpoint: nothing finished to lose
     raise ConfigError(
         f"--run-name: {str(run_dir)!r} already holds a run ({', '.join(present)}); continue it with "
@@ -324,12 +305,9 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _csv_text(header: list[str] | None, rows: list[list[Any]]) -> str:
+def _csv_text(rows: list[list[Any]]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    if header is not None:
-        w.writerow(header)
-    w.writerows(rows)
+    csv.writer(buf).writerows(rows)
     return buf.getvalue()
 
 
@@ -368,20 +346,15 @@ class RunFolder:
             epoch, step = resumed
             self._truncate(self.path / "metrics.csv", "epoch", epoch)
             self._truncate(self.path / "steps.csv", "step", step)
-        _write_text(self.path / "config.json", json.dumps(config, indent=2, default=str))
-        self.record()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        self.write_json("config.json", config)
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
-        except ImportError:  # pragma: no cover
-            log("tensorboard not installed: no TensorBoard events (pip install tensorboard)")
+        self.tb = SummaryWriter(str(self.path / "tb"), purge_step=resumed[0] + 1 if resumed else None)
 
-    def record(self) -> None:
-        """Rewrite :data:`MANIFEST_FILE`: every :func:`run_files` name in the folder and every file under
-        ``tb/``, with its SHA-256 (all written by this run or the run it resumes)."""
-        if not self.main:
-            return
+    def _record(self) -> None:
+        """Rewrite :data:`MANIFEST_FILE` (after every write, on the main process): every :func:`run_files`
+        name in the folder and every file under ``tb/``, with its SHA-256 (all written by this run or the run
+        it resumes)."""
         names = [n for n in run_files() if (self.path / n).is_file() and not (self.path / n).is_symlink()]
         tb = self.path / "tb"
         if tb.is_dir() and not tb.is_symlink():
@@ -394,14 +367,12 @@ class RunFolder:
         if not path.is_file():
             return
         with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = list(reader)
-        if header is None or column not in header:
+            header, *rows = list(csv.reader(f)) or [[]]  # an empty file: no header
+        if column not in header:
             return
         k = header.index(column)
         kept = [r for r in rows if len(r) == len(header) and r[k].isdigit() and int(r[k]) <= keep_upto]
-        _write_text(path, _csv_text(header, kept))
+        _write_text(path, _csv_text([header, *kept]))
 
     # ------------------------------------------------------------------ per epoch
     def _append(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
@@ -417,7 +388,7 @@ class RunFolder:
         with open(fd, "a", newline="") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConfigError(f"{path}: not a regular file; {fix}")
-            f.write(_csv_text(header if new else None, rows))
+            f.write(_csv_text([header, *rows] if new else rows))
 
     def write_epoch(self, row: dict[str, Any], step_rows: list[list[Any]]) -> None:
         """Append the epoch's :data:`METRICS_COLUMNS` ``row`` to ``metrics.csv``, its :data:`STEPS_COLUMNS`
@@ -433,27 +404,26 @@ class RunFolder:
             self.tb.flush()
 
     def save_checkpoint(self, state: dict[str, Any], *, is_best: bool) -> None:
-        """Write ``checkpoint.pth`` (and ``best.pth`` when ``is_best``); the engine has checked with
-        :func:`all_finite` that every weight of ``state["model"]`` is finite (on every rank)."""
+        """Write ``checkpoint.pth`` (and ``best.pth`` if ``is_best``); its model passed :func:`all_finite`."""
         if not self.main:
             return
-        save_checkpoint(state, self.path / "checkpoint.pth")
+        files.save(state, self.path / "checkpoint.pth")
         if is_best:
-            save_checkpoint(state, self.path / "best.pth")
-        self.record()
+            files.save(state, self.path / "best.pth")
+        self._record()
 
     # ------------------------------------------------------------------ end
     def write_json(self, name: str, data: Any) -> None:
         """Write ``name`` (e.g. ``summary.json``, ``analyze.json``) atomically."""
         if self.main:
             _write_text(self.path / name, json.dumps(data, indent=2, default=str))
-            self.record()
+            self._record()
 
     def save_model(self, name: str, state_dict: dict[str, Any]) -> None:
         """Write a model state dict (e.g. ``model_sparse.pth``) atomically, with its ``.sha256`` digest."""
         if self.main:
             files.save(state_dict, self.path / name)
-            self.record()
+            self._record()
 
     def close(self) -> None:
         """Close TensorBoard."""

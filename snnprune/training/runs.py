@@ -37,13 +37,10 @@ BUILDER_KEY = "model_builder"
 def instantiate(
     record: Mapping[str, Any], where: str = BUILDER_KEY, fix: str = "fix the record", flags: bool = False
 ) -> nn.Module:
-    """Build a model from a builder record: the declared builder ``record["_target_"]``
-    (:func:`snnprune.model_builder`) called with the record's other keys as keyword arguments, checked
-    first against its signature (:func:`snnprune.model_builders.check_kwargs`). A record that is not a
-    dict with a ``_target_``, a target that is not declared, a keyword the builder does not take or of the
-    wrong type, and a builder that refuses its arguments are one :class:`ConfigError` line naming ``where``
-    (a refusal ends with ``fix``; with ``flags``, a :class:`snnprune.KeywordError` names the command-line flag
-    of its keyword instead); nothing undeclared is imported or called."""
+    """Build a model from a builder record (see the module docstring): its declared builder called with the
+    record's other keys, checked first against its signature (:func:`snnprune.model_builders.check_kwargs`).
+    Any problem is one :class:`ConfigError` line naming ``where`` (a builder's refusal ends with ``fix``; with
+    ``flags``, a :class:`snnprune.KeywordError` names the command-line flag of its keyword instead)."""
     if not isinstance(record, Mapping) or "_target_" not in record:
         shown = repr(record) if len(repr(record)) <= 80 else repr(record)[:77] + "..."
         raise ConfigError(
@@ -123,18 +120,14 @@ class Run:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+        problem = "" if isinstance(data, dict) else "is not a JSON object"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"load_run: {str(path)!r} is damaged ({exc}); pass a run folder written by the training scripts"
-        ) from None
+        problem = f"is damaged ({exc})"
     except RecursionError:
+        problem = "is nested too deeply to be a run's JSON"
+    if problem:
         raise ConfigError(
-            f"load_run: {str(path)!r} is nested too deeply to be a run's JSON; pass a run folder written by "
-            "the training scripts"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"load_run: {str(path)!r} is not a JSON object; pass a run folder written by the training scripts"
+            f"load_run: {str(path)!r} {problem}; pass a run folder written by the training scripts"
         )
     return data
 
@@ -215,7 +208,7 @@ def load_run(
             )
         model, pruner = load_compact(build(), folder / "model_compact.pth"), None
     else:
-        ckpt = TrainState.of(load_checkpoint(ckpt_path, name="load_run", map_location="cpu"))
+        ckpt = TrainState.of(load_checkpoint(ckpt_path, name="load_run"))
         model = build()
         pruner = restore(
             model,
