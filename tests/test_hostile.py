@@ -584,6 +584,14 @@ def _rewired(graph_file: Path, change):
     return graph
 
 
+def _rebuilt(graph_file: Path, drop: tuple[str, str]):
+    """The graph without the edge ``drop``, built again as export_nir builds it: ``nir.NIRGraph`` gives a
+    node that feeds nothing an output node of its own."""
+    graph = nir.read(str(graph_file))
+    edges = [e for e in graph.edges if e != drop]
+    return nir.NIRGraph(nodes=dict(graph.nodes), edges=edges, metadata=dict(graph.metadata))
+
+
 # (id, graph(graph_file, tmp_path), model, message fragment)
 VERIFY_CASES = [
     ("missing file", lambda g, t: t / "missing.nir", _net, "is not a file"),
@@ -597,6 +605,7 @@ VERIFY_CASES = [
     ("an empty graph", lambda g, t: nir.NIRGraph(nodes={}, edges=[]), _net, "has no node for the model's neuron 'sn1'"),
     ("an edge dropped", lambda g, t: _rewired(g, lambda e: [x for x in e if x != ("conv1", "sn1")]), _net, "node 'sn1' has no input edge"),
     ("an edge into a sum dropped", lambda g, t: _rewired(g, lambda e: [x for x in e if x != ("layer4_1_sn2", "avgpool")]), _net, "node 'layer4_1_sn2' feeds no other node"),
+    ("an edge into a sum dropped, the graph rebuilt", lambda g, t: _rebuilt(g, ("layer4_1_sn2", "avgpool")), _net, "node 'layer4_1_sn2' feeds no other node, only a second output 'output_layer4_1_sn2'"),
     ("an edge back to a layer", lambda g, t: _rewired(g, lambda e: [*e, ("layer1_0_sn1", "layer1_0_conv1")]), _net, "node 'layer1_0_conv1' is on a cycle of edges"),
     ("an edge to no node", lambda g, t: _rewired(g, lambda e: [*e, ("sn1", "nowhere")]), _net, "the edge ('sn1', 'nowhere') names a node the graph lacks"),
 ]  # fmt: skip

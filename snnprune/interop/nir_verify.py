@@ -373,17 +373,27 @@ def _check_describes(graph: nir.NIRGraph, model: nn.Module, names: list[str]) ->
 
 def _check_wired(graph: nir.NIRGraph) -> None:
     """Every edge joins two nodes of the graph, every node but the input has an input edge, every node but
-    the output feeds another, and no edges form a cycle (export_nir writes a feed-forward graph: recurrence
-    stays inside the neurons; the order from :mod:`graphlib`); else one :class:`ValueError` line naming the
-    edge or node. nirtorch's executor looped forever on such graphs (made by dropping or swapping edges), so
-    they are refused before the importers; an edge dropped where the graph stays wired (one of three inputs
-    of a sum) is not caught here."""
+    the output feeds another, the graph has one output, and no edges form a cycle (export_nir writes a
+    feed-forward graph: recurrence stays inside the neurons; the order from :mod:`graphlib`); else one
+    :class:`ValueError` line naming the edge or node. nirtorch's executor looped forever on such graphs
+    (made by dropping or swapping edges), so they are refused before the importers. ``nir.NIRGraph`` gives
+    a node that feeds nothing an output node of its own (a residual sum that lost its branch or its
+    shortcut): an output after the first in edge order is such a node's, and nirtorch's executor writes an
+    output only as the last node of its queue, so two outputs wait for each other forever. An edge dropped
+    where the graph stays wired (one of three inputs of a sum) is not caught here: the rows count the
+    spikes it changes."""
     nodes, fix = graph.nodes, "pass the graph export_nir wrote for this model"
     inputs: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in graph.edges:
         if a not in nodes or b not in nodes:
             raise ValueError(f"graph_or_path: the edge {(a, b)} names a node the graph lacks; {fix}")
         inputs[b].append(a)
+    outputs = list(dict.fromkeys(b for _, b in graph.edges if isinstance(nodes[b], nir.Output)))
+    for a, b in graph.edges:
+        if b in outputs[1:]:
+            raise ValueError(
+                f"graph_or_path: node {a!r} feeds no other node, only a second output {b!r}; {fix}"
+            )
     fed = {a for a, _ in graph.edges}
     for n, node in nodes.items():
         if not inputs[n] and not isinstance(node, nir.Input):
