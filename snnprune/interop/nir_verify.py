@@ -515,7 +515,7 @@ def verify_nir(
     Raises:
         ValueError: an unknown framework name; a missing, damaged or unreadable file; ``T``/``dt`` out of
             range; a graph that does not describe ``model``, or a miswired one (an edge to no node, a node
-            without an input edge or that feeds nothing, a cycle); one line each, before any work.
+            without an input edge or that feeds nothing, a second output node, a cycle); one line each, before any work.
     """
     unknown = [f for f in frameworks if f not in _LOADERS]
     if unknown:
