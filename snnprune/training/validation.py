@@ -280,11 +280,15 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
             )
     check_values(args)  # the checkpoint's values too
     _check_combination(args, explicit, task.model_kwargs)
-    if task.model_kwargs is not None:  # the script's model defaults this model does not take are unset
+    # the options this run's method and model do not take were only the script's defaults: unset
+    taken = method_kwargs(args.method)
+    unused = [dest for dest, keyword in pruning_options().items() if keyword not in taken]
+    if task.model_kwargs is not None:
         accepted = set(task.model_kwargs(args.model))
-        for dest in ("width", "stem", *model_option_names(args)):
-            if dest not in accepted:
-                setattr(args, dest, None)
+        unused += [dest for dest in ("width", "stem", *model_option_names(args)) if dest not in accepted]
+    for dest in unused:
+        if hasattr(args, dest):
+            setattr(args, dest, None)
     # the pruner in epochs (see pruner_kwargs): the method's checks of the plan and of its configuration
     config, plan = pruner_kwargs(args), {dest: getattr(args, dest) for dest in options_with_role("plan")}
     try:
@@ -301,11 +305,6 @@ def prepare(args: argparse.Namespace, task: Task) -> Prepared:
                 f"--stop-after-epoch: the checkpoint has already finished epoch {done}; pass a later epoch "
                 "or drop --stop-after-epoch"
             )
-    # Pruning options the method does not take were only defaults: record them as unset.
-    taken = method_kwargs(args.method)
-    for dest, keyword in pruning_options().items():
-        if keyword not in taken and hasattr(args, dest):
-            setattr(args, dest, None)
     lock = None
     if not args.test_only and int(os.environ.get("RANK", "0")) == 0:  # the writer; torchrun stops the others
         check_output(run_dir)
