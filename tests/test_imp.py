@@ -130,18 +130,28 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
 
 
-def test_rounds_resume_bit_identically(tmp_path):
-    sew = load_script("train_sew")
-    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--rewind-fraction", "0.5", "--width", "8",
-            "--T", "2", "--epochs", "4", "--batch-size", "16", "--limit-train-batches", "1",
-            "--limit-test-batches", "1", "--analyze-batches", "0", "--quiet"]  # fmt: skip
-    full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
-    sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "2"])  # mid-round 2
-    resumed = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--resume", "auto"])
+#: a tiny two-round IMP run of train_sew.py (4 epochs of one batch)
+_IMP_RUN = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--width", "8", "--T", "2",
+            "--epochs", "4", "--batch-size", "16", "--limit-train-batches", "1", "--limit-test-batches", "1",
+            "--quiet"]  # fmt: skip
+
+
+def _same_final_checkpoints(full: dict, resumed: dict) -> tuple[dict, dict]:
+    """The final checkpoints of the runs of two summaries, after asserting that their models are equal."""
     a = load_checkpoint(Path(full["run_dir"]) / "checkpoint.pth")
     b = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.pth")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    return a, b
+
+
+def test_rounds_resume_bit_identically(tmp_path):
+    sew = load_script("train_sew")
+    base = [*_IMP_RUN, "--rewind-fraction", "0.5", "--analyze-batches", "0"]
+    full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
+    sew.main([*base, "--output-dir", str(tmp_path / "b"), "--stop-after-epoch", "2"])  # mid-round 2
+    resumed = sew.main([*base, "--output-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a, b = _same_final_checkpoints(full, resumed)
     assert a["pruner"]["rounds_done"] == b["pruner"]["rounds_done"] == 1
     assert a["pruner"] == b["pruner"]
     rows = _rows(Path(full["run_dir"]))
@@ -154,9 +164,7 @@ def test_rounds_resume_bit_identically(tmp_path):
 
 def test_early_time_ticket_resumes_bit_identically_across_the_T_switch(tmp_path):
     sew = load_script("train_sew")
-    base = ["--method", "imp", "--target-sparsity", "0.75", "--rounds", "2", "--search-T", "1", "--width", "8",
-            "--T", "2", "--epochs", "4", "--batch-size", "16", "--limit-train-batches", "1",
-            "--limit-test-batches", "1", "--analyze-batches", "1", "--quiet"]  # fmt: skip
+    base = [*_IMP_RUN, "--search-T", "1", "--analyze-batches", "1"]
     full = sew.main([*base, "--output-dir", str(tmp_path / "a")])
     out = ["--output-dir", str(tmp_path / "b")]
     sew.main([*base, *out, "--stop-after-epoch", "0"])  # mid search round
@@ -164,10 +172,7 @@ def test_early_time_ticket_resumes_bit_identically_across_the_T_switch(tmp_path)
     # through the switch, to the middle of the last round
     sew.main([*base, *out, "--resume", "auto", "--stop-after-epoch", "2"])
     resumed = sew.main([*base, *out, "--resume", "auto"])
-    a = load_checkpoint(Path(full["run_dir"]) / "checkpoint.pth")
-    b = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.pth")
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a, b = _same_final_checkpoints(full, resumed)
     assert a["pruner"] == b["pruner"] and a["pruner"]["rounds_done"] == 1
     assert _rows(Path(full["run_dir"])) == _rows(Path(resumed["run_dir"]))
     # the run stopped in the search round was analyzed at T = 1, the finished one at the model's T = 2
