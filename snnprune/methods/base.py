@@ -197,7 +197,8 @@ class Pruner:
 
     Built in two steps (as ``torch.ao.pruning.BaseSparsifier``): the constructor only validates and stores
     the configuration; :meth:`prepare` attaches the parametrizations to a model, all of them or none.
-    :func:`sparsify` does both; :meth:`scale_steps` between the two counts a configuration in epochs in steps. Usage (the order the training engine follows)::
+    :func:`sparsify` does both; :meth:`scale_steps` between the two counts a configuration given in epochs
+    in optimizer steps. Usage (the order the training engine follows)::
 
         pruner = snnprune.sparsify(model, "slats", final_threshold=0.05, total_steps=epochs * len(loader))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
